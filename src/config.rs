@@ -1,0 +1,114 @@
+//! The server's limits and timeouts, parsed and validated once at start-up.
+//!
+//! Invariant: every `Config` the server sees is valid (non-zero timeouts and limits), so the
+//! reactor never re-checks them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What `tether serve` runs with. Defaults are SPEC.md's (and nginx's where one exists).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `keepalive_timeout`: close a keep-alive connection idle this long.
+    pub idle_timeout: Duration,
+    /// `client_header_timeout`: a request (head and body) must arrive whole within this -> 408.
+    pub header_timeout: Duration,
+    /// `send_timeout`: a peer that accepts no bytes for this long is dropped.
+    pub write_timeout: Duration,
+    /// `keepalive_requests`: requests served on one connection before `Connection: close`.
+    pub max_requests: u32,
+    /// Connections open at once; `None` means the open-file limit minus `FD_RESERVE`.
+    pub max_connections: Option<usize>,
+    pub max_head_bytes: usize,
+    pub max_message_bytes: usize,
+    /// How long a graceful shutdown waits for in-flight work.
+    pub drain_timeout: Duration,
+}
+
+/// Descriptors kept back from `--max-connections` for the listener, epoll, the signal pipe,
+/// stdio, `/proc` reads while answering `/stats`, and the spare used to answer a 503.
+pub const FD_RESERVE: usize = 32;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            idle_timeout: Duration::from_secs(75),
+            header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_requests: 1000,
+            max_connections: None,
+            max_head_bytes: 16 * 1024,
+            max_message_bytes: 64 * 1024,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Rejects values the reactor cannot work with, naming the option.
+    pub fn validate(&self) -> Result<(), String> {
+        let durations = [
+            ("--idle-timeout", self.idle_timeout),
+            ("--header-timeout", self.header_timeout),
+            ("--write-timeout", self.write_timeout),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{name} must be greater than zero"));
+        }
+        if self.max_requests == 0 {
+            return Err("--max-requests must be at least 1".into());
+        }
+        if self.max_connections == Some(0) {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.max_head_bytes < 64 {
+            return Err("--max-head-bytes must be at least 64".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration with a unit: `500ms`, `30s`, `2m`, `1h`. A bare number is refused, because
+/// `--idle-timeout 30` is ambiguous to a reader who knows nginx (seconds) and curl (milliseconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration like 500ms, 30s or 2m"))?;
+    let millis = match unit {
+        "ms" => Some(value),
+        "s" => value.checked_mul(1000),
+        "m" => value.checked_mul(60_000),
+        "h" => value.checked_mul(3_600_000),
+        "" => return Err(format!("'{text}' needs a unit: ms, s, m or h")),
+        _ => return Err(format!("'{text}' has an unknown unit '{unit}' (use ms, s, m or h)")),
+    };
+    millis.map(Duration::from_millis).ok_or_else(|| format!("'{text}' is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_known_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "30", "s", "-1s", "1.5s", "10 s", "3d", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_option() {
+        let config = Config { idle_timeout: Duration::ZERO, ..Config::default() };
+        assert!(config.validate().unwrap_err().contains("--idle-timeout"));
+        let config = Config { max_requests: 0, ..Config::default() };
+        assert!(config.validate().unwrap_err().contains("--max-requests"));
+        assert!(Config::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,214 @@
+//! One client connection: its state, the one timer that state arms, and the keep-alive rule.
+//!
+//! ```text
+//!            accept
+//!              v
+//!    +----> Reading --(request complete, answer written)--> Idle / Reading (pipelined tail)
+//!    |        |   \--(answer does not fit the socket)--> Writing --(drained)--> Idle / Reading
+//!    |   head timeout: 408                                   |
+//!    |                                              write timeout: dropped
+//!    +---- Idle <-- bytes arrive
+//!           |  idle timeout: closed
+//!   last answer written (close requested, max requests, error, drain)
+//!              v
+//!          Closing --(peer's FIN, or linger deadline)--> Closed --(reap)--> freed
+//! ```
+//!
+//! Invariants (the server checks them with `debug_assert!`):
+//! - the state decides the meaning of the connection's single timer (`State::deadline_kind`);
+//! - an `Idle` connection owns no buffers;
+//! - a `Closed` connection is never read, written or re-armed; it only waits for `reap`.
+
+use mio::net::TcpStream;
+
+use crate::buffer::Buffers;
+use crate::http::request::Version;
+use crate::http::response::Persistence;
+use crate::stats::CloseReason;
+use crate::timer::TimerKey;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for (the rest of) a request. Timer: the head deadline (`--header-timeout`),
+    /// which also bounds a slow body.
+    Reading,
+    /// Between requests of a keep-alive connection, nothing buffered. Timer: `--idle-timeout`.
+    Idle,
+    /// Answers are serialised but the socket will not take them yet; WRITABLE interest is
+    /// registered. Timer: `--write-timeout`, re-armed whenever the peer takes bytes.
+    Writing,
+    /// The last answer is written and our side is shut down; input is read and discarded until
+    /// the peer's FIN so that closing does not reset the connection under an unread answer
+    /// (nginx's lingering close). Timer: `LINGER`.
+    Closing,
+    /// Done; freed in the reap phase. No timer.
+    Closed,
+}
+
+/// What the connection's one timer means in each state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    Head,
+    Idle,
+    Write,
+    Linger,
+}
+
+impl State {
+    pub fn deadline(self) -> Option<Deadline> {
+        match self {
+            State::Reading => Some(Deadline::Head),
+            State::Idle => Some(Deadline::Idle),
+            State::Writing => Some(Deadline::Write),
+            State::Closing => Some(Deadline::Linger),
+            State::Closed => None,
+        }
+    }
+}
+
+/// A slab entry: everything the server keeps per connection. Kept small on purpose: an idle
+/// connection costs this plus one timer entry (see `docs/costs.md`).
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: TcpStream,
+    pub state: State,
+    /// The one armed timer; its meaning follows `state`.
+    pub timer: Option<TimerKey>,
+    /// Lent from the pool while bytes are in flight; `None` while idle.
+    pub buffers: Option<Box<Buffers>>,
+    /// Requests answered on this connection.
+    pub served: u32,
+    /// Set when an answer said `Connection: close`: why this connection will end.
+    pub closing: Option<CloseReason>,
+    /// The peer sent FIN: nothing more will arrive.
+    pub read_closed: bool,
+    /// Readable readiness seen but not consumed (the server stopped reading to apply
+    /// backpressure); with edge-triggered epoll no second event will come for it.
+    pub input_ready: bool,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream) -> Self {
+        Connection {
+            stream,
+            state: State::Reading,
+            timer: None,
+            buffers: None,
+            served: 0,
+            closing: None,
+            read_closed: false,
+            input_ready: false,
+        }
+    }
+}
+
+/// Bytes one slab slot takes: slab stores `enum Entry { Vacant(usize), Occupied(T) }`, which
+/// this private mirror reproduces, since slab does not export its entry type.
+pub const ENTRY_BYTES: usize = {
+    #[allow(dead_code)]
+    enum SlabEntry {
+        Vacant(usize),
+        Occupied(Connection),
+    }
+    std::mem::size_of::<SlabEntry>()
+};
+
+/// What the keep-alive rule needs to know about one request.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepAliveInput {
+    pub version: Version,
+    pub close_requested: bool,
+    pub keep_alive_requested: bool,
+    /// Requests answered on this connection before this one.
+    pub served_before: u32,
+    pub max_requests: u32,
+    pub idle_timeout_secs: u64,
+    pub draining: bool,
+    /// The answer is an error after which the framing cannot be trusted.
+    pub framing_error: bool,
+}
+
+/// The one place that decides whether a connection survives an answer (RFC 9112 section 9.3):
+/// HTTP/1.1 persists unless `close` is asked for; HTTP/1.0 only with `keep-alive`; the server
+/// ends it at `--max-requests`, on drain and after a framing error. Returns the headers to
+/// write and, when closing, why.
+pub fn keep_alive(input: &KeepAliveInput) -> (Persistence, Option<CloseReason>) {
+    let served = input.served_before.saturating_add(1);
+    let reason = if input.framing_error {
+        Some(CloseReason::Error)
+    } else if input.draining {
+        Some(CloseReason::Drain)
+    } else if input.close_requested || (input.version == Version::Http10 && !input.keep_alive_requested) {
+        Some(CloseReason::ByClient)
+    } else if served >= input.max_requests {
+        Some(CloseReason::MaxRequests)
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => (Persistence::Close, Some(reason)),
+        None => (
+            Persistence::KeepAlive {
+                timeout_secs: input.idle_timeout_secs,
+                remaining: input.max_requests - served,
+                http10: input.version == Version::Http10,
+            },
+            None,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version) -> KeepAliveInput {
+        KeepAliveInput {
+            version,
+            close_requested: false,
+            keep_alive_requested: false,
+            served_before: 0,
+            max_requests: 1000,
+            idle_timeout_secs: 75,
+            draining: false,
+            framing_error: false,
+        }
+    }
+
+    /// An idle connection costs one slab slot and one timer entry; keep both small.
+    #[test]
+    fn per_connection_structures_stay_small() {
+        let timer = crate::timer::ENTRY_BYTES;
+        println!("Connection: {} bytes, slab slot: {ENTRY_BYTES} bytes, timer entry: {timer} bytes", size_of::<Connection>());
+        assert!(ENTRY_BYTES <= 48, "slab slot grew to {ENTRY_BYTES} bytes");
+        assert!(timer <= 48, "timer entry grew to {timer} bytes");
+    }
+
+    #[test]
+    fn http11_persists_by_default_and_counts_down() {
+        let (persistence, reason) = keep_alive(&request(Version::Http11));
+        assert_eq!(persistence, Persistence::KeepAlive { timeout_secs: 75, remaining: 999, http10: false });
+        assert_eq!(reason, None);
+    }
+
+    #[test]
+    fn http10_persists_only_when_asked() {
+        assert_eq!(keep_alive(&request(Version::Http10)), (Persistence::Close, Some(CloseReason::ByClient)));
+        let asked = KeepAliveInput { keep_alive_requested: true, ..request(Version::Http10) };
+        assert!(matches!(keep_alive(&asked).0, Persistence::KeepAlive { http10: true, .. }));
+    }
+
+    #[test]
+    fn the_server_ends_a_connection_for_its_own_reasons() {
+        let close = KeepAliveInput { close_requested: true, ..request(Version::Http11) };
+        assert_eq!(keep_alive(&close).1, Some(CloseReason::ByClient));
+        let last = KeepAliveInput { served_before: 999, ..request(Version::Http11) };
+        assert_eq!(keep_alive(&last), (Persistence::Close, Some(CloseReason::MaxRequests)));
+        let one_before_last = KeepAliveInput { served_before: 998, ..request(Version::Http11) };
+        assert!(matches!(keep_alive(&one_before_last).0, Persistence::KeepAlive { remaining: 1, .. }));
+        let draining = KeepAliveInput { draining: true, ..request(Version::Http11) };
+        assert_eq!(keep_alive(&draining).1, Some(CloseReason::Drain));
+        let broken = KeepAliveInput { framing_error: true, draining: true, ..request(Version::Http11) };
+        assert_eq!(keep_alive(&broken).1, Some(CloseReason::Error));
+    }
+}

@@ -1,0 +1,8 @@
+//! HTTP/1.1 without sockets: `request` turns bytes into requests (or a precise error), `response`
+//! turns answers into bytes, and `date` keeps the `Date` header's text fresh once a second.
+//!
+//! Nothing in here reads or writes a socket, so every rule is tested with byte strings.
+
+pub mod date;
+pub mod request;
+pub mod response;

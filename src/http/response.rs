@@ -1,0 +1,201 @@
+//! Serialising responses: the one write path every answer takes, from `/plaintext` to a 503.
+//!
+//! Invariants: every response carries `Server`, `Date` and `Content-Length` (a HEAD answer
+//! carries the length of the body it leaves out, RFC 9110 section 9.3.2); the persistence
+//! headers are decided by the caller once (`Persistence`) and written here, so no route can
+//! forget `Connection: close` on the response that ends a connection.
+
+use super::date::HttpDate;
+
+/// A status code with its reason phrase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Status {
+    pub const OK: Status = Status::new(200, "OK");
+    pub const BAD_REQUEST: Status = Status::new(400, "Bad Request");
+    pub const NOT_FOUND: Status = Status::new(404, "Not Found");
+    pub const METHOD_NOT_ALLOWED: Status = Status::new(405, "Method Not Allowed");
+    pub const REQUEST_TIMEOUT: Status = Status::new(408, "Request Timeout");
+    pub const PAYLOAD_TOO_LARGE: Status = Status::new(413, "Content Too Large");
+    pub const URI_TOO_LONG: Status = Status::new(414, "URI Too Long");
+    pub const HEADER_FIELDS_TOO_LARGE: Status = Status::new(431, "Request Header Fields Too Large");
+    pub const NOT_IMPLEMENTED: Status = Status::new(501, "Not Implemented");
+    pub const SERVICE_UNAVAILABLE: Status = Status::new(503, "Service Unavailable");
+    pub const VERSION_NOT_SUPPORTED: Status = Status::new(505, "HTTP Version Not Supported");
+
+    const fn new(code: u16, reason: &'static str) -> Status {
+        Status { code, reason }
+    }
+
+    /// The status of a request-parsing error code (400, 413, 414, 431, 501, 505).
+    pub fn from_code(code: u16) -> Status {
+        match code {
+            413 => Status::PAYLOAD_TOO_LARGE,
+            414 => Status::URI_TOO_LONG,
+            431 => Status::HEADER_FIELDS_TOO_LARGE,
+            501 => Status::NOT_IMPLEMENTED,
+            505 => Status::VERSION_NOT_SUPPORTED,
+            _ => Status::BAD_REQUEST,
+        }
+    }
+}
+
+/// Whether the connection stays open after this response, decided once per response by the
+/// connection's keep-alive rule and written here as headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// `Keep-Alive: timeout=T, max=M` (M = requests the connection still accepts after this one);
+    /// HTTP/1.0 also needs `Connection: keep-alive`, since persistence is not its default.
+    KeepAlive { timeout_secs: u64, remaining: u32, http10: bool },
+    /// `Connection: close`: the last response on this connection.
+    Close,
+}
+
+/// An answer before serialisation. `headers` are the extra ones a route needs (`Allow`,
+/// `Retry-After`, `Cache-Control`).
+#[derive(Debug, Clone, Copy)]
+pub struct Response<'a> {
+    pub status: Status,
+    pub content_type: &'static str,
+    pub headers: &'a [(&'static str, &'a str)],
+    pub body: &'a [u8],
+}
+
+impl<'a> Response<'a> {
+    pub fn new(status: Status, content_type: &'static str, body: &'a [u8]) -> Self {
+        Response { status, content_type, headers: &[], body }
+    }
+
+    /// An error answer: a one-line `text/plain` body.
+    pub fn error(status: Status, line: &'a [u8]) -> Self {
+        Response::new(status, "text/plain; charset=utf-8", line)
+    }
+
+    pub fn with_headers(self, headers: &'a [(&'static str, &'a str)]) -> Self {
+        Response { headers, ..self }
+    }
+}
+
+/// Appends the serialised response to `out`; with `head_only` the body is left out (HEAD).
+pub fn write(out: &mut Vec<u8>, response: &Response, persistence: Persistence, head_only: bool, date: &HttpDate) {
+    let body = response.body;
+    out.reserve(160 + if head_only { 0 } else { body.len() });
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(response.status.code));
+    out.push(b' ');
+    out.extend_from_slice(response.status.reason.as_bytes());
+    out.extend_from_slice(b"\r\nServer: tether\r\nDate: ");
+    out.extend_from_slice(date.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(response.content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    push_decimal(out, body.len() as u64);
+    for (name, value) in response.headers {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+    }
+    match persistence {
+        Persistence::KeepAlive { timeout_secs, remaining, http10 } => {
+            if http10 {
+                out.extend_from_slice(b"\r\nConnection: keep-alive");
+            }
+            out.extend_from_slice(b"\r\nKeep-Alive: timeout=");
+            push_decimal(out, timeout_secs);
+            out.extend_from_slice(b", max=");
+            push_decimal(out, u64::from(remaining));
+        }
+        Persistence::Close => out.extend_from_slice(b"\r\nConnection: close"),
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Appends `n` in decimal without going through `fmt` (this runs several times per request).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn date() -> HttpDate {
+        let mut date = HttpDate::new();
+        date.refresh(UNIX_EPOCH + Duration::from_secs(784_111_777));
+        date
+    }
+
+    fn render(response: &Response, persistence: Persistence, head_only: bool) -> String {
+        let mut out = Vec::new();
+        write(&mut out, response, persistence, head_only, &date());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn keep_alive_response_carries_every_required_header() {
+        let response = Response::new(Status::OK, "text/plain", b"Hello, World!");
+        let persistence = Persistence::KeepAlive { timeout_secs: 75, remaining: 999, http10: false };
+        assert_eq!(
+            render(&response, persistence, false),
+            "HTTP/1.1 200 OK\r\nServer: tether\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+             Content-Type: text/plain\r\nContent-Length: 13\r\nKeep-Alive: timeout=75, max=999\r\n\r\n\
+             Hello, World!"
+        );
+    }
+
+    #[test]
+    fn http10_keep_alive_says_so_and_close_says_close() {
+        let response = Response::new(Status::OK, "text/plain", b"x");
+        let http10 = Persistence::KeepAlive { timeout_secs: 5, remaining: 0, http10: true };
+        assert!(render(&response, http10, false).contains("\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=0\r\n"));
+        let closing = render(&response, Persistence::Close, false);
+        assert!(closing.contains("\r\nConnection: close\r\n\r\nx"));
+        assert!(!closing.contains("Keep-Alive"));
+    }
+
+    #[test]
+    fn head_keeps_the_length_and_drops_the_body() {
+        let response = Response::new(Status::OK, "text/plain", b"Hello, World!");
+        let text = render(&response, Persistence::Close, true);
+        assert!(text.contains("Content-Length: 13\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn extra_headers_and_error_lines() {
+        let response = Response::error(Status::SERVICE_UNAVAILABLE, b"at the connection limit\n")
+            .with_headers(&[("Retry-After", "1")]);
+        let text = render(&response, Persistence::Close, false);
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(text.contains("\r\nRetry-After: 1\r\n"));
+        assert!(text.ends_with("\r\n\r\nat the connection limit\n"));
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 99, 1000, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! tether: a single-threaded HTTP/1.1 server on mio that serves keep-alive and long polling and
+//! shows, in numbers, what each costs.
+//!
+//! ```text
+//!   main.rs ── Config ──> Server::run ──> run_once, forever:
+//!
+//!   next_deadline ─> poll ─> dispatch ─────────────> expire_timers ─> flush ─> reap
+//!   (timer wheel)  (epoll)   listener: accept       head: 408        queued    free Closed
+//!                            connection: read,      idle: close      answers   slab keys
+//!                            parse, answer, write   write: drop
+//! ```
+//!
+//! Who owns what:
+//! - `server` owns every socket, the `Slab` of connections (token = slab key), the timer wheel
+//!   and the buffer pool; it is the only module that does I/O.
+//! - `connection` owns the state enum and the keep-alive rule; `http` turns bytes into requests
+//!   and answers into bytes; `routes` maps a request to an endpoint; `stats` renders the cost
+//!   view; `timer` holds every deadline; `buffer` lends I/O buffers to busy connections.
+
+pub mod buffer;
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod routes;
+pub mod server;
+pub mod stats;
+pub mod timer;

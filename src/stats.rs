@@ -1,0 +1,327 @@
+//! The cost view: what `/stats` (JSON) and `/metrics` (Prometheus text) report, and where each
+//! figure comes from.
+//!
+//! Counters (`Totals`) are kept by the server as events happen; gauges that the kernel knows
+//! better (descriptors, resident memory, TCP sockets) are read from `/proc` when a snapshot is
+//! taken, never cached, so a figure is never staler than the request that asked for it.
+//! Invariant: both formats render the same `Snapshot`, field for field, so they cannot disagree.
+
+use std::fmt::Write;
+
+/// Why a connection was closed; each has a counter in `totals.closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer hung up, or asked for `Connection: close`.
+    ByClient,
+    IdleTimeout,
+    HeaderTimeout,
+    WriteTimeout,
+    MaxRequests,
+    /// Closed while idle to make room at the connection limit.
+    Reclaimed,
+    /// A malformed request, a failed read or write.
+    Error,
+    /// Closed by a graceful shutdown.
+    Drain,
+    /// Answered 503 at the connection limit.
+    Rejected,
+}
+
+/// Monotonic counters since start.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    pub accepted: u64,
+    pub requests: u64,
+    pub reused: u64,
+    pub rejected: u64,
+    pub closed: Closed,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Closed {
+    pub by_client: u64,
+    pub idle_timeout: u64,
+    pub header_timeout: u64,
+    pub write_timeout: u64,
+    pub max_requests: u64,
+    pub reclaimed: u64,
+    pub error: u64,
+    pub drain: u64,
+    pub rejected: u64,
+}
+
+impl Closed {
+    pub fn count(&mut self, reason: CloseReason) {
+        let counter = match reason {
+            CloseReason::ByClient => &mut self.by_client,
+            CloseReason::IdleTimeout => &mut self.idle_timeout,
+            CloseReason::HeaderTimeout => &mut self.header_timeout,
+            CloseReason::WriteTimeout => &mut self.write_timeout,
+            CloseReason::MaxRequests => &mut self.max_requests,
+            CloseReason::Reclaimed => &mut self.reclaimed,
+            CloseReason::Error => &mut self.error,
+            CloseReason::Drain => &mut self.drain,
+            CloseReason::Rejected => &mut self.rejected,
+        };
+        *counter += 1;
+    }
+}
+
+/// Connections by state, as the server's transition function counts them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ByState {
+    pub reading: u64,
+    pub idle: u64,
+    pub held: u64,
+    pub writing: u64,
+    pub closing: u64,
+}
+
+/// Long-poll figures (zero until long polling lands).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Polls {
+    pub held: u64,
+    pub answered: u64,
+    pub timed_out: u64,
+    pub rejected: u64,
+}
+
+/// Everything one `/stats` or `/metrics` answer reports.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub uptime_secs: f64,
+    pub fds_open: u64,
+    pub fds_limit: u64,
+    pub connections_open: u64,
+    pub by_state: ByState,
+    pub totals: Totals,
+    pub polls: Polls,
+    pub topics: u64,
+    pub messages: u64,
+    pub timers_armed: u64,
+    pub rss_bytes: u64,
+    pub connection_bytes: u64,
+    pub buffer_bytes: u64,
+    pub pool_bytes: u64,
+    pub kernel: Sockstat,
+}
+
+/// The TCP line of `/proc/net/sockstat`, with `mem` converted from pages to bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sockstat {
+    pub tcp_inuse: u64,
+    pub tcp_time_wait: u64,
+    pub tcp_mem_bytes: u64,
+}
+
+impl Snapshot {
+    /// The figures in `/stats` order: (JSON path, value). `/metrics` derives its names from the
+    /// same paths, so adding a figure here adds it to both formats.
+    fn figures(&self) -> Vec<(&'static str, Figure)> {
+        use Figure::{Float, Int};
+        let (s, t, c, p) = (&self.by_state, &self.totals, &self.totals.closed, &self.polls);
+        vec![
+            ("uptime_secs", Float(self.uptime_secs)),
+            ("fds.open", Int(self.fds_open)),
+            ("fds.limit", Int(self.fds_limit)),
+            ("connections.open", Int(self.connections_open)),
+            ("connections.reading", Int(s.reading)),
+            ("connections.idle", Int(s.idle)),
+            ("connections.held", Int(s.held)),
+            ("connections.writing", Int(s.writing)),
+            ("connections.closing", Int(s.closing)),
+            ("totals.accepted", Int(t.accepted)),
+            ("totals.requests", Int(t.requests)),
+            ("totals.reused", Int(t.reused)),
+            ("totals.rejected", Int(t.rejected)),
+            ("totals.closed.by_client", Int(c.by_client)),
+            ("totals.closed.idle_timeout", Int(c.idle_timeout)),
+            ("totals.closed.header_timeout", Int(c.header_timeout)),
+            ("totals.closed.write_timeout", Int(c.write_timeout)),
+            ("totals.closed.max_requests", Int(c.max_requests)),
+            ("totals.closed.reclaimed", Int(c.reclaimed)),
+            ("totals.closed.error", Int(c.error)),
+            ("totals.closed.drain", Int(c.drain)),
+            ("totals.closed.rejected", Int(c.rejected)),
+            ("polls.held", Int(p.held)),
+            ("polls.answered", Int(p.answered)),
+            ("polls.timed_out", Int(p.timed_out)),
+            ("polls.rejected", Int(p.rejected)),
+            ("topics.count", Int(self.topics)),
+            ("topics.messages", Int(self.messages)),
+            ("timers.armed", Int(self.timers_armed)),
+            ("memory.rss_bytes", Int(self.rss_bytes)),
+            ("memory.connection_bytes", Int(self.connection_bytes)),
+            ("memory.buffer_bytes", Int(self.buffer_bytes)),
+            ("memory.pool_bytes", Int(self.pool_bytes)),
+            ("kernel.tcp_inuse", Int(self.kernel.tcp_inuse)),
+            ("kernel.tcp_time_wait", Int(self.kernel.tcp_time_wait)),
+            ("kernel.tcp_mem_bytes", Int(self.kernel.tcp_mem_bytes)),
+        ]
+    }
+
+    /// The `/stats` document: nested objects built from the dotted paths, on one line.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        let mut open: Vec<&str> = Vec::new(); // the objects currently open, outermost first
+        out.push('{');
+        let mut first_in_object = true;
+        for (path, value) in self.figures() {
+            let parts: Vec<&str> = path.split('.').collect();
+            let (parents, leaf) = parts.split_at(parts.len() - 1);
+            let shared = open.iter().zip(parents).take_while(|(a, b)| a == b).count();
+            while open.len() > shared {
+                open.pop();
+                out.push('}');
+                first_in_object = false;
+            }
+            for parent in &parents[shared..] {
+                if !first_in_object {
+                    out.push(',');
+                }
+                let _ = write!(out, "\"{parent}\":{{");
+                open.push(parent);
+                first_in_object = true;
+            }
+            if !first_in_object {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{}\":{}", leaf[0], value);
+            first_in_object = false;
+        }
+        for _ in open {
+            out.push('}');
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// The `/metrics` document: each figure as `tether_<path with dots as underscores>`.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        for (path, value) in self.figures() {
+            let name = format!("tether_{}", path.replace('.', "_"));
+            let kind = if path.starts_with("totals.") || path.starts_with("polls.") && path != "polls.held" {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Figure {
+    Int(u64),
+    Float(f64),
+}
+
+impl std::fmt::Display for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Figure::Int(n) => write!(f, "{n}"),
+            Figure::Float(x) => write!(f, "{x:.3}"),
+        }
+    }
+}
+
+/// Descriptors open in this process: the entries of `/proc/self/fd` (minus the one the listing
+/// itself holds open).
+pub fn fds_open() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| (dir.count() as u64).saturating_sub(1))
+}
+
+/// The soft `RLIMIT_NOFILE`: what `accept` runs into.
+pub fn fds_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        0
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (its second field, in pages).
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * page_size()
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+/// The kernel's view of TCP from `/proc/net/sockstat` (all sockets of the network namespace).
+pub fn sockstat() -> Sockstat {
+    let text = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    parse_sockstat(&text, page_size())
+}
+
+fn parse_sockstat(text: &str, page_size: u64) -> Sockstat {
+    let mut stat = Sockstat::default();
+    let Some(line) = text.lines().find(|l| l.starts_with("TCP:")) else {
+        return stat;
+    };
+    let fields: Vec<&str> = line.split_whitespace().skip(1).collect();
+    for pair in fields.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        match pair[0] {
+            "inuse" => stat.tcp_inuse = value,
+            "tw" => stat.tcp_time_wait = value,
+            "mem" => stat.tcp_mem_bytes = value * page_size,
+            _ => {}
+        }
+    }
+    stat
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockstat_line_is_parsed_and_pages_converted() {
+        let text = "sockets: used 290\nTCP: inuse 5 orphan 0 tw 17 alloc 9 mem 3\nUDP: inuse 1 mem 0\n";
+        let stat = parse_sockstat(text, 4096);
+        assert_eq!(stat, Sockstat { tcp_inuse: 5, tcp_time_wait: 17, tcp_mem_bytes: 3 * 4096 });
+        assert_eq!(parse_sockstat("", 4096), Sockstat::default());
+    }
+
+    #[test]
+    fn json_nests_every_figure_in_spec_order() {
+        let mut snapshot = Snapshot { fds_open: 7, uptime_secs: 1.5, ..Snapshot::default() };
+        snapshot.totals.closed.idle_timeout = 3;
+        snapshot.kernel.tcp_mem_bytes = 8192;
+        let json = snapshot.to_json();
+        assert!(json.starts_with("{\"uptime_secs\":1.500,\"fds\":{\"open\":7,\"limit\":0},\"connections\":{\"open\":0,"));
+        assert!(json.contains("\"closed\":{\"by_client\":0,\"idle_timeout\":3,"));
+        assert!(json.contains("\"drain\":0,\"rejected\":0}},\"polls\":{\"held\":0,"));
+        assert!(json.ends_with("\"kernel\":{\"tcp_inuse\":0,\"tcp_time_wait\":0,\"tcp_mem_bytes\":8192}}\n"));
+        let opens = json.matches('{').count();
+        assert_eq!(opens, json.matches('}').count());
+    }
+
+    #[test]
+    fn prometheus_names_follow_the_json_paths() {
+        let mut snapshot = Snapshot::default();
+        snapshot.totals.requests = 42;
+        snapshot.by_state.idle = 2;
+        let text = snapshot.to_prometheus();
+        assert!(text.contains("# TYPE tether_totals_requests counter\ntether_totals_requests 42\n"));
+        assert!(text.contains("# TYPE tether_connections_idle gauge\ntether_connections_idle 2\n"));
+        assert!(text.contains("# TYPE tether_polls_held gauge\n"));
+    }
+
+    #[test]
+    fn proc_readers_see_this_process() {
+        assert!(fds_open() >= 3, "stdin, stdout and stderr at least");
+        assert!(fds_limit() >= fds_open());
+        assert!(rss_bytes() > 0);
+    }
+}
