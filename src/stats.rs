@@ -299,7 +299,9 @@ mod tests {
         snapshot.totals.closed.idle_timeout = 3;
         snapshot.kernel.tcp_mem_bytes = 8192;
         let json = snapshot.to_json();
-        assert!(json.starts_with("{\"uptime_secs\":1.500,\"fds\":{\"open\":7,\"limit\":0},\"connections\":{\"open\":0,"));
+        assert!(
+            json.starts_with("{\"uptime_secs\":1.500,\"fds\":{\"open\":7,\"limit\":0},\"connections\":{\"open\":0,")
+        );
         assert!(json.contains("\"closed\":{\"by_client\":0,\"idle_timeout\":3,"));
         assert!(json.contains("\"drain\":0,\"rejected\":0}},\"polls\":{\"held\":0,"));
         assert!(json.ends_with("\"kernel\":{\"tcp_inuse\":0,\"tcp_time_wait\":0,\"tcp_mem_bytes\":8192}}\n"));

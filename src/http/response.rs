@@ -166,7 +166,9 @@ mod tests {
     fn http10_keep_alive_says_so_and_close_says_close() {
         let response = Response::new(Status::OK, "text/plain", b"x");
         let http10 = Persistence::KeepAlive { timeout_secs: 5, remaining: 0, http10: true };
-        assert!(render(&response, http10, false).contains("\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=0\r\n"));
+        assert!(
+            render(&response, http10, false).contains("\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=0\r\n")
+        );
         let closing = render(&response, Persistence::Close, false);
         assert!(closing.contains("\r\nConnection: close\r\n\r\nx"));
         assert!(!closing.contains("Keep-Alive"));

@@ -25,8 +25,8 @@
 //! 5. Readiness is drained until `WouldBlock` (or a short read or write, which means the same
 //!    for a TCP socket); `WouldBlock` is never an error.
 
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
@@ -36,13 +36,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::buffer::{BufferPool, Buffers};
+use crate::buffer::BufferPool;
 use crate::config::{Config, FD_RESERVE};
-use crate::connection::{self, Connection, Deadline, KeepAliveInput, State};
+use crate::connection::{self, Connection, Deadline, State};
 use crate::http::date::HttpDate;
-use crate::http::request::{self, HttpError, Limits, Method, Request};
-use crate::http::response::{self, Persistence, Response, Status};
-use crate::routes::{self, Route};
+use crate::http::request::Limits;
+use crate::http::response::{Response, Status};
 use crate::stats::{self, ByState, CloseReason, Snapshot, Totals};
 use crate::timer::{Tick, Wheel};
 
@@ -59,6 +58,9 @@ const OUTPUT_CAP: usize = 256 * 1024;
 /// this a newcomer is closed at once without an answer.
 const REJECT_BUDGET: usize = FD_RESERVE / 2;
 const EVENTS_CAPACITY: usize = 1024;
+
+mod answer;
+mod lifecycle;
 
 pub struct Server {
     poll: Poll,
@@ -302,312 +304,6 @@ impl Server {
         }
     }
 
-    /// Reads what the socket has, answers every complete request in order, writes the
-    /// answers, and repeats while backpressure left readable input behind.
-    fn serve(&mut self, key: usize) {
-        loop {
-            let answered = self.read_and_answer(key);
-            self.write_output(key, answered);
-            match self.connections.get(key) {
-                Some(conn) if conn.input_ready && matches!(conn.state, State::Reading | State::Idle) => {}
-                _ => return,
-            }
-        }
-    }
-
-    /// The socket takes output again: write it, then take up input left behind meanwhile.
-    fn on_writable(&mut self, key: usize) {
-        self.write_output(key, false);
-        match self.connections.get(key) {
-            Some(conn) if conn.input_ready && matches!(conn.state, State::Reading | State::Idle) => self.serve(key),
-            _ => {}
-        }
-    }
-
-    /// Returns whether at least one request was answered (a new request starts a new head
-    /// deadline).
-    fn read_and_answer(&mut self, key: usize) -> bool {
-        let Some(conn) = self.connections.get_mut(key) else {
-            return false;
-        };
-        conn.input_ready = false;
-        let mut buffers = conn.buffers.take().unwrap_or_else(|| self.pool.take());
-        loop {
-            if buffers.unread_len() >= self.input_cap {
-                conn.input_ready = true;
-                break;
-            }
-            match buffers.read_from(&mut conn.stream, self.input_cap) {
-                Ok(0) => {
-                    conn.read_closed = true;
-                    break;
-                }
-                Ok(_) if buffers.is_full() => {} // maybe more: read again
-                Ok(_) => break,                  // a short read drained the socket
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!("read failed on {key}: {e}");
-                    conn.buffers = Some(buffers);
-                    self.close(key, CloseReason::ByClient);
-                    return false;
-                }
-            }
-        }
-        if conn.state == State::Idle && buffers.unread_len() > 0 {
-            self.enter(key, State::Reading, true); // the request's head deadline starts now
-        }
-        let answered = self.answer_requests(key, &mut buffers);
-        self.connections[key].buffers = Some(buffers);
-        answered
-    }
-
-    /// Parses and answers every complete request in `buffers`, in order (pipelining).
-    fn answer_requests(&mut self, key: usize, buffers: &mut Buffers) -> bool {
-        let mut answered = false;
-        while buffers.unread_len() > 0 {
-            let conn = &mut self.connections[key];
-            if conn.closing.is_some() {
-                buffers.discard_input(); // nothing after a closing answer is read
-                break;
-            }
-            if buffers.pending_output().len() >= OUTPUT_CAP {
-                conn.input_ready = true; // resumes once the output drains
-                break;
-            }
-            let served_before = conn.served;
-            let (input, output) = buffers.split();
-            let (len, closing) = match request::parse(input, &self.limits) {
-                Ok(None) if input.len() < self.input_cap => break,
-                Ok(None) => (input.len(), Some(self.answer_error(HttpError::HeaderFieldsTooLarge, output))),
-                Ok(Some(req)) => (req.len, self.answer(&req, served_before, output)),
-                Err(e) => (input.len(), Some(self.answer_error(e, output))),
-            };
-            buffers.consume(len);
-            let conn = &mut self.connections[key];
-            conn.served += 1;
-            conn.closing = closing;
-            answered = true;
-        }
-        answered
-    }
-
-    /// Answers one request into `out`; returns why the connection must close after it, if so.
-    fn answer(&mut self, req: &Request, served_before: u32, out: &mut Vec<u8>) -> Option<CloseReason> {
-        self.totals.requests += 1;
-        if served_before > 0 {
-            self.totals.reused += 1;
-        }
-        let (persistence, closing) = connection::keep_alive(&KeepAliveInput {
-            version: req.version,
-            close_requested: req.close,
-            keep_alive_requested: req.keep_alive,
-            served_before,
-            max_requests: self.config.max_requests,
-            idle_timeout_secs: self.config.idle_timeout.as_secs(),
-            draining: self.draining,
-            framing_error: false,
-        });
-        let head_only = req.method == Method::Head;
-        let body: String;
-        let allow: [(&str, &str); 1];
-        let response = match routes::route(req.method, req.path) {
-            Route::Plaintext => Response::new(Status::OK, "text/plain", b"Hello, World!"),
-            Route::Stats => {
-                body = self.snapshot().to_json();
-                Response::new(Status::OK, "application/json", body.as_bytes())
-            }
-            Route::Metrics => {
-                body = self.snapshot().to_prometheus();
-                Response::new(Status::OK, "text/plain; version=0.0.4", body.as_bytes())
-            }
-            Route::NotFound => Response::error(Status::NOT_FOUND, b"no such endpoint\n"),
-            Route::MethodNotAllowed(methods) => {
-                allow = [("Allow", methods)];
-                Response::error(Status::METHOD_NOT_ALLOWED, b"method not allowed here\n").with_headers(&allow)
-            }
-        };
-        response::write(out, &response, persistence, head_only, &self.date);
-        closing
-    }
-
-    /// Answers a request that could not be parsed; the connection closes after it, because
-    /// where the next request starts is no longer known.
-    fn answer_error(&mut self, error: HttpError, out: &mut Vec<u8>) -> CloseReason {
-        self.totals.requests += 1;
-        debug!("bad request: {}", error.message());
-        let line = format!("{}\n", error.message());
-        let response = Response::error(Status::from_code(error.status()), line.as_bytes());
-        response::write(out, &response, Persistence::Close, false, &self.date);
-        CloseReason::Error
-    }
-
-    /// Serialises an answer after which the connection closes, outside of request parsing
-    /// (408 from a timer, 503 at the limit).
-    fn queue_final_answer(&mut self, key: usize, response: &Response, reason: CloseReason) {
-        let conn = &mut self.connections[key];
-        let buffers = conn.buffers.get_or_insert_with(|| self.pool.take());
-        buffers.discard_input();
-        response::write(buffers.output(), response, Persistence::Close, false, &self.date);
-        conn.closing = Some(reason);
-    }
-
-    /// Writes pending output until the socket stops taking it, then moves the connection to
-    /// the state that follows. `fresh` says a request was answered (new head deadline).
-    fn write_output(&mut self, key: usize, fresh: bool) {
-        let Some(conn) = self.connections.get_mut(key) else {
-            return;
-        };
-        if conn.state == State::Closed {
-            return;
-        }
-        let mut progressed = false;
-        if let Some(buffers) = conn.buffers.as_mut() {
-            loop {
-                let pending = buffers.pending_output();
-                if pending.is_empty() {
-                    break;
-                }
-                match conn.stream.write(pending) {
-                    Ok(n) if n > 0 => {
-                        let short = n < pending.len();
-                        buffers.advance_output(n);
-                        progressed = true;
-                        if short {
-                            break; // the send buffer is full: wait for WRITABLE
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    result => {
-                        debug!("write failed on {key}: {result:?}");
-                        self.close(key, CloseReason::ByClient);
-                        return;
-                    }
-                }
-            }
-        }
-        self.settle(key, fresh || progressed);
-    }
-
-    /// The transition function: moves a connection to the state its buffers and flags call
-    /// for. `fresh` restarts the deadline even if the state does not change.
-    fn settle(&mut self, key: usize, fresh: bool) {
-        let conn = &self.connections[key];
-        let buffers = conn.buffers.as_deref();
-        let output_pending = buffers.is_some_and(|b| !b.pending_output().is_empty());
-        let input_pending = buffers.is_some_and(|b| b.unread_len() > 0);
-        if output_pending {
-            self.enter(key, State::Writing, fresh);
-        } else if let Some(reason) = conn.closing {
-            if conn.read_closed {
-                self.close(key, reason);
-            } else {
-                self.enter(key, State::Closing, false);
-            }
-        } else if conn.read_closed {
-            self.close(key, CloseReason::ByClient);
-        } else if input_pending {
-            self.enter(key, State::Reading, fresh);
-        } else if self.draining {
-            self.close(key, CloseReason::Drain);
-        } else {
-            self.enter(key, State::Idle, false);
-        }
-    }
-
-    /// Changes a connection's state, keeping invariants 3 and 4: the timer follows the state
-    /// (kept when the state does not change and `fresh` is false), WRITABLE interest follows
-    /// `Writing`, buffers go back to the pool on `Idle`, the write side shuts on `Closing`.
-    fn enter(&mut self, key: usize, next: State, fresh: bool) {
-        debug_assert!(next != State::Closed, "closing goes through close()");
-        let conn = &mut self.connections[key];
-        let previous = conn.state;
-        if previous == next && !fresh {
-            return;
-        }
-        conn.state = next;
-        let interest = match (previous == State::Writing, next == State::Writing) {
-            (false, true) => Some(Interest::READABLE | Interest::WRITABLE),
-            (true, false) => Some(Interest::READABLE),
-            _ => None,
-        };
-        if let Some(interest) = interest {
-            if let Err(e) = self.poll.registry().reregister(&mut conn.stream, Token(key), interest) {
-                warn!("cannot change interest of {key}: {e}");
-            }
-        }
-        match next {
-            State::Idle => {
-                if let Some(buffers) = conn.buffers.take() {
-                    self.pool.give(buffers);
-                }
-            }
-            State::Closing => {
-                let _ = conn.stream.shutdown(Shutdown::Write);
-            }
-            _ => {}
-        }
-        self.count_state(previous, -1);
-        self.count_state(next, 1);
-        if let Some(deadline) = next.deadline() {
-            self.arm(key, deadline);
-        }
-    }
-
-    /// Arms the connection's one timer for `deadline`, replacing the one it had.
-    fn arm(&mut self, key: usize, deadline: Deadline) {
-        let after = match deadline {
-            Deadline::Head => self.config.header_timeout,
-            Deadline::Idle => self.config.idle_timeout,
-            Deadline::Write => self.config.write_timeout,
-            Deadline::Linger => LINGER,
-        };
-        let at = self.deadline(after);
-        let conn = &mut self.connections[key];
-        if let Some(old) = conn.timer.take() {
-            self.wheel.cancel(old);
-        }
-        conn.timer = Some(self.wheel.insert(at, key));
-    }
-
-    /// Marks a connection closed: its timer is cancelled now, its key freed in `reap`.
-    fn close(&mut self, key: usize, reason: CloseReason) {
-        let conn = &mut self.connections[key];
-        if conn.state == State::Closed {
-            return;
-        }
-        debug!("closing {key}: {reason:?} after {} requests", conn.served);
-        if let Some(timer) = conn.timer.take() {
-            self.wheel.cancel(timer);
-        }
-        if let Some(mut buffers) = conn.buffers.take() {
-            buffers.clear();
-            self.pool.give(buffers);
-        }
-        let previous = std::mem::replace(&mut conn.state, State::Closed);
-        self.count_state(previous, -1);
-        self.totals.closed.count(reason);
-        self.reap_queue.push(key);
-    }
-
-    /// A closing connection's input is read and thrown away until the peer's FIN.
-    fn discard_input(&mut self, key: usize) {
-        let conn = &mut self.connections[key];
-        let mut sink = [0u8; 4096];
-        loop {
-            match conn.stream.read(&mut sink) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => break,
-            }
-        }
-        let reason = conn.closing.unwrap_or(CloseReason::ByClient);
-        self.close(key, reason);
-    }
-
     // ---- expire_timers ------------------------------------------------------------------
 
     fn expire_timers(&mut self) {
@@ -663,7 +359,7 @@ impl Server {
 
     // ---- the cost view ------------------------------------------------------------------
 
-    fn count_state(&mut self, state: State, delta: i64) {
+    pub(super) fn count_state(&mut self, state: State, delta: i64) {
         let counter = match state {
             State::Reading => &mut self.by_state.reading,
             State::Idle => &mut self.by_state.idle,
@@ -674,8 +370,9 @@ impl Server {
         *counter = counter.wrapping_add_signed(delta);
     }
 
-    fn snapshot(&self) -> Snapshot {
-        let buffer_bytes: usize = self.connections.iter().filter_map(|(_, c)| c.buffers.as_ref()).map(|b| b.capacity()).sum();
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let buffer_bytes: usize =
+            self.connections.iter().filter_map(|(_, c)| c.buffers.as_ref()).map(|b| b.capacity()).sum();
         Snapshot {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             fds_open: stats::fds_open(),
@@ -685,7 +382,8 @@ impl Server {
             totals: self.totals.clone(),
             timers_armed: self.wheel.len() as u64,
             rss_bytes: stats::rss_bytes(),
-            connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES + self.wheel.memory_bytes()) as u64,
+            connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES + self.wheel.memory_bytes())
+                as u64,
             buffer_bytes: buffer_bytes as u64,
             pool_bytes: self.pool.capacity() as u64,
             kernel: stats::sockstat(),

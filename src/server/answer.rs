@@ -1,0 +1,169 @@
+//! Turning a connection's input into answers: read what the socket has, parse every complete
+//! request in order (pipelining), route it, and serialise the answer into the output buffer.
+//!
+//! Invariant: answers are appended in request order, and nothing after an answer that closes
+//! the connection is parsed.
+
+use std::io::ErrorKind;
+
+use log::debug;
+
+use super::{Server, OUTPUT_CAP};
+use crate::buffer::Buffers;
+use crate::connection::{self, KeepAliveInput, State};
+use crate::http::request::{self, HttpError, Method, Request};
+use crate::http::response::{self, Persistence, Response, Status};
+use crate::routes::{self, Route};
+use crate::stats::CloseReason;
+
+impl Server {
+    /// Reads what the socket has, answers every complete request in order, writes the
+    /// answers, and repeats while backpressure left readable input behind.
+    pub(super) fn serve(&mut self, key: usize) {
+        loop {
+            let answered = self.read_and_answer(key);
+            self.write_output(key, answered);
+            match self.connections.get(key) {
+                Some(conn) if conn.input_ready && matches!(conn.state, State::Reading | State::Idle) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// The socket takes output again: write it, then take up input left behind meanwhile.
+    pub(super) fn on_writable(&mut self, key: usize) {
+        self.write_output(key, false);
+        match self.connections.get(key) {
+            Some(conn) if conn.input_ready && matches!(conn.state, State::Reading | State::Idle) => self.serve(key),
+            _ => {}
+        }
+    }
+
+    /// Returns whether at least one request was answered (a new request starts a new head
+    /// deadline).
+    fn read_and_answer(&mut self, key: usize) -> bool {
+        let Some(conn) = self.connections.get_mut(key) else {
+            return false;
+        };
+        conn.input_ready = false;
+        let mut buffers = conn.buffers.take().unwrap_or_else(|| self.pool.take());
+        loop {
+            if buffers.unread_len() >= self.input_cap {
+                conn.input_ready = true;
+                break;
+            }
+            match buffers.read_from(&mut conn.stream, self.input_cap) {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    break;
+                }
+                Ok(_) if buffers.is_full() => {} // maybe more: read again
+                Ok(_) => break,                  // a short read drained the socket
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("read failed on {key}: {e}");
+                    conn.buffers = Some(buffers);
+                    self.close(key, CloseReason::ByClient);
+                    return false;
+                }
+            }
+        }
+        if conn.state == State::Idle && buffers.unread_len() > 0 {
+            self.enter(key, State::Reading, true); // the request's head deadline starts now
+        }
+        let answered = self.answer_requests(key, &mut buffers);
+        self.connections[key].buffers = Some(buffers);
+        answered
+    }
+
+    /// Parses and answers every complete request in `buffers`, in order (pipelining).
+    fn answer_requests(&mut self, key: usize, buffers: &mut Buffers) -> bool {
+        let mut answered = false;
+        while buffers.unread_len() > 0 {
+            let conn = &mut self.connections[key];
+            if conn.closing.is_some() {
+                buffers.discard_input(); // nothing after a closing answer is read
+                break;
+            }
+            if buffers.pending_output().len() >= OUTPUT_CAP {
+                conn.input_ready = true; // resumes once the output drains
+                break;
+            }
+            let served_before = conn.served;
+            let (input, output) = buffers.split();
+            let (len, closing) = match request::parse(input, &self.limits) {
+                Ok(None) if input.len() < self.input_cap => break,
+                Ok(None) => (input.len(), Some(self.answer_error(HttpError::HeaderFieldsTooLarge, output))),
+                Ok(Some(req)) => (req.len, self.answer(&req, served_before, output)),
+                Err(e) => (input.len(), Some(self.answer_error(e, output))),
+            };
+            buffers.consume(len);
+            let conn = &mut self.connections[key];
+            conn.served += 1;
+            conn.closing = closing;
+            answered = true;
+        }
+        answered
+    }
+
+    /// Answers one request into `out`; returns why the connection must close after it, if so.
+    fn answer(&mut self, req: &Request, served_before: u32, out: &mut Vec<u8>) -> Option<CloseReason> {
+        self.totals.requests += 1;
+        if served_before > 0 {
+            self.totals.reused += 1;
+        }
+        let (persistence, closing) = connection::keep_alive(&KeepAliveInput {
+            version: req.version,
+            close_requested: req.close,
+            keep_alive_requested: req.keep_alive,
+            served_before,
+            max_requests: self.config.max_requests,
+            idle_timeout_secs: self.config.idle_timeout.as_secs(),
+            draining: self.draining,
+            framing_error: false,
+        });
+        let head_only = req.method == Method::Head;
+        let body: String;
+        let allow: [(&str, &str); 1];
+        let response = match routes::route(req.method, req.path) {
+            Route::Plaintext => Response::new(Status::OK, "text/plain", b"Hello, World!"),
+            Route::Stats => {
+                body = self.snapshot().to_json();
+                Response::new(Status::OK, "application/json", body.as_bytes())
+            }
+            Route::Metrics => {
+                body = self.snapshot().to_prometheus();
+                Response::new(Status::OK, "text/plain; version=0.0.4", body.as_bytes())
+            }
+            Route::NotFound => Response::error(Status::NOT_FOUND, b"no such endpoint\n"),
+            Route::MethodNotAllowed(methods) => {
+                allow = [("Allow", methods)];
+                Response::error(Status::METHOD_NOT_ALLOWED, b"method not allowed here\n").with_headers(&allow)
+            }
+        };
+        response::write(out, &response, persistence, head_only, &self.date);
+        closing
+    }
+
+    /// Answers a request that could not be parsed; the connection closes after it, because
+    /// where the next request starts is no longer known.
+    fn answer_error(&mut self, error: HttpError, out: &mut Vec<u8>) -> CloseReason {
+        self.totals.requests += 1;
+        debug!("bad request: {}", error.message());
+        let line = format!("{}\n", error.message());
+        let response = Response::error(Status::from_code(error.status()), line.as_bytes());
+        response::write(out, &response, Persistence::Close, false, &self.date);
+        CloseReason::Error
+    }
+
+    /// Serialises an answer after which the connection closes, outside of request parsing
+    /// (408 from a timer, 503 at the limit).
+    pub(super) fn queue_final_answer(&mut self, key: usize, response: &Response, reason: CloseReason) {
+        let conn = &mut self.connections[key];
+        let buffers = conn.buffers.get_or_insert_with(|| self.pool.take());
+        buffers.discard_input();
+        response::write(buffers.output(), response, Persistence::Close, false, &self.date);
+        conn.closing = Some(reason);
+    }
+}
