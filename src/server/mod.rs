@@ -377,7 +377,8 @@ impl Server {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             fds_open: stats::fds_open(),
             fds_limit: stats::fds_limit(),
-            connections_open: self.connections.len() as u64,
+            // Closed connections wait in the slab until `reap`; they are already counted in `closed.*`.
+            connections_open: (self.connections.len() - self.reap_queue.len()) as u64,
             by_state: self.by_state,
             totals: self.totals.clone(),
             timers_armed: self.wheel.len() as u64,

@@ -1,0 +1,243 @@
+//! The cost view: `/stats` (JSON) and `/metrics` (Prometheus text). The figures must move as
+//! connections open, go idle, and close for each reason, and the bookkeeping must always add up:
+//! `totals.accepted == connections.open + sum(totals.closed.*)`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{assert_accounting, num, Client, Server};
+use serde_json::Value;
+
+/// A keep-alive connection that only asks for `/stats`, counting its own requests so that the
+/// test knows exactly how many requests the server has seen.
+struct Observer {
+    client: Client,
+    asked: u64,
+}
+
+impl Observer {
+    fn new(server: &Server) -> Observer {
+        Observer { client: server.connect(), asked: 0 }
+    }
+
+    fn stats(&mut self) -> Value {
+        self.asked += 1;
+        let stats = self.client.stats();
+        assert_accounting(&stats);
+        stats
+    }
+
+    /// Polls until `condition` holds (at most 100 polls, 50 ms apart).
+    fn wait_for(&mut self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..100 {
+            let stats = self.stats();
+            if condition(&stats) {
+                return stats;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("/stats never showed {what}: {}", self.stats());
+    }
+}
+
+/// `(open, reading, idle)` from a snapshot.
+fn connections(stats: &Value) -> (u64, u64, u64) {
+    (num(stats, "connections.open"), num(stats, "connections.reading"), num(stats, "connections.idle"))
+}
+
+#[test]
+fn stats_reports_every_documented_figure() {
+    let server = Server::start(&[]);
+    let stats = server.stats();
+    let paths = [
+        "fds.open",
+        "fds.limit",
+        "connections.open",
+        "connections.reading",
+        "connections.idle",
+        "connections.held",
+        "connections.writing",
+        "connections.closing",
+        "totals.accepted",
+        "totals.requests",
+        "totals.reused",
+        "totals.rejected",
+        "polls.held",
+        "polls.answered",
+        "polls.timed_out",
+        "polls.rejected",
+        "topics.count",
+        "topics.messages",
+        "timers.armed",
+        "memory.rss_bytes",
+        "memory.connection_bytes",
+        "memory.buffer_bytes",
+        "memory.pool_bytes",
+        "kernel.tcp_inuse",
+        "kernel.tcp_time_wait",
+        "kernel.tcp_mem_bytes",
+    ];
+    for path in paths {
+        num(&stats, path); // panics naming the path if it is missing or not a number
+    }
+    common::closed_total(&stats); // every totals.closed.* bucket, likewise
+    assert!(stats["uptime_secs"].as_f64().is_some_and(|t| t >= 0.0), "{stats}");
+
+    // The first connection, asking for /stats, is the only one and is reading.
+    assert_eq!(connections(&stats), (1, 1, 0), "{stats}");
+    assert_eq!(num(&stats, "totals.accepted"), 1, "{stats}");
+    assert_eq!(num(&stats, "totals.requests"), 1, "{stats}");
+    assert_eq!(num(&stats, "totals.reused"), 0, "{stats}");
+    // Figures read from the kernel are live.
+    assert!(num(&stats, "fds.open") > 0 && num(&stats, "fds.open") <= num(&stats, "fds.limit"), "{stats}");
+    assert!(num(&stats, "memory.rss_bytes") > 0, "{stats}");
+    assert!(num(&stats, "kernel.tcp_inuse") > 0, "our own connection is in use: {stats}");
+    assert!(num(&stats, "timers.armed") >= 1, "the reading connection has a head deadline: {stats}");
+    assert_accounting(&stats);
+}
+
+#[test]
+fn connection_figures_follow_the_clients() {
+    let server = Server::start(&[]);
+    let mut observer = Observer::new(&server);
+
+    let stats = observer.stats();
+    assert_eq!(connections(&stats), (1, 1, 0), "only the observer, reading its request: {stats}");
+
+    // A serves two requests and goes idle.
+    let mut a = server.connect();
+    assert_eq!(a.get("/plaintext").status, 200);
+    assert_eq!(a.get("/plaintext").status, 200);
+    let stats = observer.stats();
+    assert_eq!(connections(&stats), (2, 1, 1), "A is idle: {stats}");
+    assert_eq!(num(&stats, "totals.accepted"), 2, "{stats}");
+    assert_eq!(num(&stats, "totals.requests"), 2 + observer.asked, "{stats}");
+    assert_eq!(
+        num(&stats, "totals.reused"),
+        1 + (observer.asked - 1),
+        "A's second and the observer's later ones: {stats}"
+    );
+
+    // B is in the middle of a request head: reading.
+    let mut b = server.connect();
+    b.send(b"GET /plaintext HTTP/1.1\r\n");
+    let stats = observer.wait_for("B open", |s| num(s, "connections.open") == 3);
+    assert_eq!(connections(&stats), (3, 2, 1), "the observer and B read, A idles: {stats}");
+    assert_eq!(num(&stats, "totals.accepted"), 3, "{stats}");
+
+    // A hangs up.
+    drop(a);
+    let stats = observer.wait_for("A closed", |s| num(s, "totals.closed.by_client") == 1);
+    assert_eq!(connections(&stats), (2, 2, 0), "{stats}");
+
+    // B finishes its request asking to close.
+    b.send(b"Host: tether.test\r\nConnection: close\r\n\r\n");
+    b.read_response().assert_closes();
+    b.expect_eof();
+    drop(b);
+    let stats = observer.wait_for("B closed", |s| num(s, "totals.closed.by_client") == 2);
+    assert_eq!(connections(&stats), (1, 1, 0), "{stats}");
+    assert_eq!(num(&stats, "totals.requests"), 3 + observer.asked, "{stats}");
+
+    // C sends a malformed request: answered 400 and closed as an error.
+    let mut c = server.connect();
+    c.send(b"GET /plaintext HTTP/1.1\r\nHost : tether.test\r\n\r\n");
+    c.read_response().assert_error(400);
+    c.expect_eof();
+    drop(c);
+    let stats = observer.wait_for("C closed", |s| num(s, "totals.closed.error") == 1);
+    assert_eq!(connections(&stats), (1, 1, 0), "{stats}");
+    assert_eq!(num(&stats, "totals.accepted"), 4, "{stats}");
+    assert_eq!(num(&stats, "totals.closed.by_client"), 2, "{stats}");
+    assert_eq!(num(&stats, "totals.requests"), 4 + observer.asked, "{stats}");
+}
+
+#[test]
+fn accounting_holds_when_a_close_and_a_stats_request_share_a_turn() {
+    // The busy connection sends 5000 requests: more than the default --max-requests.
+    let server = Server::start(&["--max-requests", "1000000"]);
+    let mut observer = Observer::new(&server);
+    let mut busy = server.connect();
+    let pipeline = b"GET /plaintext HTTP/1.1\r\nHost: tether.test\r\n\r\n".repeat(1000);
+    for round in 0..5 {
+        let mut leaving = server.connect();
+        assert_eq!(leaving.get("/plaintext").status, 200);
+        // Keep the server busy with a long pipeline, and meanwhile hang up one connection and
+        // ask for /stats on another: both events then tend to arrive in the same poll batch,
+        // so /stats is answered in the same turn as the close. The snapshot must still add up.
+        busy.send(&pipeline);
+        drop(leaving);
+        let stats = observer.stats(); // asserts the accounting
+        for _ in 0..1000 {
+            assert_eq!(busy.read_response().status, 200);
+        }
+        assert_eq!(
+            num(&stats, "totals.accepted"),
+            3 + round,
+            "the observer, the busy one and {} leaving: {stats}",
+            round + 1
+        );
+    }
+}
+
+/// The leaf paths of a JSON document: `{"a":{"b":1}}` gives `a.b`.
+fn leaf_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                leaf_paths(child, &path, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn metrics_name_every_stats_figure() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    for _ in 0..3 {
+        assert_eq!(client.get("/plaintext").status, 200);
+    }
+    let response = client.get("/metrics");
+    assert_eq!(response.status, 200);
+    assert!(response.header("Content-Type").is_some_and(|t| t.starts_with("text/plain")), "{response:?}");
+
+    // Prometheus text format: `# TYPE name kind` lines and `name value` samples.
+    let mut samples = BTreeMap::new();
+    let mut kinds = BTreeMap::new();
+    for line in response.text().lines() {
+        if let Some(declaration) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = declaration.split_once(' ').unwrap_or_else(|| panic!("malformed TYPE line {line:?}"));
+            kinds.insert(name.to_string(), kind.to_string());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (name, value) = line.split_once(' ').unwrap_or_else(|| panic!("malformed sample {line:?}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("sample {line:?} is not a number"));
+            samples.insert(name.to_string(), value);
+        }
+    }
+    // The requests so far: three /plaintext and this /metrics.
+    assert_eq!(samples.get("tether_totals_requests"), Some(&4.0), "{samples:?}");
+    assert_eq!(samples.get("tether_totals_reused"), Some(&3.0), "{samples:?}");
+    assert_eq!(samples.get("tether_totals_accepted"), Some(&1.0), "{samples:?}");
+    assert_eq!(samples.get("tether_connections_open"), Some(&1.0), "{samples:?}");
+    assert_eq!(samples.get("tether_connections_reading"), Some(&1.0), "{samples:?}");
+
+    // Every figure of /stats has a sample named after its path, declared with a type.
+    let mut paths = Vec::new();
+    leaf_paths(&client.stats(), "", &mut paths);
+    assert!(paths.len() >= 30, "{paths:?}");
+    for path in paths {
+        let name = format!("tether_{}", path.replace('.', "_"));
+        assert!(samples.contains_key(&name), "/metrics lacks {name} (from /stats {path})");
+        let kind = kinds.get(&name).map(String::as_str);
+        let expected = if path.starts_with("totals.") { "counter" } else { "gauge" };
+        if path.starts_with("totals.") || path.starts_with("connections.") {
+            assert_eq!(kind, Some(expected), "TYPE of {name}");
+        } else {
+            assert!(matches!(kind, Some("counter" | "gauge")), "TYPE of {name}: {kind:?}");
+        }
+    }
+}
