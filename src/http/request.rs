@@ -1,15 +1,67 @@
-//! TEMPORARY stand-in until the real parser lands.
+//! HTTP/1.1 request parsing and message framing, without I/O.
+//!
+//! [`parse`] turns the bytes a connection has buffered into at most one
+//! [`Request`]. It alone decides where a request starts and ends, which makes
+//! it the server's defence against request smuggling (RFC 9112 §11.2). It
+//! keeps these invariants:
+//!
+//! * **It never guesses framing.** Whatever two parsers could read two ways
+//!   (Content-Length with Transfer-Encoding, a repeated or listed
+//!   Content-Length, a coding other than one final `chunked`, a line ended by
+//!   a bare LF, obs-fold) is an error, never a best effort.
+//! * **It is stateless and exact.** Nothing is kept between calls: the server
+//!   calls `parse` on its whole buffer whenever bytes arrive, and
+//!   [`Request::len`] says exactly how many bytes to drop before the next
+//!   pipelined request.
+//! * **Prefixes wait; violations fail early.** Every strict prefix of a valid
+//!   request gives `Ok(None)`. Input that already breaks the grammar or a
+//!   limit fails at once instead of waiting for bytes that cannot repair it,
+//!   and with the status that the whole input would get: the verdict does not
+//!   depend on how the bytes were split into reads.
+//! * **`Ok(None)` implies bounded input.** It is only returned while
+//!   `input.len() <= 2 * max_head_bytes + max_body_bytes`, so a connection's
+//!   buffer can be capped there.
+//! * **It allocates only a decoded chunked body.** The head is parsed into
+//!   stack slots, and a Content-Length body is borrowed from the input.
+//!
+//! The rules, each with its RFC reason, are listed in `docs/http.md`.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+
+use httparse::Status;
+
+/// The most header fields a request may have; more is 431.
+const MAX_HEADERS: usize = 64;
+/// The longest chunk extension accepted on one chunk-size line.
+const MAX_CHUNK_EXT: usize = 1024;
+
+/// Size limits for one request. Each has its own status code when exceeded.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Request line and header section, up to and including the empty line (431).
     pub max_head_bytes: usize,
+    /// The request-target (414).
     pub max_uri_bytes: usize,
+    /// The body, after chunked decoding (413).
     pub max_body_bytes: usize,
 }
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_head_bytes: 16 * 1024, max_uri_bytes: 8 * 1024, max_body_bytes: 64 * 1024 }
+    }
+}
+
+/// The protocol versions served. Any other well-formed version is 505.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     Http10,
     Http11,
 }
+
+/// The request method. Methods are case-sensitive (RFC 9110 §9.1), so `get`
+/// is `Other("get")`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method<'b> {
     Get,
@@ -17,34 +69,55 @@ pub enum Method<'b> {
     Post,
     Other(&'b str),
 }
+
+/// The request body.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Body<'b> {
+    /// No body: no framing header, or `Content-Length: 0`.
     Empty,
+    /// A Content-Length body, borrowed from the input.
     Bytes(&'b [u8]),
+    /// A decoded chunked body. Chunk extensions and trailer fields are checked, then dropped.
     Chunked(Vec<u8>),
 }
+
+/// One complete request found at the start of the input.
 #[derive(Debug)]
 pub struct Request<'b> {
     pub method: Method<'b>,
+    /// The path of the target, without the query: `/p` for both `/p?q` and
+    /// `http://h/p?q`, `/` for `http://h`, and `*` for asterisk-form.
     pub path: &'b str,
+    /// What follows the first `?` of the target, or `""`.
     pub query: &'b str,
     pub version: Version,
+    /// A `close` option appears in a Connection header.
     pub close: bool,
+    /// A `keep-alive` option appears in a Connection header.
     pub keep_alive: bool,
+    /// The `Last-Event-ID` header that an `EventSource` sends when it reconnects.
     pub last_event_id: Option<&'b str>,
     pub body: Body<'b>,
+    /// Bytes of input this request occupies, head and body framing included.
     pub len: usize,
 }
+
+/// Why a request was refused. The server answers [`HttpError::status`] and closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpError {
+    /// The request breaks the grammar or its framing is ambiguous. Holds the whole message.
     BadRequest(&'static str),
     PayloadTooLarge,
     UriTooLong,
     HeaderFieldsTooLarge,
+    /// A well-formed request asks for something not implemented. Holds the whole message.
     NotImplemented(&'static str),
     VersionNotSupported,
 }
+
 impl HttpError {
+    /// The response status code.
+    #[must_use]
     pub fn status(&self) -> u16 {
         match self {
             HttpError::BadRequest(_) => 400,
@@ -55,57 +128,646 @@ impl HttpError {
             HttpError::VersionNotSupported => 505,
         }
     }
+
+    /// One line of text for the response body.
+    #[must_use]
     pub fn message(&self) -> &'static str {
-        "bad request"
+        match *self {
+            HttpError::BadRequest(message) | HttpError::NotImplemented(message) => message,
+            HttpError::PayloadTooLarge => "payload too large: the body exceeds the server's limit",
+            HttpError::UriTooLong => "URI too long: the request-target exceeds the server's limit",
+            HttpError::HeaderFieldsTooLarge => "request header fields too large: the head exceeds the server's limits",
+            HttpError::VersionNotSupported => "HTTP version not supported: use HTTP/1.1 or HTTP/1.0",
+        }
     }
 }
-pub fn parse<'b>(input: &'b [u8], limits: &Limits) -> Result<Option<Request<'b>>, HttpError> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let n = match req.parse(input) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            if input.len() > limits.max_head_bytes {
-                return Err(HttpError::HeaderFieldsTooLarge);
-            }
-            return Ok(None);
-        }
-        Err(_) => return Err(HttpError::BadRequest("x")),
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// A 400 whose message is assembled at compile time.
+macro_rules! bad {
+    ($why:literal) => {
+        HttpError::BadRequest(concat!("bad request: ", $why))
     };
-    let method = match req.method.unwrap_or("") {
+}
+
+/// Parses one request at the start of `input`.
+///
+/// Returns `Ok(None)` while `input` is a valid prefix of a request (call
+/// again when more bytes arrive), and `Ok(Some(request))` once it starts with
+/// a complete one, which occupies `request.len` bytes.
+///
+/// # Errors
+///
+/// `Err(error)` when the input can never become a valid request: it breaks
+/// the grammar, its framing is ambiguous, or it exceeds a limit. Answer
+/// `error.status()` and close the connection.
+pub fn parse<'b>(input: &'b [u8], limits: &Limits) -> Result<Option<Request<'b>>, HttpError> {
+    // Only the first max_head_bytes may hold the head, so only they are
+    // parsed: the head's fate then depends on those bytes alone.
+    let window = &input[..input.len().min(limits.max_head_bytes)];
+    // httparse writes only the slots it fills, so a small request does not
+    // pay for clearing all of them.
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut []);
+    let parsed = head.parse_with_uninit_headers(window, &mut slots);
+
+    // 414 as soon as the target is known to be too long (RFC 9112 §3), before
+    // any other verdict, so that the answer does not depend on how much of
+    // the head has arrived.
+    if target_len(&head, window) > limits.max_uri_bytes {
+        return Err(HttpError::UriTooLong);
+    }
+    let head_full = input.len() >= limits.max_head_bytes;
+    let head_len = match parsed {
+        Ok(Status::Complete(len)) => len,
+        Ok(Status::Partial) => return wait_unless(head_full, HttpError::HeaderFieldsTooLarge),
+        Err(httparse::Error::Version) => match version_error(&head, window) {
+            Some(error) => return Err(error),
+            None => return wait_unless(head_full, HttpError::HeaderFieldsTooLarge),
+        },
+        Err(error) => return Err(head_error(error, &head, window)),
+    };
+    if !crlf_line_ends(&head, &window[..head_len]) {
+        return Err(bad!("bare LF as a line ending"));
+    }
+    // httparse fills all three on success.
+    let (Some(method), Some(target), Some(minor)) = (head.method, head.path, head.version) else {
+        return Err(bad!("malformed request line"));
+    };
+    let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
+    let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" => Method::Post,
-        m => Method::Other(m),
+        // CONNECT carries an authority-form target and turns the connection
+        // into a tunnel (RFC 9110 §9.3.6); neither is implemented.
+        "CONNECT" => return Err(HttpError::NotImplemented("not implemented: CONNECT")),
+        other => Method::Other(other),
     };
-    let target = req.path.unwrap_or("/");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
-    let mut close = false;
-    let mut keep_alive = false;
-    let mut cl = 0usize;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            let v = std::str::from_utf8(h.value).unwrap_or("").to_ascii_lowercase();
-            close |= v.contains("close");
-            keep_alive |= v.contains("keep-alive");
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            cl = std::str::from_utf8(h.value).ok().and_then(|v| v.parse().ok()).ok_or(HttpError::BadRequest("cl"))?;
-        }
+    let (path, query) = split_target(target)?;
+    let fields = Fields::scan(head.headers)?;
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is 400. Duplicates are
+    // refused by Fields::scan for both versions.
+    if version == Version::Http11 && !fields.host {
+        return Err(bad!("missing Host header"));
     }
-    if input.len() < n + cl {
+    let framing = framing(&fields, head.headers, version, limits)?;
+    let Some((body, len)) = read_body(input, head_len, framing, limits)? else {
         return Ok(None);
-    }
+    };
     Ok(Some(Request {
         method,
         path,
         query,
         version,
-        close,
-        keep_alive,
-        last_event_id: None,
-        body: Body::Bytes(&input[n..n + cl]),
-        len: n + cl,
+        close: fields.close,
+        keep_alive: fields.keep_alive,
+        last_event_id: fields.last_event_id,
+        body,
+        len,
     }))
 }
+
+/// `Ok(None)`, to wait for more bytes, unless `full`: all the bytes that this
+/// part of the request may occupy have arrived, so waiting cannot help.
+fn wait_unless<T>(full: bool, error: HttpError) -> Result<Option<T>, HttpError> {
+    if full {
+        Err(error)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Whether every line of a complete head ends with CRLF. RFC 9112 §2.2 lets
+/// a recipient accept a bare LF too; we do not, because a proxy in front of
+/// us that kept it inside a field value would see other fields than we do.
+/// httparse has already checked that each line is well formed, so only the
+/// ends need a look: after each empty line before the request line, before
+/// each field name, and at the end of the head. The cost is per line, not
+/// per byte.
+fn crlf_line_ends(head: &httparse::Request, bytes: &[u8]) -> bool {
+    let crlf_before = |line: &str| {
+        let start = offset(bytes, line);
+        start >= 2 && bytes[start - 2..start] == *b"\r\n"
+    };
+    let request_line = head.method.map_or(0, |method| offset(bytes, method));
+    bytes[..request_line].chunks(2).all(|line| line == b"\r\n")
+        && head.headers.iter().all(|field| crlf_before(field.name))
+        && bytes.ends_with(b"\r\n\r\n")
+}
+
+/// Where `part`, a subslice that httparse returned, starts in `whole`.
+fn offset(whole: &[u8], part: &str) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
+}
+
+/// The length of the request-target, or of the part of it that has arrived.
+fn target_len(head: &httparse::Request, window: &[u8]) -> usize {
+    match (head.method, head.path) {
+        (_, Some(target)) => target.len(),
+        // httparse stopped inside the target, at the end of the input or at a
+        // byte that cannot be in one (its URI_MAP): the bytes before are target.
+        (Some(method), None) => {
+            let start = offset(window, method) + method.len() + 1;
+            let rest = window.get(start..).unwrap_or_default();
+            rest.iter().take_while(|&&c| c > b' ' && c != 0x7f).count()
+        }
+        (None, None) => 0,
+    }
+}
+
+/// Classifies what httparse found in place of `HTTP/1.0` or `HTTP/1.1`.
+/// `None` means it may still become a well-formed version: wait.
+fn version_error(head: &httparse::Request, window: &[u8]) -> Option<HttpError> {
+    // RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive.
+    fn fits(version: &[u8]) -> bool {
+        version.len() <= 8
+            && version.iter().zip(b"HTTP/0.0").all(|(&c, &shape)| match shape {
+                b'0' => c.is_ascii_digit(),
+                _ => c == shape,
+            })
+    }
+    let start = head.path.map_or(0, |target| offset(window, target) + target.len() + 1);
+    let rest = window.get(start..).unwrap_or_default();
+    let invalid = bad!("invalid HTTP version");
+    match rest.iter().position(|&c| c == b'\n') {
+        // The line is complete: a well-formed version that we do not serve
+        // is 505 (RFC 9110 §15.6.6); anything else is not a version at all.
+        Some(lf) => {
+            let version = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
+            let well_formed = version.len() == 8 && fits(version);
+            Some(if well_formed { HttpError::VersionNotSupported } else { invalid })
+        }
+        // Still arriving: wait while it can become `HTTP/d.d` CRLF.
+        None => {
+            let may_fit = match rest.strip_suffix(b"\r") {
+                Some(version) => version.len() == 8 && fits(version),
+                None => fits(rest),
+            };
+            (!may_fit).then_some(invalid)
+        }
+    }
+}
+
+/// Turns an httparse error into a 400 (or 431) that says what is wrong.
+fn head_error(error: httparse::Error, head: &httparse::Request, window: &[u8]) -> HttpError {
+    match error {
+        httparse::Error::Token if head.method.is_none() => bad!("invalid method"),
+        httparse::Error::Token => bad!("invalid request-target"),
+        httparse::Error::Version | httparse::Error::Status => bad!("invalid HTTP version"),
+        httparse::Error::NewLine => bad!("malformed line ending"),
+        httparse::Error::HeaderName => header_name_error(head, window),
+        httparse::Error::HeaderValue => bad!("control character in a header field value"),
+        httparse::Error::TooManyHeaders => HttpError::HeaderFieldsTooLarge,
+    }
+}
+
+/// httparse does not say which field name it refused; find the first bad
+/// line to say why. Only runs on the error path.
+fn header_name_error(head: &httparse::Request, window: &[u8]) -> HttpError {
+    let after_target = head.path.map_or(0, |target| offset(window, target) + target.len());
+    // skip(1) drops the rest of the request line.
+    let lines = window.get(after_target..).unwrap_or_default().split(|&c| c == b'\n');
+    for line in lines.skip(1) {
+        let name = line.iter().take_while(|&&c| is_tchar(c)).count();
+        match line.get(name) {
+            Some(b':') => {}
+            // RFC 9112 §5.2: obs-fold is refused, not unfolded.
+            Some(b' ' | b'\t') if name == 0 => return bad!("obs-fold (a line starting with whitespace)"),
+            // RFC 9112 §5.1: whitespace before the colon MUST be refused with 400.
+            Some(b' ' | b'\t') => return bad!("whitespace between a field name and its colon"),
+            _ => break,
+        }
+    }
+    bad!("invalid header field name")
+}
+
+/// Splits the request-target (RFC 9112 §3.2) into path and query.
+fn split_target(target: &str) -> Result<(&str, &str), HttpError> {
+    // origin-form, the usual case.
+    if target.starts_with('/') {
+        return Ok(target.split_once('?').unwrap_or((target, "")));
+    }
+    // asterisk-form (OPTIONS *); routing decides what it means.
+    if target == "*" {
+        return Ok(("*", ""));
+    }
+    // absolute-form: the server must accept it (RFC 9112 §3.2.2) and use its
+    // authority in place of Host, which this server does not need.
+    let Some(rest) = strip_scheme(target) else {
+        return Err(bad!("request-target is not origin-form, absolute-form or *"));
+    };
+    let (authority, path_query) = match rest.find(['/', '?']) {
+        Some(end) => rest.split_at(end),
+        None => (rest, ""),
+    };
+    // RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid. Userinfo
+    // ('@') is refused too (RFC 9110 §4.2.4), by is_host_byte.
+    if authority.is_empty() || !authority.bytes().all(is_host_byte) {
+        return Err(bad!("invalid authority in the request-target"));
+    }
+    Ok(match path_query.strip_prefix('?') {
+        Some(query) => ("/", query),
+        None if path_query.is_empty() => ("/", ""),
+        None => path_query.split_once('?').unwrap_or((path_query, "")),
+    })
+}
+
+/// The rest of an `http://` or `https://` target; schemes are case-insensitive (RFC 3986 §3.1).
+fn strip_scheme(target: &str) -> Option<&str> {
+    ["http://", "https://"].iter().find_map(|scheme| {
+        let prefix = target.get(..scheme.len())?;
+        prefix.eq_ignore_ascii_case(scheme).then(|| &target[scheme.len()..])
+    })
+}
+
+/// What the header section says about routing and framing.
+#[derive(Default)]
+struct Fields<'b> {
+    host: bool,
+    content_length: Option<&'b [u8]>,
+    transfer_encoding: bool,
+    close: bool,
+    keep_alive: bool,
+    last_event_id: Option<&'b str>,
+}
+
+impl<'b> Fields<'b> {
+    fn scan(headers: &[httparse::Header<'b>]) -> Result<Self, HttpError> {
+        let mut fields = Fields::default();
+        for header in headers {
+            let (name, value) = (header.name, header.value);
+            // Dispatch on length first: each name we read has its own.
+            match name.len() {
+                4 if name.eq_ignore_ascii_case("host") => {
+                    // RFC 9112 §3.2: more than one Host, or an invalid one, is 400.
+                    if fields.host {
+                        return Err(bad!("two Host headers"));
+                    }
+                    // Host = uri-host [ ":" port ]; it may be empty (RFC 9112 §3.2).
+                    if !value.iter().all(|&c| is_host_byte(c)) {
+                        return Err(bad!("invalid Host header"));
+                    }
+                    fields.host = true;
+                }
+                10 if name.eq_ignore_ascii_case("connection") => {
+                    // RFC 9110 §7.6.1: a list of case-insensitive options.
+                    for option in list(value) {
+                        fields.close |= option.eq_ignore_ascii_case(b"close");
+                        fields.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                    }
+                }
+                13 if name.eq_ignore_ascii_case("last-event-id") => {
+                    if fields.last_event_id.is_some() {
+                        return Err(bad!("two Last-Event-ID headers"));
+                    }
+                    let Ok(id) = std::str::from_utf8(value) else {
+                        return Err(bad!("Last-Event-ID is not UTF-8"));
+                    };
+                    fields.last_event_id = Some(id);
+                }
+                14 if name.eq_ignore_ascii_case("content-length") => {
+                    // RFC 9112 §6.3: several Content-Length lines could be
+                    // read two ways by two parsers; refuse even equal ones.
+                    if fields.content_length.is_some() {
+                        return Err(bad!("two Content-Length headers"));
+                    }
+                    fields.content_length = Some(value);
+                }
+                17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                    fields.transfer_encoding = true;
+                }
+                _ => {}
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// The elements of a comma-separated field value (RFC 9110 §5.6.1): OWS
+/// trimmed, empty elements dropped. httparse has already refused the other
+/// ASCII whitespace that `trim_ascii` would strip.
+fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&c| c == b',').map(<[u8]>::trim_ascii).filter(|item| !item.is_empty())
+}
+
+/// How the body is delimited (RFC 9112 §6.3), decided from the head alone.
+#[derive(Clone, Copy)]
+enum Framing {
+    Empty,
+    Length(usize),
+    Chunked,
+}
+
+fn framing(
+    fields: &Fields,
+    headers: &[httparse::Header],
+    version: Version,
+    limits: &Limits,
+) -> Result<Framing, HttpError> {
+    match (fields.content_length, fields.transfer_encoding) {
+        // RFC 9112 §6.3: "ought to be handled as an error"; it is the classic smuggling pattern.
+        (Some(_), true) => Err(bad!("both Content-Length and Transfer-Encoding")),
+        (Some(value), false) => match content_length(value)? {
+            // RFC 9110 §15.5.14: refuse now rather than read a body we will not keep.
+            length if length > limits.max_body_bytes => Err(HttpError::PayloadTooLarge),
+            length => Ok(Framing::Length(length)),
+        },
+        (None, true) => {
+            // RFC 9112 §6.1: an HTTP/1.0 recipient could not have understood it,
+            // so the framing is faulty.
+            if version == Version::Http10 {
+                return Err(bad!("Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            transfer_coding(headers)?;
+            Ok(Framing::Chunked)
+        }
+        // RFC 9112 §6.3 rule 7: a request without either has no body.
+        (None, false) => Ok(Framing::Empty),
+    }
+}
+
+/// Content-Length = 1*DIGIT (RFC 9110 §8.6): no sign, no list, no spaces inside.
+fn content_length(value: &[u8]) -> Result<usize, HttpError> {
+    if value.contains(&b',') {
+        return Err(bad!("a list in Content-Length"));
+    }
+    if value.is_empty() {
+        return Err(bad!("empty Content-Length"));
+    }
+    value.iter().try_fold(0usize, |length, &c| {
+        if !c.is_ascii_digit() {
+            return Err(bad!("Content-Length is not a decimal number"));
+        }
+        let digit = usize::from(c - b'0');
+        length.checked_mul(10).and_then(|length| length.checked_add(digit)).ok_or(bad!("Content-Length overflows"))
+    })
+}
+
+/// Accepts exactly one coding, a final `chunked`, across all Transfer-Encoding lines.
+fn transfer_coding(headers: &[httparse::Header]) -> Result<(), HttpError> {
+    let codings = headers
+        .iter()
+        .filter(|header| header.name.eq_ignore_ascii_case("transfer-encoding"))
+        .flat_map(|header| list(header.value));
+    let (mut chunked, mut other, mut last_is_chunked) = (0, false, false);
+    for coding in codings {
+        last_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+        if last_is_chunked {
+            chunked += 1;
+        } else {
+            other = true;
+        }
+    }
+    // RFC 9112 §6.3 rule 4: if chunked is not the final coding the length
+    // cannot be determined: 400.
+    if !last_is_chunked {
+        return Err(bad!("Transfer-Encoding does not end with chunked"));
+    }
+    // RFC 9112 §6.1: chunked MUST NOT be applied more than once.
+    if chunked > 1 {
+        return Err(bad!("chunked applied twice"));
+    }
+    // RFC 9112 §6.1: a coding we do not implement SHOULD be 501.
+    if other {
+        return Err(HttpError::NotImplemented("not implemented: a transfer coding other than chunked"));
+    }
+    Ok(())
+}
+
+/// Reads the body after a `head_len`-byte head: the body and the request's
+/// total length, or `None` to wait for more bytes.
+fn read_body<'b>(
+    input: &'b [u8],
+    head_len: usize,
+    framing: Framing,
+    limits: &Limits,
+) -> Result<Option<(Body<'b>, usize)>, HttpError> {
+    match framing {
+        Framing::Empty | Framing::Length(0) => Ok(Some((Body::Empty, head_len))),
+        Framing::Length(length) => {
+            let end = head_len.saturating_add(length);
+            Ok(input.get(head_len..end).map(|body| (Body::Bytes(body), end)))
+        }
+        Framing::Chunked => {
+            // Bound the encoding, not just the data, so that framing overhead
+            // ("1\r\nx\r\n" per byte, extensions, trailers) cannot grow the
+            // buffer without limit.
+            let max_encoded = limits.max_body_bytes.saturating_add(limits.max_head_bytes);
+            let end = input.len().min(head_len.saturating_add(max_encoded));
+            let encoded = &input[head_len..end];
+            // Two passes: the first checks the framing and measures the body,
+            // so an incomplete body costs no allocation and a complete one
+            // exactly one.
+            let Some((encoded_len, body_len)) = walk_chunked(encoded, limits, |_| {})? else {
+                return wait_unless(encoded.len() == max_encoded, HttpError::PayloadTooLarge);
+            };
+            let mut body = Vec::with_capacity(body_len);
+            walk_chunked(encoded, limits, |data| body.extend_from_slice(data))?;
+            Ok(Some((Body::Chunked(body), head_len + encoded_len)))
+        }
+    }
+}
+
+/// Walks the chunked body (RFC 9112 §7.1) at the start of `b`, handing each
+/// chunk's data to `data`. Returns the lengths of the encoding and of the
+/// decoded body, or `None` if `b` ends first.
+fn walk_chunked(b: &[u8], limits: &Limits, mut data: impl FnMut(&[u8])) -> Result<Option<(usize, usize)>, HttpError> {
+    let (mut pos, mut body_len) = (0, 0);
+    loop {
+        let Some((size, line_len)) = chunk_size_line(&b[pos..])? else {
+            return Ok(None);
+        };
+        pos += line_len;
+        if size == 0 {
+            break; // last-chunk
+        }
+        // 413 as soon as a size line shows the body outgrowing the limit,
+        // before its data arrives. body_len <= max_body_bytes holds throughout.
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&size| size <= limits.max_body_bytes - body_len)
+            .ok_or(HttpError::PayloadTooLarge)?;
+        let end = pos.saturating_add(size); // saturates only under absurd limits, then waits
+        let Some(next) = crlf(b, end, bad!("chunk data not followed by CRLF"))? else {
+            return Ok(None);
+        };
+        data(&b[pos..end]);
+        body_len += size;
+        pos = next;
+    }
+    // trailer-section = *( field-line CRLF ), then an empty line. Trailer
+    // fields are checked like header fields, then dropped (RFC 9112 §7.1.2).
+    let trailer_start = pos;
+    loop {
+        let rest = &b[pos..];
+        let Some(eol) = rest.iter().position(|&c| c == b'\r' || c == b'\n') else {
+            let full = pos - trailer_start + rest.len() > limits.max_head_bytes;
+            return wait_unless(full, bad!("trailer section too large"));
+        };
+        let Some(next) = crlf(b, pos + eol, bad!("trailer line not ended by CRLF"))? else {
+            return Ok(None);
+        };
+        if eol == 0 {
+            return Ok(Some((next, body_len)));
+        }
+        if next - trailer_start > limits.max_head_bytes {
+            return Err(bad!("trailer section too large"));
+        }
+        if !field_line_ok(&rest[..eol]) {
+            return Err(bad!("invalid trailer field"));
+        }
+        pos = next;
+    }
+}
+
+/// Parses `chunk-size [ chunk-ext ] CRLF` at the start of `b`: the size and
+/// the line's length, or `None` if `b` ends first.
+fn chunk_size_line(b: &[u8]) -> Result<Option<(u64, usize)>, HttpError> {
+    let (mut size, mut digits) = (0u64, 0);
+    for &c in b {
+        let Some(digit) = char::from(c).to_digit(16) else {
+            break;
+        };
+        // 16 hex digits fill a u64; more could only overflow.
+        if digits == 16 {
+            return Err(bad!("chunk size longer than 16 hex digits"));
+        }
+        size = (size << 4) | u64::from(digit);
+        digits += 1;
+    }
+    if digits == b.len() {
+        return Ok(None);
+    }
+    // chunk-size = 1*HEXDIG: this also refuses a sign, "0x" or leading whitespace.
+    if digits == 0 {
+        return Err(bad!("chunk size is not a hex number"));
+    }
+    // The extension runs to the first CR or LF; only CRLF may end the line.
+    let rest = &b[digits..];
+    let Some(ext_len) = rest.iter().take(MAX_CHUNK_EXT + 1).position(|&c| c == b'\r' || c == b'\n') else {
+        return wait_unless(rest.len() > MAX_CHUNK_EXT, bad!("chunk extension too long"));
+    };
+    if !chunk_ext_ok(&rest[..ext_len]) {
+        return Err(bad!("invalid chunk extension"));
+    }
+    let line_end = crlf(rest, ext_len, bad!("chunk size line not ended by CRLF"))?;
+    Ok(line_end.map(|end| (size, digits + end)))
+}
+
+/// Checks for CRLF at `at`: the position after it, `None` if `b` ends
+/// first, or `error` for anything else, a bare LF included (as in the head,
+/// see `crlf_line_ends`).
+fn crlf(b: &[u8], at: usize, error: HttpError) -> Result<Option<usize>, HttpError> {
+    match b.get(at..).unwrap_or_default() {
+        [b'\r', b'\n', ..] => Ok(Some(at + 2)),
+        [] | [b'\r'] => Ok(None),
+        _ => Err(error),
+    }
+}
+
+/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`
+/// (RFC 9112 §7.1.1). Extensions are ignored, but only after checking that
+/// nothing but this grammar hides in them. Trailing whitespace is tolerated.
+fn chunk_ext_ok(mut ext: &[u8]) -> bool {
+    loop {
+        ext = skip_ows(ext);
+        let Some(rest) = ext.strip_prefix(b";") else {
+            return ext.is_empty();
+        };
+        let Some(rest) = skip_token(skip_ows(rest)) else {
+            return false;
+        };
+        ext = skip_ows(rest);
+        if let Some(rest) = ext.strip_prefix(b"=") {
+            let rest = skip_ows(rest);
+            let value = match rest.first() {
+                Some(b'"') => skip_quoted_string(rest),
+                _ => skip_token(rest),
+            };
+            let Some(rest) = value else {
+                return false;
+            };
+            ext = rest;
+        }
+    }
+}
+
+/// `field-name ":" OWS field-value OWS` (RFC 9112 §5), as httparse checks a header line.
+fn field_line_ok(line: &[u8]) -> bool {
+    match skip_token(line).and_then(|rest| rest.strip_prefix(b":")) {
+        Some(value) => value.iter().all(|&c| is_text(c)),
+        None => false,
+    }
+}
+
+/// Skips SP and HTAB (OWS and BWS, RFC 9110 §5.6.3).
+fn skip_ows(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    &s[n..]
+}
+
+/// Skips a token (RFC 9110 §5.6.2); `None` if `s` does not start with one.
+fn skip_token(s: &[u8]) -> Option<&[u8]> {
+    let n = s.iter().take_while(|&&c| is_tchar(c)).count();
+    (n > 0).then(|| &s[n..])
+}
+
+/// Skips the quoted-string (RFC 9110 §5.6.4) that `s` starts with; `None` if
+/// it is malformed or unterminated.
+fn skip_quoted_string(s: &[u8]) -> Option<&[u8]> {
+    let mut i = 1; // past the opening quote
+    loop {
+        match *s.get(i)? {
+            b'"' => return s.get(i + 1..),
+            b'\\' if s.get(i + 1).is_some_and(|&c| is_text(c)) => i += 2,
+            c if c != b'\\' && is_text(c) => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// tchar (RFC 9110 §5.6.2).
+fn is_tchar(c: u8) -> bool {
+    TCHAR[usize::from(c)]
+}
+
+/// HTAB, SP, VCHAR or obs-text: what a field value may hold (RFC 9110 §5.5).
+fn is_text(c: u8) -> bool {
+    c == b'\t' || (c >= b' ' && c != 0x7f)
+}
+
+/// A byte of `uri-host [ ":" port ]` (RFC 3986 §3.2.2): reg-name, IP-literal or port.
+fn is_host_byte(c: u8) -> bool {
+    HOST[usize::from(c)]
+}
+
+static TCHAR: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
+static HOST: [bool; 256] = alphanumeric_and(b"-._~!$&'()*+,;=:[]%");
+
+/// A byte class as a table, built at compile time: one load per byte.
+const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

@@ -1,0 +1,622 @@
+//! Table-driven tests for `http::request`. Every table row, every prefix of
+//! it, and thousands of mutated requests are also checked against the
+//! invariants: each strict prefix of a valid request waits, a prefix of an
+//! invalid one waits or fails with the same status, `len` is exact under
+//! pipelining, and `Ok(None)` comes only on bounded input.
+
+use super::*;
+
+/// Limits small enough to reach in a table row.
+const SMALL: Limits = Limits { max_head_bytes: 128, max_uri_bytes: 32, max_body_bytes: 64 };
+
+/// A one-line summary of a request, so that the tables stay readable.
+fn summary(r: &Request) -> String {
+    let mut s = format!("{:?} {} ?{} {:?}", r.method, r.path, r.query, r.version);
+    if r.close {
+        s += " close";
+    }
+    if r.keep_alive {
+        s += " keep-alive";
+    }
+    if let Some(id) = r.last_event_id {
+        s += &format!(" id={id}");
+    }
+    match &r.body {
+        Body::Empty => {}
+        Body::Bytes(b) => s += &format!(" bytes={}", String::from_utf8_lossy(b)),
+        Body::Chunked(b) => s += &format!(" chunked={}", String::from_utf8_lossy(b)),
+    }
+    s
+}
+
+/// `Ok(None)` is only allowed while the input is within this bound.
+fn bound(limits: &Limits) -> usize {
+    2 * limits.max_head_bytes + limits.max_body_bytes
+}
+
+/// Checks the invariants that hold for any input whatsoever.
+fn check_invariants(input: &[u8], limits: &Limits) {
+    match parse(input, limits) {
+        Ok(None) => assert!(input.len() <= bound(limits), "Ok(None) on {} bytes", input.len()),
+        Ok(Some(r)) => {
+            assert!(r.len > 0 && r.len <= input.len());
+            // A request is decided by its own bytes: its strict prefixes
+            // wait, and what follows it does not change it.
+            let own = &input[..r.len];
+            let again = parse(own, limits).map(|r| r.map(|r| (summary(&r), r.len)));
+            assert_eq!(again, Ok(Some((summary(&r), r.len))), "{:?}", String::from_utf8_lossy(own));
+            for cut in 0..r.len {
+                let prefix = parse(&own[..cut], limits);
+                assert!(matches!(prefix, Ok(None)), "prefix {cut}: {prefix:?}");
+            }
+        }
+        Err(e) => {
+            assert!(!e.message().is_empty() && !e.message().contains('\n'));
+            // The verdict does not depend on how the input was split: each
+            // prefix waits or is refused with the same status.
+            for cut in 0..input.len() {
+                match parse(&input[..cut], limits) {
+                    Ok(None) => {}
+                    Err(early) => {
+                        assert_eq!(early.status(), e.status(), "prefix {cut} of {:?}", String::from_utf8_lossy(input))
+                    }
+                    Ok(Some(r)) => panic!("prefix {cut} of a refused input gave {r:?}"),
+                }
+            }
+        }
+    }
+}
+
+const PIPELINED: &[u8] = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Valid requests and their summaries, under the default limits.
+const VALID: &[(&[u8], &str)] = &[
+    // Plain GETs, HEAD and other methods.
+    (b"GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\n\r\n", "Get /plaintext ? Http11"),
+    (b"GET /search?q=a&b=c HTTP/1.1\r\nHost: x\r\n\r\n", "Get /search ?q=a&b=c Http11"),
+    (b"GET /a?b?c HTTP/1.1\r\nHost: x\r\n\r\n", "Get /a ?b?c Http11"),
+    (b"GET /? HTTP/1.1\r\nHost: x\r\n\r\n", "Get / ? Http11"),
+    (b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", "Head / ? Http11"),
+    (b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n", "Other(\"DELETE\") /x ? Http11"),
+    (b"get / HTTP/1.1\r\nHost: x\r\n\r\n", "Other(\"get\") / ? Http11"),
+    (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "Other(\"OPTIONS\") * ? Http11"),
+    // Field names are case-insensitive; values may hold obs-text.
+    (b"GET / HTTP/1.1\r\nhOST: x\r\nX-Name: caf\xc3\xa9\r\n\r\n", "Get / ? Http11"),
+    // Host may be empty (RFC 9112 §3.2), an IP literal, or carry a port.
+    (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", "Get / ? Http11"),
+    (b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", "Get / ? Http11"),
+    // Leading empty lines are skipped (RFC 9112 §2.2) and counted in len.
+    (b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", "Get / ? Http11"),
+    // absolute-form is reduced to path and query (RFC 9112 §3.2.2).
+    (b"GET http://example.com:8080/p/q?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n", "Get /p/q ?x=1 Http11"),
+    (b"GET HTTPS://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", "Get / ? Http11"),
+    (b"GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n", "Get / ?q=1 Http11"),
+    (b"GET http://h/ HTTP/1.1\r\nHost: other\r\n\r\n", "Get / ? Http11"),
+    // HTTP/1.0: Host optional, persistence only with keep-alive.
+    (b"GET / HTTP/1.0\r\n\r\n", "Get / ? Http10"),
+    (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", "Get / ? Http10 keep-alive"),
+    (b"POST /f HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi", "Post /f ? Http10 bytes=hi"),
+    // Connection options: case-insensitive lists across lines.
+    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n\r\n", "Get / ? Http11 keep-alive"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nConnection: ,CLOSE,\r\n\r\n", "Get / ? Http11 close"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close, keep-alive\r\n\r\n", "Get / ? Http11 close keep-alive"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: closed\r\n\r\n", "Get / ? Http11"),
+    // Last-Event-ID, for EventSource reconnects.
+    (b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: 42\r\n\r\n", "Get /events ? Http11 id=42"),
+    (b"GET /events HTTP/1.1\r\nHost: x\r\nlast-event-id:\r\n\r\n", "Get /events ? Http11 id="),
+    // Content-Length bodies. httparse trims OWS around a value.
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "Post /echo ? Http11 bytes=hello"),
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\ncontent-length:  \t5 \r\n\r\nhello", "Post /echo ? Http11 bytes=hello"),
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 005\r\n\r\nhello", "Post /echo ? Http11 bytes=hello"),
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "Post /echo ? Http11"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n!", "Get / ? Http11 bytes=!"),
+    // Chunked bodies.
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", "Post /up ? Http11 chunked=hello world"),
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Post /up ? Http11 chunked="),
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\nA\r\n0123456789\r\n000\r\n\r\n", "Post /up ? Http11 chunked=0123456789"),
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked ,\r\n\r\n0002\r\nhi\r\n0\r\n\r\n", "Post /up ? Http11 chunked=hi"),
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", "Post /up ? Http11 chunked=hi"),
+    // Extensions (BWS, tokens, quoted strings) and trailers are checked, then dropped.
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value;flag\r\nhello\r\n1 ; q = \"a \\\" b;\" \r\n!\r\n0;last\r\nExpires: never\r\nX-Sum:1\r\n\r\n", "Post /up ? Http11 chunked=hello!"),
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nhi\r\n0\r\nX-Empty:\r\n\r\n", "Post /up ? Http11 chunked=hi"),
+];
+
+#[test]
+fn valid_requests() {
+    for &(input, expected) in VALID {
+        let shown = String::from_utf8_lossy(input);
+        let request = parse(input, &Limits::default()).unwrap_or_else(|e| panic!("{shown:?}: {e:?}"));
+        let request = request.unwrap_or_else(|| panic!("{shown:?}: incomplete"));
+        assert_eq!(summary(&request), expected, "{shown:?}");
+        assert_eq!(request.len, input.len(), "{shown:?}");
+    }
+}
+
+#[test]
+fn every_strict_prefix_of_a_valid_request_waits() {
+    for &(input, _) in VALID {
+        for cut in 0..input.len() {
+            let result = parse(&input[..cut], &Limits::default());
+            assert!(matches!(result, Ok(None)), "{:?}: {result:?}", String::from_utf8_lossy(&input[..cut]));
+        }
+    }
+}
+
+#[test]
+fn len_is_exact_under_pipelining() {
+    for &(input, expected) in VALID {
+        let both = [input, PIPELINED].concat();
+        let Ok(Some(first)) = parse(&both, &Limits::default()) else { panic!("{expected}") };
+        assert_eq!((summary(&first).as_str(), first.len), (expected, input.len()));
+        let Ok(Some(second)) = parse(&both[first.len..], &Limits::default()) else { panic!("{expected}") };
+        assert_eq!((second.path, second.len), ("/next", PIPELINED.len()));
+    }
+}
+
+#[test]
+fn pipelined_bodies_stay_in_sync() {
+    let cl = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nGET GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+    let chunked = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nGET \r\n0\r\nT: 1\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+    for input in [&cl[..], &chunked[..]] {
+        let Ok(Some(first)) = parse(input, &Limits::default()) else { panic!() };
+        assert_eq!(first.path, "/a");
+        assert_eq!(first.body, if input == cl { Body::Bytes(b"GET ") } else { Body::Chunked(b"GET ".to_vec()) });
+        let Ok(Some(second)) = parse(&input[first.len..], &Limits::default()) else { panic!() };
+        assert_eq!((second.method, second.path, first.len + second.len), (Method::Get, "/b", input.len()));
+    }
+}
+
+/// Inputs that must be refused under the default limits: (input, status, part of the message).
+const INVALID: &[(&[u8], u16, &str)] = &[
+    // Request line.
+    (b"GET / FOO\r\nHost: x\r\n\r\n", 400, "invalid HTTP version"),
+    (b"GET / http/1.1\r\nHost: x\r\n\r\n", 400, "invalid HTTP version"),
+    (b"GET / HTTP/2.00\r\nHost: x\r\n\r\n", 400, "invalid HTTP version"),
+    (b"GET / HTTP/2.0\rX\r\n", 400, "invalid HTTP version"),
+    (b"GET / HTTP/1.10\r\nHost: x\r\n\r\n", 400, "line ending"),
+    (b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n", 400, "line ending"),
+    (b"GET / HTTP/1.1\rHost: x\r\n\r\n", 400, "line ending"),
+    (b"\rGET / HTTP/1.1\r\n", 400, "line ending"),
+    // Bare LF line ends, which RFC 9112 §2.2 would allow.
+    (b"GET / HTTP/1.1\nHost: x\n\n", 400, "bare LF"),
+    (b"GET / HTTP/1.1\nHost: x\r\n\r\n", 400, "bare LF"),
+    (b"GET / HTTP/1.1\r\nHost: x\n\r\n", 400, "bare LF"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\n", 400, "bare LF"),
+    (b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bare LF"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nX: a\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "bare LF"),
+    (b"GET /\r\n\r\n", 400, "request-target"),
+    (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request-target"),
+    (b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request-target"),
+    (b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request-target"),
+    (b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid method"),
+    (b" GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid method"),
+    // Versions that are well-formed but not served (RFC 9110 §15.6.6).
+    (b"GET / HTTP/2.0\r\n", 505, "version"),
+    (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505, "version"),
+    (b"GET / HTTP/0.9\r\n\r\n", 505, "version"),
+    (b"GET / HTTP/3.0\n\n", 505, "version"),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "version"),
+    // Request-target forms.
+    (b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n", 400, "not origin-form"),
+    (b"GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "not origin-form"),
+    (b"GET *x HTTP/1.1\r\nHost: x\r\n\r\n", 400, "not origin-form"),
+    (b"GET ftp://h/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "not origin-form"),
+    (b"GET http:/h/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "not origin-form"),
+    (b"GET http:// HTTP/1.1\r\nHost: x\r\n\r\n", 400, "authority"),
+    (b"GET http:///p HTTP/1.1\r\nHost: x\r\n\r\n", 400, "authority"),
+    (b"GET http://user@h/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "authority"),
+    (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501, "CONNECT"),
+    // Header fields, as httparse refuses them.
+    (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400, "whitespace between a field name and its colon"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A\t: 1\r\n\r\n", 400, "whitespace between a field name and its colon"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n", 400, "obs-fold"),
+    (b"GET / HTTP/1.1\r\n\tHost: x\r\n\r\n", 400, "obs-fold"),
+    (b"GET / HTTP/1.1\r\n: x\r\nHost: x\r\n\r\n", 400, "invalid header field name"),
+    (b"GET / HTTP/1.1\r\nHo\x01st: x\r\n\r\n", 400, "invalid header field name"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400, "control character"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", 400, "control character"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n", 400, "control character"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x1bb\r\n\r\n", 400, "control character"),
+    // Host (RFC 9112 §3.2).
+    (b"GET / HTTP/1.1\r\n\r\n", 400, "missing Host"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400, "two Host"),
+    (b"GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", 400, "two Host"),
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "invalid Host"),
+    (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400, "invalid Host"),
+    (b"GET / HTTP/1.1\r\nHost: user@h\r\n\r\n", 400, "invalid Host"),
+    (b"GET http://h/ HTTP/1.1\r\n\r\n", 400, "missing Host"),
+    // Last-Event-ID.
+    (b"GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n", 400, "two Last-Event-ID"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: \xff\r\n\r\n", 400, "not UTF-8"),
+    // Hostile framing: Content-Length (RFC 9110 §8.6, RFC 9112 §6.3).
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        "both Content-Length and Transfer-Encoding",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        400,
+        "both Content-Length and Transfer-Encoding",
+    ),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, "two Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400, "two Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello", 400, "a list in Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5,\r\n\r\nhello", 400, "a list in Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello", 400, "not a decimal number"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\nhello", 400, "not a decimal number"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5e2\r\n\r\nhello", 400, "not a decimal number"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\nhello", 400, "not a decimal number"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5 5\r\n\r\nhello", 400, "not a decimal number"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n", 400, "empty Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400, "overflows"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n", 400, "overflows"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n", 413, "payload too large"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n", 413, "payload too large"),
+    // Hostile framing: Transfer-Encoding (RFC 9112 §6.1, §6.3).
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        400,
+        "does not end with chunked",
+    ),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400, "does not end with chunked"),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked;q=1\r\n\r\n0\r\n\r\n",
+        400,
+        "does not end with chunked",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n0\r\n\r\n",
+        400,
+        "does not end with chunked",
+    ),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400, "does not end with chunked"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n0\r\n\r\n", 400, "does not end with chunked"),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+        400,
+        "does not end with chunked",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        400,
+        "chunked applied twice",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        "chunked applied twice",
+    ),
+    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "HTTP/1.0"),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+        501,
+        "transfer coding other than chunked",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+        "transfer coding other than chunked",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        501,
+        "transfer coding other than chunked",
+    ),
+    // Hostile framing: chunk sizes (RFC 9112 §7.1).
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\n",
+        400,
+        "longer than 16 hex digits",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000000\r\n\r\n",
+        400,
+        "longer than 16 hex digits",
+    ),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\n", 413, "payload too large"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10001\r\n", 413, "payload too large"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\r\n", 400, "not a hex number"),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n 5\r\nhello\r\n0\r\n\r\n",
+        400,
+        "not a hex number",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+        400,
+        "not a hex number",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+        400,
+        "not a hex number",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+        400,
+        "invalid chunk extension",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+        400,
+        "chunk size line not ended by CRLF",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\rhello\r\n0\r\n\r\n",
+        400,
+        "chunk size line not ended by CRLF",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;a=1\nhello\r\n0\r\n\r\n",
+        400,
+        "chunk size line not ended by CRLF",
+    ),
+    // Hostile framing: chunk data and its CRLF.
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX0\r\n\r\n",
+        400,
+        "chunk data not followed by CRLF",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n",
+        400,
+        "chunk data not followed by CRLF",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r0\r\n\r\n",
+        400,
+        "chunk data not followed by CRLF",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+        400,
+        "chunk data not followed by CRLF",
+    ),
+    // Hostile framing: chunk extensions (RFC 9112 §7.1.1).
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;\r\nx\r\n0\r\n\r\n",
+        400,
+        "invalid chunk extension",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\r\nx\r\n0\r\n\r\n",
+        400,
+        "invalid chunk extension",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a=b c\r\nx\r\n0\r\n\r\n",
+        400,
+        "invalid chunk extension",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1 x\r\nx\r\n0\r\n\r\n",
+        400,
+        "invalid chunk extension",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"b\r\nx\r\n0\r\n\r\n",
+        400,
+        "invalid chunk extension",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"b\\\"\r\nx\r\n0\r\n\r\n",
+        400,
+        "invalid chunk extension",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a\x00\r\nx\r\n0\r\n\r\n",
+        400,
+        "invalid chunk extension",
+    ),
+    // Hostile framing: trailers (RFC 9112 §7.1.2), checked like header lines.
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\r\n folded\r\n\r\n",
+        400,
+        "invalid trailer field",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX : 1\r\n\r\n",
+        400,
+        "invalid trailer field",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\x00b\r\n\r\n",
+        400,
+        "invalid trailer field",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nno colon\r\n\r\n",
+        400,
+        "invalid trailer field",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n\r\n",
+        400,
+        "trailer line not ended by CRLF",
+    ),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n", 400, "trailer line not ended by CRLF"),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\rb\r\n\r\n",
+        400,
+        "trailer line not ended by CRLF",
+    ),
+];
+
+#[test]
+fn invalid_requests() {
+    for &(input, status, message) in INVALID {
+        let shown = String::from_utf8_lossy(input);
+        let error = parse(input, &Limits::default()).err().unwrap_or_else(|| panic!("{shown:?} accepted"));
+        assert_eq!(error.status(), status, "{shown:?}: {error:?}");
+        assert!(error.message().contains(message), "{shown:?}: {error:?}");
+    }
+}
+
+/// Inputs that break a limit of `SMALL`: (input, status, part of the message).
+const OVER_LIMITS: &[(&[u8], u16, &str)] = &[
+    // 414: a target over 32 bytes, complete or not (RFC 9112 §3).
+    (b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI too long"),
+    (b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 414, "URI too long"),
+    (b"GET http://example.com/aaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI too long"),
+    (b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/9.9\r\n\r\n", 414, "URI too long"),
+    // 431: a head over 128 bytes, complete or not.
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", 431, "header fields too large"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 431, "header fields too large"),
+    (b"\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n", 431, "header fields too large"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Method-Name-Is-Long-And-Never-Ends-Aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 431, "header fields too large"),
+    // 413: bodies over 64 bytes, refused before they arrive.
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n", 413, "payload too large"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n", 413, "payload too large"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n1\r\n", 413, "payload too large"),
+    // 413: an encoding over max_body + max_head = 192 bytes, from framing overhead alone.
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n1\r\nx\r\n", 413, "payload too large"),
+    // 400: a trailer section over 128 bytes.
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-1: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nX-2: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n", 400, "trailer section too large"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-1: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 400, "trailer section too large"),
+];
+
+#[test]
+fn requests_over_limits() {
+    for &(input, status, message) in OVER_LIMITS {
+        let shown = String::from_utf8_lossy(input);
+        let error = parse(input, &SMALL).err().unwrap_or_else(|| panic!("{shown:?} accepted"));
+        assert_eq!(error.status(), status, "{shown:?}: {error:?}");
+        assert!(error.message().contains(message), "{shown:?}: {error:?}");
+    }
+}
+
+#[test]
+fn limits_are_inclusive() {
+    let target = format!("/{}", "a".repeat(31));
+    let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let padded = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(128 - 32));
+    let body = "b".repeat(64);
+    let cl = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 64\r\n\r\n{body}");
+    let chunked = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{body}\r\n0\r\n\r\n");
+    let trailer = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: {}\r\n\r\n",
+        "t".repeat(128 - 5)
+    );
+    let ext = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;{}\r\nx\r\n0\r\n\r\n",
+        "e".repeat(MAX_CHUNK_EXT - 1)
+    );
+    let big = Limits { max_body_bytes: 2048, ..SMALL };
+    for (input, limits) in
+        [(&head, SMALL), (&padded, SMALL), (&cl, SMALL), (&chunked, SMALL), (&trailer, SMALL), (&ext, big)]
+    {
+        assert_eq!(padded.len(), 128);
+        let request = parse(input.as_bytes(), &limits);
+        assert!(matches!(request, Ok(Some(ref r)) if r.len == input.len()), "{input:?}: {request:?}");
+        check_invariants(input.as_bytes(), &limits);
+    }
+    // One byte more of each is refused.
+    let over = [
+        (head.replacen("/a", "/aa", 1), SMALL, 414),
+        (padded.replacen("X: ", "X: a", 1), SMALL, 431),
+        (cl.replacen("64", "65", 1) + "b", SMALL, 413),
+        (chunked.replacen("40\r\n", "41\r\nb", 1), SMALL, 413),
+        (trailer.replacen("X: ", "X: t", 1), SMALL, 400),
+        (ext.replacen("1;", "1;e", 1), big, 400),
+    ];
+    for (input, limits, status) in over {
+        let error = parse(input.as_bytes(), &limits).map(|_| ()).map_err(|e| e.status());
+        assert_eq!(error, Err(status), "{input:?}");
+    }
+    let headers: String = (0..MAX_HEADERS - 1).map(|i| format!("X-{i}: y\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+    assert!(matches!(parse(many.as_bytes(), &Limits::default()), Ok(Some(_))));
+    let too_many = format!("GET / HTTP/1.1\r\nHost: x\r\nX: 1\r\n{headers}\r\n");
+    assert_eq!(parse(too_many.as_bytes(), &Limits::default()).map(|_| ()), Err(HttpError::HeaderFieldsTooLarge));
+}
+
+#[test]
+fn a_slow_chunked_body_stays_within_the_bound() {
+    // One byte per chunk with long extensions: the framing grows much faster than the body.
+    let mut input = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let limits = Limits { max_head_bytes: 256, max_uri_bytes: 64, max_body_bytes: 256 };
+    loop {
+        match parse(&input, &limits) {
+            Ok(None) => assert!(input.len() <= bound(&limits)),
+            Ok(Some(r)) => panic!("accepted {r:?}"),
+            Err(e) => break assert_eq!(e, HttpError::PayloadTooLarge),
+        }
+        input.extend_from_slice(b"1;ext=aaaaaaaa\r\nx\r\n");
+    }
+}
+
+#[test]
+fn every_table_row_keeps_the_invariants() {
+    let rows = VALID.iter().map(|&(input, _)| (input, Limits::default()));
+    let rows = rows.chain(INVALID.iter().map(|&(input, ..)| (input, Limits::default())));
+    let rows = rows.chain(OVER_LIMITS.iter().map(|&(input, ..)| (input, SMALL)));
+    for (input, limits) in rows {
+        for cut in 0..=input.len() {
+            check_invariants(&input[..cut], &limits);
+            check_invariants(&input[..cut], &SMALL);
+        }
+    }
+}
+
+#[test]
+fn mutated_requests_keep_the_invariants() {
+    // A small deterministic fuzzer: mutate valid requests at random and
+    // check that no input panics or breaks an invariant.
+    const FUZZ_ROUNDS: usize = 300;
+    const BYTES: &[u8] = b"\r\n \t:;,=\"\\0aF/?*\x00\x7f\xff";
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for &(input, _) in VALID {
+        for _ in 0..FUZZ_ROUNDS {
+            let mut bytes = [input, PIPELINED].concat();
+            for _ in 0..1 + next(3) {
+                let at = next(bytes.len());
+                match next(3) {
+                    0 => bytes[at] = BYTES[next(BYTES.len())],
+                    1 => bytes.insert(at, BYTES[next(BYTES.len())]),
+                    _ => drop(bytes.remove(at)),
+                }
+            }
+            check_invariants(&bytes, &Limits::default());
+            check_invariants(&bytes, &SMALL);
+        }
+    }
+}
+
+#[test]
+fn statuses_and_messages() {
+    let errors = [
+        (HttpError::BadRequest("bad request: x"), 400),
+        (HttpError::PayloadTooLarge, 413),
+        (HttpError::UriTooLong, 414),
+        (HttpError::HeaderFieldsTooLarge, 431),
+        (HttpError::NotImplemented("not implemented: x"), 501),
+        (HttpError::VersionNotSupported, 505),
+    ];
+    for (error, status) in errors {
+        assert_eq!(error.status(), status);
+        assert_eq!(error.to_string(), error.message());
+        assert!(!error.message().is_empty() && !error.message().contains('\n'));
+    }
+}
+
+#[test]
+fn extreme_limits_neither_panic_nor_misframe() {
+    let unlimited = Limits { max_head_bytes: usize::MAX, max_uri_bytes: usize::MAX, max_body_bytes: usize::MAX };
+    let huge_chunk =
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n";
+    let huge_length = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabc";
+    for input in [&huge_chunk[..], &huge_length[..]] {
+        assert!(matches!(parse(input, &unlimited), Ok(None)));
+    }
+    let nothing = Limits { max_head_bytes: 0, max_uri_bytes: 0, max_body_bytes: 0 };
+    for &(input, _) in VALID {
+        assert!(parse(input, &nothing).is_err());
+    }
+}
