@@ -12,10 +12,12 @@
 //!   last answer written (close requested, max requests, error, drain)
 //!              v
 //!          Closing --(peer's FIN, or linger deadline)--> Closed --(reap)--> freed
+//!
+//!   (a client that asked to close and sent nothing more skips Closing: see `must_linger`)
 //! ```
 //!
 //! Invariants (the server checks them with `debug_assert!`):
-//! - the state decides the meaning of the connection's single timer (`State::deadline_kind`);
+//! - the state decides the meaning of the connection's single timer (`State::deadline`);
 //! - an `Idle` connection owns no buffers;
 //! - a `Closed` connection is never read, written or re-armed; it only waits for `reap`.
 
@@ -113,6 +115,15 @@ pub const ENTRY_BYTES: usize = {
     std::mem::size_of::<SlabEntry>()
 };
 
+/// Whether a connection must linger in `Closing` after its last answer rather than close at
+/// once. Closing at once is safe only when the client itself ended the conversation and all it
+/// sent has been parsed: after an error, a timeout, a 503, `--max-requests` or a drain the
+/// client may still be sending, and closing over unread bytes resets the connection under the
+/// answer. (nginx's `lingering_close on` makes the same distinction.)
+pub fn must_linger(reason: CloseReason, unread_input: bool) -> bool {
+    reason != CloseReason::ByClient || unread_input
+}
+
 /// What the keep-alive rule needs to know about one request.
 #[derive(Debug, Clone, Copy)]
 pub struct KeepAliveInput {
@@ -186,6 +197,15 @@ mod tests {
         // Checked when the test compiles: a field that grows the entry fails the build of the tests.
         const { assert!(ENTRY_BYTES <= 48, "the slab slot grew") };
         const { assert!(crate::timer::ENTRY_BYTES <= 48, "the timer entry grew") };
+    }
+
+    #[test]
+    fn only_a_client_that_asked_to_close_and_sent_nothing_more_is_closed_at_once() {
+        assert!(!must_linger(CloseReason::ByClient, false));
+        assert!(must_linger(CloseReason::ByClient, true));
+        for reason in [CloseReason::Error, CloseReason::HeaderTimeout, CloseReason::MaxRequests, CloseReason::Drain] {
+            assert!(must_linger(reason, false), "{reason:?}");
+        }
     }
 
     #[test]

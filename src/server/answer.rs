@@ -83,8 +83,7 @@ impl Server {
         while buffers.unread_len() > 0 {
             let conn = &mut self.connections[key];
             if conn.closing.is_some() {
-                buffers.discard_input(); // nothing after a closing answer is read
-                break;
+                break; // nothing after a closing answer is parsed; its presence means lingering
             }
             if buffers.pending_output().len() >= OUTPUT_CAP {
                 conn.input_ready = true; // resumes once the output drains

@@ -8,7 +8,7 @@ use log::{debug, warn};
 use mio::{Interest, Token};
 
 use super::{Server, LINGER};
-use crate::connection::{Deadline, State};
+use crate::connection::{self, Deadline, State};
 use crate::stats::CloseReason;
 
 impl Server {
@@ -60,7 +60,7 @@ impl Server {
         if output_pending {
             self.enter(key, State::Writing, fresh);
         } else if let Some(reason) = conn.closing {
-            if conn.read_closed {
+            if conn.read_closed || !connection::must_linger(reason, input_pending) {
                 self.close(key, reason);
             } else {
                 self.enter(key, State::Closing, false);
