@@ -42,14 +42,7 @@ const USAGE: &str = "usage: idle_cost --addr 127.0.0.1:PORT --pid PID --connecti
 const SPARE_FDS: u64 = 32;
 
 /// Slab caches that a TCP connection grows, shown per connection.
-const CACHES: [&str; 6] = [
-    "TCP",
-    "sock_inode_cache",
-    "filp",
-    "dentry",
-    "eventpoll_epi",
-    "skbuff_head_cache",
-];
+const CACHES: [&str; 6] = ["TCP", "sock_inode_cache", "filp", "dentry", "eventpoll_epi", "skbuff_head_cache"];
 
 struct Args {
     addr: SocketAddr,
@@ -118,13 +111,8 @@ fn sockstat_tcp(text: &str, key: &str) -> Option<u64> {
 
 /// Bytes held by one slab cache: active_objs * objsize, and active_objs.
 fn slab_cache(slabinfo: &str, name: &str) -> Option<(u64, u64)> {
-    let line = slabinfo
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))?;
-    let mut w = line
-        .split_whitespace()
-        .skip(1)
-        .map(|n| n.parse::<u64>().ok());
+    let line = slabinfo.lines().find(|l| l.split_whitespace().next() == Some(name))?;
+    let mut w = line.split_whitespace().skip(1).map(|n| n.parse::<u64>().ok());
     let active = w.next()??;
     let _total = w.next()??;
     let size = w.next()??;
@@ -153,10 +141,7 @@ fn snapshot(pid: u32) -> Result<Snapshot, String> {
     Ok(Snapshot {
         rss_kb: need(field(&status, "VmRSS:"), "VmRSS in the server's status")?,
         slab_kb: need(field(&meminfo, "Slab:"), "Slab in /proc/meminfo")?,
-        sunreclaim_kb: need(
-            field(&meminfo, "SUnreclaim:"),
-            "SUnreclaim in /proc/meminfo",
-        )?,
+        sunreclaim_kb: need(field(&meminfo, "SUnreclaim:"), "SUnreclaim in /proc/meminfo")?,
         tcp_mem_pages: need(sockstat_tcp(&sockstat, "mem"), "TCP mem in sockstat")?,
         tcp_inuse: need(sockstat_tcp(&sockstat, "inuse"), "TCP inuse in sockstat")?,
         time_wait: need(sockstat_tcp(&sockstat, "tw"), "TCP tw in sockstat")?,
@@ -181,9 +166,7 @@ fn page_size() -> u64 {
 /// Sends one request and reads its whole response (headers + Content-Length
 /// body), leaving the connection idle in keep-alive.
 fn one_request(stream: &mut TcpStream, request: &[u8]) -> Result<(), String> {
-    stream
-        .write_all(request)
-        .map_err(|e| format!("write: {e}"))?;
+    stream.write_all(request).map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let (head_len, body_len) = loop {
@@ -214,9 +197,7 @@ fn one_request(stream: &mut TcpStream, request: &[u8]) -> Result<(), String> {
     };
     let mut have = buf.len() - head_len;
     while have < body_len {
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| format!("read body: {e}"))?;
+        let n = stream.read(&mut chunk).map_err(|e| format!("read body: {e}"))?;
         if n == 0 {
             return Err("server closed the connection mid-body".into());
         }
@@ -262,16 +243,12 @@ fn run(args: &Args) -> Result<(), String> {
     let mut conns = Vec::with_capacity(n as usize);
     for i in 0..n {
         if start.elapsed() > args.max_time {
-            return Err(format!(
-                "gave up after {:?} with {i} of {n} connections open",
-                args.max_time
-            ));
+            return Err(format!("gave up after {:?} with {i} of {n} connections open", args.max_time));
         }
         let fail = |e: String| format!("connection {} of {n}: {e}", i + 1);
         let mut s = TcpStream::connect_timeout(&args.addr, Duration::from_secs(5))
             .map_err(|e| fail(format!("connect: {e}")))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| fail(e.to_string()))?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| fail(e.to_string()))?;
         s.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
         one_request(&mut s, &request).map_err(fail)?;
         conns.push(s);
@@ -284,59 +261,19 @@ fn run(args: &Args) -> Result<(), String> {
     let after = snapshot(args.pid)?;
     let open = conns.iter().filter(|s| still_open(s)).count();
 
-    println!(
-        "server pid {} at {}, path {}",
-        args.pid, args.addr, args.path
-    );
-    println!(
-        "connections          {n} opened in {opened_in:.1?}, {open} still open after {:?}",
-        args.settle
-    );
-    println!(
-        "TCP sockets in use   {} -> {} (both ends counted)",
-        before.tcp_inuse, after.tcp_inuse
-    );
+    println!("server pid {} at {}, path {}", args.pid, args.addr, args.path);
+    println!("connections          {n} opened in {opened_in:.1?}, {open} still open after {:?}", args.settle);
+    println!("TCP sockets in use   {} -> {} (both ends counted)", before.tcp_inuse, after.tcp_inuse);
     let rows = [
-        (
-            "server VmRSS",
-            before.rss_kb,
-            after.rss_kb,
-            1024,
-            "server process only",
-        ),
-        (
-            "kernel Slab",
-            before.slab_kb,
-            after.slab_kb,
-            1024,
-            "host-wide, both ends",
-        ),
-        (
-            "kernel SUnreclaim",
-            before.sunreclaim_kb,
-            after.sunreclaim_kb,
-            1024,
-            "host-wide, both ends",
-        ),
-        (
-            "sockstat TCP mem",
-            before.tcp_mem_pages,
-            after.tcp_mem_pages,
-            page,
-            "host-wide, both ends",
-        ),
+        ("server VmRSS", before.rss_kb, after.rss_kb, 1024, "server process only"),
+        ("kernel Slab", before.slab_kb, after.slab_kb, 1024, "host-wide, both ends"),
+        ("kernel SUnreclaim", before.sunreclaim_kb, after.sunreclaim_kb, 1024, "host-wide, both ends"),
+        ("sockstat TCP mem", before.tcp_mem_pages, after.tcp_mem_pages, page, "host-wide, both ends"),
     ];
-    println!(
-        "{:<20} {:>14} {:>14} {:>14} {:>10}",
-        "figure", "before B", "after B", "growth B", "B/conn"
-    );
+    println!("{:<20} {:>14} {:>14} {:>14} {:>10}", "figure", "before B", "after B", "growth B", "B/conn");
     for (name, b, a, unit, what) in rows {
         let (total, each) = per_conn(b, a, unit, n);
-        println!(
-            "{name:<20} {:>14} {:>14} {total:>14} {each:>10.0}  ({what})",
-            b * unit,
-            a * unit
-        );
+        println!("{name:<20} {:>14} {:>14} {total:>14} {each:>10.0}  ({what})", b * unit, a * unit);
     }
     println!("slab caches (host-wide, /proc/slabinfo active objects): objects/conn, bytes/conn");
     for (i, name) in CACHES.iter().enumerate() {
@@ -348,9 +285,7 @@ fn run(args: &Args) -> Result<(), String> {
                 .ok()
                 .and_then(|a| a.trim().parse::<u64>().ok())
                 .filter(|&a| a > 0)
-                .map_or(String::new(), |a| {
-                    format!("  (shared with {a} merged caches)")
-                });
+                .map_or(String::new(), |a| format!("  (shared with {a} merged caches)"));
             println!("  {name:<18} {objs:>8.2} {bytes:>10.0}{aliases}");
         }
     }
@@ -362,10 +297,7 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
     if (open as u64) < n {
-        println!(
-            "warning: the server closed {} connections before the second reading",
-            n - open as u64
-        );
+        println!("warning: the server closed {} connections before the second reading", n - open as u64);
     }
     drop(conns);
     println!("closed all {n} connections");
