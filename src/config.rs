@@ -20,11 +20,24 @@ pub struct Config {
     pub max_requests: u32,
     /// Connections open at once; `None` means the open-file limit minus `FD_RESERVE`.
     pub max_connections: Option<usize>,
+    /// Long polls held at once; `None` means `max_connections`.
+    pub max_held: Option<usize>,
+    /// Hold time of a long poll that asks for none.
+    pub poll_timeout: Duration,
+    /// Upper bound on a client's `timeout=`.
+    pub max_poll_timeout: Duration,
+    /// Messages retained per topic.
+    pub topic_capacity: usize,
+    /// Topics that may exist.
+    pub max_topics: usize,
     pub max_head_bytes: usize,
     pub max_message_bytes: usize,
     /// How long a graceful shutdown waits for in-flight work.
     pub drain_timeout: Duration,
 }
+
+/// The shortest hold a client may ask for with `timeout=`.
+pub const MIN_POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Descriptors kept back from `--max-connections` for the listener, epoll, the signal pipe,
 /// stdio, `/proc` reads while answering `/stats`, and the spare used to answer a 503.
@@ -39,6 +52,11 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             max_requests: 1000,
             max_connections: None,
+            max_held: None,
+            poll_timeout: Duration::from_secs(30),
+            max_poll_timeout: Duration::from_secs(120),
+            topic_capacity: 1024,
+            max_topics: 100_000,
             max_head_bytes: 16 * 1024,
             max_message_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(5),
@@ -62,6 +80,15 @@ impl Config {
         }
         if self.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
+        }
+        if self.max_poll_timeout < MIN_POLL_TIMEOUT {
+            return Err("--max-poll-timeout must be at least 1s".into());
+        }
+        if self.poll_timeout < MIN_POLL_TIMEOUT || self.poll_timeout > self.max_poll_timeout {
+            return Err("--poll-timeout must lie between 1s and --max-poll-timeout".into());
+        }
+        if self.topic_capacity == 0 || self.max_topics == 0 {
+            return Err("--topic-capacity and --max-topics must be at least 1".into());
         }
         if self.max_head_bytes < 64 {
             return Err("--max-head-bytes must be at least 64".into());

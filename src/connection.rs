@@ -5,6 +5,9 @@
 //!              v
 //!    +----> Reading --(request complete, answer written)--> Idle / Reading (pipelined tail)
 //!    |        |   \--(answer does not fit the socket)--> Writing --(drained)--> Idle / Reading
+//!    |        |   \--(long poll, nothing new)--> Held --(publish / hold deadline / drain)-->
+//!    |        |                                      |    answer written like any other
+//!    |        |                                 peer hangs up: freed at once
 //!    |   head timeout: 408                                   |
 //!    |                                              write timeout: dropped
 //!    +---- Idle <-- bytes arrive
@@ -26,8 +29,9 @@ use mio::net::TcpStream;
 use crate::buffer::Buffers;
 use crate::http::request::Version;
 use crate::http::response::Persistence;
+use crate::pubsub::HoldKey;
 use crate::stats::CloseReason;
-use crate::timer::TimerKey;
+use crate::timer::{Tick, TimerKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -39,6 +43,9 @@ pub enum State {
     /// Answers are serialised but the socket will not take them yet; WRITABLE interest is
     /// registered. Timer: `--write-timeout`, re-armed whenever the peer takes bytes.
     Writing,
+    /// A long poll waits for a message; no buffers unless pipelined requests wait behind it
+    /// (`Connection::hold` says which poll). Timer: the poll's hold deadline.
+    Held,
     /// The last answer is written and our side is shut down; input is read and discarded until
     /// the peer's FIN so that closing does not reset the connection under an unread answer
     /// (nginx's lingering close). Timer: `LINGER`.
@@ -53,6 +60,7 @@ pub enum Deadline {
     Head,
     Idle,
     Write,
+    Hold,
     Linger,
 }
 
@@ -62,6 +70,7 @@ impl State {
             State::Reading => Some(Deadline::Head),
             State::Idle => Some(Deadline::Idle),
             State::Writing => Some(Deadline::Write),
+            State::Held => Some(Deadline::Hold),
             State::Closing => Some(Deadline::Linger),
             State::Closed => None,
         }
@@ -84,6 +93,9 @@ pub struct Connection {
     pub closing: Option<CloseReason>,
     /// The peer sent FIN: nothing more will arrive.
     pub read_closed: bool,
+    /// The long poll this connection waits on, from the request until its answer. It outlives
+    /// the `Held` state when earlier pipelined answers are still being written (`Writing`).
+    pub hold: Option<HeldPoll>,
     /// Readable readiness seen but not consumed (the server stopped reading to apply
     /// backpressure); with edge-triggered epoll no second event will come for it.
     pub input_ready: bool,
@@ -98,10 +110,27 @@ impl Connection {
             buffers: None,
             served: 0,
             closing: None,
+            hold: None,
             read_closed: false,
             input_ready: false,
         }
     }
+}
+
+/// A long poll waiting for a message: what its answer needs once the message (or the hold
+/// deadline, or a drain) comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldPoll {
+    pub hold: HoldKey,
+    /// The cursor: the last sequence number the client has seen.
+    pub after: u64,
+    /// When the hold expires with `status: timeout`.
+    pub deadline: Tick,
+    /// The request's keep-alive facts, applied when the answer is written.
+    pub version: Version,
+    pub close_requested: bool,
+    pub keep_alive_requested: bool,
+    pub head_only: bool,
 }
 
 /// Bytes one slab slot takes: slab stores `enum Entry { Vacant(usize), Occupied(T) }`, which
@@ -195,7 +224,7 @@ mod tests {
             size_of::<Connection>()
         );
         // Checked when the test compiles: a field that grows the entry fails the build of the tests.
-        const { assert!(ENTRY_BYTES <= 48, "the slab slot grew") };
+        const { assert!(ENTRY_BYTES <= 80, "the slab slot grew") };
         const { assert!(crate::timer::ENTRY_BYTES <= 48, "the timer entry grew") };
     }
 

@@ -21,6 +21,8 @@ pub mod buffer;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod json;
+pub mod pubsub;
 pub mod routes;
 pub mod server;
 pub mod stats;

@@ -42,6 +42,21 @@ struct ServeArgs {
     /// Connections open at once [default: the open-file limit minus a reserve].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Long polls held at once, beyond that 503 [default: --max-connections].
+    #[arg(long)]
+    max_held: Option<usize>,
+    /// Default hold time of a long poll.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    poll_timeout: Duration,
+    /// Upper bound on a client's `timeout=`.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    max_poll_timeout: Duration,
+    /// Messages retained per topic (a ring buffer).
+    #[arg(long, default_value_t = 1024)]
+    topic_capacity: usize,
+    /// Topics that may exist, beyond that 503.
+    #[arg(long, default_value_t = 100_000)]
+    max_topics: usize,
     /// Largest request head, else 431.
     #[arg(long, default_value_t = 16 * 1024)]
     max_head_bytes: usize,
@@ -62,6 +77,11 @@ impl From<ServeArgs> for Config {
             write_timeout: args.write_timeout,
             max_requests: args.max_requests,
             max_connections: args.max_connections,
+            max_held: args.max_held,
+            poll_timeout: args.poll_timeout,
+            max_poll_timeout: args.max_poll_timeout,
+            topic_capacity: args.topic_capacity,
+            max_topics: args.max_topics,
             max_head_bytes: args.max_head_bytes,
             max_message_bytes: args.max_message_bytes,
             drain_timeout: args.drain_timeout,

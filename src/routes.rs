@@ -4,30 +4,49 @@
 use crate::http::request::Method;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<'a> {
     /// `GET /plaintext`: the TechEmpower plaintext answer, the benchmark endpoint.
     Plaintext,
     /// `GET /stats`: the cost view as JSON.
     Stats,
     /// `GET /metrics`: the cost view in Prometheus text format.
     Metrics,
+    /// `POST /publish/{topic}`: append the body to the topic and wake its held polls.
+    Publish(&'a str),
+    /// `GET /poll/{topic}`: a long poll.
+    Poll(&'a str),
     NotFound,
     /// The path exists but not for this method; the value is the `Allow` header.
     MethodNotAllowed(&'static str),
 }
 
 const GET_OR_HEAD: &str = "GET, HEAD";
+const POST: &str = "POST";
 
-pub fn route(method: Method, path: &str) -> Route {
-    let found = match path {
-        "/plaintext" => Route::Plaintext,
-        "/stats" => Route::Stats,
-        "/metrics" => Route::Metrics,
-        _ => return Route::NotFound,
+/// The topic name is returned as written; whether it is a valid name is the topic table's
+/// rule (`pubsub::valid_topic_name`), answered 400 there.
+pub fn route<'a>(method: Method, path: &'a str) -> Route<'a> {
+    let (found, allowed) = if let Some(topic) = path.strip_prefix("/publish/") {
+        (Route::Publish(topic), POST)
+    } else if let Some(topic) = path.strip_prefix("/poll/") {
+        (Route::Poll(topic), GET_OR_HEAD)
+    } else {
+        match path {
+            "/plaintext" => (Route::Plaintext, GET_OR_HEAD),
+            "/stats" => (Route::Stats, GET_OR_HEAD),
+            "/metrics" => (Route::Metrics, GET_OR_HEAD),
+            _ => return Route::NotFound,
+        }
     };
-    match method {
-        Method::Get | Method::Head => found,
-        _ => Route::MethodNotAllowed(GET_OR_HEAD),
+    let permitted = match method {
+        Method::Get | Method::Head => allowed == GET_OR_HEAD,
+        Method::Post => allowed == POST,
+        Method::Other(_) => false,
+    };
+    if permitted {
+        found
+    } else {
+        Route::MethodNotAllowed(allowed)
     }
 }
 
@@ -42,10 +61,17 @@ mod tests {
             (Method::Head, "/plaintext", Route::Plaintext),
             (Method::Get, "/stats", Route::Stats),
             (Method::Get, "/metrics", Route::Metrics),
+            (Method::Post, "/publish/news", Route::Publish("news")),
+            (Method::Get, "/poll/news", Route::Poll("news")),
+            (Method::Head, "/poll/news", Route::Poll("news")),
+            (Method::Get, "/poll/", Route::Poll("")),
+            (Method::Get, "/publish/news", Route::MethodNotAllowed(POST)),
+            (Method::Post, "/poll/news", Route::MethodNotAllowed(GET_OR_HEAD)),
             (Method::Post, "/plaintext", Route::MethodNotAllowed(GET_OR_HEAD)),
             (Method::Other("DELETE"), "/stats", Route::MethodNotAllowed(GET_OR_HEAD)),
             (Method::Get, "/", Route::NotFound),
             (Method::Get, "/plaintext/", Route::NotFound),
+            (Method::Get, "/poll", Route::NotFound),
             (Method::Post, "/nowhere", Route::NotFound),
         ];
         for (method, path, expected) in cases {

@@ -8,13 +8,22 @@ use std::io::ErrorKind;
 
 use log::debug;
 
+use super::poll::{poll_response, PollAnswer};
 use super::{Server, OUTPUT_CAP};
 use crate::buffer::Buffers;
-use crate::connection::{self, KeepAliveInput, State};
+use crate::connection::{self, HeldPoll, KeepAliveInput, State};
 use crate::http::request::{self, HttpError, Method, Request};
 use crate::http::response::{self, Persistence, Response, Status};
 use crate::routes::{self, Route};
 use crate::stats::CloseReason;
+
+/// What answering a request asks of its connection.
+enum Outcome {
+    /// The answer is written; the connection closes after it if a reason is given.
+    Answered(Option<CloseReason>),
+    /// Nothing to say yet: hold the connection until a message or the deadline.
+    Hold(HeldPoll),
+}
 
 impl Server {
     /// Reads what the socket has, answers every complete request in order, writes the
@@ -30,12 +39,17 @@ impl Server {
         }
     }
 
-    /// The socket takes output again: write it, then take up input left behind meanwhile.
-    pub(super) fn on_writable(&mut self, key: usize) {
-        self.write_output(key, false);
-        match self.connections.get(key) {
-            Some(conn) if conn.input_ready && matches!(conn.state, State::Reading | State::Idle) => self.serve(key),
-            _ => {}
+    /// Writes output queued for a connection outside its own read (the socket became
+    /// writable, or a held poll was answered), then takes up the input that waited meanwhile:
+    /// readiness left unread, or pipelined requests buffered behind the answer.
+    pub(super) fn write_and_resume(&mut self, key: usize, fresh: bool) {
+        self.write_output(key, fresh);
+        let Some(conn) = self.connections.get(key) else {
+            return;
+        };
+        let input_waiting = conn.input_ready || conn.buffers.as_ref().is_some_and(|b| b.unread_len() > 0);
+        if input_waiting && matches!(conn.state, State::Reading | State::Idle) {
+            self.serve(key);
         }
     }
 
@@ -82,8 +96,10 @@ impl Server {
         let mut answered = false;
         while buffers.unread_len() > 0 {
             let conn = &mut self.connections[key];
-            if conn.closing.is_some() {
-                break; // nothing after a closing answer is parsed; its presence means lingering
+            if conn.closing.is_some() || conn.hold.is_some() {
+                // Nothing after a closing answer is parsed (its presence means lingering), and
+                // requests behind a held poll wait for its answer, to keep answers in order.
+                break;
             }
             if buffers.pending_output().len() >= OUTPUT_CAP {
                 conn.input_ready = true; // resumes once the output drains
@@ -91,38 +107,31 @@ impl Server {
             }
             let served_before = conn.served;
             let (input, output) = buffers.split();
-            let (len, closing) = match request::parse(input, &self.limits) {
+            let (len, outcome) = match request::parse(input, &self.limits) {
                 Ok(None) if input.len() < self.input_cap => break,
-                Ok(None) => (input.len(), Some(self.answer_error(HttpError::HeaderFieldsTooLarge, output))),
-                Ok(Some(req)) => (req.len, self.answer(&req, served_before, output)),
-                Err(e) => (input.len(), Some(self.answer_error(e, output))),
+                Ok(None) => (input.len(), self.answer_error(HttpError::HeaderFieldsTooLarge, output)),
+                Ok(Some(req)) => (req.len, self.answer(key, &req, served_before, output)),
+                Err(e) => (input.len(), self.answer_error(e, output)),
             };
             buffers.consume(len);
             let conn = &mut self.connections[key];
             conn.served += 1;
-            conn.closing = closing;
+            match outcome {
+                Outcome::Answered(closing) => conn.closing = closing,
+                Outcome::Hold(held) => conn.hold = Some(held),
+            }
             answered = true;
         }
         answered
     }
 
-    /// Answers one request into `out`; returns why the connection must close after it, if so.
-    fn answer(&mut self, req: &Request, served_before: u32, out: &mut Vec<u8>) -> Option<CloseReason> {
+    /// Answers one request into `out`, or asks for the connection to be held (a long poll
+    /// with nothing to say yet).
+    fn answer(&mut self, key: usize, req: &Request, served_before: u32, out: &mut Vec<u8>) -> Outcome {
         self.totals.requests += 1;
         if served_before > 0 {
             self.totals.reused += 1;
         }
-        let (persistence, closing) = connection::keep_alive(&KeepAliveInput {
-            version: req.version,
-            close_requested: req.close,
-            keep_alive_requested: req.keep_alive,
-            served_before,
-            max_requests: self.config.max_requests,
-            idle_timeout_secs: self.config.idle_timeout.as_secs(),
-            draining: self.draining,
-            framing_error: false,
-        });
-        let head_only = req.method == Method::Head;
         let body: String;
         let allow: [(&str, &str); 1];
         let response = match routes::route(req.method, req.path) {
@@ -135,25 +144,50 @@ impl Server {
                 body = self.snapshot().to_prometheus();
                 Response::new(Status::OK, "text/plain; version=0.0.4", body.as_bytes())
             }
+            Route::Publish(topic) => match self.publish(req, topic) {
+                Ok(json) => {
+                    body = json;
+                    Response::new(Status::OK, "application/json", body.as_bytes())
+                }
+                Err(refusal) => refusal,
+            },
+            Route::Poll(topic) => match self.poll(key, req, topic) {
+                Ok(PollAnswer::Now(json)) => {
+                    body = json;
+                    poll_response(body.as_bytes())
+                }
+                Ok(PollAnswer::Hold(held)) => return Outcome::Hold(held),
+                Err(refusal) => refusal,
+            },
             Route::NotFound => Response::error(Status::NOT_FOUND, b"no such endpoint\n"),
             Route::MethodNotAllowed(methods) => {
                 allow = [("Allow", methods)];
                 Response::error(Status::METHOD_NOT_ALLOWED, b"method not allowed here\n").with_headers(&allow)
             }
         };
-        response::write(out, &response, persistence, head_only, &self.date);
-        closing
+        let (persistence, closing) = connection::keep_alive(&KeepAliveInput {
+            version: req.version,
+            close_requested: req.close,
+            keep_alive_requested: req.keep_alive,
+            served_before,
+            max_requests: self.config.max_requests,
+            idle_timeout_secs: self.config.idle_timeout.as_secs(),
+            draining: self.draining,
+            framing_error: false,
+        });
+        response::write(out, &response, persistence, req.method == Method::Head, &self.date);
+        Outcome::Answered(closing)
     }
 
     /// Answers a request that could not be parsed; the connection closes after it, because
     /// where the next request starts is no longer known.
-    fn answer_error(&mut self, error: HttpError, out: &mut Vec<u8>) -> CloseReason {
+    fn answer_error(&mut self, error: HttpError, out: &mut Vec<u8>) -> Outcome {
         self.totals.requests += 1;
         debug!("bad request: {}", error.message());
         let line = format!("{}\n", error.message());
         let response = Response::error(Status::from_code(error.status()), line.as_bytes());
         response::write(out, &response, Persistence::Close, false, &self.date);
-        CloseReason::Error
+        Outcome::Answered(Some(CloseReason::Error))
     }
 
     /// Serialises an answer after which the connection closes, outside of request parsing

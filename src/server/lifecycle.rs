@@ -10,6 +10,7 @@ use mio::{Interest, Token};
 use super::{Server, LINGER};
 use crate::connection::{self, Deadline, State};
 use crate::stats::CloseReason;
+use crate::timer::Tick;
 
 impl Server {
     /// Writes pending output until the socket stops taking it, then moves the connection to
@@ -66,7 +67,9 @@ impl Server {
                 self.enter(key, State::Closing, false);
             }
         } else if conn.read_closed {
-            self.close(key, CloseReason::ByClient);
+            self.close(key, CloseReason::ByClient); // a held poll's client that hangs up, too
+        } else if conn.hold.is_some() {
+            self.enter(key, State::Held, false);
         } else if input_pending {
             self.enter(key, State::Reading, fresh);
         } else if self.draining {
@@ -78,10 +81,17 @@ impl Server {
 
     /// Changes a connection's state, keeping invariants 3 and 4: the timer follows the state
     /// (kept when the state does not change and `fresh` is false), WRITABLE interest follows
-    /// `Writing`, buffers go back to the pool on `Idle`, the write side shuts on `Closing`.
+    /// `Writing`, empty buffers go back to the pool on `Idle` and `Held`, the write side shuts
+    /// on `Closing`.
     pub(super) fn enter(&mut self, key: usize, next: State, fresh: bool) {
         debug_assert!(next != State::Closed, "closing goes through close()");
         let conn = &mut self.connections[key];
+        if matches!(next, State::Idle | State::Held) && conn.buffers.as_ref().is_some_and(|b| b.is_empty()) {
+            if let Some(buffers) = conn.buffers.take() {
+                self.pool.give(buffers);
+            }
+        }
+        debug_assert!(next != State::Idle || conn.buffers.is_none(), "an idle connection owns no buffers");
         let previous = conn.state;
         if previous == next && !fresh {
             return;
@@ -97,33 +107,25 @@ impl Server {
                 warn!("cannot change interest of {key}: {e}");
             }
         }
-        match next {
-            State::Idle => {
-                if let Some(buffers) = conn.buffers.take() {
-                    self.pool.give(buffers);
-                }
-            }
-            State::Closing => {
-                let _ = conn.stream.shutdown(Shutdown::Write);
-            }
-            _ => {}
+        if next == State::Closing {
+            let _ = conn.stream.shutdown(Shutdown::Write);
         }
+        let hold_deadline = conn.hold.map_or(self.now, |held| held.deadline);
         self.count_state(previous, -1);
         self.count_state(next, 1);
-        if let Some(deadline) = next.deadline() {
-            self.arm(key, deadline);
-        }
+        let at = match next.deadline() {
+            Some(Deadline::Head) => self.deadline(self.config.header_timeout),
+            Some(Deadline::Idle) => self.deadline(self.config.idle_timeout),
+            Some(Deadline::Write) => self.deadline(self.config.write_timeout),
+            Some(Deadline::Linger) => self.deadline(LINGER),
+            Some(Deadline::Hold) => hold_deadline,
+            None => return, // Closed, which only close() enters
+        };
+        self.arm(key, at);
     }
 
-    /// Arms the connection's one timer for `deadline`, replacing the one it had.
-    pub(super) fn arm(&mut self, key: usize, deadline: Deadline) {
-        let after = match deadline {
-            Deadline::Head => self.config.header_timeout,
-            Deadline::Idle => self.config.idle_timeout,
-            Deadline::Write => self.config.write_timeout,
-            Deadline::Linger => LINGER,
-        };
-        let at = self.deadline(after);
+    /// Arms the connection's one timer for tick `at`, replacing the one it had.
+    pub(super) fn arm(&mut self, key: usize, at: Tick) {
         let conn = &mut self.connections[key];
         if let Some(old) = conn.timer.take() {
             self.wheel.cancel(old);
@@ -144,6 +146,10 @@ impl Server {
         if let Some(mut buffers) = conn.buffers.take() {
             buffers.clear();
             self.pool.give(buffers);
+        }
+        if let Some(held) = conn.hold.take() {
+            self.topics.release(held.hold, key);
+            self.polls.held -= 1;
         }
         let previous = std::mem::replace(&mut conn.state, State::Closed);
         self.count_state(previous, -1);

@@ -42,8 +42,10 @@ use crate::connection::{self, Connection, Deadline, State};
 use crate::http::date::HttpDate;
 use crate::http::request::Limits;
 use crate::http::response::{Response, Status};
-use crate::stats::{self, ByState, CloseReason, Snapshot, Totals};
+use crate::pubsub::Topics;
+use crate::stats::{self, ByState, CloseReason, Polls, Snapshot, Totals};
 use crate::timer::{Tick, Wheel};
+use poll::{Jitter, Wake};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -61,6 +63,7 @@ const EVENTS_CAPACITY: usize = 1024;
 
 mod answer;
 mod lifecycle;
+mod poll;
 
 pub struct Server {
     poll: Poll,
@@ -84,6 +87,10 @@ pub struct Server {
     date: HttpDate,
     totals: Totals,
     by_state: ByState,
+    topics: Topics,
+    polls: Polls,
+    max_held: usize,
+    jitter: Jitter,
     draining: bool,
     stop: bool,
 }
@@ -115,13 +122,17 @@ impl Server {
             reap_queue: Vec::new(),
             input_cap: 2 * limits.max_head_bytes + limits.max_body_bytes + 1,
             limits,
-            config,
             max_connections,
             started: Instant::now(),
             now: 0,
             date: HttpDate::new(),
             totals: Totals::default(),
             by_state: ByState::default(),
+            topics: Topics::new(config.topic_capacity, config.max_topics),
+            polls: Polls::default(),
+            max_held: config.max_held.unwrap_or(max_connections),
+            config,
+            jitter: Jitter::new(),
             draining: false,
             stop: false,
         })
@@ -204,11 +215,13 @@ impl Server {
                                 conn.input_ready = true; // taken up once the output drains
                             }
                             if event.is_writable() || event.is_error() {
-                                self.on_writable(key);
+                                self.write_and_resume(key, false);
                             }
                         }
-                        State::Reading | State::Idle if readable => self.serve(key),
-                        State::Reading | State::Idle => {}
+                        // While held, reading notices a client that hangs up (and buffers
+                        // any pipelined request until the poll is answered).
+                        State::Reading | State::Idle | State::Held if readable => self.serve(key),
+                        State::Reading | State::Idle | State::Held => {}
                     }
                 }
             }
@@ -264,7 +277,7 @@ impl Server {
             self.queue_final_answer(key, &response, CloseReason::Rejected);
             self.write_output(key, false);
         } else {
-            self.arm(key, Deadline::Head);
+            self.arm(key, self.deadline(self.config.header_timeout));
         }
     }
 
@@ -302,6 +315,10 @@ impl Server {
         for key in quiet {
             self.close(key, CloseReason::Drain);
         }
+        let held: Vec<usize> = self.connections.iter().filter(|(_, c)| c.hold.is_some()).map(|(key, _)| key).collect();
+        for key in held {
+            self.answer_hold(key, Wake::TimedOut); // says `Connection: close`, since draining
+        }
     }
 
     // ---- expire_timers ------------------------------------------------------------------
@@ -324,6 +341,7 @@ impl Server {
                     self.queue_final_answer(key, &response, CloseReason::HeaderTimeout);
                     self.flush_queue.push(key);
                 }
+                Some(Deadline::Hold) => self.answer_hold(key, Wake::TimedOut),
                 Some(Deadline::Idle) => self.close(key, CloseReason::IdleTimeout),
                 Some(Deadline::Write) => self.close(key, CloseReason::WriteTimeout),
                 Some(Deadline::Linger) => {
@@ -340,8 +358,9 @@ impl Server {
     fn flush(&mut self) {
         let mut queue = std::mem::take(&mut self.flush_queue);
         for key in queue.drain(..) {
-            // The head timer fired, so the state has no timer yet: `fresh` arms one.
-            self.write_output(key, true);
+            // The timer that queued the answer has fired, so the state has no timer: `fresh`
+            // arms one.
+            self.write_and_resume(key, true);
         }
         self.flush_queue = queue; // keep the allocation
     }
@@ -364,6 +383,7 @@ impl Server {
             State::Reading => &mut self.by_state.reading,
             State::Idle => &mut self.by_state.idle,
             State::Writing => &mut self.by_state.writing,
+            State::Held => &mut self.by_state.held,
             State::Closing => &mut self.by_state.closing,
             State::Closed => return,
         };
@@ -381,6 +401,9 @@ impl Server {
             connections_open: (self.connections.len() - self.reap_queue.len()) as u64,
             by_state: self.by_state,
             totals: self.totals.clone(),
+            polls: self.polls,
+            topics: self.topics.count() as u64,
+            messages: self.topics.retained(),
             timers_armed: self.wheel.len() as u64,
             rss_bytes: stats::rss_bytes(),
             connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES + self.wheel.memory_bytes())
@@ -388,7 +411,6 @@ impl Server {
             buffer_bytes: buffer_bytes as u64,
             pool_bytes: self.pool.capacity() as u64,
             kernel: stats::sockstat(),
-            ..Snapshot::default()
         }
     }
 }

@@ -1,0 +1,295 @@
+//! Long polling in the reactor: publishing, holding a poll, and answering it when a message, the
+//! hold deadline or a drain comes.
+//!
+//! Invariants:
+//! - A held poll is in exactly one place at a time: its connection's `hold` and its topic's
+//!   list, until `answer_hold` takes it out of both (a publish empties the topic's list first).
+//! - A publish answers every poll held on its topic in the same reactor turn; the answers are
+//!   written in the flush phase of that turn.
+//! - `polls.held` counts the holds alive, and is what `--max-held` is checked against.
+
+use std::fmt::Write;
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use super::Server;
+use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
+use crate::connection::{self, HeldPoll, KeepAliveInput};
+use crate::http::request::{Body, Method, Request};
+use crate::http::response::{self, Response, Status};
+use crate::json;
+use crate::pubsub::{Cursor, Message, Read, TopicError};
+
+/// A poll's answer: the JSON body now, or a hold.
+pub(super) enum PollAnswer {
+    Now(String),
+    Hold(HeldPoll),
+}
+
+/// `Retry-After` values for a 503 at `--max-held`, picked at random.
+const RETRY_AFTER_SECS: [(&str, &str); 3] = [("Retry-After", "1"), ("Retry-After", "2"), ("Retry-After", "3")];
+
+/// Why a held poll is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// A message was published on its topic.
+    Published,
+    /// The hold deadline passed (or the server drains): `status: timeout`.
+    TimedOut,
+}
+
+/// A poll's query, as given: `?cursor=N&epoch=E&from=oldest&timeout=30s`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PollQuery<'a> {
+    cursor: Option<u64>,
+    epoch: Option<&'a str>,
+    from_oldest: bool,
+    timeout: Option<Duration>,
+}
+
+impl<'a> PollQuery<'a> {
+    /// Parses the query; `Last-Event-ID` stands in for a missing `cursor`. Unknown parameters
+    /// are ignored (a cache-buster `&_=123` is common); malformed known ones are refused.
+    fn parse(query: &'a str, last_event_id: Option<&str>) -> Result<Self, &'static str> {
+        let mut parsed = PollQuery::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "cursor" => parsed.cursor = Some(parse_seq(value).ok_or("bad poll: cursor must be a whole number\n")?),
+                "epoch" => parsed.epoch = Some(value),
+                "from" if value == "oldest" => parsed.from_oldest = true,
+                "from" => return Err("bad poll: from takes only the value oldest\n"),
+                "timeout" => {
+                    parsed.timeout = Some(parse_timeout(value).ok_or("bad poll: timeout must be like 30s or 500ms\n")?);
+                }
+                _ => {}
+            }
+        }
+        if parsed.cursor.is_none() {
+            if let Some(id) = last_event_id {
+                parsed.cursor = Some(parse_seq(id).ok_or("bad poll: Last-Event-ID must be a whole number\n")?);
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn start(&self) -> Cursor {
+        match (self.cursor, self.from_oldest) {
+            (Some(seq), _) => Cursor::After(seq),
+            (None, true) => Cursor::Oldest,
+            (None, false) => Cursor::Next,
+        }
+    }
+}
+
+/// A xorshift generator for `Retry-After` jitter: statistical quality does not matter here, only
+/// that rejected clients spread out. Seeded from the OS's randomness through `RandomState`.
+pub(super) struct Jitter(u64);
+
+impl Jitter {
+    pub(super) fn new() -> Self {
+        Jitter(std::collections::hash_map::RandomState::new().hash_one(0u8) | 1)
+    }
+
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn parse_seq(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// `timeout=` takes a duration with a unit, or bare seconds (a query string is typed by hand
+/// more often than a command line, and nginx reads bare numbers as seconds).
+fn parse_timeout(text: &str) -> Option<Duration> {
+    match parse_seq(text) {
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => parse_duration(text).ok(),
+    }
+}
+
+impl Server {
+    /// `POST /publish/{topic}`: append the message, wake the topic's held polls, and say so.
+    pub(super) fn publish(&mut self, req: &Request, name: &str) -> Result<String, Response<'static>> {
+        let topic = self.topics.get_or_create(name).map_err(topic_error)?;
+        let bytes: &[u8] = match &req.body {
+            Body::Empty => b"",
+            Body::Bytes(bytes) => bytes,
+            Body::Chunked(bytes) => bytes,
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| Response::error(Status::BAD_REQUEST, b"a message must be UTF-8 text\n"))?;
+        let seq = self.topics.publish(topic, text);
+        let woken = self.wake(topic);
+        let mut body = String::with_capacity(96);
+        body.push_str("{\"topic\":");
+        json::push_string(&mut body, name);
+        let _ = writeln!(body, ",\"seq\":{seq},\"woken\":{woken}}}");
+        Ok(body)
+    }
+
+    /// `GET /poll/{topic}` on connection `key`: answer at once when there is something to
+    /// say, else hold (registered on the topic here, on the connection by the caller).
+    pub(super) fn poll(&mut self, key: usize, req: &Request, name: &str) -> Result<PollAnswer, Response<'static>> {
+        let topic = self.topics.get_or_create(name).map_err(topic_error)?;
+        let query = PollQuery::parse(req.query, req.last_event_id)
+            .map_err(|reason| Response::error(Status::BAD_REQUEST, reason.as_bytes()))?;
+        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch());
+        let after = self.topics.resolve(topic, query.start());
+        let read = if foreign_epoch {
+            Read::Reset { cursor: self.topics.last_seq(topic) }
+        } else {
+            self.topics.read(topic, after)
+        };
+        if read != Read::Nothing {
+            self.polls.answered += 1;
+            let mut body = String::with_capacity(256);
+            self.poll_body(&mut body, topic, &read, after);
+            return Ok(PollAnswer::Now(body));
+        }
+        if self.polls.held >= self.max_held as u64 {
+            self.polls.rejected += 1;
+            // Rejected clients should not all come back in the same second.
+            let retry_after = &RETRY_AFTER_SECS[self.jitter.next() as usize % RETRY_AFTER_SECS.len()];
+            return Err(Response::error(Status::SERVICE_UNAVAILABLE, b"too many polls held, retry later\n")
+                .with_headers(std::slice::from_ref(retry_after)));
+        }
+        let hold_for =
+            query.timeout.unwrap_or(self.config.poll_timeout).clamp(MIN_POLL_TIMEOUT, self.config.max_poll_timeout);
+        self.polls.held += 1;
+        Ok(PollAnswer::Hold(HeldPoll {
+            hold: self.topics.hold(topic, key),
+            after,
+            deadline: self.deadline(hold_for),
+            version: req.version,
+            close_requested: req.close,
+            keep_alive_requested: req.keep_alive,
+            head_only: req.method == Method::Head,
+        }))
+    }
+
+    /// Answers every poll held on `topic`; returns how many.
+    fn wake(&mut self, topic: u32) -> usize {
+        let keys = self.topics.take_held(topic);
+        for &key in &keys {
+            self.answer_hold(key, Wake::Published);
+        }
+        keys.len()
+    }
+
+    /// Writes the answer of a held poll and queues it for the flush phase.
+    pub(super) fn answer_hold(&mut self, key: usize, wake: Wake) {
+        let Some(held) = self.connections[key].hold.take() else {
+            return;
+        };
+        self.polls.held -= 1;
+        let read = match wake {
+            Wake::Published => self.topics.read(held.hold.topic, held.after),
+            Wake::TimedOut => {
+                self.topics.release(held.hold, key);
+                Read::Nothing
+            }
+        };
+        if read == Read::Nothing {
+            self.polls.timed_out += 1;
+        } else {
+            self.polls.answered += 1;
+        }
+        let mut body = String::with_capacity(256);
+        self.poll_body(&mut body, held.hold.topic, &read, held.after);
+        let conn = &mut self.connections[key];
+        let (persistence, closing) = connection::keep_alive(&KeepAliveInput {
+            version: held.version,
+            close_requested: held.close_requested,
+            keep_alive_requested: held.keep_alive_requested,
+            // `served` already counts this poll, since it was counted when it arrived.
+            served_before: conn.served.saturating_sub(1),
+            max_requests: self.config.max_requests,
+            idle_timeout_secs: self.config.idle_timeout.as_secs(),
+            draining: self.draining,
+            framing_error: false,
+        });
+        let buffers = conn.buffers.get_or_insert_with(|| self.pool.take());
+        let response = poll_response(body.as_bytes());
+        response::write(buffers.output(), &response, persistence, held.head_only, &self.date);
+        conn.closing = closing;
+        self.flush_queue.push(key);
+    }
+
+    /// The JSON of a poll answer: `ok` with messages, `reset`, or (for `Read::Nothing`)
+    /// `timeout` with the cursor unchanged.
+    fn poll_body(&self, out: &mut String, topic: u32, read: &Read, after: u64) {
+        let (status, cursor, missed, messages): (&str, u64, u64, &[Message]) = match read {
+            Read::Messages { messages, missed } => ("ok", messages.last().map_or(after, |m| m.seq), *missed, messages),
+            Read::Reset { cursor } => ("reset", *cursor, 0, &[]),
+            Read::Nothing => ("timeout", after, 0, &[]),
+        };
+        out.push_str("{\"status\":\"");
+        out.push_str(status);
+        out.push_str("\",\"topic\":");
+        json::push_string(out, self.topics.name(topic));
+        out.push_str(",\"epoch\":");
+        json::push_string(out, self.topics.epoch());
+        let _ = write!(out, ",\"cursor\":{cursor},\"missed\":{missed},\"messages\":[");
+        for (i, message) in messages.iter().enumerate() {
+            let _ = write!(out, "{}{{\"seq\":{},\"data\":", if i == 0 { "" } else { "," }, message.seq);
+            json::push_string(out, &message.data);
+            out.push('}');
+        }
+        out.push_str("]}\n");
+    }
+}
+
+/// Every poll answer is `200`, JSON, and never cached.
+pub(super) fn poll_response(body: &[u8]) -> Response<'_> {
+    Response::new(Status::OK, "application/json", body).with_headers(&[("Cache-Control", "no-store")])
+}
+
+fn topic_error(error: TopicError) -> Response<'static> {
+    match error {
+        TopicError::BadName => {
+            Response::error(Status::BAD_REQUEST, b"a topic name is 1 to 64 characters of A-Z a-z 0-9 . _ -\n")
+        }
+        TopicError::TooMany => {
+            Response::error(Status::SERVICE_UNAVAILABLE, b"too many topics\n").with_headers(&[("Retry-After", "1")])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_queries() {
+        let q = PollQuery::parse("cursor=42&epoch=ab12&timeout=5s&_=99", None).unwrap();
+        assert_eq!(
+            q,
+            PollQuery {
+                cursor: Some(42),
+                epoch: Some("ab12"),
+                from_oldest: false,
+                timeout: Some(Duration::from_secs(5))
+            }
+        );
+        assert_eq!(q.start(), Cursor::After(42));
+        assert_eq!(PollQuery::parse("", Some("7")).unwrap().start(), Cursor::After(7));
+        assert_eq!(PollQuery::parse("cursor=3", Some("7")).unwrap().start(), Cursor::After(3));
+        assert_eq!(PollQuery::parse("from=oldest", None).unwrap().start(), Cursor::Oldest);
+        assert_eq!(PollQuery::parse("", None).unwrap().start(), Cursor::Next);
+        assert_eq!(PollQuery::parse("timeout=10", None).unwrap().timeout, Some(Duration::from_secs(10)));
+        assert_eq!(PollQuery::parse("timeout=250ms", None).unwrap().timeout, Some(Duration::from_millis(250)));
+        for bad in ["cursor=-1", "cursor=", "cursor=1e3", "cursor=99999999999999999999", "from=newest", "timeout=soon"]
+        {
+            assert!(PollQuery::parse(bad, None).is_err(), "{bad}");
+        }
+        assert!(PollQuery::parse("", Some("x")).is_err());
+    }
+}
