@@ -77,13 +77,17 @@ pub struct ByState {
     pub closing: u64,
 }
 
-/// Long-poll figures (zero until long polling lands).
+/// Long-poll figures.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Polls {
     pub held: u64,
     pub answered: u64,
     pub timed_out: u64,
     pub rejected: u64,
+    /// The last publish that woke polls: how many, and how long from parsing the publish to
+    /// the last answer handed to the kernel (the end of that turn's flush phase).
+    pub last_fanout_woken: u64,
+    pub last_fanout_us: u64,
 }
 
 /// Everything one `/stats` or `/metrics` answer reports.
@@ -147,6 +151,8 @@ impl Snapshot {
             ("polls.answered", Int(p.answered)),
             ("polls.timed_out", Int(p.timed_out)),
             ("polls.rejected", Int(p.rejected)),
+            ("polls.last_fanout_woken", Int(p.last_fanout_woken)),
+            ("polls.last_fanout_us", Int(p.last_fanout_us)),
             ("topics.count", Int(self.topics)),
             ("topics.messages", Int(self.messages)),
             ("timers.armed", Int(self.timers_armed)),
@@ -201,7 +207,10 @@ impl Snapshot {
         let mut out = String::with_capacity(2048);
         for (path, value) in self.figures() {
             let name = format!("tether_{}", path.replace('.', "_"));
-            let kind = if path.starts_with("totals.") || path.starts_with("polls.") && path != "polls.held" {
+            let kind = if path.starts_with("totals.")
+                || path.starts_with("polls.")
+                    && !matches!(path, "polls.held" | "polls.last_fanout_woken" | "polls.last_fanout_us")
+            {
                 "counter"
             } else {
                 "gauge"

@@ -91,6 +91,9 @@ pub struct Server {
     polls: Polls,
     max_held: usize,
     jitter: Jitter,
+    /// When this turn's publish was parsed, if it woke polls: the flush phase reports how long
+    /// writing all their answers took.
+    fanout_started: Option<Instant>,
     draining: bool,
     stop: bool,
 }
@@ -133,6 +136,7 @@ impl Server {
             max_held: config.max_held.unwrap_or(max_connections),
             config,
             jitter: Jitter::new(),
+            fanout_started: None,
             draining: false,
             stop: false,
         })
@@ -363,6 +367,13 @@ impl Server {
             self.write_and_resume(key, true);
         }
         self.flush_queue = queue; // keep the allocation
+        if let Some(started) = self.fanout_started.take() {
+            self.polls.last_fanout_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            debug!(
+                "fan-out: {} answers written {} µs after the publish",
+                self.polls.last_fanout_woken, self.polls.last_fanout_us
+            );
+        }
     }
 
     // ---- reap ---------------------------------------------------------------------------

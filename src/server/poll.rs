@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 use std::hash::BuildHasher;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Server;
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
@@ -178,6 +178,10 @@ impl Server {
     /// Answers every poll held on `topic`; returns how many.
     fn wake(&mut self, topic: u32) -> usize {
         let keys = self.topics.take_held(topic);
+        if !keys.is_empty() {
+            self.fanout_started = Some(Instant::now());
+            self.polls.last_fanout_woken = keys.len() as u64;
+        }
         for &key in &keys {
             self.answer_hold(key, Wake::Published);
         }
