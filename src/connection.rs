@@ -1,27 +1,27 @@
 //! One client connection: its state, the one timer that state arms, and the keep-alive rule.
 //!
 //! ```text
-//!            accept
-//!              v
-//!    +----> Reading --(request complete, answer written)--> Idle / Reading (pipelined tail)
-//!    |        |   \--(answer does not fit the socket)--> Writing --(drained)--> Idle / Reading
-//!    |        |   \--(long poll, nothing new)--> Held --(publish / hold deadline / drain)-->
-//!    |        |                                      |    answer written like any other
-//!    |        |                                 peer hangs up: freed at once
-//!    |   head timeout: 408                                   |
-//!    |                                              write timeout: dropped
+//!             accept
+//!               v
+//!    +----> Reading --(request answered)------------------------------------> (settle)
+//!    |        |   \--(long poll, nothing newer)--> Held --(publish, hold deadline
+//!    |        |                                     |       or drain: answer queued)--> (settle)
+//!    |   head deadline: 408, close           peer hangs up: freed at once
+//!    |
+//!    |   (settle) = Writing while the socket will not take the answer (write deadline: dropped),
+//!    |              then Closing if the answer said close, Held if a poll is still held,
+//!    |              Reading if a pipelined request is buffered, else Idle
+//!    |
 //!    +---- Idle <-- bytes arrive
-//!           |  idle timeout: closed
-//!   last answer written (close requested, max requests, error, drain)
-//!              v
-//!          Closing --(peer's FIN, or linger deadline)--> Closed --(reap)--> freed
+//!            |  idle deadline: closed
 //!
-//!   (a client that asked to close and sent nothing more skips Closing: see `must_linger`)
+//!    Closing --(peer's FIN, or the linger deadline)--> Closed --(reap)--> freed
+//!    (a client that asked to close and sent nothing more is closed at once: `must_linger`)
 //! ```
 //!
 //! Invariants (the server checks them with `debug_assert!`):
 //! - the state decides the meaning of the connection's single timer (`State::deadline`);
-//! - an `Idle` connection owns no buffers;
+//! - an `Idle` connection owns no buffers, and a `Held` one none unless requests wait behind it;
 //! - a `Closed` connection is never read, written or re-armed; it only waits for `reap`.
 
 use mio::net::TcpStream;
