@@ -8,9 +8,9 @@
 //! poll           epoll_wait
 //! dispatch       LISTENER: accept until WouldBlock; SIGNALS: start draining;
 //!                a connection: read, parse, answer and write its own requests at once
-//! expire_timers  every due deadline: head (408), idle, write, linger, drain
+//! expire_timers  every due deadline: head (408), idle, write, hold (timeout), linger, drain
 //! flush          write answers queued for connections by something other than their own
-//!                event (a 408 from a timer)
+//!                event: a timer's 408 or `timeout`, and a publish's answers to held polls
 //! reap           free the slab keys of connections closed during this turn
 //! ```
 //!
@@ -19,8 +19,8 @@
 //! 2. Slab keys are freed only in `reap`, after the event batch, so a stale event in the same
 //!    batch finds a `Closed` connection, never a new one under a reused key.
 //! 3. A connection has at most one armed timer, and its meaning follows its state
-//!    (`State::deadline`). `enter` is the one function that changes state, and it re-arms or
-//!    cancels the timer in the same step.
+//!    (`State::deadline`). `enter` and `close` are the only functions that change state, and
+//!    each re-arms or cancels the timer in the same step.
 //! 4. WRITABLE interest is registered only while output is pending (`State::Writing`).
 //! 5. Readiness is drained until `WouldBlock` (or a short read or write, which means the same
 //!    for a TCP socket); `WouldBlock` is never an error.
