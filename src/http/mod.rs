@@ -3,6 +3,15 @@
 //!
 //! Nothing in here reads or writes a socket, so every rule is tested with byte strings.
 
+/// A 400 whose message is assembled at compile time.
+macro_rules! bad {
+    ($why:literal) => {
+        $crate::http::request::HttpError::BadRequest(concat!("bad request: ", $why))
+    };
+}
+
+mod chunked;
 pub mod date;
+mod grammar;
 pub mod request;
 pub mod response;

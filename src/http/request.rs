@@ -31,10 +31,11 @@ use std::mem::MaybeUninit;
 
 use httparse::Status;
 
+use super::chunked::walk_chunked;
+use super::grammar::{is_host_byte, is_tchar};
+
 /// The most header fields a request may have; more is 431.
 const MAX_HEADERS: usize = 64;
-/// The longest chunk extension accepted on one chunk-size line.
-const MAX_CHUNK_EXT: usize = 1024;
 
 /// Size limits for one request. Each has its own status code when exceeded.
 #[derive(Debug, Clone, Copy)]
@@ -150,13 +151,6 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-/// A 400 whose message is assembled at compile time.
-macro_rules! bad {
-    ($why:literal) => {
-        HttpError::BadRequest(concat!("bad request: ", $why))
-    };
-}
-
 /// Parses one request at the start of `input`.
 ///
 /// Returns `Ok(None)` while `input` is a valid prefix of a request (call
@@ -237,7 +231,7 @@ pub fn parse<'b>(input: &'b [u8], limits: &Limits) -> Result<Option<Request<'b>>
 
 /// `Ok(None)`, to wait for more bytes, unless `full`: all the bytes that this
 /// part of the request may occupy have arrived, so waiting cannot help.
-fn wait_unless<T>(full: bool, error: HttpError) -> Result<Option<T>, HttpError> {
+pub(super) fn wait_unless<T>(full: bool, error: HttpError) -> Result<Option<T>, HttpError> {
     if full {
         Err(error)
     } else {
@@ -574,198 +568,6 @@ fn read_body<'b>(
             Ok(Some((Body::Chunked(body), head_len + encoded_len)))
         }
     }
-}
-
-/// Walks the chunked body (RFC 9112 §7.1) at the start of `b`, handing each
-/// chunk's data to `data`. Returns the lengths of the encoding and of the
-/// decoded body, or `None` if `b` ends first.
-fn walk_chunked(b: &[u8], limits: &Limits, mut data: impl FnMut(&[u8])) -> Result<Option<(usize, usize)>, HttpError> {
-    let (mut pos, mut body_len) = (0, 0);
-    loop {
-        let Some((size, line_len)) = chunk_size_line(&b[pos..])? else {
-            return Ok(None);
-        };
-        pos += line_len;
-        if size == 0 {
-            break; // last-chunk
-        }
-        // 413 as soon as a size line shows the body outgrowing the limit,
-        // before its data arrives. body_len <= max_body_bytes holds throughout.
-        let size = usize::try_from(size)
-            .ok()
-            .filter(|&size| size <= limits.max_body_bytes - body_len)
-            .ok_or(HttpError::PayloadTooLarge)?;
-        let end = pos.saturating_add(size); // saturates only under absurd limits, then waits
-        let Some(next) = crlf(b, end, bad!("chunk data not followed by CRLF"))? else {
-            return Ok(None);
-        };
-        data(&b[pos..end]);
-        body_len += size;
-        pos = next;
-    }
-    // trailer-section = *( field-line CRLF ), then an empty line. Trailer
-    // fields are checked like header fields, then dropped (RFC 9112 §7.1.2).
-    let trailer_start = pos;
-    loop {
-        let rest = &b[pos..];
-        let Some(eol) = rest.iter().position(|&c| c == b'\r' || c == b'\n') else {
-            let full = pos - trailer_start + rest.len() > limits.max_head_bytes;
-            return wait_unless(full, bad!("trailer section too large"));
-        };
-        let Some(next) = crlf(b, pos + eol, bad!("trailer line not ended by CRLF"))? else {
-            return Ok(None);
-        };
-        if eol == 0 {
-            return Ok(Some((next, body_len)));
-        }
-        if next - trailer_start > limits.max_head_bytes {
-            return Err(bad!("trailer section too large"));
-        }
-        if !field_line_ok(&rest[..eol]) {
-            return Err(bad!("invalid trailer field"));
-        }
-        pos = next;
-    }
-}
-
-/// Parses `chunk-size [ chunk-ext ] CRLF` at the start of `b`: the size and
-/// the line's length, or `None` if `b` ends first.
-fn chunk_size_line(b: &[u8]) -> Result<Option<(u64, usize)>, HttpError> {
-    let (mut size, mut digits) = (0u64, 0);
-    for &c in b {
-        let Some(digit) = char::from(c).to_digit(16) else {
-            break;
-        };
-        // 16 hex digits fill a u64; more could only overflow.
-        if digits == 16 {
-            return Err(bad!("chunk size longer than 16 hex digits"));
-        }
-        size = (size << 4) | u64::from(digit);
-        digits += 1;
-    }
-    if digits == b.len() {
-        return Ok(None);
-    }
-    // chunk-size = 1*HEXDIG: this also refuses a sign, "0x" or leading whitespace.
-    if digits == 0 {
-        return Err(bad!("chunk size is not a hex number"));
-    }
-    // The extension runs to the first CR or LF; only CRLF may end the line.
-    let rest = &b[digits..];
-    let Some(ext_len) = rest.iter().take(MAX_CHUNK_EXT + 1).position(|&c| c == b'\r' || c == b'\n') else {
-        return wait_unless(rest.len() > MAX_CHUNK_EXT, bad!("chunk extension too long"));
-    };
-    if !chunk_ext_ok(&rest[..ext_len]) {
-        return Err(bad!("invalid chunk extension"));
-    }
-    let line_end = crlf(rest, ext_len, bad!("chunk size line not ended by CRLF"))?;
-    Ok(line_end.map(|end| (size, digits + end)))
-}
-
-/// Checks for CRLF at `at`: the position after it, `None` if `b` ends
-/// first, or `error` for anything else, a bare LF included (as in the head,
-/// see `crlf_line_ends`).
-fn crlf(b: &[u8], at: usize, error: HttpError) -> Result<Option<usize>, HttpError> {
-    match b.get(at..).unwrap_or_default() {
-        [b'\r', b'\n', ..] => Ok(Some(at + 2)),
-        [] | [b'\r'] => Ok(None),
-        _ => Err(error),
-    }
-}
-
-/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`
-/// (RFC 9112 §7.1.1). Extensions are ignored, but only after checking that
-/// nothing but this grammar hides in them. Trailing whitespace is tolerated.
-fn chunk_ext_ok(mut ext: &[u8]) -> bool {
-    loop {
-        ext = skip_ows(ext);
-        let Some(rest) = ext.strip_prefix(b";") else {
-            return ext.is_empty();
-        };
-        let Some(rest) = skip_token(skip_ows(rest)) else {
-            return false;
-        };
-        ext = skip_ows(rest);
-        if let Some(rest) = ext.strip_prefix(b"=") {
-            let rest = skip_ows(rest);
-            let value = match rest.first() {
-                Some(b'"') => skip_quoted_string(rest),
-                _ => skip_token(rest),
-            };
-            let Some(rest) = value else {
-                return false;
-            };
-            ext = rest;
-        }
-    }
-}
-
-/// `field-name ":" OWS field-value OWS` (RFC 9112 §5), as httparse checks a header line.
-fn field_line_ok(line: &[u8]) -> bool {
-    match skip_token(line).and_then(|rest| rest.strip_prefix(b":")) {
-        Some(value) => value.iter().all(|&c| is_text(c)),
-        None => false,
-    }
-}
-
-/// Skips SP and HTAB (OWS and BWS, RFC 9110 §5.6.3).
-fn skip_ows(s: &[u8]) -> &[u8] {
-    let n = s.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
-    &s[n..]
-}
-
-/// Skips a token (RFC 9110 §5.6.2); `None` if `s` does not start with one.
-fn skip_token(s: &[u8]) -> Option<&[u8]> {
-    let n = s.iter().take_while(|&&c| is_tchar(c)).count();
-    (n > 0).then(|| &s[n..])
-}
-
-/// Skips the quoted-string (RFC 9110 §5.6.4) that `s` starts with; `None` if
-/// it is malformed or unterminated.
-fn skip_quoted_string(s: &[u8]) -> Option<&[u8]> {
-    let mut i = 1; // past the opening quote
-    loop {
-        match *s.get(i)? {
-            b'"' => return s.get(i + 1..),
-            b'\\' if s.get(i + 1).is_some_and(|&c| is_text(c)) => i += 2,
-            c if c != b'\\' && is_text(c) => i += 1,
-            _ => return None,
-        }
-    }
-}
-
-/// tchar (RFC 9110 §5.6.2).
-fn is_tchar(c: u8) -> bool {
-    TCHAR[usize::from(c)]
-}
-
-/// HTAB, SP, VCHAR or obs-text: what a field value may hold (RFC 9110 §5.5).
-fn is_text(c: u8) -> bool {
-    c == b'\t' || (c >= b' ' && c != 0x7f)
-}
-
-/// A byte of `uri-host [ ":" port ]` (RFC 3986 §3.2.2): reg-name, IP-literal or port.
-fn is_host_byte(c: u8) -> bool {
-    HOST[usize::from(c)]
-}
-
-static TCHAR: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
-static HOST: [bool; 256] = alphanumeric_and(b"-._~!$&'()*+,;=:[]%");
-
-/// A byte class as a table, built at compile time: one load per byte.
-const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
-    let mut table = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        table[c] = (c as u8).is_ascii_alphanumeric();
-        c += 1;
-    }
-    let mut i = 0;
-    while i < extra.len() {
-        table[extra[i] as usize] = true;
-        i += 1;
-    }
-    table
 }
 
 #[cfg(test)]

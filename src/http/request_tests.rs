@@ -5,6 +5,7 @@
 //! pipelining, and `Ok(None)` comes only on bounded input.
 
 use super::*;
+use crate::http::chunked::MAX_CHUNK_EXT;
 
 /// Limits small enough to reach in a table row.
 const SMALL: Limits = Limits { max_head_bytes: 128, max_uri_bytes: 32, max_body_bytes: 64 };

@@ -1,0 +1,148 @@
+//! The chunked transfer coding (RFC 9112 §7.1): walking a chunked body that is buffered whole
+//! or in part, checking its framing strictly, and handing each chunk's data to the caller.
+//!
+//! Invariants: only CRLF ends a framing line; a chunk size has at most 16 hex digits; the
+//! decoded body never exceeds `max_body_bytes` (413 as soon as a size line says it would);
+//! `Ok(None)` means "a valid prefix, wait for more".
+
+use super::grammar::{is_text, skip_ows, skip_quoted_string, skip_token};
+use super::request::{wait_unless, HttpError, Limits};
+
+/// The longest chunk extension accepted on one chunk-size line.
+pub(super) const MAX_CHUNK_EXT: usize = 1024;
+
+/// Walks the chunked body (RFC 9112 §7.1) at the start of `b`, handing each
+/// chunk's data to `data`. Returns the lengths of the encoding and of the
+/// decoded body, or `None` if `b` ends first.
+pub(super) fn walk_chunked(
+    b: &[u8],
+    limits: &Limits,
+    mut data: impl FnMut(&[u8]),
+) -> Result<Option<(usize, usize)>, HttpError> {
+    let (mut pos, mut body_len) = (0, 0);
+    loop {
+        let Some((size, line_len)) = chunk_size_line(&b[pos..])? else {
+            return Ok(None);
+        };
+        pos += line_len;
+        if size == 0 {
+            break; // last-chunk
+        }
+        // 413 as soon as a size line shows the body outgrowing the limit,
+        // before its data arrives. body_len <= max_body_bytes holds throughout.
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&size| size <= limits.max_body_bytes - body_len)
+            .ok_or(HttpError::PayloadTooLarge)?;
+        let end = pos.saturating_add(size); // saturates only under absurd limits, then waits
+        let Some(next) = crlf(b, end, bad!("chunk data not followed by CRLF"))? else {
+            return Ok(None);
+        };
+        data(&b[pos..end]);
+        body_len += size;
+        pos = next;
+    }
+    // trailer-section = *( field-line CRLF ), then an empty line. Trailer
+    // fields are checked like header fields, then dropped (RFC 9112 §7.1.2).
+    let trailer_start = pos;
+    loop {
+        let rest = &b[pos..];
+        let Some(eol) = rest.iter().position(|&c| c == b'\r' || c == b'\n') else {
+            let full = pos - trailer_start + rest.len() > limits.max_head_bytes;
+            return wait_unless(full, bad!("trailer section too large"));
+        };
+        let Some(next) = crlf(b, pos + eol, bad!("trailer line not ended by CRLF"))? else {
+            return Ok(None);
+        };
+        if eol == 0 {
+            return Ok(Some((next, body_len)));
+        }
+        if next - trailer_start > limits.max_head_bytes {
+            return Err(bad!("trailer section too large"));
+        }
+        if !field_line_ok(&rest[..eol]) {
+            return Err(bad!("invalid trailer field"));
+        }
+        pos = next;
+    }
+}
+
+/// Parses `chunk-size [ chunk-ext ] CRLF` at the start of `b`: the size and
+/// the line's length, or `None` if `b` ends first.
+fn chunk_size_line(b: &[u8]) -> Result<Option<(u64, usize)>, HttpError> {
+    let (mut size, mut digits) = (0u64, 0);
+    for &c in b {
+        let Some(digit) = char::from(c).to_digit(16) else {
+            break;
+        };
+        // 16 hex digits fill a u64; more could only overflow.
+        if digits == 16 {
+            return Err(bad!("chunk size longer than 16 hex digits"));
+        }
+        size = (size << 4) | u64::from(digit);
+        digits += 1;
+    }
+    if digits == b.len() {
+        return Ok(None);
+    }
+    // chunk-size = 1*HEXDIG: this also refuses a sign, "0x" or leading whitespace.
+    if digits == 0 {
+        return Err(bad!("chunk size is not a hex number"));
+    }
+    // The extension runs to the first CR or LF; only CRLF may end the line.
+    let rest = &b[digits..];
+    let Some(ext_len) = rest.iter().take(MAX_CHUNK_EXT + 1).position(|&c| c == b'\r' || c == b'\n') else {
+        return wait_unless(rest.len() > MAX_CHUNK_EXT, bad!("chunk extension too long"));
+    };
+    if !chunk_ext_ok(&rest[..ext_len]) {
+        return Err(bad!("invalid chunk extension"));
+    }
+    let line_end = crlf(rest, ext_len, bad!("chunk size line not ended by CRLF"))?;
+    Ok(line_end.map(|end| (size, digits + end)))
+}
+
+/// Checks for CRLF at `at`: the position after it, `None` if `b` ends
+/// first, or `error` for anything else, a bare LF included (as in the head,
+/// see `crlf_line_ends`).
+fn crlf(b: &[u8], at: usize, error: HttpError) -> Result<Option<usize>, HttpError> {
+    match b.get(at..).unwrap_or_default() {
+        [b'\r', b'\n', ..] => Ok(Some(at + 2)),
+        [] | [b'\r'] => Ok(None),
+        _ => Err(error),
+    }
+}
+
+/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`
+/// (RFC 9112 §7.1.1). Extensions are ignored, but only after checking that
+/// nothing but this grammar hides in them. Trailing whitespace is tolerated.
+fn chunk_ext_ok(mut ext: &[u8]) -> bool {
+    loop {
+        ext = skip_ows(ext);
+        let Some(rest) = ext.strip_prefix(b";") else {
+            return ext.is_empty();
+        };
+        let Some(rest) = skip_token(skip_ows(rest)) else {
+            return false;
+        };
+        ext = skip_ows(rest);
+        if let Some(rest) = ext.strip_prefix(b"=") {
+            let rest = skip_ows(rest);
+            let value = match rest.first() {
+                Some(b'"') => skip_quoted_string(rest),
+                _ => skip_token(rest),
+            };
+            let Some(rest) = value else {
+                return false;
+            };
+            ext = rest;
+        }
+    }
+}
+
+/// `field-name ":" OWS field-value OWS` (RFC 9112 §5), as httparse checks a header line.
+fn field_line_ok(line: &[u8]) -> bool {
+    match skip_token(line).and_then(|rest| rest.strip_prefix(b":")) {
+        Some(value) => value.iter().all(|&c| is_text(c)),
+        None => false,
+    }
+}
