@@ -7,17 +7,24 @@
 //!   next_deadline ─> poll ─> dispatch ─────────────> expire_timers ─> flush ─> reap
 //!   (timer wheel)  (epoll)   listener: accept       head: 408        queued    free Closed
 //!                            connection: read,      idle: close      answers   slab keys
-//!                            parse, answer, write   write: drop
+//!                            parse, answer, write   hold: timeout    (timers,
+//!                            publish: wake holds    write: drop      publish)
 //! ```
 //!
 //! Who owns what:
 //! - `server` owns every socket, the `Slab` of connections (token = slab key), the timer wheel
 //!   and the buffer pool; it is the only module that does I/O.
 //! - `connection` owns the state enum and the keep-alive rule; `http` turns bytes into requests
-//!   and answers into bytes; `routes` maps a request to an endpoint; `stats` renders the cost
-//!   view; `timer` holds every deadline; `buffer` lends I/O buffers to busy connections.
+//!   and answers into bytes; `routes` maps a request to an endpoint; `pubsub` keeps topics,
+//!   their message rings and the polls held on them; `stats` renders the cost view; `timer`
+//!   holds every deadline; `buffer` lends I/O buffers to busy connections.
+//! - The client side: `client` is a blocking HTTP/1.1 client that reuses its connection,
+//!   `commands` runs `tether publish` and `tether poll` on it, `backoff` times their retries.
 
+pub mod backoff;
 pub mod buffer;
+pub mod client;
+pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod http;

@@ -1,4 +1,5 @@
-//! The `tether` command line: parses arguments into a `Config` and runs the server.
+//! The `tether` command line: parses arguments and hands them to the server (`serve`) or to the
+//! client commands (`publish`, `poll`, in `tether::commands`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use tether::commands::{self, PollOptions};
 use tether::config::{parse_duration, Config};
 use tether::server::Server;
 
@@ -20,6 +22,31 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Publish one message to a topic and print the server's reply.
+    Publish(PublishArgs),
+    /// Long-poll a topic and print each message as it arrives, until SIGINT.
+    Poll(PollArgs),
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// The topic's publish URL, like http://127.0.0.1:8080/publish/news (plain http only).
+    url: String,
+    /// The message; `-` or nothing reads it from standard input, less its final newline.
+    #[arg(allow_hyphen_values = true)]
+    data: Option<String>,
+}
+
+#[derive(Args)]
+struct PollArgs {
+    /// The topic's poll URL, like http://127.0.0.1:8080/poll/news (plain http only).
+    url: String,
+    /// Start after message N [default: the URL's cursor=, else the next message published].
+    #[arg(long, value_name = "N")]
+    cursor: Option<u64>,
+    /// Print each message as a JSON object {"seq":N,"data":"..."} instead of its data alone.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -92,13 +119,17 @@ impl From<ServeArgs> for Config {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve(args.into()),
+    let (name, result) = match cli.command {
+        Command::Serve(args) => ("tether", serve(args.into())),
+        Command::Publish(args) => ("tether publish", commands::publish(&args.url, args.data.as_deref())),
+        Command::Poll(args) => {
+            ("tether poll", commands::poll(&PollOptions { url: args.url, cursor: args.cursor, json: args.json }))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("tether: {message}");
+            eprintln!("{name}: {message}");
             ExitCode::FAILURE
         }
     }

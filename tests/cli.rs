@@ -1,0 +1,300 @@
+//! `tether publish` and `tether poll` end to end: the real binary on both sides of loopback.
+//!
+//! Every wait is bounded by `WAIT`; every child process is killed when its guard drops.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{num, Server};
+use serde_json::{json, Value};
+
+/// The bound on every wait for a process to print or to exit.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn tether() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    // The client commands' own stderr lines are what the tests read; no logs in between.
+    command.env("RUST_LOG", "off");
+    command
+}
+
+/// Runs `tether ARGS` to its end with `stdin` as standard input; killed (and the test failed) if
+/// it takes longer than `WAIT`.
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = tether()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the tether binary");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let stdin = stdin.to_vec();
+    // Written on a thread so that a child that does not read cannot block the test; dropping
+    // `input` at the end is the EOF.
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = collect(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr = collect(Box::new(child.stderr.take().expect("stderr is piped")));
+    let Some(status) = wait_exit(&mut child, WAIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("tether {args:?} did not finish within {WAIT:?}");
+    };
+    let _ = writer.join();
+    Output { status, stdout: stdout.join().expect("stdout reader"), stderr: stderr.join().expect("stderr reader") }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `tether publish http://ADDR/publish/TOPIC DATA`, which must succeed; its JSON reply.
+fn publish(addr: impl std::fmt::Display, topic: &str, data: &str) -> Value {
+    let output = run(&["publish", &format!("http://{addr}/publish/{topic}"), data], b"");
+    assert!(output.status.success(), "publish {data:?} failed: {output:?}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("the reply is not JSON ({e}): {output:?}"))
+}
+
+/// A running `tether poll`, its output read line by line on threads; killed when dropped.
+struct Poller {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+impl Poller {
+    fn start(url: &str, options: &[&str]) -> Poller {
+        let mut child = tether()
+            .args(["poll", url])
+            .args(options)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the tether binary");
+        let lines = |pipe: Box<dyn Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stdout = lines(Box::new(child.stdout.take().expect("stdout is piped")));
+        let stderr = lines(Box::new(child.stderr.take().expect("stderr is piped")));
+        Poller { child, stdout, stderr }
+    }
+
+    /// The next line of standard output.
+    fn line(&self) -> String {
+        self.stdout.recv_timeout(WAIT).unwrap_or_else(|e| panic!("no line from tether poll within {WAIT:?}: {e}"))
+    }
+
+    /// Reads standard error until a line contains `needle`; returns that line.
+    fn stderr_until(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if line.contains(needle) {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!("tether poll never said {needle:?} on stderr within {WAIT:?}; it said {seen:?}");
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `tether serve` on a given address (common's `Server` always asks for port 0); killed when
+/// dropped.
+struct ServerAt(Child);
+
+impl ServerAt {
+    fn start(addr: &str) -> ServerAt {
+        let mut child = tether()
+            .args(["serve", "--listen", addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start the tether binary");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut banner = String::new();
+            let _ = stdout.read_line(&mut banner);
+            let _ = tx.send(banner);
+        });
+        let server = ServerAt(child);
+        let banner = rx.recv_timeout(WAIT).unwrap_or_default();
+        assert_eq!(banner, format!("tether listening on http://{addr}\n"), "the server did not start on {addr}");
+        server
+    }
+}
+
+impl Drop for ServerAt {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn poll_prints_what_publish_sends_in_order() {
+    let server = Server::start(&[]);
+    let poller = Poller::start(&format!("http://{}/poll/news", server.addr), &["--cursor", "0"]);
+    let messages = ["first", r#"say "hi" \o/"#, "ünïcödé ✓ 日本語 🚀", "  spaced  ", "-starts with a dash"];
+    // One at a time: each answer is its own poll, all on the poller's one connection.
+    for (i, message) in messages.iter().enumerate() {
+        let reply = publish(server.addr, "news", message);
+        assert_eq!(reply["topic"], "news", "{reply}");
+        assert_eq!(reply["seq"], i + 1, "{reply}");
+        assert_eq!(poller.line(), *message);
+    }
+    server.wait_for_stats("the poller's next poll held on its reused connection", |stats| {
+        num(stats, "polls.held") == 1 && num(stats, "totals.reused") == messages.len() as u64
+    });
+
+    // A burst, some from standard input (with `-`, and with no DATA at all).
+    let url = format!("http://{}/publish/news", server.addr);
+    for i in 0..10 {
+        publish(server.addr, "news", &format!("burst {i}"));
+    }
+    assert!(run(&["publish", &url, "-"], b"from stdin\n").status.success());
+    assert!(run(&["publish", &url], b"no dash, no newline").status.success());
+    for i in 0..10 {
+        assert_eq!(poller.line(), format!("burst {i}"));
+    }
+    assert_eq!(poller.line(), "from stdin", "one final newline is not part of the message");
+    assert_eq!(poller.line(), "no dash, no newline");
+}
+
+#[test]
+fn poll_json_prints_whole_messages() {
+    let server = Server::start(&[]);
+    let poller = Poller::start(&format!("http://{}/poll/t", server.addr), &["--json", "--cursor", "0"]);
+    publish(server.addr, "t", r#"say "hi""#);
+    publish(server.addr, "t", "ü\ttab");
+    assert_eq!(poller.line(), r#"{"seq":1,"data":"say \"hi\""}"#);
+    let second: Value = serde_json::from_str(&poller.line()).expect("one JSON object per line");
+    assert_eq!(second, json!({"seq": 2, "data": "ü\ttab"}));
+}
+
+#[test]
+fn poll_reports_missed_messages() {
+    let server = Server::start(&["--topic-capacity", "2"]);
+    for i in 1..=5 {
+        publish(server.addr, "t", &i.to_string());
+    }
+    let poller = Poller::start(&format!("http://{}/poll/t", server.addr), &["--cursor", "0"]);
+    assert_eq!(poller.stderr_until("missed"), "tether poll: missed 3 messages");
+    assert_eq!(poller.line(), "4");
+    assert_eq!(poller.line(), "5");
+}
+
+#[test]
+fn publish_reports_a_bad_topic() {
+    let server = Server::start(&[]);
+    let output = run(&["publish", &format!("http://{}/publish/a%20b", server.addr), "x"], b"");
+    assert!(!output.status.success(), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("tether publish: the server answered 400 Bad Request: a topic name is"), "{stderr}");
+}
+
+#[test]
+fn publish_reports_a_too_large_message() {
+    let server = Server::start(&["--max-message-bytes", "10"]);
+    assert_eq!(publish(server.addr, "t", "0123456789")["seq"], 1, "ten bytes fit");
+    let output = run(&["publish", &format!("http://{}/publish/t", server.addr), "0123456789a"], b"");
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("tether publish: the server answered 413 "), "{stderr}");
+    assert!(stderr.contains("too large"), "{stderr}");
+}
+
+#[test]
+fn publish_fails_clearly_without_a_server() {
+    let output = run(&["publish", "https://127.0.0.1:1/publish/t", "x"], b"");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no TLS"), "{output:?}");
+
+    let port = free_port();
+    let output = run(&["publish", &format!("http://127.0.0.1:{port}/publish/t"), "x"], b"");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"), "{output:?}");
+}
+
+#[test]
+fn poll_exits_0_on_sigint() {
+    let server = Server::start(&[]);
+    let mut poller = Poller::start(&format!("http://{}/poll/quiet", server.addr), &[]);
+    server.wait_for_stats("the poll held", |stats| num(stats, "polls.held") == 1);
+    poller.signal(libc::SIGINT);
+    let status = wait_exit(&mut poller.child, WAIT).expect("tether poll exits on SIGINT");
+    assert!(status.success(), "{status:?}");
+    server.wait_for_stats("the hold released", |stats| num(stats, "polls.held") == 0);
+}
+
+#[test]
+fn poll_survives_a_server_restart() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let first = ServerAt::start(&addr);
+    let poller = Poller::start(&format!("http://{addr}/poll/news"), &["--cursor", "0"]);
+    publish(&addr, "news", "before");
+    assert_eq!(poller.line(), "before");
+
+    drop(first);
+    let _second = ServerAt::start(&addr);
+    // The new server's log has a new epoch; the poller re-syncs to it before it can hold again,
+    // and only a message published after that is one it must print.
+    let reset = poller.stderr_until("the server reset the cursor");
+    assert!(reset.starts_with("tether poll: the server reset the cursor (its epoch is now "), "{reset}");
+    publish(&addr, "news", "after");
+    assert_eq!(poller.line(), "after");
+}
+
+/// A loopback port nothing listens on (the kernel's pick, released at once).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
