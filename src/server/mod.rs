@@ -25,6 +25,8 @@
 //! 5. Readiness is drained until `WouldBlock` (or a short read or write, which means the same
 //!    for a TCP socket); `WouldBlock` is never an error.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -36,6 +38,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::backoff::XorShift;
 use crate::buffer::BufferPool;
 use crate::config::{Config, FD_RESERVE};
 use crate::connection::{self, Connection, Deadline, State};
@@ -45,7 +48,7 @@ use crate::http::response::{Response, Status};
 use crate::pubsub::Topics;
 use crate::stats::{self, ByState, CloseReason, Polls, Snapshot, Totals};
 use crate::timer::{Tick, Wheel};
-use poll::{Jitter, Wake};
+use poll::Wake;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -90,7 +93,8 @@ pub struct Server {
     topics: Topics,
     polls: Polls,
     max_held: usize,
-    jitter: Jitter,
+    /// Spreads the `Retry-After` of rejected polls.
+    jitter: XorShift,
     /// When this turn's publish was parsed, if it woke polls: the flush phase reports how long
     /// writing all their answers took.
     fanout_started: Option<Instant>,
@@ -135,7 +139,7 @@ impl Server {
             polls: Polls::default(),
             max_held: config.max_held.unwrap_or(max_connections),
             config,
-            jitter: Jitter::new(),
+            jitter: XorShift::new(RandomState::new().hash_one(std::process::id())),
             fanout_started: None,
             draining: false,
             stop: false,

@@ -9,7 +9,6 @@
 //! - `polls.held` counts the holds alive, and is what `--max-held` is checked against.
 
 use std::fmt::Write;
-use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use super::Server;
@@ -82,23 +81,6 @@ impl<'a> PollQuery<'a> {
     }
 }
 
-/// A xorshift generator for `Retry-After` jitter: statistical quality does not matter here, only
-/// that rejected clients spread out. Seeded from the OS's randomness through `RandomState`.
-pub(super) struct Jitter(u64);
-
-impl Jitter {
-    pub(super) fn new() -> Self {
-        Jitter(std::collections::hash_map::RandomState::new().hash_one(0u8) | 1)
-    }
-
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn parse_seq(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|c| c.is_ascii_digit()) {
         return None;
@@ -157,7 +139,7 @@ impl Server {
         if self.polls.held >= self.max_held as u64 {
             self.polls.rejected += 1;
             // Rejected clients should not all come back in the same second.
-            let retry_after = &RETRY_AFTER_SECS[self.jitter.next() as usize % RETRY_AFTER_SECS.len()];
+            let retry_after = &RETRY_AFTER_SECS[self.jitter.next_u64() as usize % RETRY_AFTER_SECS.len()];
             return Err(Response::error(Status::SERVICE_UNAVAILABLE, b"too many polls held, retry later\n")
                 .with_headers(std::slice::from_ref(retry_after)));
         }
