@@ -29,6 +29,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
@@ -63,6 +64,8 @@ const OUTPUT_CAP: usize = 256 * 1024;
 /// this a newcomer is closed at once without an answer.
 const REJECT_BUDGET: usize = FD_RESERVE / 2;
 const EVENTS_CAPACITY: usize = 1024;
+/// Pending connections the kernel queues before `accept` (nginx uses 511; see `bind`).
+const LISTEN_BACKLOG: i32 = 4096;
 
 mod answer;
 mod lifecycle;
@@ -107,6 +110,14 @@ impl Server {
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
+        // mio listens with std's backlog of 128: a burst of more connections than that (every
+        // long-poll client reconnecting after a restart) overflows the accept queue, and each
+        // dropped SYN costs its client a 1 s retransmit. Listening again raises the backlog;
+        // the kernel caps it at net.core.somaxconn.
+        // SAFETY: listen() on a descriptor we own, with no pointers involved.
+        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;

@@ -120,9 +120,10 @@ impl Server {
     /// `GET /poll/{topic}` on connection `key`: answer at once when there is something to
     /// say, else hold (registered on the topic here, on the connection by the caller).
     pub(super) fn poll(&mut self, key: usize, req: &Request, name: &str) -> Result<PollAnswer, Response<'static>> {
-        let topic = self.topics.get_or_create(name).map_err(topic_error)?;
+        // The query first: a refused poll must not create its topic (and use up --max-topics).
         let query = PollQuery::parse(req.query, req.last_event_id)
             .map_err(|reason| Response::error(Status::BAD_REQUEST, reason.as_bytes()))?;
+        let topic = self.topics.get_or_create(name).map_err(topic_error)?;
         let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch());
         let after = self.topics.resolve(topic, query.start());
         let read = if foreign_epoch {
