@@ -164,19 +164,16 @@ pub struct KeepAliveInput {
     pub max_requests: u32,
     pub idle_timeout_secs: u64,
     pub draining: bool,
-    /// The answer is an error after which the framing cannot be trusted.
-    pub framing_error: bool,
 }
 
-/// The one place that decides whether a connection survives an answer (RFC 9112 section 9.3):
-/// HTTP/1.1 persists unless `close` is asked for; HTTP/1.0 only with `keep-alive`; the server
-/// ends it at `--max-requests`, on drain and after a framing error. Returns the headers to
-/// write and, when closing, why.
+/// The one place that decides whether a connection survives an answer to a request (RFC 9112
+/// section 9.3): HTTP/1.1 persists unless `close` is asked for; HTTP/1.0 only with
+/// `keep-alive`; the server ends it at `--max-requests` and on drain. Returns the headers to
+/// write and, when closing, why. (Input that could not be parsed as a request never gets here:
+/// where the next request would start is unknown, so its error answer always closes.)
 pub fn keep_alive(input: &KeepAliveInput) -> (Persistence, Option<CloseReason>) {
     let served = input.served_before.saturating_add(1);
-    let reason = if input.framing_error {
-        Some(CloseReason::Error)
-    } else if input.draining {
+    let reason = if input.draining {
         Some(CloseReason::Drain)
     } else if input.close_requested || (input.version == Version::Http10 && !input.keep_alive_requested) {
         Some(CloseReason::ByClient)
@@ -211,7 +208,6 @@ mod tests {
             max_requests: 1000,
             idle_timeout_secs: 75,
             draining: false,
-            framing_error: false,
         }
     }
 
@@ -261,7 +257,5 @@ mod tests {
         assert!(matches!(keep_alive(&one_before_last).0, Persistence::KeepAlive { remaining: 1, .. }));
         let draining = KeepAliveInput { draining: true, ..request(Version::Http11) };
         assert_eq!(keep_alive(&draining).1, Some(CloseReason::Drain));
-        let broken = KeepAliveInput { framing_error: true, draining: true, ..request(Version::Http11) };
-        assert_eq!(keep_alive(&broken).1, Some(CloseReason::Error));
     }
 }

@@ -12,7 +12,7 @@ use super::poll::{poll_response, PollAnswer};
 use super::{Server, OUTPUT_CAP};
 use crate::buffer::Buffers;
 use crate::connection::{self, HeldPoll, KeepAliveInput, State};
-use crate::http::request::{self, HttpError, Method, Request};
+use crate::http::request::{self, HttpError, Method, Request, Version};
 use crate::http::response::{self, Persistence, Response, Status};
 use crate::routes::{self, Route};
 use crate::stats::CloseReason;
@@ -165,18 +165,28 @@ impl Server {
                 Response::error(Status::METHOD_NOT_ALLOWED, b"method not allowed here\n").with_headers(&allow)
             }
         };
-        let (persistence, closing) = connection::keep_alive(&KeepAliveInput {
-            version: req.version,
-            close_requested: req.close,
-            keep_alive_requested: req.keep_alive,
+        let (persistence, closing) = self.keep_alive(req.version, req.close, req.keep_alive, served_before);
+        response::write(out, &response, persistence, req.method == Method::Head, &self.date);
+        Outcome::Answered(closing)
+    }
+
+    /// The keep-alive rule (`connection::keep_alive`) with this server's settings and state.
+    pub(super) fn keep_alive(
+        &self,
+        version: Version,
+        close_requested: bool,
+        keep_alive_requested: bool,
+        served_before: u32,
+    ) -> (Persistence, Option<CloseReason>) {
+        connection::keep_alive(&KeepAliveInput {
+            version,
+            close_requested,
+            keep_alive_requested,
             served_before,
             max_requests: self.config.max_requests,
             idle_timeout_secs: self.config.idle_timeout.as_secs(),
             draining: self.draining,
-            framing_error: false,
-        });
-        response::write(out, &response, persistence, req.method == Method::Head, &self.date);
-        Outcome::Answered(closing)
+        })
     }
 
     /// Answers a request that could not be parsed; the connection closes after it, because

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::Server;
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
-use crate::connection::{self, HeldPoll, KeepAliveInput};
+use crate::connection::HeldPoll;
 use crate::http::request::{Body, Method, Request};
 use crate::http::response::{self, Response, Status};
 use crate::json;
@@ -191,18 +191,11 @@ impl Server {
         }
         let mut body = String::with_capacity(256);
         self.poll_body(&mut body, held.hold.topic, &read, held.after);
+        // `served` already counts this poll, since it was counted when it arrived.
+        let served_before = self.connections[key].served.saturating_sub(1);
+        let (persistence, closing) =
+            self.keep_alive(held.version, held.close_requested, held.keep_alive_requested, served_before);
         let conn = &mut self.connections[key];
-        let (persistence, closing) = connection::keep_alive(&KeepAliveInput {
-            version: held.version,
-            close_requested: held.close_requested,
-            keep_alive_requested: held.keep_alive_requested,
-            // `served` already counts this poll, since it was counted when it arrived.
-            served_before: conn.served.saturating_sub(1),
-            max_requests: self.config.max_requests,
-            idle_timeout_secs: self.config.idle_timeout.as_secs(),
-            draining: self.draining,
-            framing_error: false,
-        });
         let buffers = conn.buffers.get_or_insert_with(|| self.pool.take());
         let response = poll_response(body.as_bytes());
         response::write(buffers.output(), &response, persistence, held.head_only, &self.date);
