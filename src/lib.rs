@@ -22,6 +22,7 @@
 //!   `commands` runs `tether publish` and `tether poll` on it, `backoff` times their retries.
 
 pub mod backoff;
+pub mod bench;
 pub mod buffer;
 pub mod client;
 pub mod commands;

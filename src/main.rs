@@ -26,6 +26,8 @@ enum Command {
     Publish(PublishArgs),
     /// Long-poll a topic and print each message as it arrives, until SIGINT.
     Poll(PollArgs),
+    /// The lab: measure a server running on this machine (keep-alive, long and short polling).
+    Bench(tether::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
         Command::Poll(args) => {
             ("tether poll", commands::poll(&PollOptions { url: args.url, cursor: args.cursor, json: args.json }))
         }
+        Command::Bench(args) => ("tether bench", tether::bench::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

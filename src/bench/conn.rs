@@ -1,0 +1,270 @@
+//! One non-blocking client connection of the load generator: its socket, what it still has to
+//! write, what it has read and not yet framed, and how many bytes crossed it.
+//!
+//! Invariants:
+//! - The socket is registered once, for READABLE and WRITABLE, edge-triggered. The WRITABLE
+//!   edge announces the end of the connect and, later, room after a full send buffer; it costs
+//!   nothing in between, so no `reregister` call is ever needed.
+//! - `flush` and `fill` drain until `WouldBlock` (or a short read, which means the same for a
+//!   TCP socket), so an edge is never lost. Nothing is written before the connect completes;
+//!   `flush` checks for that itself, so a request may be queued at any time.
+//! - The input buffer never grows past one response at the framing caps (`MAX_INPUT`): more
+//!   unconsumed input than that is an error, so a peer cannot make it grow without bound.
+//! - `sent` and `received` count the bytes of HTTP that crossed the socket, not TCP/IP headers.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::frame::{self, Frame, FrameError};
+
+/// The input buffer's first size: a batch of 16 pipelined answers or a long-poll answer fits,
+/// and twenty thousand idle followers stay under 100 MB. It doubles when a response needs more.
+const INITIAL_INPUT: usize = 4 * 1024;
+/// The input buffer never grows past this: one response at the framing caps.
+const MAX_INPUT: usize = frame::MAX_HEAD_BYTES + frame::MAX_BODY_BYTES;
+
+/// Why a connection is of no further use.
+#[derive(Debug)]
+pub enum ConnError {
+    /// The connect failed.
+    Connect(io::Error),
+    /// A read or write failed, or the server closed when a response was due.
+    Io(io::Error),
+    /// The bytes are not a response the generator frames.
+    Frame(FrameError),
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::Connect(e) => write!(f, "connect failed: {e}"),
+            ConnError::Io(e) => write!(f, "connection failed: {e}"),
+            ConnError::Frame(e) => write!(f, "bad response: {e}"),
+        }
+    }
+}
+
+pub struct Conn {
+    stream: TcpStream,
+    connected: bool,
+    output: Vec<u8>,
+    /// `output[written..]` is still to be written.
+    written: usize,
+    /// Allocated to its full length once (`read` needs initialised bytes; zeroing per read
+    /// would cost more than the read); `input[start..end]` is read and not yet consumed.
+    input: Vec<u8>,
+    start: usize,
+    end: usize,
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl Conn {
+    /// Starts a non-blocking connect and registers the socket under `token`.
+    ///
+    /// # Errors
+    ///
+    /// `ConnError::Connect` when the socket cannot be made or registered (the open-file limit).
+    pub fn open(registry: &Registry, addr: SocketAddr, token: Token) -> Result<Conn, ConnError> {
+        let mut stream = TcpStream::connect(addr).map_err(ConnError::Connect)?;
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).map_err(ConnError::Connect)?;
+        // Requests are written whole; there is nothing for Nagle to coalesce.
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn {
+            stream,
+            connected: false,
+            output: Vec::new(),
+            written: 0,
+            input: Vec::new(),
+            start: 0,
+            end: 0,
+            sent: 0,
+            received: 0,
+        };
+        // On loopback the handshake often completes inside connect(): then the first request
+        // goes out now instead of one event later.
+        conn.connected = conn.stream.peer_addr().is_ok();
+        Ok(conn)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// On a WRITABLE or error event while connecting: `Ok(true)` once the connect has completed.
+    /// A spurious event leaves it connecting (`Ok(false)`).
+    ///
+    /// # Errors
+    ///
+    /// `ConnError::Connect` with the connect's own error (refused, reset).
+    pub fn finish_connect(&mut self) -> Result<bool, ConnError> {
+        if self.connected {
+            return Ok(true);
+        }
+        if let Some(e) = self.stream.take_error().map_err(ConnError::Connect)? {
+            return Err(ConnError::Connect(e));
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => {
+                self.connected = true;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(ConnError::Connect(e)),
+        }
+    }
+
+    /// Appends a request to the output; `flush` writes it.
+    pub fn queue(&mut self, request: &[u8]) {
+        if self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+        }
+        self.output.extend_from_slice(request);
+    }
+
+    /// Output is waiting for room in the send buffer (or for the connect).
+    pub fn wants_write(&self) -> bool {
+        self.written < self.output.len()
+    }
+
+    /// Writes queued output until it is all written or the socket is full. Before the connect
+    /// completes it writes nothing (and the WRITABLE edge that ends the connect calls again).
+    ///
+    /// # Errors
+    ///
+    /// `ConnError::Connect` when the connect failed, `ConnError::Io` when the write fails.
+    pub fn flush(&mut self) -> Result<(), ConnError> {
+        if !self.finish_connect()? {
+            return Ok(());
+        }
+        while self.wants_write() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(0) => return Err(ConnError::Io(ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.written += n;
+                    self.sent += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(ConnError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket holds. `Ok(true)` when the server has closed its side.
+    ///
+    /// # Errors
+    ///
+    /// `ConnError::Io` when the read fails (a reset).
+    pub fn fill(&mut self) -> Result<bool, ConnError> {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        loop {
+            if self.end == self.input.len() {
+                self.make_room()?;
+            }
+            match self.stream.read(&mut self.input[self.end..]) {
+                Ok(0) => return Ok(true),
+                Ok(n) => {
+                    self.end += n;
+                    self.received += n as u64;
+                    if self.end < self.input.len() {
+                        return Ok(false); // a short read: the socket is drained
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(ConnError::Io(e)),
+            }
+        }
+    }
+
+    /// Moves unconsumed input to the front, or doubles the buffer when it is all unconsumed.
+    fn make_room(&mut self) -> Result<(), ConnError> {
+        if self.start > 0 {
+            self.input.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        } else if self.input.len() >= MAX_INPUT {
+            return Err(ConnError::Frame(FrameError::TooLarge));
+        } else {
+            let size = (self.input.len() * 2).clamp(INITIAL_INPUT, MAX_INPUT);
+            self.input.resize(size, 0);
+        }
+        Ok(())
+    }
+
+    /// The next whole response in the input, if one has arrived. Its body is
+    /// `self.body(&frame)` until `consume(&frame)`.
+    ///
+    /// # Errors
+    ///
+    /// `ConnError::Frame` when the bytes cannot be framed.
+    pub fn next_response(&self) -> Result<Option<Frame>, ConnError> {
+        frame::frame(&self.input[self.start..self.end]).map_err(ConnError::Frame)
+    }
+
+    pub fn body(&self, frame: &Frame) -> &[u8] {
+        &self.input[self.start + frame.body.start..self.start + frame.body.end]
+    }
+
+    pub fn consume(&mut self, frame: &Frame) {
+        self.start += frame.len;
+    }
+
+    /// Unconsumed input: bytes of a response not yet whole.
+    pub fn has_partial_input(&self) -> bool {
+        self.start < self.end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use mio::{Events, Poll};
+
+    /// A connection to a blocking loopback listener that answers one scripted response.
+    #[test]
+    fn connects_writes_reads_and_counts_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut request = [0u8; 64];
+            let n = peer.read(&mut request).unwrap();
+            peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
+            n
+        });
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(8);
+        let mut conn = Conn::open(poll.registry(), addr, Token(0)).unwrap();
+        conn.queue(b"GET / HTTP/1.1\r\n\r\n");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let response = loop {
+            assert!(Instant::now() < deadline, "no response in time");
+            if conn.finish_connect().unwrap() {
+                conn.flush().unwrap();
+            }
+            let closed = conn.fill().unwrap();
+            if let Some(frame) = conn.next_response().unwrap() {
+                break frame;
+            }
+            assert!(!closed, "the server closed before answering");
+            poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
+        };
+        assert_eq!((response.status, conn.body(&response)), (200, b"hi".as_slice()));
+        conn.consume(&response);
+        assert!(!conn.has_partial_input() && !conn.wants_write());
+        assert_eq!(server.join().unwrap() as u64, conn.sent);
+        assert_eq!((conn.sent, conn.received), (18, 40));
+    }
+}

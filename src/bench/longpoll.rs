@@ -1,0 +1,293 @@
+//! The `longpoll` scenario: `--clients` followers hold polls on one topic, `--messages` are
+//! published one per `--interval`, and every delivery is timed from its scheduled publish.
+//! The server's `/stats` before the polls and once all are held says what a held poll costs.
+//!
+//! ```text
+//!   warm-up publish (the topic exists; its seq is every follower's starting cursor)
+//!   /stats "before"  ->  followers open and poll  ->  /stats until polls.held = N  ->  "held"
+//!   publish i at t0 + i * interval  ->  every follower re-polls after each answer
+//!   until every follower has every message, or the last publish + GRACE
+//! ```
+//!
+//! The phases here (`prepare`, `wait_ready`, `run_schedule`) are shared with `realtime`.
+
+use std::fmt::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::follow::{Follow, Followed, Plan, Style};
+use super::report;
+use super::{check_fd_budget, stat, Outcome, OutputArgs, Progress, Target};
+use crate::client::Client;
+use crate::config::parse_duration;
+
+/// How long a long poll asks to be held: longer than any sensible publish interval, shorter
+/// than tether's default `--max-poll-timeout` (120 s).
+pub const LONG_HOLD: Duration = Duration::from_secs(60);
+/// After the last scheduled publish, how long deliveries may still take.
+const GRACE: Duration = Duration::from_secs(5);
+/// How long followers may take to connect and be held (or connected), per thousand of them;
+/// at least `SETUP_MIN`.
+const SETUP_PER_THOUSAND: Duration = Duration::from_secs(2);
+const SETUP_MIN: Duration = Duration::from_secs(10);
+/// How often `/stats` is read while waiting for the polls to be held.
+const STATS_EVERY: Duration = Duration::from_millis(50);
+/// The longest publish schedule accepted: every run is bounded.
+const MAX_SCHEDULE: Duration = Duration::from_secs(3600);
+
+#[derive(Args, Debug)]
+pub struct LongpollArgs {
+    /// The server's base URL, like http://127.0.0.1:8080 (loopback only).
+    #[arg(long)]
+    pub url: String,
+    /// Followers, each holding one poll (one connection each, bounded by the open-file limit).
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Messages published.
+    #[arg(long, default_value_t = 20)]
+    pub messages: usize,
+    /// The topic [default: a new one per run, bench-PID-TIME].
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Time between two publishes.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
+    let target = Target::parse(&args.url)?;
+    check_arguments(args.clients, args.messages, args.interval)?;
+    let mut control = target.control();
+    let topic = args.topic.clone().unwrap_or_else(|| default_topic("longpoll"));
+    let plan = prepare(&target, &mut control, &topic, args.clients, args.messages, args.interval)?;
+    let plan = Plan { style: Style::Long { hold: LONG_HOLD }, ..plan };
+    let mut follow = Follow::new(plan)?;
+    // The control and publisher connections and the topic are part of the baseline. The first
+    // /stats is a barrier: once it is answered, the server has accepted the publisher.
+    target.stats(&mut control)?;
+    let before = target.stats(&mut control)?;
+    let slab_before = meminfo_slab_bytes();
+    wait_ready(&target, &mut control, &mut follow, Style::Long { hold: LONG_HOLD }, &before)?;
+    let held = target.stats(&mut control)?;
+    let slab_held = meminfo_slab_bytes();
+    let progress = Progress::new(args.messages as u64, args.interval * args.messages as u32, "publishing");
+    run_schedule(&mut follow, args.interval, |published| progress.set(published))?;
+    progress.finish();
+    let followed = follow.finish();
+    let after = target.stats(&mut control)?;
+    let mut cost = ServerCost::between(&before, &held, slab_held - slab_before, args.clients);
+    cost.last_fanout_us = stat(&after, "/polls/last_fanout_us");
+    Ok(outcome(args, &topic, followed, &cost))
+}
+
+/// Refuses what cannot run, before anything is opened.
+pub(super) fn check_arguments(clients: usize, messages: usize, interval: Duration) -> Result<(), String> {
+    if clients == 0 || messages == 0 {
+        return Err("--clients and --messages must be at least 1".into());
+    }
+    if interval.is_zero() || interval * messages as u32 > MAX_SCHEDULE {
+        return Err(format!("--messages x --interval must lie between 1ms and {MAX_SCHEDULE:?}"));
+    }
+    // Each follower needs a socket here and a descriptor in the server; the publisher one more.
+    check_fd_budget("--clients", clients, clients + 1)
+}
+
+/// A topic name of its own for each run, so that runs never read each other's messages.
+pub(super) fn default_topic(scenario: &str) -> String {
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() % 1_000_000_000);
+    format!("bench-{scenario}-{}-{millis}", std::process::id())
+}
+
+/// Publishes a warm-up message, so that the topic exists and every follower can start after a
+/// known sequence number (a short poll asks from one before it).
+pub(super) fn prepare(
+    target: &Target,
+    control: &mut Client,
+    topic: &str,
+    clients: usize,
+    messages: usize,
+    interval: Duration,
+) -> Result<Plan, String> {
+    let path = format!("{}/publish/{topic}", target.base_path());
+    let reply = control.post(&path, b"warm-up").map_err(|e| format!("POST {path}: {e}"))?;
+    if reply.status != 200 {
+        return Err(format!("POST {path} answered {} {}: {}", reply.status, reply.reason, reply.text().trim()));
+    }
+    let json: Value = serde_json::from_slice(&reply.body).map_err(|e| format!("POST {path}: not JSON: {e}"))?;
+    let after = json["seq"].as_u64().ok_or_else(|| format!("POST {path}: no seq in {json}"))?;
+    Ok(Plan {
+        addr: target.addr,
+        base_path: target.base_path().to_string(),
+        authority: target.url.authority(),
+        topic: topic.to_string(),
+        clients,
+        messages,
+        interval,
+        style: Style::Long { hold: LONG_HOLD },
+        after,
+    })
+}
+
+/// Turns the loop until every follower is ready: its poll held by the server (long), or its
+/// connection open (short). `before` is the `/stats` taken before the followers opened.
+pub(super) fn wait_ready(
+    target: &Target,
+    control: &mut Client,
+    follow: &mut Follow,
+    style: Style,
+    before: &Value,
+) -> Result<(), String> {
+    let clients = follow.clients();
+    let limit = SETUP_MIN.max(SETUP_PER_THOUSAND * (clients / 1000 + 1) as u32);
+    let deadline = Instant::now() + limit;
+    let want_held = stat(before, "/polls/held") + clients as u64;
+    let mut next_check = Instant::now();
+    loop {
+        follow.turn(STATS_EVERY)?;
+        let now = Instant::now();
+        if follow.all_started() && now >= next_check {
+            next_check = now + STATS_EVERY;
+            let ready = match style {
+                Style::Long { .. } => {
+                    let held = stat(&target.stats(control)?, "/polls/held");
+                    if now >= deadline {
+                        return Err(format!(
+                            "after {limit:?} the server holds {held} polls, {} of ours (see --max-held and \
+                             the open-file limit)",
+                            held.saturating_sub(want_held - clients as u64)
+                        ));
+                    }
+                    held >= want_held
+                }
+                Style::Short { .. } => follow.connected() == clients,
+            };
+            if ready {
+                return Ok(());
+            }
+        }
+        if now >= deadline {
+            return Err(format!("after {limit:?} only {} of {clients} followers are connected", follow.connected()));
+        }
+    }
+}
+
+/// Publishes on schedule, starting one interval from now, until every follower has every
+/// message or the last publish is `GRACE` old.
+pub(super) fn run_schedule(
+    follow: &mut Follow,
+    interval: Duration,
+    mut progress: impl FnMut(u64),
+) -> Result<(), String> {
+    follow.start(Instant::now() + interval);
+    let deadline = follow.last_publish().unwrap_or_else(Instant::now) + GRACE;
+    while !follow.all_delivered() && Instant::now() < deadline {
+        follow.turn(deadline.saturating_duration_since(Instant::now()))?;
+        progress(follow.published() as u64);
+    }
+    Ok(())
+}
+
+/// `Slab:` of `/proc/meminfo` in bytes: the kernel's object caches, host-wide.
+pub(super) fn meminfo_slab_bytes() -> i64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb = text.lines().find_map(|l| l.strip_prefix("Slab:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kb.map_or(0, |kb: i64| kb * 1024)
+}
+
+/// What the held polls cost the server, from its `/stats` before and after.
+struct ServerCost {
+    fds_held: i64,
+    user_bytes_per_held_poll: f64,
+    kernel_bytes_per_connection: f64,
+    kernel_slab_bytes_per_connection: f64,
+    /// The server's own time for the last publish's fan-out: parsing it to the last answer
+    /// handed to the kernel. Beside the client's latency it shows which side is slower.
+    last_fanout_us: u64,
+}
+
+impl ServerCost {
+    fn between(before: &Value, held: &Value, slab_growth: i64, clients: usize) -> ServerCost {
+        let growth = |pointer: &str| stat(held, pointer) as i64 - stat(before, pointer) as i64;
+        let per = |bytes: i64| report::round(bytes as f64 / clients as f64, 1);
+        ServerCost {
+            fds_held: growth("/fds/open"),
+            user_bytes_per_held_poll: per(growth("/memory/rss_bytes")),
+            kernel_bytes_per_connection: per(growth("/kernel/tcp_mem_bytes")),
+            kernel_slab_bytes_per_connection: per(slab_growth),
+            last_fanout_us: 0,
+        }
+    }
+}
+
+fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, cost: &ServerCost) -> Outcome {
+    let expected = (args.clients * args.messages) as u64;
+    let summary = followed.latency.summary();
+    let json = json!({
+        "scenario": "longpoll",
+        "topic": topic,
+        "clients": args.clients,
+        "messages": args.messages,
+        "interval_ms": args.interval.as_millis() as u64,
+        "delivered": followed.delivered,
+        "errors": followed.errors.total(),
+        "latency_us": summary.to_json(),
+        "requests": followed.traffic.requests,
+        "empty_responses": followed.empty,
+        "connections_opened": followed.opened,
+        "server": {
+            "fds_held": cost.fds_held,
+            "user_bytes_per_held_poll": cost.user_bytes_per_held_poll,
+            "kernel_bytes_per_connection": cost.kernel_bytes_per_connection,
+            "kernel_slab_bytes_per_connection": cost.kernel_slab_bytes_per_connection,
+            "last_fanout_us": cost.last_fanout_us,
+        },
+    });
+    let in_order = if followed.delivered == expected { "all, in order" } else { "MISSING OR OUT OF ORDER" };
+    let rows = [
+        (
+            "delivered",
+            format!("{} of {expected} ({} x {}): {in_order}", followed.delivered, args.clients, args.messages),
+        ),
+        ("errors", format!("{} {}", followed.errors.total(), followed.errors.breakdown())),
+        ("latency p50", report::human_us(summary.p50_us)),
+        ("latency p90", report::human_us(summary.p90_us)),
+        ("latency p99", report::human_us(summary.p99_us)),
+        ("latency max", report::human_us(summary.max_us)),
+        (
+            "server fan-out",
+            format!("{} for the last publish (its polls.last_fanout_us)", report::human_us(cost.last_fanout_us as f64)),
+        ),
+        ("requests", format!("{} ({} empty answers)", followed.traffic.requests, followed.empty)),
+        ("fds held", format!("{} by the server for {} polls", cost.fds_held, args.clients)),
+        ("user bytes", format!("{:.0} B per held poll (server RSS growth / clients)", cost.user_bytes_per_held_poll)),
+        (
+            "kernel bytes",
+            format!("{:.0} B per connection in socket buffers (sockstat TCP mem)", cost.kernel_bytes_per_connection),
+        ),
+        (
+            "kernel slab",
+            format!(
+                "{:.0} B per connection (/proc/meminfo Slab: host-wide, both ends)",
+                cost.kernel_slab_bytes_per_connection
+            ),
+        ),
+    ];
+    let mut text = format!(
+        "longpoll: {} clients on topic {topic}, {} messages, one every {:?}\n\
+         latency: scheduled publish -> answer read by the client (no coordinated omission)\n",
+        args.clients, args.messages, args.interval
+    );
+    for (name, value) in rows {
+        let _ = writeln!(text, "{name:<16}{}", value.trim_end());
+    }
+    Outcome {
+        json,
+        table: text,
+        title: "longpoll: delivery latency".into(),
+        distributions: vec![("long-poll".into(), followed.latency)],
+    }
+}

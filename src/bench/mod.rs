@@ -1,0 +1,264 @@
+//! `tether bench`: the lab. A single-threaded mio load generator that measures, against a
+//! running server on this machine, what keep-alive and long polling cost.
+//!
+//! ```text
+//!   keepalive  closed loop: each connection sends, waits for the answer, sends again
+//!              (keep-alive | close: one connection per request | pipelined: a batch at once)
+//!   longpoll   N followers hold polls on one topic; M messages published on a schedule
+//!   realtime   the same schedule delivered by short polling, then by long polling
+//! ```
+//!
+//! Who owns what: `conn` is one non-blocking client connection, `frame` finds where a response
+//! ends, `keepalive` drives the closed-loop connections, `follow` drives the followers and the
+//! publisher of `longpoll` and `realtime`, `report` turns counts and histograms into tables and
+//! JSON, `plot` draws the latency distributions. This module parses the arguments, checks the
+//! target and the open-file budget, and prints the outcome.
+//!
+//! Invariants every scenario keeps:
+//! - Load goes to loopback only (127.0.0.0/8 or ::1); any other address is refused.
+//! - Every run is bounded in time: by `--duration`, or by the publish schedule plus a fixed
+//!   grace; every wait for the server has a deadline.
+//! - Sockets never exceed the open-file limit: a run that would need more is refused up front.
+//! - The outcome goes to standard output (JSON or a table), progress to standard error.
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::client::{Client, Url};
+
+mod conn;
+mod follow;
+mod frame;
+mod keepalive;
+mod longpoll;
+mod plot;
+mod realtime;
+mod report;
+
+pub use keepalive::KeepaliveArgs;
+pub use longpoll::LongpollArgs;
+pub use realtime::RealtimeArgs;
+
+/// Descriptors the generator keeps beside its sockets: stdio, epoll, the control connection,
+/// the publisher, `/proc` reads.
+const SPARE_FDS: usize = 32;
+/// A progress bar is drawn only for runs longer than this.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
+/// How long a `/stats`, warm-up or preflight request may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Scenario {
+    /// Requests per second and latency with keep-alive, one connection per request, and pipelining.
+    Keepalive(KeepaliveArgs),
+    /// N clients hold polls on one topic while M messages are published: delivery latency and
+    /// what a held poll costs the server.
+    Longpoll(LongpollArgs),
+    /// The same publish schedule delivered by short polling, then by long polling: the comparison.
+    Realtime(RealtimeArgs),
+}
+
+/// The options every scenario shares.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw the latency distributions into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Runs one scenario and prints its outcome.
+///
+/// # Errors
+///
+/// A message for the person who ran it: a refused argument, an unreachable server, a failed run.
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    let (outcome, output) = match args.scenario {
+        Scenario::Keepalive(args) => (keepalive::run(&args)?, args.output),
+        Scenario::Longpoll(args) => (longpoll::run(&args)?, args.output),
+        Scenario::Realtime(args) => (realtime::run(&args)?, args.output),
+    };
+    emit(&outcome, &output)
+}
+
+/// What a scenario measured, ready to print.
+pub struct Outcome {
+    pub json: Value,
+    pub table: String,
+    /// The title of the plot, and each mode's latency distribution.
+    pub title: String,
+    pub distributions: Vec<(String, report::Latency)>,
+}
+
+fn emit(outcome: &Outcome, output: &OutputArgs) -> Result<(), String> {
+    if let Some(path) = &output.plot {
+        plot::write(path, &outcome.title, &outcome.distributions)?;
+    }
+    let text = if output.json {
+        let mut text = serde_json::to_string_pretty(&outcome.json).map_err(|e| e.to_string())?;
+        text.push('\n');
+        text
+    } else {
+        outcome.table.clone()
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| format!("cannot print: {e}"))
+}
+
+/// The server under test, from `--url`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: Url,
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// Parses `--url` and refuses anything but a loopback address (`localhost` is 127.0.0.1;
+    /// other names are not resolved, so a name can never send load elsewhere).
+    ///
+    /// # Errors
+    ///
+    /// A message naming what is wrong with the URL.
+    pub fn parse(text: &str) -> Result<Target, String> {
+        let url = Url::parse(text)?;
+        let host = url.host.trim_start_matches('[').trim_end_matches(']');
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            host.parse::<IpAddr>().map_err(|_| {
+                format!("--url {text}: give a loopback address such as 127.0.0.1, not a name (no lookups are made)")
+            })?
+        };
+        if !ip.is_loopback() {
+            return Err(format!(
+                "--url {text}: tether bench loads only this machine's loopback (127.0.0.0/8 or ::1), not {ip}"
+            ));
+        }
+        Ok(Target { addr: SocketAddr::new(ip, url.port), url })
+    }
+
+    /// The path under which the server's endpoints live: the URL's path without its final `/`
+    /// (empty for tether itself; a prefix behind a proxy).
+    pub fn base_path(&self) -> &str {
+        self.url.path.trim_end_matches('/')
+    }
+
+    /// A blocking keep-alive connection for `/stats`, warm-up publishes and the preflight.
+    pub fn control(&self) -> Client {
+        Client::new(&self.url).response_timeout(CONTROL_TIMEOUT)
+    }
+
+    /// `GET /stats`, parsed.
+    ///
+    /// # Errors
+    ///
+    /// When the server does not answer 200 with JSON.
+    pub fn stats(&self, control: &mut Client) -> Result<Value, String> {
+        let target = format!("{}/stats", self.base_path());
+        let response = control.get(&target).map_err(|e| format!("GET {target}: {e}"))?;
+        if response.status != 200 {
+            return Err(format!("GET {target} answered {} {}", response.status, response.reason));
+        }
+        serde_json::from_slice(&response.body).map_err(|e| format!("GET {target} is not JSON: {e}"))
+    }
+}
+
+/// The unsigned figure at a JSON pointer of a `/stats` document, 0 when absent.
+pub fn stat(stats: &Value, pointer: &str) -> u64 {
+    stats.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Refuses a run whose `option` (given as `value`) needs more sockets than this process may open.
+///
+/// # Errors
+///
+/// A message naming the option, the need and the limit.
+pub fn check_fd_budget(option: &str, value: usize, sockets: usize) -> Result<(), String> {
+    let limit = crate::stats::fds_limit();
+    let need = sockets.saturating_add(SPARE_FDS) as u64;
+    if need > limit {
+        return Err(format!(
+            "{option} {value} needs {need} open files, over this process's open-file limit of {limit} \
+             (RLIMIT_NOFILE, `ulimit -n`); the server needs one per connection too: lower {option} or raise the limit"
+        ));
+    }
+    Ok(())
+}
+
+/// A progress bar on standard error, drawn only when that is a terminal and the run is long
+/// enough to be worth watching; otherwise every call does nothing.
+pub struct Progress(ProgressBar);
+
+impl Progress {
+    pub fn new(len: u64, expected: Duration, what: &str) -> Progress {
+        if expected <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
+            return Progress(ProgressBar::hidden());
+        }
+        let bar = ProgressBar::new(len);
+        if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        Progress(bar)
+    }
+
+    pub fn set(&self, position: u64) {
+        self.0.set_position(position);
+    }
+
+    pub fn message(&self, what: &str) {
+        self.0.set_message(what.to_string());
+    }
+
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_targets_are_accepted() {
+        for ok in ["http://127.0.0.1:8080/plaintext", "http://127.9.8.7:1/", "http://localhost:80", "http://[::1]:8080"]
+        {
+            assert!(Target::parse(ok).is_ok(), "{ok}");
+        }
+        let addr = Target::parse("http://localhost:8080/x").unwrap().addr;
+        assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        for bad in ["http://10.0.0.1:8080/", "http://example.com/", "http://[2001:db8::1]:80/", "https://127.0.0.1/"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_base_path_drops_its_final_slash() {
+        assert_eq!(Target::parse("http://127.0.0.1:8080").unwrap().base_path(), "");
+        assert_eq!(Target::parse("http://127.0.0.1:8080/").unwrap().base_path(), "");
+        assert_eq!(Target::parse("http://127.0.0.1:8080/api/").unwrap().base_path(), "/api");
+    }
+
+    #[test]
+    fn the_open_file_budget_names_the_limit() {
+        let limit = crate::stats::fds_limit() as usize;
+        let error = check_fd_budget("--clients", limit, limit + 1).unwrap_err();
+        let need = format!("--clients {limit} needs {} open files", limit + 1 + SPARE_FDS);
+        assert!(error.contains(&need) && error.contains("open-file limit"), "{error}");
+        assert!(check_fd_budget("--clients", 1, 2).is_ok());
+    }
+}

@@ -1,0 +1,168 @@
+//! The `realtime` scenario: one publish schedule delivered twice, by short polling and then by
+//! long polling, each on a topic of its own, and the classic comparison table (purpose,
+//! connection, overhead, latency) filled in with what was measured.
+//!
+//! ```text
+//!   short-poll  each client asks every --interval, at its own slot; answered at once
+//!   long-poll   each client asks once and is held until a message comes; asks again
+//!   both        --messages published one per --publish-interval (default 4 x --interval)
+//! ```
+//!
+//! Short polling is only worth comparing when clients ask more often than news comes: asking
+//! exactly as often as messages are published, each poll finds about one message, and short
+//! polling differs from long polling only in latency (half the interval). Hence the default
+//! publish interval of four polls. How a short poll is made to answer at once on a server that
+//! holds polls is in `follow`'s module doc.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::follow::{Follow, Followed, Style};
+use super::longpoll::{check_arguments, default_topic, prepare, run_schedule, wait_ready, LONG_HOLD};
+use super::report::{self, Table};
+use super::{Outcome, OutputArgs, Progress, Target};
+use crate::config::parse_duration;
+
+/// By default, messages are published once per this many short polls.
+const POLLS_PER_PUBLISH: u32 = 4;
+
+#[derive(Args, Debug)]
+pub struct RealtimeArgs {
+    /// The server's base URL, like http://127.0.0.1:8080 (loopback only).
+    #[arg(long)]
+    pub url: String,
+    /// Clients, in each style.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Messages published, in each style.
+    #[arg(long, default_value_t = 10)]
+    pub messages: usize,
+    /// How often a short-polling client asks.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Time between two publishes [default: 4 x --interval].
+    #[arg(long, value_parser = parse_duration)]
+    pub publish_interval: Option<Duration>,
+    /// The topic prefix [default: a new one per run]; the styles use PREFIX-short and PREFIX-long.
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// What one style measured.
+struct Delivery {
+    style: Style,
+    followed: Followed,
+}
+
+impl Delivery {
+    fn name(&self) -> &'static str {
+        match self.style {
+            Style::Short { .. } => "short-poll",
+            Style::Long { .. } => "long-poll",
+        }
+    }
+}
+
+pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
+    let target = Target::parse(&args.url)?;
+    if args.interval.is_zero() {
+        return Err("--interval must be greater than zero".into());
+    }
+    let publish_every = args.publish_interval.unwrap_or(args.interval * POLLS_PER_PUBLISH);
+    check_arguments(args.clients, args.messages, publish_every)?;
+    let prefix = args.topic.clone().unwrap_or_else(|| default_topic("realtime"));
+    let total = publish_every * args.messages as u32 * 2;
+    let progress = Progress::new(2 * args.messages as u64, total, "short-poll");
+    let mut deliveries = Vec::new();
+    for (i, style) in [Style::Short { every: args.interval }, Style::Long { hold: LONG_HOLD }].into_iter().enumerate() {
+        let mut control = target.control();
+        let name = if i == 0 { "short" } else { "long" };
+        progress.message(&format!("{name}-poll"));
+        let plan =
+            prepare(&target, &mut control, &format!("{prefix}-{name}"), args.clients, args.messages, publish_every)?;
+        let mut follow = Follow::new(super::follow::Plan { style, ..plan })?;
+        let before = target.stats(&mut control)?;
+        wait_ready(&target, &mut control, &mut follow, style, &before)?;
+        let offset = (i * args.messages) as u64;
+        run_schedule(&mut follow, publish_every, |published| progress.set(offset + published))?;
+        deliveries.push(Delivery { style, followed: follow.finish() });
+    }
+    progress.finish();
+    Ok(outcome(args, publish_every, deliveries))
+}
+
+fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<Delivery>) -> Outcome {
+    let mut table = Table::text(&["", "Purpose", "Connection", "Overhead", "Latency"]);
+    let mut modes: Vec<Value> = Vec::new();
+    let mut notes = String::new();
+    let expected = (args.clients * args.messages) as u64;
+    for d in &deliveries {
+        let f = &d.followed;
+        let s = f.latency.summary();
+        let purpose = match d.style {
+            Style::Short { every } => format!("ask every {every:?}, answered at once"),
+            Style::Long { .. } => "ask once, held until news".to_string(),
+        };
+        let connection = match d.style {
+            Style::Short { .. } => format!("{} opened, a request per poll", f.opened),
+            Style::Long { .. } => format!("{} opened, each holds a request", f.opened),
+        };
+        table.row(vec![
+            d.name().to_string(),
+            purpose,
+            connection,
+            format!(
+                "{:.2} req/msg, {} empty, {:.0} B/msg",
+                f.traffic.requests_per(f.delivered),
+                f.empty,
+                f.traffic.bytes_per(f.delivered)
+            ),
+            format!("p50 {}, p99 {}", report::human_us(s.p50_us), report::human_us(s.p99_us)),
+        ]);
+        if f.delivered != expected || f.errors.total() > 0 {
+            notes.push_str(&format!(
+                "{}: delivered {} of {expected}, errors {} {}\n",
+                d.name(),
+                f.delivered,
+                f.errors.total(),
+                f.errors.breakdown()
+            ));
+        }
+        modes.push(json!({
+            "mode": d.name(),
+            "delivered": f.delivered,
+            "requests": f.traffic.requests,
+            "requests_per_message": report::round(f.traffic.requests_per(f.delivered), 3),
+            "empty_responses": f.empty,
+            "bytes_per_message": report::round(f.traffic.bytes_per(f.delivered), 1),
+            "latency_us": s.to_json(),
+            "connections_opened": f.opened,
+            "errors": f.errors.total(),
+        }));
+    }
+    let json = json!({
+        "scenario": "realtime",
+        "clients": args.clients,
+        "messages": args.messages,
+        "interval_ms": args.interval.as_millis() as u64,
+        "publish_interval_ms": publish_every.as_millis() as u64,
+        "modes": modes,
+    });
+    let mut text = format!(
+        "realtime: {} clients, {} messages published every {publish_every:?}, in each style\n\n",
+        args.clients, args.messages
+    );
+    text.push_str(&table.render());
+    text.push_str(
+        "\nlatency: scheduled publish -> answer read by the client (no coordinated omission)\n\
+         B/msg: HTTP request and response bytes of the clients per delivered message (no TCP/IP headers);\n\
+         a short poll's answer repeats the last message it has, so that tether answers at once (docs/lab.md)\n",
+    );
+    text.push_str(&notes);
+    let distributions = deliveries.into_iter().map(|d| (d.name().to_string(), d.followed.latency)).collect();
+    Outcome { json, table: text, title: "realtime: delivery latency, short vs long polling".into(), distributions }
+}

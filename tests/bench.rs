@@ -1,0 +1,178 @@
+//! `tether bench` end to end (SPEC "Binary and commands"): each scenario runs for about a second
+//! against a spawned server, and its JSON is checked for its shape and its invariants:
+//! `p50 <= p90 <= p99 <= max`, close opens one connection per request (seen from the server's
+//! side too), every follower gets every message in order, short polling sends more requests
+//! than long polling. Refusals (another host, too many clients) need no server.
+//!
+//! No test asserts that anything is fast: the machine runs other tests meanwhile.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{num, Server};
+use serde_json::Value;
+
+/// Far above any run here (the longest is about 3 s), so only a hung generator reaches it.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `tether bench ARGS` to completion (killed after `RUN_LIMIT`).
+fn bench(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the tether binary");
+    // Read both pipes on threads, so that a full pipe cannot stall the child.
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let out = thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stdout.read_to_end(&mut text);
+        text
+    });
+    let err = thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let deadline = Instant::now() + RUN_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tether bench {args:?} ran longer than {RUN_LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out.join().expect("stdout reader"), stderr: err.join().expect("stderr reader") }
+}
+
+/// Runs a scenario with `--json` and parses its one document.
+fn bench_json(args: &[&str]) -> Value {
+    let output = bench(&[args, &["--json"]].concat());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tether bench {args:?} failed: {stderr}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("not one JSON document ({e}): {}\nstderr: {stderr}", String::from_utf8_lossy(&output.stdout))
+    })
+}
+
+fn f(value: &Value, pointer: &str) -> f64 {
+    value.pointer(pointer).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {pointer} in {value}"))
+}
+
+fn u(value: &Value, pointer: &str) -> u64 {
+    value.pointer(pointer).and_then(Value::as_u64).unwrap_or_else(|| panic!("no count at {pointer} in {value}"))
+}
+
+/// `latency_us` has the four percentiles, in order.
+fn assert_latency_ordered(latency: &Value) {
+    let [p50, p90, p99, max] = ["/p50", "/p90", "/p99", "/max"].map(|p| f(latency, p));
+    assert!(0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "percentiles out of order: {latency}");
+}
+
+#[test]
+fn keepalive_reports_every_mode_and_close_opens_a_connection_per_request() {
+    let server = Server::start(&["--max-requests", "1000000"]);
+    let url = format!("http://{}/plaintext", server.addr);
+    let connections = 4;
+    let json = bench_json(&["keepalive", "--url", &url, "--duration", "1s", "--connections", "4", "--pipeline", "4"]);
+    assert_eq!(json["scenario"], "keepalive");
+    let modes = json["modes"].as_array().expect("modes is a list");
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap_or("")).collect();
+    assert_eq!(names, ["keep-alive", "close", "pipelined"]);
+    let mut opened_total = 0;
+    for mode in modes {
+        let (requests, opened) = (u(mode, "/requests"), u(mode, "/connections_opened"));
+        assert!(requests > 0 && f(mode, "/rps") > 0.0, "{mode}");
+        assert_eq!(u(mode, "/errors"), 0, "{mode}");
+        assert_latency_ordered(&mode["latency_us"]);
+        if mode["mode"] == "close" {
+            // One per request, plus those still in flight when the time ran out.
+            assert!(requests <= opened && opened <= requests + connections, "{mode}");
+        } else {
+            assert_eq!(opened, connections, "keep-alive connections are opened once: {mode}");
+        }
+        opened_total += opened;
+    }
+    // The server saw the same: the preflight's connection, every one the modes opened, and the
+    // one that asks for /stats.
+    server.wait_for_stats("every connection accepted", |stats| num(stats, "totals.accepted") == opened_total + 2);
+}
+
+#[test]
+fn keepalive_prints_a_table_without_json() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}/plaintext", server.addr);
+    let output =
+        bench(&["keepalive", "--url", &url, "--duration", "300ms", "--connections", "2", "--modes", "keep-alive"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    let header = text.lines().find(|l| l.starts_with("mode")).unwrap_or_else(|| panic!("no table in {text}"));
+    for column in ["requests", "req/s", "p50", "p99", "max", "connections", "errors", "TIME_WAIT"] {
+        assert!(header.contains(column), "no {column} column in {header:?}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("keep-alive ")), "{text}");
+    assert!(output.stderr.is_empty(), "no progress bar on a pipe: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn longpoll_delivers_every_message_to_every_client_in_order() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}", server.addr);
+    let plot = std::env::temp_dir().join(format!("tether-bench-test-{}.svg", std::process::id()));
+    let plot_arg = plot.to_str().expect("a UTF-8 temp dir");
+    let args = ["longpoll", "--url", &url, "--clients", "5", "--messages", "5", "--interval", "100ms"];
+    let json = bench_json(&[&args[..], &["--plot", plot_arg]].concat());
+    assert_eq!(json["scenario"], "longpoll");
+    assert_eq!((u(&json, "/clients"), u(&json, "/delivered"), u(&json, "/errors")), (5, 25, 0), "{json}");
+    assert_latency_ordered(&json["latency_us"]);
+    assert_eq!(u(&json, "/server/fds_held"), 5, "one descriptor per held poll: {json}");
+    for figure in ["user_bytes_per_held_poll", "kernel_bytes_per_connection"] {
+        assert!(json["server"][figure].is_number(), "no server.{figure} in {json}");
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap_or_default();
+    let _ = std::fs::remove_file(&plot);
+    assert!(svg.starts_with("<svg") && svg.contains("long-poll"), "no plot written");
+}
+
+#[test]
+fn realtime_short_polling_sends_more_requests_than_long_polling() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}", server.addr);
+    let json = bench_json(&["realtime", "--url", &url, "--clients", "3", "--messages", "3", "--interval", "50ms"]);
+    assert_eq!(json["scenario"], "realtime");
+    let modes = json["modes"].as_array().expect("modes is a list");
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap_or("")).collect();
+    assert_eq!(names, ["short-poll", "long-poll"]);
+    for mode in modes {
+        assert_eq!((u(mode, "/delivered"), u(mode, "/errors")), (9, 0), "{mode}");
+        assert!(f(mode, "/bytes_per_message") > 0.0, "{mode}");
+        assert_eq!(u(mode, "/connections_opened"), 3, "{mode}");
+        assert_latency_ordered(&mode["latency_us"]);
+    }
+    let (short, long) = (&modes[0], &modes[1]);
+    assert!(u(short, "/requests") > u(long, "/requests"), "short {short}, long {long}");
+    assert!(u(short, "/empty_responses") > 0, "short polls four times per message: {short}");
+    assert_eq!(u(long, "/empty_responses"), 0, "a long poll is answered only with news: {long}");
+}
+
+#[test]
+fn load_is_refused_for_other_hosts_and_beyond_the_open_file_limit() {
+    let output = bench(&["keepalive", "--url", "http://192.0.2.1:8080/plaintext", "--duration", "1s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("loopback"), "{stderr}");
+    let output = bench(&["longpoll", "--url", "http://127.0.0.1:9", "--clients", "100000000", "--messages", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("open-file limit"), "{stderr}");
+}
