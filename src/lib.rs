@@ -20,6 +20,8 @@
 //!   holds every deadline; `buffer` lends I/O buffers to busy connections.
 //! - The client side: `client` is a blocking HTTP/1.1 client that reuses its connection,
 //!   `commands` runs `tether publish` and `tether poll` on it, `backoff` times their retries.
+//! - The lab: `bench` is a single-threaded mio load generator in the server's style, which
+//!   measures keep-alive against close-per-request and long polling against short polling.
 
 pub mod backoff;
 pub mod bench;
