@@ -541,7 +541,7 @@ fn fanout(args: &Args) -> Result<(), String> {
         ("server woken", stat(&stats, "/polls/last_fanout_woken").to_string(), "polls.last_fanout_woken"),
         ("server per answer", format!("{:.2} us", fanout_us / n as f64), "server fan-out / answers"),
         ("peak RSS growth", format!("{peak:.0} B"), "server VmHWM, held -> answered"),
-        ("  per answer", format!("{:.0} B", peak / n as f64), "every answer is serialised before any is written"),
+        ("  per answer", format!("{:.0} B", peak / n as f64), "answers waiting in memory during the fan-out"),
     ];
     for (name, value, note) in rows {
         println!("{name:<20} {value:>14}  {note}");

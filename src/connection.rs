@@ -115,6 +115,11 @@ impl Connection {
             input_ready: false,
         }
     }
+
+    /// Input is left to take up: readiness not consumed, or requests buffered behind an answer.
+    pub fn input_waiting(&self) -> bool {
+        self.input_ready || self.buffers.as_ref().is_some_and(|b| b.unread_len() > 0)
+    }
 }
 
 /// A long poll waiting for a message: what its answer needs once the message (or the hold

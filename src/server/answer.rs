@@ -47,8 +47,7 @@ impl Server {
         let Some(conn) = self.connections.get(key) else {
             return;
         };
-        let input_waiting = conn.input_ready || conn.buffers.as_ref().is_some_and(|b| b.unread_len() > 0);
-        if input_waiting && matches!(conn.state, State::Reading | State::Idle) {
+        if conn.input_waiting() && matches!(conn.state, State::Reading | State::Idle) {
             self.serve(key);
         }
     }

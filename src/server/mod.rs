@@ -337,6 +337,7 @@ impl Server {
         let held: Vec<usize> = self.connections.iter().filter(|(_, c)| c.hold.is_some()).map(|(key, _)| key).collect();
         for key in held {
             self.answer_hold(key, Wake::TimedOut); // says `Connection: close`, since draining
+            self.flush_queue.push(key);
         }
     }
 
@@ -360,7 +361,10 @@ impl Server {
                     self.queue_final_answer(key, &response, CloseReason::HeaderTimeout);
                     self.flush_queue.push(key);
                 }
-                Some(Deadline::Hold) => self.answer_hold(key, Wake::TimedOut),
+                Some(Deadline::Hold) => {
+                    self.answer_hold(key, Wake::TimedOut);
+                    self.flush_queue.push(key);
+                }
                 Some(Deadline::Idle) => self.close(key, CloseReason::IdleTimeout),
                 Some(Deadline::Write) => self.close(key, CloseReason::WriteTimeout),
                 Some(Deadline::Linger) => {
