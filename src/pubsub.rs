@@ -208,6 +208,16 @@ impl Topics {
         self.topics[topic as usize].held.drain().collect()
     }
 
+    /// Bytes the hold lists take (slab capacity x slot size): part of what a held poll costs.
+    pub fn hold_list_bytes(&self) -> usize {
+        #[allow(dead_code)]
+        enum SlabEntry {
+            Vacant(usize),
+            Occupied(usize),
+        }
+        self.topics.iter().map(|t| t.held.capacity() * std::mem::size_of::<SlabEntry>()).sum()
+    }
+
     pub fn held_on(&self, topic: u32) -> usize {
         self.topics[topic as usize].held.len()
     }
@@ -304,6 +314,7 @@ mod tests {
         assert_eq!(c, a);
         topics.release(a, 10); // a stale release does not remove connection 12's hold
         assert_eq!(topics.held_on(t), 2);
+        assert!(topics.hold_list_bytes() >= 2 * 16);
         let mut woken = topics.take_held(t);
         woken.sort();
         assert_eq!(woken, [11, 12]);

@@ -436,8 +436,9 @@ impl Server {
             messages: self.topics.retained(),
             timers_armed: self.wheel.len() as u64,
             rss_bytes: stats::rss_bytes(),
-            connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES + self.wheel.memory_bytes())
-                as u64,
+            connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES
+                + self.wheel.memory_bytes()
+                + self.topics.hold_list_bytes()) as u64,
             buffer_bytes: buffer_bytes as u64,
             pool_bytes: self.pool.capacity() as u64,
             kernel: stats::sockstat(),
