@@ -144,40 +144,6 @@ impl Drop for Poller {
     }
 }
 
-/// A `tether serve` on a given address (common's `Server` always asks for port 0); killed when
-/// dropped.
-struct ServerAt(Child);
-
-impl ServerAt {
-    fn start(addr: &str) -> ServerAt {
-        let mut child = tether()
-            .args(["serve", "--listen", addr])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start the tether binary");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut banner = String::new();
-            let _ = stdout.read_line(&mut banner);
-            let _ = tx.send(banner);
-        });
-        let server = ServerAt(child);
-        let banner = rx.recv_timeout(WAIT).unwrap_or_default();
-        assert_eq!(banner, format!("tether listening on http://{addr}\n"), "the server did not start on {addr}");
-        server
-    }
-}
-
-impl Drop for ServerAt {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn poll_prints_what_publish_sends_in_order() {
     let server = Server::start(&[]);
@@ -278,13 +244,13 @@ fn poll_exits_0_on_sigint() {
 #[test]
 fn poll_survives_a_server_restart() {
     let addr = format!("127.0.0.1:{}", free_port());
-    let first = ServerAt::start(&addr);
+    let first = Server::start_at(&addr, &[]);
     let poller = Poller::start(&format!("http://{addr}/poll/news"), &["--cursor", "0"]);
     publish(&addr, "news", "before");
     assert_eq!(poller.line(), "before");
 
     drop(first);
-    let _second = ServerAt::start(&addr);
+    let _second = Server::start_at(&addr, &[]);
     // The new server's log has a new epoch; the poller re-syncs to it before it can hold again,
     // and only a message published after that is one it must print.
     let reset = poller.stderr_until("the server reset the cursor");

@@ -51,8 +51,13 @@ impl Server {
     /// Starts `tether serve --listen 127.0.0.1:0 <options>` and waits for its listening line.
     /// Server logs are discarded unless `RUST_LOG` is set in the test's environment.
     pub fn start(options: &[&str]) -> Server {
+        Server::start_at("127.0.0.1:0", options)
+    }
+
+    /// Starts the server on a given address (to restart one on the same port).
+    pub fn start_at(listen: &str, options: &[&str]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
-        command.args(["serve", "--listen", "127.0.0.1:0"]).args(options);
+        command.args(["serve", "--listen", listen]).args(options);
         command.stdin(Stdio::null()).stdout(Stdio::piped());
         if std::env::var_os("RUST_LOG").is_some() {
             command.stderr(Stdio::inherit());
