@@ -142,15 +142,7 @@ impl Server {
     /// returns the snapshot that satisfied it. For figures the server reaches on its own time,
     /// e.g. a close counted when the client's FIN arrives.
     pub fn wait_for_stats(&self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..POLL_ATTEMPTS {
-            last = self.stats();
-            if condition(&last) {
-                return last;
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
-        panic!("/stats never showed {what}; last snapshot: {last}");
+        poll_stats(what, || self.stats(), condition)
     }
 
     /// Returns once the server has processed everything already sent on other connections.
@@ -301,15 +293,7 @@ impl Client {
     /// Polls `/stats` on this connection until `condition` holds, for at most 5 s; returns the
     /// snapshot that satisfied it. (Each poll is one more request on this connection.)
     pub fn wait_for_stats(&mut self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..POLL_ATTEMPTS {
-            last = self.stats();
-            if condition(&last) {
-                return last;
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
-        panic!("/stats never showed {what}; last snapshot: {last}");
+        poll_stats(what, || self.stats(), condition)
     }
 
     /// Reads one response (with its `Content-Length` body); panics on timeout or EOF.
@@ -504,4 +488,17 @@ pub fn assert_accounting(stats: &Value) {
     let by_state: u64 =
         ["reading", "idle", "held", "writing", "closing"].iter().map(|s| num(stats, &format!("connections.{s}"))).sum();
     assert_eq!(open, by_state, "connections.open != the sum of the per-state counts: {stats}");
+}
+
+/// Takes `/stats` snapshots with `fetch` until `condition` holds, for at most 5 s.
+fn poll_stats(what: &str, mut fetch: impl FnMut() -> Value, condition: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..POLL_ATTEMPTS {
+        last = fetch();
+        if condition(&last) {
+            return last;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    panic!("/stats never showed {what}; last snapshot: {last}");
 }
