@@ -20,33 +20,52 @@ pub enum Route<'a> {
     MethodNotAllowed(&'static str),
 }
 
+/// The methods an endpoint answers.
+#[derive(Debug, Clone, Copy)]
+enum Methods {
+    GetOrHead,
+    Post,
+}
+
+impl Methods {
+    fn allow(self, method: Method) -> bool {
+        match self {
+            Methods::GetOrHead => matches!(method, Method::Get | Method::Head),
+            Methods::Post => method == Method::Post,
+        }
+    }
+
+    /// The `Allow` header of a 405.
+    fn header(self) -> &'static str {
+        match self {
+            Methods::GetOrHead => GET_OR_HEAD,
+            Methods::Post => POST,
+        }
+    }
+}
+
 const GET_OR_HEAD: &str = "GET, HEAD";
 const POST: &str = "POST";
 
 /// The topic name is returned as written; whether it is a valid name is the topic table's
 /// rule (`pubsub::valid_topic_name`), answered 400 there.
 pub fn route<'a>(method: Method, path: &'a str) -> Route<'a> {
-    let (found, allowed) = if let Some(topic) = path.strip_prefix("/publish/") {
-        (Route::Publish(topic), POST)
+    let (found, methods) = if let Some(topic) = path.strip_prefix("/publish/") {
+        (Route::Publish(topic), Methods::Post)
     } else if let Some(topic) = path.strip_prefix("/poll/") {
-        (Route::Poll(topic), GET_OR_HEAD)
+        (Route::Poll(topic), Methods::GetOrHead)
     } else {
         match path {
-            "/plaintext" => (Route::Plaintext, GET_OR_HEAD),
-            "/stats" => (Route::Stats, GET_OR_HEAD),
-            "/metrics" => (Route::Metrics, GET_OR_HEAD),
+            "/plaintext" => (Route::Plaintext, Methods::GetOrHead),
+            "/stats" => (Route::Stats, Methods::GetOrHead),
+            "/metrics" => (Route::Metrics, Methods::GetOrHead),
             _ => return Route::NotFound,
         }
     };
-    let permitted = match method {
-        Method::Get | Method::Head => allowed == GET_OR_HEAD,
-        Method::Post => allowed == POST,
-        Method::Other(_) => false,
-    };
-    if permitted {
+    if methods.allow(method) {
         found
     } else {
-        Route::MethodNotAllowed(allowed)
+        Route::MethodNotAllowed(methods.header())
     }
 }
 

@@ -114,7 +114,7 @@ impl Server {
             };
             buffers.consume(len);
             let conn = &mut self.connections[key];
-            conn.served += 1;
+            conn.served = conn.served.saturating_add(1);
             match outcome {
                 Outcome::Answered(closing) => conn.closing = closing,
                 Outcome::Hold(held) => conn.hold = Some(held),
