@@ -257,8 +257,10 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and friends: the pending connection stays in the backlog and the
-                    // next readiness edge retries. (Pausing and reclaiming come with hardening.)
+                    // EMFILE and friends: the pending connection stays in the backlog, and the
+                    // edge-triggered listener reports it again only when another connection
+                    // arrives. Not reached with the default --max-connections; the reserve
+                    // descriptor, pausing and reclaiming belong to the hardening work.
                     warn!("accept failed: {e}");
                     return;
                 }
