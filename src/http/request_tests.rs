@@ -621,3 +621,6 @@ fn extreme_limits_neither_panic_nor_misframe() {
         assert!(parse(input, &nothing).is_err());
     }
 }
+
+#[path = "request_props.rs"]
+mod props;
