@@ -99,6 +99,10 @@ pub struct Connection {
     /// Readable readiness seen but not consumed (the server stopped reading to apply
     /// backpressure); with edge-triggered epoll no second event will come for it.
     pub input_ready: bool,
+    /// Admitted beyond `--max-connections` only to be refused: its request is read so that
+    /// `/stats` and `/metrics` can still be answered; anything else gets 503. Either way the
+    /// connection closes after that one answer.
+    pub over_limit: bool,
 }
 
 impl Connection {
@@ -113,6 +117,7 @@ impl Connection {
             hold: None,
             read_closed: false,
             input_ready: false,
+            over_limit: false,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct Totals {
     pub requests: u64,
     pub reused: u64,
     pub rejected: u64,
+    /// `accept` calls that failed for want of a descriptor (EMFILE, ENFILE).
+    pub fds_exhausted: u64,
     pub closed: Closed,
 }
 
@@ -128,6 +130,7 @@ impl Snapshot {
             ("uptime_secs", Float(self.uptime_secs)),
             ("fds.open", Int(self.fds_open)),
             ("fds.limit", Int(self.fds_limit)),
+            ("fds.exhausted", Int(t.fds_exhausted)),
             ("connections.open", Int(self.connections_open)),
             ("connections.reading", Int(s.reading)),
             ("connections.idle", Int(s.idle)),

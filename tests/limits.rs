@@ -1,7 +1,11 @@
-//! Per-connection and server-wide limits: `--max-requests`, `--max-connections` (503),
-//! and the size limits at their boundaries (just inside is served, just outside refused).
+//! Per-connection and server-wide limits: `--max-requests`, `--max-connections` (reclaiming
+//! idle connections, then 503), and the size limits at their boundaries (just inside is
+//! served, just outside refused).
 
 mod common;
+
+use std::thread;
+use std::time::Duration;
 
 use common::{num, Server};
 
@@ -46,9 +50,10 @@ fn beyond_max_connections_a_newcomer_gets_503_and_the_others_keep_working() {
     second.send(b"GET /plaintext HTTP/1.1\r\n");
 
     let mut third = server.connect();
-    let refused = third.read_response();
+    let refused = third.get("/plaintext");
     refused.assert_error(503);
-    assert!(refused.header("Retry-After").is_some(), "a 503 says when to retry: {refused:?}");
+    let retry_after: u64 = refused.header("Retry-After").and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!((1..=3).contains(&retry_after), "a 503 says when to retry, in 1 to 3 s: {refused:?}");
     third.expect_eof();
     drop(third);
 
@@ -70,6 +75,58 @@ fn beyond_max_connections_a_newcomer_gets_503_and_the_others_keep_working() {
     let mut fourth = server.connect();
     let response = fourth.get("/plaintext");
     assert_eq!((response.status, response.text()), (200, "Hello, World!"));
+}
+
+#[test]
+fn at_max_connections_stats_and_metrics_are_still_answered_then_closed() {
+    let server = Server::start(&["--max-connections", "1"]);
+    let mut busy = server.connect();
+    busy.send(b"GET /plaintext HTTP/1.1\r\n");
+    for path in ["/stats", "/metrics"] {
+        let mut newcomer = server.connect();
+        let response = newcomer.get(path);
+        assert_eq!(response.status, 200, "{path} at the limit: {response:?}");
+        response.assert_closes();
+        newcomer.expect_eof();
+    }
+    let stats = server.stats();
+    assert_eq!(num(&stats, "totals.rejected"), 3, "two refused newcomers and this one: {stats}");
+}
+
+#[test]
+fn at_max_connections_the_longest_idle_connection_makes_room() {
+    let server = Server::start(&["--max-connections", "3"]);
+    let mut oldest = server.connect();
+    let mut newer = server.connect();
+    let mut busy = server.connect();
+    oldest.get("/plaintext").assert_keeps_alive();
+    thread::sleep(Duration::from_millis(100));
+    newer.get("/plaintext").assert_keeps_alive();
+    busy.send(b"GET /plaintext HTTP/1.1\r\n"); // in the middle of a request: never reclaimed
+                                               // Idle connections younger than a second are in use, not reclaimable.
+    thread::sleep(Duration::from_millis(1200));
+
+    let mut newcomer = server.connect();
+    let response = newcomer.get("/plaintext");
+    assert_eq!((response.status, response.text()), (200, "Hello, World!"), "room was made");
+    oldest.expect_eof();
+
+    busy.send(b"Host: tether.test\r\n\r\n");
+    assert_eq!(busy.read_response().status, 200);
+    newer.get("/plaintext").assert_keeps_alive();
+    let stats = newer.stats();
+    assert_eq!(num(&stats, "totals.closed.reclaimed"), 1, "{stats}");
+    assert_eq!(num(&stats, "totals.rejected"), 0, "{stats}");
+}
+
+#[test]
+fn a_connection_idle_for_less_than_a_second_is_not_reclaimed() {
+    let server = Server::start(&["--max-connections", "1"]);
+    let mut in_use = server.connect();
+    in_use.get("/plaintext").assert_keeps_alive();
+    let mut newcomer = server.connect();
+    newcomer.get("/plaintext").assert_error(503);
+    in_use.get("/plaintext").assert_keeps_alive();
 }
 
 #[test]

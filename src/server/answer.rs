@@ -133,7 +133,10 @@ impl Server {
         }
         let body: String;
         let allow: [(&str, &str); 1];
-        let response = match routes::route(req.method, req.path) {
+        let route = routes::route(req.method, req.path);
+        let over_limit = self.connections[key].over_limit;
+        let response = match route {
+            _ if over_limit && !matches!(route, Route::Stats | Route::Metrics) => self.refusal(),
             Route::Plaintext => Response::new(Status::OK, "text/plain", b"Hello, World!"),
             Route::Stats => {
                 body = self.snapshot().to_json();
@@ -164,7 +167,11 @@ impl Server {
                 Response::error(Status::METHOD_NOT_ALLOWED, b"method not allowed here\n").with_headers(&allow)
             }
         };
-        let (persistence, closing) = self.keep_alive(req.version, req.close, req.keep_alive, served_before);
+        let (persistence, closing) = if over_limit {
+            (Persistence::Close, Some(CloseReason::Rejected))
+        } else {
+            self.keep_alive(req.version, req.close, req.keep_alive, served_before)
+        };
         response::write(out, &response, persistence, req.method == Method::Head, &self.date);
         Outcome::Answered(closing)
     }

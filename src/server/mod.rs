@@ -26,14 +26,15 @@
 //!    for a TCP socket); `WouldBlock` is never an error.
 
 use std::collections::hash_map::RandomState;
+use std::fs::File;
 use std::hash::BuildHasher;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, info, warn};
-use mio::net::{TcpListener, TcpStream};
+use log::{debug, info};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -49,24 +50,32 @@ use crate::http::response::{Response, Status};
 use crate::pubsub::Topics;
 use crate::stats::{self, ByState, CloseReason, Polls, Snapshot, Totals};
 use crate::timer::{Tick, Wheel};
+use admission::Accepting;
 use poll::Wake;
+
+/// `Retry-After` values for a 503, picked at random: refused clients should not all come back
+/// in the same second.
+const RETRY_AFTER_SECS: [(&str, &str); 3] = [("Retry-After", "1"), ("Retry-After", "2"), ("Retry-After", "3")];
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
-/// The wheel's value for the server-wide drain deadline; never a slab key (invariant 1).
+/// The wheel's values for the server-wide drain deadline and the listener's back-off after
+/// running out of descriptors; never slab keys (invariant 1).
 const DRAIN_TIMER: usize = usize::MAX;
+const ACCEPT_TIMER: usize = usize::MAX - 1;
 /// How long a closing connection waits for the peer's FIN after our last answer.
 const LINGER: Duration = Duration::from_secs(2);
 /// Stop parsing pipelined requests while this much output waits for the socket: a client that
 /// sends without reading must not grow our memory without bound.
 const OUTPUT_CAP: usize = 256 * 1024;
-/// Connections that may be answered 503 and lingering on top of `--max-connections`; beyond
-/// this a newcomer is closed at once without an answer.
+/// Connections that may be read, answered 503 and lingering on top of `--max-connections`;
+/// beyond this a newcomer is answered at once and closed without lingering.
 const REJECT_BUDGET: usize = FD_RESERVE / 2;
 const EVENTS_CAPACITY: usize = 1024;
 /// Pending connections the kernel queues before `accept` (nginx uses 511; see `bind`).
 const LISTEN_BACKLOG: i32 = 4096;
 
+mod admission;
 mod answer;
 mod lifecycle;
 mod poll;
@@ -75,6 +84,11 @@ pub struct Server {
     poll: Poll,
     /// `None` once draining: dropping the listener makes the kernel refuse new connections.
     listener: Option<TcpListener>,
+    accepting: Accepting,
+    /// Kept open to be closed on demand, at the open-file limit (see `admission`).
+    spare: Option<File>,
+    /// When running out of descriptors was last logged.
+    exhaustion_logged: Option<Tick>,
     signals: Signals,
     connections: Slab<Connection>,
     wheel: Wheel<usize>,
@@ -96,7 +110,7 @@ pub struct Server {
     topics: Topics,
     polls: Polls,
     max_held: usize,
-    /// Spreads the `Retry-After` of rejected polls.
+    /// Spreads the `Retry-After` of refusals.
     jitter: XorShift,
     /// When this turn's publish was parsed, if it woke polls: the flush phase reports how long
     /// writing all their answers took.
@@ -132,6 +146,9 @@ impl Server {
         Ok(Server {
             poll,
             listener: Some(listener),
+            accepting: Accepting::Open,
+            spare: admission::open_spare(),
+            exhaustion_logged: None,
             signals,
             connections: Slab::new(),
             wheel: Wheel::new(),
@@ -196,6 +213,9 @@ impl Server {
     // ---- next_deadline ------------------------------------------------------------------
 
     fn next_deadline(&self) -> Option<Duration> {
+        if !self.reap_queue.is_empty() {
+            return Some(Duration::ZERO); // closed after this turn's reap: free them without delay
+        }
         let deadline = self.wheel.next_deadline()?;
         // epoll rounds its timeout up to whole milliseconds, so this never wakes before `deadline`.
         Some(Duration::from_millis(deadline.saturating_sub(self.now_tick())))
@@ -247,61 +267,6 @@ impl Server {
         }
     }
 
-    fn accept(&mut self) {
-        while let Some(listener) = &self.listener {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    debug!("accepted {peer}");
-                    self.admit(stream);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and friends: the pending connection stays in the backlog, and the
-                    // edge-triggered listener reports it again only when another connection
-                    // arrives. Not reached with the default --max-connections; the reserve
-                    // descriptor, pausing and reclaiming belong to the hardening work.
-                    warn!("accept failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Gives an accepted socket a slab entry; at the connection limit it is answered 503.
-    fn admit(&mut self, stream: TcpStream) {
-        let open = self.connections.len();
-        self.totals.accepted += 1;
-        let rejected = open >= self.max_connections;
-        if rejected && open >= self.max_connections + REJECT_BUDGET {
-            self.totals.rejected += 1;
-            self.totals.closed.count(CloseReason::Rejected);
-            return; // dropped: closed without an answer
-        }
-        // Small answers go out at once; we never write a response in pieces.
-        let _ = stream.set_nodelay(true);
-        let entry = self.connections.vacant_entry();
-        let key = entry.key();
-        let mut conn = Connection::new(stream);
-        if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(key), Interest::READABLE) {
-            warn!("cannot register a connection: {e}");
-            self.totals.closed.count(CloseReason::Error);
-            return; // the entry was never inserted, so there is nothing to roll back
-        }
-        entry.insert(conn);
-        debug_assert!(key < SIGNALS.0, "slab keys stay below the reserved tokens");
-        self.count_state(State::Reading, 1);
-        if rejected {
-            self.totals.rejected += 1;
-            let response = Response::error(Status::SERVICE_UNAVAILABLE, b"at the connection limit, retry later\n")
-                .with_headers(&[("Retry-After", "1")]);
-            self.queue_final_answer(key, &response, CloseReason::Rejected);
-            self.write_output(key, false);
-        } else {
-            self.arm(key, self.deadline(self.config.header_timeout));
-        }
-    }
-
     fn on_signal(&mut self) {
         let received = self.signals.pending().count();
         if received == 0 {
@@ -322,6 +287,9 @@ impl Server {
         self.draining = true;
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
+        }
+        if let Accepting::Paused(timer) = std::mem::replace(&mut self.accepting, Accepting::Open) {
+            self.wheel.cancel(timer);
         }
         self.wheel.insert(self.deadline(self.config.drain_timeout), DRAIN_TIMER);
         let quiet: Vec<usize> = self
@@ -350,6 +318,10 @@ impl Server {
             if key == DRAIN_TIMER {
                 info!("drain timeout: {} connections cut", self.connections.len());
                 self.stop = true;
+                continue;
+            }
+            if key == ACCEPT_TIMER {
+                self.resume_accepting();
                 continue;
             }
             let Some(conn) = self.connections.get_mut(key) else {
@@ -400,12 +372,17 @@ impl Server {
     // ---- reap ---------------------------------------------------------------------------
 
     /// Frees closed connections. Dropping the stream closes the descriptor, which also
-    /// removes it from epoll's interest list, so no explicit deregister is needed.
+    /// removes it from epoll's interest list, so no explicit deregister is needed. A freed
+    /// descriptor ends a pause in accepting (connections closed by that are reaped next turn).
     fn reap(&mut self) {
+        if self.reap_queue.is_empty() {
+            return;
+        }
         for key in self.reap_queue.drain(..) {
             let conn = self.connections.remove(key);
             debug_assert!(conn.state == State::Closed && conn.timer.is_none() && conn.buffers.is_none());
         }
+        self.resume_accepting();
     }
 
     // ---- the cost view ------------------------------------------------------------------
@@ -422,7 +399,22 @@ impl Server {
         *counter = counter.wrapping_add_signed(delta);
     }
 
-    pub(super) fn snapshot(&self) -> Snapshot {
+    /// One `Retry-After` header for a 503.
+    pub(super) fn retry_after(&mut self) -> &'static [(&'static str, &'static str)] {
+        let pick = self.jitter.next_u64() as usize % RETRY_AFTER_SECS.len();
+        std::slice::from_ref(&RETRY_AFTER_SECS[pick])
+    }
+
+    /// The cost view now. Reading `/proc` takes a descriptor, which at the open-file limit
+    /// only the spare can lend.
+    pub(super) fn snapshot(&mut self) -> Snapshot {
+        self.spare = None;
+        let snapshot = self.measure();
+        self.spare = admission::open_spare();
+        snapshot
+    }
+
+    fn measure(&self) -> Snapshot {
         let buffer_bytes: usize =
             self.connections.iter().filter_map(|(_, c)| c.buffers.as_ref()).map(|b| b.capacity()).sum();
         Snapshot {

@@ -25,9 +25,6 @@ pub(super) enum PollAnswer {
     Hold(HeldPoll),
 }
 
-/// `Retry-After` values for a 503 at `--max-held`, picked at random.
-const RETRY_AFTER_SECS: [(&str, &str); 3] = [("Retry-After", "1"), ("Retry-After", "2"), ("Retry-After", "3")];
-
 /// Why a held poll is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Wake {
@@ -139,10 +136,8 @@ impl Server {
         }
         if self.polls.held >= self.max_held as u64 {
             self.polls.rejected += 1;
-            // Rejected clients should not all come back in the same second.
-            let retry_after = &RETRY_AFTER_SECS[self.jitter.next_u64() as usize % RETRY_AFTER_SECS.len()];
             return Err(Response::error(Status::SERVICE_UNAVAILABLE, b"too many polls held, retry later\n")
-                .with_headers(std::slice::from_ref(retry_after)));
+                .with_headers(self.retry_after()));
         }
         let hold_for =
             query.timeout.unwrap_or(self.config.poll_timeout).clamp(MIN_POLL_TIMEOUT, self.config.max_poll_timeout);

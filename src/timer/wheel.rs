@@ -118,6 +118,13 @@ impl<T> Wheel<T> {
         Some(self.remove(key.index))
     }
 
+    /// The deadline an armed timer was inserted with, or `None` once it has fired or been
+    /// cancelled.
+    pub fn deadline(&self, key: TimerKey) -> Option<Tick> {
+        let entry = self.entries.get(key.index as usize)?;
+        (entry.generation == key.generation).then_some(entry.deadline)
+    }
+
     /// The earliest tick at which `poll` may have a timer to return, or `None` when no timer is
     /// armed.
     ///
@@ -370,6 +377,17 @@ mod tests {
         assert_eq!(drain(&mut wheel, 30), ['f']);
         assert_eq!(wheel.cancel(fired), None);
         assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn deadline_is_known_while_armed_only() {
+        let mut wheel = Wheel::new();
+        let key = wheel.insert(700, ());
+        assert_eq!(wheel.deadline(key), Some(700));
+        wheel.cancel(key);
+        assert_eq!(wheel.deadline(key), None);
+        let reused = wheel.insert(900, ());
+        assert_eq!((wheel.deadline(key), wheel.deadline(reused)), (None, Some(900)));
     }
 
     #[test]

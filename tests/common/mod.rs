@@ -58,6 +58,34 @@ impl Server {
     pub fn start_at(listen: &str, options: &[&str]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
         command.args(["serve", "--listen", listen]).args(options);
+        Server::launch(command)
+    }
+
+    /// Starts the server with its soft open-file limit lowered to `limit` (set in the child
+    /// between fork and exec, so the test process keeps its own).
+    pub fn start_with_fd_limit(limit: u64, options: &[&str]) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+        command.args(["serve", "--listen", "127.0.0.1:0"]).args(options);
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // getrlimit/setrlimit, which are async-signal-safe, on a struct on its own stack.
+        unsafe {
+            command.pre_exec(move || {
+                let mut rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlimit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                rlimit.rlim_cur = limit.min(rlimit.rlim_max);
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Server::launch(command)
+    }
+
+    fn launch(mut command: Command) -> Server {
         command.stdin(Stdio::null()).stdout(Stdio::piped());
         if std::env::var_os("RUST_LOG").is_some() {
             command.stderr(Stdio::inherit());
