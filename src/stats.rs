@@ -211,6 +211,7 @@ impl Snapshot {
         for (path, value) in self.figures() {
             let name = format!("tether_{}", path.replace('.', "_"));
             let kind = if path.starts_with("totals.")
+                || path == "fds.exhausted"
                 || path.starts_with("polls.")
                     && !matches!(path, "polls.held" | "polls.last_fanout_woken" | "polls.last_fanout_us")
             {
@@ -311,9 +312,9 @@ mod tests {
         snapshot.totals.closed.idle_timeout = 3;
         snapshot.kernel.tcp_mem_bytes = 8192;
         let json = snapshot.to_json();
-        assert!(
-            json.starts_with("{\"uptime_secs\":1.500,\"fds\":{\"open\":7,\"limit\":0},\"connections\":{\"open\":0,")
-        );
+        assert!(json.starts_with(
+            "{\"uptime_secs\":1.500,\"fds\":{\"open\":7,\"limit\":0,\"exhausted\":0},\"connections\":{\"open\":0,"
+        ));
         assert!(json.contains("\"closed\":{\"by_client\":0,\"idle_timeout\":3,"));
         assert!(json.contains("\"drain\":0,\"rejected\":0}},\"polls\":{\"held\":0,"));
         assert!(json.ends_with("\"kernel\":{\"tcp_inuse\":0,\"tcp_time_wait\":0,\"tcp_mem_bytes\":8192}}\n"));
@@ -330,6 +331,7 @@ mod tests {
         assert!(text.contains("# TYPE tether_totals_requests counter\ntether_totals_requests 42\n"));
         assert!(text.contains("# TYPE tether_connections_idle gauge\ntether_connections_idle 2\n"));
         assert!(text.contains("# TYPE tether_polls_held gauge\n"));
+        assert!(text.contains("# TYPE tether_fds_exhausted counter\n"));
     }
 
     #[test]
