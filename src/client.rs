@@ -27,8 +27,8 @@ use httparse::Status;
 const MAX_HEADERS: usize = 64;
 /// A response head longer than this is not a response from a sane server.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// The largest body accepted. A poll answer holds at most 100 messages of at most
-/// `--max-message-bytes` each, escaped, which stays far below this at the default limits.
+/// The largest body accepted. A poll answer holds at most 64 KiB of message data, or one
+/// message of up to `--max-message-bytes`, escaped: far below this.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -20,6 +20,10 @@ use slab::Slab;
 
 /// At most this many messages go into one answer; the client's next poll continues from there.
 pub const MAX_MESSAGES_PER_ANSWER: usize = 100;
+/// And at most this much message data, unless one message alone is larger: an answer sits in
+/// its connection's output buffer until a slow reader takes it, so its size must be bounded by
+/// more than the message count (100 messages of 64 KiB would be 6.5 MB per connection).
+pub const MAX_ANSWER_DATA_BYTES: usize = 64 * 1024;
 /// Longest topic name.
 pub const MAX_TOPIC_LEN: usize = 64;
 
@@ -50,7 +54,8 @@ struct Topic {
 /// What a poll's cursor means against a topic's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
-    /// Messages newer than the cursor (at most `MAX_MESSAGES_PER_ANSWER`), and how many fell out
+    /// Messages newer than the cursor (at most `MAX_MESSAGES_PER_ANSWER` and, past the first,
+    /// `MAX_ANSWER_DATA_BYTES` of data), and how many fell out
     /// of the ring before the first of them.
     Messages { messages: Vec<Message>, missed: u64 },
     /// Nothing newer than the cursor: hold the poll.
@@ -183,7 +188,19 @@ impl Topics {
         let missed = oldest.saturating_sub(after + 1);
         // The ring is contiguous in seq, so the first message to send is found by arithmetic.
         let skip = usize::try_from((after + 1).saturating_sub(oldest)).unwrap_or(usize::MAX);
-        let messages = topic.ring.iter().skip(skip).take(MAX_MESSAGES_PER_ANSWER).cloned().collect();
+        let mut data_bytes = 0;
+        let messages = topic
+            .ring
+            .iter()
+            .skip(skip)
+            .take(MAX_MESSAGES_PER_ANSWER)
+            .enumerate()
+            .take_while(|(i, message)| {
+                data_bytes += message.data.len();
+                *i == 0 || data_bytes <= MAX_ANSWER_DATA_BYTES
+            })
+            .map(|(_, message)| message.clone())
+            .collect();
         Read::Messages { messages, missed }
     }
 
@@ -300,6 +317,20 @@ mod tests {
         }
         assert_eq!(seqs(&topics.read(t, 0)), (1..=100).collect::<Vec<_>>());
         assert_eq!(seqs(&topics.read(t, 200)), (201..=250).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn answers_are_bounded_in_bytes_but_always_carry_one_message() {
+        let mut topics = Topics::new(1000, 10);
+        let t = topics.get_or_create("t").unwrap();
+        let big = "b".repeat(20 * 1024);
+        for _ in 0..10 {
+            topics.publish(t, &big);
+        }
+        topics.publish(t, &"h".repeat(MAX_ANSWER_DATA_BYTES + 1));
+        assert_eq!(seqs(&topics.read(t, 0)), [1, 2, 3], "60 KiB fit, 80 KiB would not");
+        assert_eq!(seqs(&topics.read(t, 9)), [10], "the next one would pass the bound");
+        assert_eq!(seqs(&topics.read(t, 10)), [11], "one message over the bound still goes out");
     }
 
     #[test]

@@ -19,7 +19,8 @@ use std::ops::Range;
 
 /// A response head longer than this is not from a sane server.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// The largest body accepted: a long-poll answer carries at most 100 messages.
+/// The largest body accepted: a long-poll answer carries at most 64 KiB of message data, or
+/// one larger message.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The most header fields a response may have.
 const MAX_HEADERS: usize = 32;
