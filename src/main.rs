@@ -26,7 +26,8 @@ enum Command {
     Publish(PublishArgs),
     /// Long-poll a topic and print each message as it arrives, until SIGINT.
     Poll(PollArgs),
-    /// The lab: measure a server running on this machine (keep-alive, long and short polling).
+    /// The lab: measure a server running on this machine (keep-alive, long and short polling,
+    /// exhaustion).
     Bench(tether::bench::BenchArgs),
 }
 

@@ -176,3 +176,28 @@ fn load_is_refused_for_other_hosts_and_beyond_the_open_file_limit() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("open-file limit"), "{stderr}");
 }
+
+#[test]
+fn exhaust_finds_the_connection_limit_and_what_still_works_there() {
+    let server = Server::start(&["--max-connections", "40"]);
+    let url = format!("http://{}", server.addr);
+    let pid = server.pid().to_string();
+    let args = ["--max", "100", "--refusals", "20", "--hang", "1s", "--window", "500ms", "--server-pid", &pid];
+    let json = bench_json(&[&["exhaust", "--url", &url][..], &args].concat());
+    assert_eq!(json["scenario"], "exhaust");
+    // 40 connections: the keep-alive one opened before filling, and held polls.
+    let held = u(&json, "/first_refusal/held");
+    assert!((35..=39).contains(&held), "refused at about 40 connections: {json}");
+    assert_eq!(json["first_refusal"]["kind"], "503", "{json}");
+    assert!(u(&json, "/refusals/total") >= 20 && u(&json, "/refusals/status_503") > 0, "{json}");
+    assert_eq!(u(&json, "/refusals/hang") + u(&json, "/refusals/connect_timeout"), 0, "no newcomer hangs: {json}");
+    // What was held before the limit still works there: no held poll lost, every one of them
+    // gets the message published at the limit.
+    assert_eq!(u(&json, "/held/lost/total"), 0, "{json}");
+    let at_publish = u(&json, "/publish/held_at_publish");
+    assert!(at_publish + 1 >= held && u(&json, "/publish/delivered") == at_publish, "{json}");
+    let keepalive = json["keepalive"]["outcome"].as_str().unwrap_or_default();
+    assert!(["answered", "closed_while_idle"].contains(&keepalive), "{json}");
+    assert!(json["cpu"]["percent"].is_number(), "the CPU of --server-pid is read: {json}");
+    assert_eq!(json["after"]["ok"], true, "a fresh request succeeds once all is closed: {json}");
+}

@@ -6,6 +6,8 @@
 //!              (keep-alive | close: one connection per request | pipelined: a batch at once)
 //!   longpoll   N followers hold polls on one topic; M messages published on a schedule
 //!   realtime   the same schedule delivered by short polling, then by long polling
+//!   exhaust    newcomers hold polls until the server refuses: how it refuses, what still
+//!              works, its CPU at the limit
 //! ```
 //!
 //! Who owns what: `conn` is one non-blocking client connection, `frame` finds where a response
@@ -33,6 +35,7 @@ use serde_json::Value;
 use crate::client::{Client, Url};
 
 mod conn;
+mod exhaust;
 mod follow;
 mod frame;
 mod keepalive;
@@ -41,6 +44,7 @@ mod plot;
 mod realtime;
 mod report;
 
+pub use exhaust::ExhaustArgs;
 pub use keepalive::KeepaliveArgs;
 pub use longpoll::LongpollArgs;
 pub use realtime::RealtimeArgs;
@@ -68,6 +72,9 @@ pub enum Scenario {
     Longpoll(LongpollArgs),
     /// The same publish schedule delivered by short polling, then by long polling: the comparison.
     Realtime(RealtimeArgs),
+    /// Newcomers hold polls until the server refuses one: where and how it refuses, whether
+    /// what it held still works, and its CPU while at the limit.
+    Exhaust(ExhaustArgs),
 }
 
 /// The options every scenario shares.
@@ -91,6 +98,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Keepalive(args) => (keepalive::run(&args)?, args.output),
         Scenario::Longpoll(args) => (longpoll::run(&args)?, args.output),
         Scenario::Realtime(args) => (realtime::run(&args)?, args.output),
+        Scenario::Exhaust(args) => (exhaust::run(&args)?, OutputArgs { json: args.json, plot: None }),
     };
     emit(&outcome, &output)
 }

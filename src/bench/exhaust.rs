@@ -1,0 +1,462 @@
+//! The `exhaust` scenario: newcomers hold long polls until the server refuses one; the report
+//! says where and how it refused, whether what it held before still works, and what being at
+//! the limit costs it in CPU.
+//!
+//! ```text
+//!   before     keep-alive connection K: GET /stats; POST /publish/T "warm-up" -> cursor C
+//!   fill       newcomers, WINDOW in flight, each writing at once
+//!                GET /plaintext  +  GET /poll/T?cursor=C&timeout=120s
+//!              200 to /plaintext: held. 503, another status, reset, close, no connect or no
+//!              answer within --hang: refused. Until the first refusal, then until --refusals
+//!              refusals in all; never more than --max newcomers
+//!   at limit   K: GET /stats (or K was closed while idle: the server reclaimed it)
+//!              --window: KNOCKERS newcomers knock; the server's CPU from /proc/PID/stat
+//!              POST /publish/T "MARKER" on K (else close one held poll and publish on a new
+//!              connection); count the held polls answered with it within DELIVERY_BOUND
+//!   after      close everything; a fresh GET /stats, retried for up to AFTER_BOUND
+//! ```
+//!
+//! `probe` is one newcomer and how it ended; `summary` counts and tells; `host` reads the server's pid and CPU time from
+//! `/proc` and raises this process's open-file limit.
+//!
+//! Invariants:
+//! - Bounded in count: at most `--max` newcomers plus `KNOCKERS`, and never more sockets than
+//!   this process's open-file limit (raised to its hard limit at start) less `SPARE_FDS`. One
+//!   process holds them all: `--max` above that is lowered, and the report says so.
+//! - Bounded in time: the fill by `FILL_MIN` plus `FILL_PER_THOUSAND`; every newcomer by
+//!   `--hang`; the window by `--window`; every blocking request by `CONTROL_TIMEOUT`.
+//! - A probe's token is its index in `probes`, never reused: an event for a probe already
+//!   dropped finds `None`.
+
+mod host;
+mod probe;
+mod summary;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use mio::{Events, Poll, Token};
+use serde_json::Value;
+
+use self::host::CpuSample;
+use self::probe::{End, Probe, Refusal, Reply, Stage, Update};
+use self::summary::{outcome, After, Counts, Cpu, FirstRefusal, Keepalive, Measured, Publish};
+use super::longpoll::default_topic;
+use super::{Outcome, Progress, Target, SPARE_FDS};
+use crate::config::parse_duration;
+
+/// Newcomers waiting for their connect or their probe's answer at once: enough to fill fast,
+/// few enough that a burst never overflows a listen backlog.
+const WINDOW: usize = 64;
+/// Newcomers opened at the start of the CPU window, left waiting until its end: a server that
+/// cannot accept them shows here whether it spins.
+const KNOCKERS: usize = 16;
+/// How long the loop sleeps at most, so deadlines are seen within this.
+const TICK: Duration = Duration::from_millis(20);
+/// The fill may take this long, plus `FILL_PER_THOUSAND` per thousand of `--max`.
+const FILL_MIN: Duration = Duration::from_secs(10);
+const FILL_PER_THOUSAND: Duration = Duration::from_secs(2);
+/// How long a blocking request (the keep-alive connection, a publish, the last check) may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the held polls have to receive the message published at the limit.
+const DELIVERY_BOUND: Duration = Duration::from_secs(5);
+/// How long a publish on a new connection, and the fresh request after the close, are retried.
+const RETRY_BOUND: Duration = Duration::from_secs(5);
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+/// The hold a poll asks for: tether's default `--max-poll-timeout`, longer than any run here.
+const HOLD: &str = "120s";
+const EVENTS_CAPACITY: usize = 1024;
+
+#[derive(Args, Debug)]
+pub struct ExhaustArgs {
+    /// The server's base URL, like http://127.0.0.1:8080 (loopback only).
+    #[arg(long)]
+    pub url: String,
+    /// Newcomers opened in all, held or refused [at most this process's open-file limit, raised
+    /// to its hard limit, less a margin].
+    #[arg(long, default_value_t = 20_000)]
+    pub max: usize,
+    /// After the first refusal, newcomers go on until this many have been refused.
+    #[arg(long, default_value_t = 50)]
+    pub refusals: usize,
+    /// A newcomer not connected, or its probe not answered, within this is refused by a hang.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub hang: Duration,
+    /// How long the server's CPU is measured at the limit.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub window: Duration,
+    /// The server's process [default: the one holding the socket that listens on --url's port].
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<i32>,
+    /// The topic [default: a new one per run, bench-exhaust-PID-TIME].
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
+    let target = Target::parse(&args.url)?;
+    check_arguments(args)?;
+    let open_file_limit = host::raise_open_file_limit();
+    let budget = usize::try_from(open_file_limit).unwrap_or(usize::MAX).saturating_sub(SPARE_FDS + KNOCKERS);
+    let max = args.max.min(budget);
+    if max == 0 {
+        return Err(format!("an open-file limit of {open_file_limit} leaves no room for newcomers"));
+    }
+    let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
+    let requests = Requests::new(&target, args.topic.clone().unwrap_or_else(|| default_topic("exhaust")));
+
+    // Before: the keep-alive connection, a /stats baseline, the topic's cursor.
+    let (early, reply) = probe::connect_and_exchange(target.addr, requests.stats.as_bytes(), CONTROL_TIMEOUT);
+    let mut early = early
+        .filter(|_| reply.is_ok())
+        .ok_or_else(|| format!("GET {}/stats on {}: {}", target.base_path(), target.addr, reply.describe()))?;
+    let cursor = match probe::exchange(&mut early, requests.publish("warm-up").as_bytes(), CONTROL_TIMEOUT) {
+        Reply::Answer { status: 200, body, .. } => {
+            serde_json::from_slice::<Value>(&body).ok().and_then(|reply| reply["seq"].as_u64())
+        }
+        reply => return Err(format!("the warm-up publish: {}", reply.describe())),
+    };
+
+    let mut fill = Fill::new(target.addr, requests.poll(cursor))?;
+    let progress = Progress::new(max as u64, args.hang + args.window, "filling");
+    let deadline = Instant::now() + FILL_MIN + FILL_PER_THOUSAND * (max / 1000) as u32 + args.hang;
+    let mut fill_timed_out = false;
+    loop {
+        let opening = fill.counts.opened < max && !fill.enough_refusals(args.refusals);
+        if !opening && fill.waiting.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            fill_timed_out = true;
+            break;
+        }
+        while opening && fill.waiting.len() < WINDOW && fill.counts.opened < max && !fill.enough_refusals(args.refusals)
+        {
+            fill.open(false, Instant::now() + args.hang);
+        }
+        fill.turn(TICK)?;
+        progress.set(fill.counts.opened as u64);
+    }
+    progress.finish();
+    let held_at_limit = fill.held;
+
+    // At the limit: the old keep-alive connection, the CPU window, a publish to the held polls.
+    let keepalive = if probe::closed_while_idle(&early) {
+        Keepalive::ClosedWhileIdle
+    } else {
+        Keepalive::Asked(probe::exchange(&mut early, requests.stats.as_bytes(), CONTROL_TIMEOUT))
+    };
+    let window_end = Instant::now() + args.window;
+    for _ in 0..KNOCKERS {
+        fill.open(true, window_end);
+    }
+    let cpu_start = CpuSample::take(&pids);
+    while Instant::now() < window_end {
+        fill.turn(window_end.saturating_duration_since(Instant::now()).min(TICK))?;
+    }
+    let cpu_end = CpuSample::take(&pids);
+    fill.turn(Duration::ZERO)?; // the knockers still waiting are past their deadline
+    let cpu = Cpu { pids, percent: cpu_start.percent_until(&cpu_end), window: args.window };
+    let held_after_window = fill.held;
+
+    let early = matches!(&keepalive, Keepalive::Asked(reply) if reply.is_ok()).then_some(early);
+    let publish = publish(&mut fill, early, &requests, target.addr);
+    if publish.reply.is_ok() {
+        while fill.held > 0 && publish.sent_at.elapsed() < DELIVERY_BOUND {
+            fill.turn(TICK)?;
+        }
+    }
+    let last_delivery = fill.last_delivery.map(|at| at.saturating_duration_since(publish.sent_at));
+
+    // After: everything closed, a fresh request.
+    let counts = fill.close();
+    let after = fresh_request(target.addr, &requests);
+    let measured = Measured {
+        max,
+        open_file_limit,
+        fill_timed_out,
+        held_at_limit,
+        held_after_window,
+        keepalive,
+        cpu,
+        publish,
+        last_delivery,
+        after,
+        counts,
+    };
+    Ok(outcome(args, &target, &requests.topic, &measured))
+}
+
+fn check_arguments(args: &ExhaustArgs) -> Result<(), String> {
+    if args.max == 0 || args.refusals == 0 {
+        return Err("--max and --refusals must be at least 1".into());
+    }
+    let bounds = Duration::from_millis(100)..=Duration::from_secs(60);
+    if !bounds.contains(&args.hang) || !bounds.contains(&args.window) {
+        return Err("--hang and --window must lie between 100ms and 60s".into());
+    }
+    Ok(())
+}
+
+/// The requests of a run, written once.
+struct Requests {
+    base: String,
+    authority: String,
+    topic: String,
+    stats: String,
+    /// The text of the message published at the limit: what a delivery must carry.
+    marker: String,
+}
+
+impl Requests {
+    fn new(target: &Target, topic: String) -> Requests {
+        let (base, authority) = (target.base_path().to_string(), target.url.authority());
+        let stats = format!("GET {base}/stats HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        let marker = format!("exhaust: published at the limit by {}", std::process::id());
+        Requests { base, authority, topic, stats, marker }
+    }
+
+    fn publish(&self, data: &str) -> String {
+        let (base, authority, topic, length) = (&self.base, &self.authority, &self.topic, data.len());
+        format!(
+            "POST {base}/publish/{topic} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/plain\r\n\
+             Content-Length: {length}\r\n\r\n{data}"
+        )
+    }
+
+    /// The probe and the poll, in one write. Without a cursor (a server whose publish answer
+    /// has no `seq`) the poll waits for the next message, as SPEC says.
+    fn poll(&self, cursor: Option<u64>) -> Vec<u8> {
+        let (base, authority, topic) = (&self.base, &self.authority, &self.topic);
+        let cursor = cursor.map_or(String::new(), |c| format!("cursor={c}&"));
+        format!(
+            "GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\n\r\n\
+             GET {base}/poll/{topic}?{cursor}timeout={HOLD} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+        )
+        .into_bytes()
+    }
+}
+
+/// The newcomers on one reactor.
+struct Fill {
+    poll: Poll,
+    events: Events,
+    addr: SocketAddr,
+    request: Vec<u8>,
+    marker: String,
+    probes: Vec<Option<Probe>>,
+    /// Probes connecting or asking: their deadlines are checked every turn.
+    waiting: Vec<usize>,
+    held: usize,
+    /// By key: whether the probe was ever held.
+    ever_held: Vec<bool>,
+    /// Once the message is published, an answer to a held poll is a delivery.
+    delivering: bool,
+    last_delivery: Option<Instant>,
+    counts: Counts,
+}
+
+impl Fill {
+    fn new(addr: SocketAddr, request: Vec<u8>) -> Result<Fill, String> {
+        Ok(Fill {
+            poll: Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            addr,
+            request,
+            marker: String::new(),
+            probes: Vec::new(),
+            waiting: Vec::new(),
+            held: 0,
+            ever_held: Vec::new(),
+            delivering: false,
+            last_delivery: None,
+            counts: Counts::default(),
+        })
+    }
+
+    /// Opens one newcomer (a knocker during the CPU window), refused at `deadline` if it is
+    /// not held by then.
+    fn open(&mut self, knocker: bool, deadline: Instant) {
+        let key = self.probes.len();
+        self.ever_held.push(false);
+        if !knocker {
+            self.counts.opened += 1;
+        }
+        match Probe::open(self.poll.registry(), self.addr, Token(key), &self.request, deadline) {
+            Ok(mut probe) => {
+                probe.knocker = knocker;
+                self.probes.push(Some(probe));
+                self.waiting.push(key);
+            }
+            Err(e) => {
+                log::debug!("newcomer {key}: {e}");
+                self.probes.push(None);
+                self.refuse(key, knocker, Refusal::ConnectError);
+            }
+        }
+    }
+
+    /// One turn: poll, dispatch, expire.
+    fn turn(&mut self, wait: Duration) -> Result<(), String> {
+        if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(format!("poll failed: {e}"));
+            }
+        }
+        let keys: Vec<usize> = self.events.iter().map(|event| event.token().0).collect();
+        for key in keys {
+            let Some(probe) = self.probes.get_mut(key).and_then(Option::as_mut) else {
+                continue; // ended and dropped already
+            };
+            let update = probe.on_event(&self.marker);
+            self.apply(key, update);
+        }
+        let now = Instant::now();
+        for i in 0..self.waiting.len() {
+            let key = self.waiting[i];
+            if let Some(end) = self.probes[key].as_mut().and_then(|probe| probe.expire(now)) {
+                self.apply(key, Update { held: false, end: Some(end) });
+            }
+        }
+        let probes = &self.probes;
+        self.waiting.retain(|&key| {
+            probes[key].as_ref().is_some_and(|probe| matches!(probe.stage, Stage::Connecting | Stage::Asking))
+        });
+        Ok(())
+    }
+
+    /// Counts what changed; an ended probe is dropped, which closes its socket.
+    fn apply(&mut self, key: usize, update: Update) {
+        if update.held {
+            self.ever_held[key] = true;
+            self.held += 1;
+            self.counts.held_peak = self.counts.held_peak.max(self.held);
+        }
+        let Some(end) = update.end else {
+            return;
+        };
+        let Some(probe) = self.probes[key].take() else {
+            return;
+        };
+        if probe.was_held {
+            self.held -= 1;
+        }
+        match end {
+            End::Refused(refusal) => self.refuse(key, probe.knocker, refusal),
+            End::Lost(refusal) => self.counts.lost.add(&refusal),
+            End::Answered { marked } if self.delivering => {
+                if marked {
+                    self.counts.delivered += 1;
+                    self.last_delivery = Some(Instant::now());
+                } else {
+                    self.counts.answered_other += 1;
+                }
+            }
+            End::Answered { .. } => self.counts.answered_early += 1,
+        }
+    }
+
+    /// Counts a refusal of probe `key`; newcomers are numbered from 1 in the order opened.
+    fn refuse(&mut self, key: usize, knocker: bool, refusal: Refusal) {
+        if knocker {
+            self.counts.knocked.add(&refusal);
+            return;
+        }
+        if self.counts.first_refusal.as_ref().is_none_or(|first| key + 1 < first.newcomer) {
+            self.counts.first_refusal = Some(FirstRefusal { held: 0, newcomer: key + 1, kind: refusal.clone() });
+        }
+        self.counts.refused.add(&refusal);
+    }
+
+    /// After the first refusal, enough newcomers are refused or on their way to an answer.
+    fn enough_refusals(&self, wanted: usize) -> bool {
+        self.counts.first_refusal.is_some() && self.counts.refused.total() as usize + self.waiting.len() >= wanted
+    }
+
+    /// Closes one held poll, so that a server at its limit has room for one more connection.
+    fn release_one(&mut self) -> bool {
+        let Some(slot) = self.probes.iter_mut().find(|p| p.as_ref().is_some_and(|p| p.stage == Stage::Held)) else {
+            return false;
+        };
+        *slot = None;
+        self.held -= 1;
+        self.counts.released += 1;
+        true
+    }
+
+    /// Closes every socket; what was counted stays.
+    fn close(mut self) -> Counts {
+        if let Some(first) = &mut self.counts.first_refusal {
+            first.held = self.ever_held[..first.newcomer - 1].iter().filter(|&&held| held).count();
+        }
+        self.counts
+    }
+}
+
+/// Publishes the marker on the old keep-alive connection if it still works, else on a new
+/// connection once one held poll has been closed to make room.
+/// From here on an answer to a held poll is a delivery.
+fn publish(fill: &mut Fill, early: Option<TcpStream>, requests: &Requests, addr: SocketAddr) -> Publish {
+    fill.marker = requests.marker.clone();
+    fill.delivering = true;
+    let request = requests.publish(&requests.marker);
+    // What may still be delivered when a publish goes out: the polls held, and any already
+    // answered by an earlier attempt that the server did take.
+    let deliverable = |fill: &Fill| fill.held + fill.counts.delivered as usize;
+    if let Some(mut early) = early {
+        let (held, sent_at) = (deliverable(fill), Instant::now());
+        let reply = probe::exchange(&mut early, request.as_bytes(), CONTROL_TIMEOUT);
+        if reply.is_ok() {
+            return Publish { via: "keepalive", reply, held, sent_at };
+        }
+    }
+    if !fill.release_one() {
+        log::debug!("no held poll to close before publishing");
+    }
+    let started = Instant::now();
+    loop {
+        let (held, sent_at) = (deliverable(fill), Instant::now());
+        let (_, reply) = probe::connect_and_exchange(addr, request.as_bytes(), CONTROL_TIMEOUT);
+        if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
+            return Publish { via: "new_connection", reply, held, sent_at };
+        }
+        // Held polls keep being read meanwhile.
+        let _ = fill.turn(RETRY_EVERY);
+    }
+}
+
+fn fresh_request(addr: SocketAddr, requests: &Requests) -> After {
+    let started = Instant::now();
+    let request = requests.stats.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (_, reply) = probe::connect_and_exchange(addr, request.as_bytes(), CONTROL_TIMEOUT);
+        if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
+            return After { reply, attempts, took: started.elapsed() };
+        }
+        std::thread::sleep(RETRY_EVERY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_asks_from_the_cursor_or_waits_for_the_next_message() {
+        let target = Target::parse("http://127.0.0.1:8080/").unwrap();
+        let requests = Requests::new(&target, "t".into());
+        let with = String::from_utf8(requests.poll(Some(7))).unwrap();
+        assert!(
+            with.starts_with("GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\nGET /poll/t?cursor=7&timeout=")
+        );
+        let without = String::from_utf8(requests.poll(None)).unwrap();
+        assert!(without.contains("GET /poll/t?timeout=120s HTTP/1.1"), "{without}");
+        assert!(requests.publish("hi").ends_with("Content-Length: 2\r\n\r\nhi"));
+    }
+}

@@ -1,0 +1,206 @@
+//! What `exhaust` reads about this machine rather than the server's answers: its own open-file
+//! limit (raised to the hard limit), which process listens on the target's port, and how much
+//! CPU time that process has used.
+//!
+//! Invariants:
+//! - Only `/proc` is read and only this process's own limit is changed; nothing is signalled.
+//! - A reading that cannot be made is `None`, never a guess: the report then says "unknown".
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+/// The `st` column of `/proc/net/tcp` for a listening socket.
+const TCP_LISTEN: &str = "0A";
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit and returns the soft limit now
+/// in force (the old one if raising failed).
+pub fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The processes (other than this one) holding the socket that listens on `addr`: its inode
+/// from `/proc/net/tcp{,6}`, then the `/proc/*/fd` links that name `socket:[inode]`. Empty when
+/// the listener is not found or belongs to another user.
+pub fn listening_pids(addr: SocketAddr) -> Vec<i32> {
+    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| listen_inodes(&table, addr))
+        .collect();
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let links: Vec<String> = inodes.iter().map(|inode| format!("socket:[{inode}]")).collect();
+    let me = std::process::id() as i32;
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in proc.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue; // gone, or another user's
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| links.iter().any(|l| target.as_os_str() == l.as_str()))
+        });
+        if holds && pid != me {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The inodes of the listening sockets in one `/proc/net/tcp` or `tcp6` table that accept
+/// connections to `addr`: bound to its port, and to its address or to the unspecified one.
+fn listen_inodes(table: &str, addr: SocketAddr) -> Vec<u64> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            let bound = parse_local(local)?;
+            let accepts =
+                bound.port() == addr.port() && (bound.ip().is_unspecified() || same_ip(bound.ip(), addr.ip()));
+            (*state == TCP_LISTEN && accepts).then(|| inode.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// Equal addresses, an IPv4 one also matching its IPv4-mapped IPv6 form.
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    };
+    canonical(a) == canonical(b)
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6). The kernel prints each 32-bit
+/// word of the address as the number it is in memory, so the words are read back in this
+/// machine's byte order; the port is printed as a plain number.
+fn parse_local(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word =
+        |i: usize| -> Option<[u8; 4]> { Some(u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok()?.to_ne_bytes()) };
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// User plus system CPU time of the processes `pids`, at one moment.
+pub struct CpuSample {
+    ticks: Option<u64>,
+    at: Instant,
+}
+
+impl CpuSample {
+    pub fn take(pids: &[i32]) -> CpuSample {
+        let ticks = if pids.is_empty() { None } else { pids.iter().map(|&pid| cpu_ticks(pid)).sum::<Option<u64>>() };
+        CpuSample { ticks, at: Instant::now() }
+    }
+
+    /// The CPU used from `self` to `later`, in percent of one core; `None` if either reading
+    /// failed (a process gone, no pid known).
+    pub fn percent_until(&self, later: &CpuSample) -> Option<f64> {
+        let used = later.ticks?.checked_sub(self.ticks?)?;
+        let elapsed = later.at.saturating_duration_since(self.at).as_secs_f64();
+        (elapsed > 0.0).then(|| used as f64 / ticks_per_second() as f64 / elapsed * 100.0)
+    }
+}
+
+/// Clock ticks per second, the unit of `/proc/PID/stat`'s times.
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant of the system and touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2)
+/// may hold spaces and parentheses, so the count starts after its last `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // fields[0] is field 3 (state), so field N is fields[N - 3].
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 4243 1 0 20 4 30 10 -1
+   2: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0
+";
+
+    #[test]
+    fn the_listener_of_a_port_is_found_and_connections_are_not() {
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(listen_inodes(TCP, local(8080)), [4242], "the established 8080 entry is not a listener");
+        assert_eq!(listen_inodes(TCP, local(80)), [777], "0.0.0.0 accepts loopback connections");
+        assert!(listen_inodes(TCP, local(81)).is_empty());
+        assert!(listen_inodes(TCP, SocketAddr::from(([127, 0, 0, 2], 8080))).is_empty());
+    }
+
+    #[test]
+    fn proc_addresses_parse_in_this_machines_byte_order() {
+        // What the kernel prints for 127.0.0.1 and ::1 on this machine's byte order.
+        let v4 = format!("{:08X}:1F90", u32::from_ne_bytes([127, 0, 0, 1]));
+        assert_eq!(parse_local(&v4), Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        let one = u32::from_ne_bytes([0, 0, 0, 1]);
+        let v6 = format!("{:08X}{:08X}{:08X}{one:08X}:0050", 0, 0, 0);
+        assert_eq!(parse_local(&v6), Some(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 80)));
+        assert_eq!(parse_local("zz:1"), None);
+        assert!(same_ip("::ffff:127.0.0.1".parse().unwrap(), "127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        let stat = "4321 (a (weird) name) S 1 4321 4321 0 -1 4194560 120 0 0 0 250 37 0 0 20 0 1 0 99 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(287));
+        assert_eq!(stat_cpu_ticks("1 (x) S 1"), None);
+        let own = cpu_ticks(std::process::id() as i32);
+        assert!(own.is_some(), "this process's own stat is readable");
+    }
+
+    #[test]
+    fn cpu_of_no_process_is_unknown() {
+        let before = CpuSample::take(&[]);
+        assert_eq!(before.percent_until(&CpuSample::take(&[])), None);
+        assert!(ticks_per_second() > 0);
+    }
+}
