@@ -2,8 +2,10 @@
 //! or in part, checking its framing strictly, and handing each chunk's data to the caller.
 //!
 //! Invariants: only CRLF ends a framing line; a chunk size has at most 16 hex digits; the
-//! decoded body never exceeds `max_body_bytes` (413 as soon as a size line says it would);
-//! `Ok(None)` means "a valid prefix, wait for more".
+//! decoded body never exceeds `max_body_bytes` (413 as soon as a size line says it would); the
+//! trailer section never exceeds `max_head_bytes` (400 as soon as a line would take it past);
+//! `Ok(None)` means "a valid prefix, wait for more", and an error is the one that any longer
+//! input gets too: no check waits for bytes that cannot change its verdict.
 
 use super::grammar::{is_text, skip_ows, skip_quoted_string, skip_token};
 use super::request::{wait_unless, HttpError, Limits};
