@@ -120,13 +120,19 @@ fn at_max_connections_the_longest_idle_connection_makes_room() {
 }
 
 #[test]
-fn a_connection_idle_for_less_than_a_second_is_not_reclaimed() {
+fn a_connection_idle_for_less_than_a_second_is_not_reclaimed_until_it_is() {
     let server = Server::start(&["--max-connections", "1"]);
     let mut in_use = server.connect();
     in_use.get("/plaintext").assert_keeps_alive();
     let mut newcomer = server.connect();
     newcomer.get("/plaintext").assert_error(503);
     in_use.get("/plaintext").assert_keeps_alive();
+
+    thread::sleep(Duration::from_millis(1200));
+    let mut later = server.connect();
+    let response = later.get("/plaintext");
+    assert_eq!((response.status, response.text()), (200, "Hello, World!"), "room was made");
+    in_use.expect_eof();
 }
 
 #[test]

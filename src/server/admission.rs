@@ -106,12 +106,11 @@ impl Server {
     /// request read and answered 503, or its `/stats` answered) within `REJECT_BUDGET`, and
     /// beyond that refused at once.
     fn admit(&mut self, stream: TcpStream) {
-        if self.open_connections() >= self.max_connections {
+        if self.served_connections() >= self.max_connections {
             self.reclaim_idle();
         }
-        let open = self.open_connections();
-        let over_limit = open >= self.max_connections;
-        if over_limit && open >= self.max_connections + REJECT_BUDGET {
+        let over_limit = self.served_connections() >= self.max_connections;
+        if over_limit && self.refusing >= REJECT_BUDGET {
             self.refuse_at_once(stream);
             return;
         }
@@ -131,14 +130,16 @@ impl Server {
         debug_assert!(key < SIGNALS.0, "slab keys stay below the reserved tokens");
         if over_limit {
             self.totals.rejected += 1;
+            self.refusing += 1;
         }
         self.count_state(State::Reading, 1);
         self.arm(key, self.deadline(self.config.header_timeout));
     }
 
-    /// Connections in the slab that are not waiting to be reaped.
-    fn open_connections(&self) -> usize {
-        self.connections.len() - self.reap_queue.len()
+    /// What `--max-connections` counts: connections open, less those waiting to be reaped and
+    /// those admitted only to be refused.
+    fn served_connections(&self) -> usize {
+        self.connections.len() - self.reap_queue.len() - self.refusing
     }
 
     /// `accept` failed for want of a descriptor. Returns whether to go on accepting.
@@ -154,7 +155,7 @@ impl Server {
     /// Closes the keep-alive connections idle longest: an eighth of those idle for at least
     /// `RECLAIM_AFTER`, at least one and at most `RECLAIM_BATCH`. Returns how many it closed.
     fn reclaim_idle(&mut self) -> usize {
-        if self.by_state.idle == 0 {
+        if self.by_state.idle == 0 || self.now < self.reclaim_scan_after {
             return 0;
         }
         let idle_timeout = Tick::try_from(self.config.idle_timeout.as_millis()).unwrap_or(Tick::MAX);
@@ -164,10 +165,14 @@ impl Server {
             .iter()
             .filter(|(_, conn)| conn.state == State::Idle)
             .filter_map(|(key, conn)| Some((self.wheel.deadline(conn.timer?)?.saturating_sub(idle_timeout), key)))
-            .filter(|&(since, _)| self.now.saturating_sub(since) >= RECLAIM_AFTER)
             .collect();
+        let oldest = idle_since.iter().map(|&(since, _)| since).min().unwrap_or(self.now);
+        idle_since.retain(|&(since, _)| self.now.saturating_sub(since) >= RECLAIM_AFTER);
         let batch = (idle_since.len() / 8).clamp(1, RECLAIM_BATCH).min(idle_since.len());
         if batch == 0 {
+            // None is old enough, and none will be before the oldest is: a storm of newcomers
+            // at the limit does not rescan the table for each one.
+            self.reclaim_scan_after = oldest + RECLAIM_AFTER;
             return 0;
         }
         idle_since.select_nth_unstable(batch - 1);
@@ -259,7 +264,7 @@ impl Server {
         self.exhaustion_logged = Some(self.now);
         warn!(
             "accept: {e} ({} connections open, {} failed accepts so far): reclaiming idle connections, refusing newcomers with 503",
-            self.open_connections(),
+            self.connections.len(),
             self.totals.fds_exhausted
         );
     }

@@ -151,6 +151,9 @@ impl Server {
             self.topics.release(held.hold, key);
             self.polls.held -= 1;
         }
+        if conn.over_limit {
+            self.refusing -= 1;
+        }
         let previous = std::mem::replace(&mut conn.state, State::Closed);
         self.count_state(previous, -1);
         self.totals.closed.count(reason);

@@ -68,8 +68,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Stop parsing pipelined requests while this much output waits for the socket: a client that
 /// sends without reading must not grow our memory without bound.
 const OUTPUT_CAP: usize = 256 * 1024;
-/// Connections that may be read, answered 503 and lingering on top of `--max-connections`;
-/// beyond this a newcomer is answered at once and closed without lingering.
+/// Connections that may be read, answered 503 and lingering at once on top of
+/// `--max-connections`; beyond this a newcomer is answered at once and closed without lingering.
 const REJECT_BUDGET: usize = FD_RESERVE / 2;
 const EVENTS_CAPACITY: usize = 1024;
 /// Pending connections the kernel queues before `accept` (nginx uses 511; see `bind`).
@@ -89,6 +89,8 @@ pub struct Server {
     spare: Option<File>,
     /// When running out of descriptors was last logged.
     exhaustion_logged: Option<Tick>,
+    /// No idle connection is old enough to reclaim before this tick.
+    reclaim_scan_after: Tick,
     signals: Signals,
     connections: Slab<Connection>,
     wheel: Wheel<usize>,
@@ -102,6 +104,9 @@ pub struct Server {
     /// Unread input never exceeds this: the parser errors before a request could need more.
     input_cap: usize,
     max_connections: usize,
+    /// Connections admitted over `max_connections` only to be refused, not yet closed; at
+    /// most `REJECT_BUDGET`.
+    refusing: usize,
     started: Instant,
     now: Tick,
     date: HttpDate,
@@ -149,6 +154,7 @@ impl Server {
             accepting: Accepting::Open,
             spare: admission::open_spare(),
             exhaustion_logged: None,
+            reclaim_scan_after: 0,
             signals,
             connections: Slab::new(),
             wheel: Wheel::new(),
@@ -158,6 +164,7 @@ impl Server {
             input_cap: 2 * limits.max_head_bytes + limits.max_body_bytes + 1,
             limits,
             max_connections,
+            refusing: 0,
             started: Instant::now(),
             now: 0,
             date: HttpDate::new(),
