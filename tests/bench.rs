@@ -2,7 +2,8 @@
 //! against a spawned server, and its JSON is checked for its shape and its invariants:
 //! `p50 <= p90 <= p99 <= max`, close opens one connection per request (seen from the server's
 //! side too), every follower gets every message in order, short polling sends more requests
-//! than long polling. Refusals (another host, too many clients) need no server.
+//! than long polling, slowloris are answered 408 and closed at the header timeout. Refusals
+//! (another host, too many clients) need no server.
 //!
 //! No test asserts that anything is fast: the machine runs other tests meanwhile.
 
@@ -200,4 +201,26 @@ fn exhaust_finds_the_connection_limit_and_what_still_works_there() {
     assert!(["answered", "closed_while_idle"].contains(&keepalive), "{json}");
     assert!(json["cpu"]["percent"].is_number(), "the CPU of --server-pid is read: {json}");
     assert_eq!(json["after"]["ok"], true, "a fresh request succeeds once all is closed: {json}");
+}
+
+#[test]
+fn slowloris_connections_are_answered_408_and_closed_at_the_header_timeout() {
+    let server = Server::start(&["--header-timeout", "1s"]);
+    let url = format!("http://{}", server.addr);
+    let args = ["--connections", "50", "--trickle", "200ms", "--duration", "5s", "--server-pid"];
+    let json = bench_json(&[&["slowloris", "--url", &url][..], &args, &[&server.pid().to_string()]].concat());
+    assert_eq!(
+        (json["scenario"].as_str(), json["ended_by"].as_str()),
+        (Some("slowloris"), Some("all_closed")),
+        "{json}"
+    );
+    assert_eq!(u(&json, "/slowloris/answers/408"), 50, "every slowloris answered 408: {json}");
+    assert_eq!(u(&json, "/slowloris/ended/answer_then_close"), 50, "and then closed: {json}");
+    assert_eq!(u(&json, "/slowloris/ended/still_open"), 0, "{json}");
+    // At the 1 s header timeout: never before it, and late only by a loaded machine's margin.
+    assert_eq!(u(&json, "/slowloris/close_ms/count"), 50, "{json}");
+    let (first, last) = (f(&json, "/slowloris/close_ms/min"), f(&json, "/slowloris/close_ms/max"));
+    assert!(900.0 <= first && last <= 2500.0, "closed between {first} and {last} ms: {json}");
+    assert!(u(&json, "/fresh/answered") > 0 && u(&json, "/fresh/errors") == 0, "fresh requests still work: {json}");
+    assert!(json["cpu"]["percent"].is_number(), "the CPU of --server-pid is read: {json}");
 }

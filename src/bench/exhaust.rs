@@ -28,7 +28,6 @@
 //! - A probe's token is its index in `probes`, never reused: an event for a probe already
 //!   dropped finds `None`.
 
-mod host;
 mod probe;
 mod summary;
 
@@ -39,9 +38,9 @@ use clap::Args;
 use mio::{Events, Poll, Token};
 use serde_json::Value;
 
-use self::host::CpuSample;
 use self::probe::{End, Probe, Refusal, Reply, Stage, Update};
 use self::summary::{outcome, After, Counts, Cpu, FirstRefusal, Keepalive, Measured, Publish};
+use super::host::{self, CpuSample};
 use super::longpoll::default_topic;
 use super::{Outcome, Progress, Target, SPARE_FDS};
 use crate::config::parse_duration;

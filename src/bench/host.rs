@@ -1,6 +1,6 @@
-//! What `exhaust` reads about this machine rather than the server's answers: its own open-file
-//! limit (raised to the hard limit), which process listens on the target's port, and how much
-//! CPU time that process has used.
+//! What `exhaust` and `slowloris` read about this machine rather than the server's answers: the
+//! generator's own open-file limit (raised to the hard limit), which process listens on the
+//! target's port, and how much CPU time that process has used.
 //!
 //! Invariants:
 //! - Only `/proc` is read and only this process's own limit is changed; nothing is signalled.

@@ -8,13 +8,16 @@
 //!   realtime   the same schedule delivered by short polling, then by long polling
 //!   exhaust    newcomers hold polls until the server refuses: how it refuses, what still
 //!              works, its CPU at the limit
+//!   slowloris  N connections trickle a request head that never ends: how and when the server
+//!              ends them, what fresh requests wait meanwhile
 //! ```
 //!
 //! Who owns what: `conn` is one non-blocking client connection, `frame` finds where a response
 //! ends, `keepalive` drives the closed-loop connections, `follow` drives the followers and the
 //! publisher of `longpoll` and `realtime`, `report` turns counts and histograms into tables and
-//! JSON, `plot` draws the latency distributions. This module parses the arguments, checks the
-//! target and the open-file budget, and prints the outcome.
+//! JSON, `plot` draws the latency distributions, `host` reads the server's pid and CPU time from
+//! `/proc`; `exhaust` and `slowloris` own their phases. This module parses the arguments, checks
+//! the target and the open-file budget, and prints the outcome.
 //!
 //! Invariants every scenario keeps:
 //! - Load goes to loopback only (127.0.0.0/8 or ::1); any other address is refused.
@@ -38,16 +41,19 @@ mod conn;
 mod exhaust;
 mod follow;
 mod frame;
+mod host;
 mod keepalive;
 mod longpoll;
 mod plot;
 mod realtime;
 mod report;
+mod slowloris;
 
 pub use exhaust::ExhaustArgs;
 pub use keepalive::KeepaliveArgs;
 pub use longpoll::LongpollArgs;
 pub use realtime::RealtimeArgs;
+pub use slowloris::SlowlorisArgs;
 
 /// Descriptors the generator keeps beside its sockets: stdio, epoll, the control connection,
 /// the publisher, `/proc` reads.
@@ -75,6 +81,9 @@ pub enum Scenario {
     /// Newcomers hold polls until the server refuses one: where and how it refuses, whether
     /// what it held still works, and its CPU while at the limit.
     Exhaust(ExhaustArgs),
+    /// Connections that send a request head one byte at a time and never finish it: how and
+    /// when the server ends them, and what fresh requests wait meanwhile.
+    Slowloris(SlowlorisArgs),
 }
 
 /// The options every scenario shares.
@@ -99,6 +108,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Longpoll(args) => (longpoll::run(&args)?, args.output),
         Scenario::Realtime(args) => (realtime::run(&args)?, args.output),
         Scenario::Exhaust(args) => (exhaust::run(&args)?, OutputArgs { json: args.json, plot: None }),
+        Scenario::Slowloris(args) => (slowloris::run(&args)?, OutputArgs { json: args.json, plot: None }),
     };
     emit(&outcome, &output)
 }

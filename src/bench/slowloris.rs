@@ -1,0 +1,569 @@
+//! The `slowloris` scenario: N connections each send a request head that never ends, one more
+//! header byte every `--trickle`, while fresh requests on new connections measure what the
+//! other clients get meanwhile. The report says how and when the server ended each slowloris.
+//!
+//! ```text
+//!   open     N connections, OPEN_PER_TURN per turn; each writes at once
+//!              GET /plaintext HTTP/1.1\r\nHost: HOST\r\n             (no blank line)
+//!   trickle  every --trickle: one byte of "X-a: b\r\n" on each slowloris not yet answered,
+//!            slowloris i at i/N of the period
+//!   fresh    once all N are open, every FRESH_EVERY: GET /plaintext, Connection: close, on
+//!            a new connection; latency from connect() to the answer's last byte, an error
+//!            after FRESH_TIMEOUT
+//!   watch    a slowloris ends at the server's close or a reset, an answer before it noted
+//!   end      every slowloris ended, or --duration; then the fresh requests in flight finish
+//! ```
+//!
+//! The server's CPU is read from `/proc/PID/stat` (see `host`) at the start and the end of the
+//! run.
+//!
+//! Invariants:
+//! - Bounded in count: `--connections` slowloris (checked against the open-file limit, raised to
+//!   its hard limit first) plus at most `FRESH_IN_FLIGHT` fresh requests.
+//! - Bounded in time: `--duration`, then at most `FRESH_TIMEOUT`; a slowloris not connected
+//!   within `CONNECT_BOUND` (checked at each trickle) has failed.
+//! - Tokens: a slowloris' token is its index in `slow`, below N, never reused; a fresh request's
+//!   is N plus its slab key, and it leaves the slab only in `reap`, after the event batch, so no
+//!   stale event reaches a reused key.
+//! - A slowloris ends once; its socket is dropped then, which also ends a lingering close.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use mio::{Events, Poll, Token};
+use serde_json::{json, Value};
+use slab::Slab;
+
+use super::conn::{Conn, ConnError};
+use super::host::{self, CpuSample};
+use super::report::{human_us, round, Errors, Latency};
+use super::{check_fd_budget, Outcome, Progress, Target};
+use crate::config::parse_duration;
+
+/// What each slowloris trickles, one byte at a time, over and over: header lines, never the
+/// blank line that would end the head.
+const TRICKLE: &[u8] = b"X-a: b\r\n";
+/// Slowloris connects started per turn: faster could overflow a listen backlog.
+const OPEN_PER_TURN: usize = 256;
+/// A slowloris whose connect has not completed within this has failed.
+const CONNECT_BOUND: Duration = Duration::from_secs(3);
+/// A fresh request every this long, each answered within `FRESH_TIMEOUT` or an error; so at
+/// most `FRESH_IN_FLIGHT` are open at once.
+const FRESH_EVERY: Duration = Duration::from_millis(50);
+const FRESH_TIMEOUT: Duration = Duration::from_secs(2);
+const FRESH_IN_FLIGHT: usize = (FRESH_TIMEOUT.as_millis() / FRESH_EVERY.as_millis()) as usize + 1;
+/// The longest the loop sleeps, so trickles and fresh requests go out on time.
+const TICK: Duration = Duration::from_millis(10);
+const EVENTS_CAPACITY: usize = 1024;
+/// The `answer` of a slowloris that received bytes which do not frame as a response.
+const UNFRAMED: u16 = 0;
+
+#[derive(Args, Debug)]
+pub struct SlowlorisArgs {
+    /// The server's base URL, like http://127.0.0.1:8080 (loopback only).
+    #[arg(long)]
+    pub url: String,
+    /// Slowloris connections.
+    #[arg(long, default_value_t = 300)]
+    pub connections: usize,
+    /// One more header byte on each slowloris every this long (1ms to 60s).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub trickle: Duration,
+    /// The run ends when every slowloris has been closed, or after this (100ms to 1h).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// The server's process [default: the one holding the socket that listens on --url's port].
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<i32>,
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
+    let target = Target::parse(&args.url)?;
+    check_arguments(args)?;
+    host::raise_open_file_limit();
+    check_fd_budget("--connections", args.connections, args.connections + FRESH_IN_FLIGHT)?;
+    let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
+    let mut run = Run::new(&target, args.connections)?;
+    let progress = Progress::new(args.connections as u64, args.duration, "slowloris");
+
+    let started = Instant::now();
+    let cpu_start = CpuSample::take(&pids);
+    let mut next_fresh = started;
+    let mut now = started;
+    while now < started + args.duration && !run.all_ended() {
+        for _ in 0..OPEN_PER_TURN.min(args.connections - run.slow.len()) {
+            run.open_slow(now);
+        }
+        run.trickle(now, now.saturating_duration_since(started), args.trickle);
+        // Fresh requests once every slowloris is open (the ramp is the generator's own work),
+        // each after the trickle so that its clock does not run while the generator writes.
+        if run.slow.len() == args.connections && now >= next_fresh {
+            run.open_fresh(Instant::now());
+            next_fresh = (next_fresh + FRESH_EVERY).max(now); // behind: no burst to catch up
+        }
+        run.turn(next_fresh.saturating_duration_since(Instant::now()).min(TICK))?;
+        progress.set(run.ended as u64);
+        now = Instant::now();
+    }
+    let cpu_end = CpuSample::take(&pids);
+    progress.finish();
+    let ran =
+        Ran { took: started.elapsed(), all_closed: run.all_ended(), cpu: cpu_start.percent_until(&cpu_end), pids };
+    let tally = run.tally();
+    // The fresh requests in flight are answered or time out; the slowloris stay open meanwhile.
+    let last = Instant::now() + FRESH_TIMEOUT + TICK;
+    while !run.fresh.is_empty() && Instant::now() < last {
+        run.turn(TICK)?;
+    }
+    Ok(outcome(args, &target, &tally, &run, &ran))
+}
+
+/// The run as a whole: how long, why it ended, the server's CPU meanwhile.
+struct Ran {
+    took: Duration,
+    all_closed: bool,
+    pids: Vec<i32>,
+    cpu: Option<f64>,
+}
+
+fn check_arguments(args: &SlowlorisArgs) -> Result<(), String> {
+    if args.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&args.trickle) {
+        return Err("--trickle must lie between 1ms and 60s".into());
+    }
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&args.duration) {
+        return Err("--duration must lie between 100ms and 1h".into());
+    }
+    Ok(())
+}
+
+/// How a slowloris ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The server closed (its FIN).
+    Closed,
+    /// A reset, or another read or write failure.
+    Reset,
+    /// No socket, a refused connect, or none within `CONNECT_BOUND`.
+    ConnectFailed,
+}
+
+impl Ending {
+    fn of(error: &ConnError) -> Ending {
+        match error {
+            ConnError::Connect(_) => Ending::ConnectFailed,
+            ConnError::Io(_) | ConnError::Frame(_) => Ending::Reset,
+        }
+    }
+}
+
+struct Slow {
+    conn: Option<Conn>,
+    opened: Instant,
+    /// The status of what the server answered before its close (`UNFRAMED` for bytes that are
+    /// not a response).
+    answer: Option<u16>,
+    ended: Option<(Ending, Instant)>,
+    trickled: usize,
+}
+
+impl Slow {
+    /// Writes what is queued and reads what came; the ending, if this was it.
+    fn service(&mut self) -> Option<Ending> {
+        let conn = self.conn.as_mut()?;
+        let closed = match conn.flush().and_then(|()| drain(conn)) {
+            Ok(closed) => closed,
+            Err(e) => return Some(Ending::of(&e)),
+        };
+        match conn.next_response() {
+            Ok(Some(frame)) => {
+                self.answer.get_or_insert(frame.status);
+                conn.consume(&frame);
+            }
+            Ok(None) if !closed || !conn.has_partial_input() => {}
+            Ok(None) | Err(_) => {
+                self.answer.get_or_insert(UNFRAMED);
+            }
+        }
+        closed.then_some(Ending::Closed)
+    }
+
+    /// One more byte, unless the head is still going out or the server has answered.
+    fn trickle(&mut self) -> Option<Ending> {
+        let conn = self.conn.as_mut().filter(|c| c.is_connected() && !c.wants_write() && self.answer.is_none())?;
+        conn.queue(&TRICKLE[self.trickled % TRICKLE.len()..][..1]);
+        self.trickled += 1;
+        conn.flush().err().map(|e| Ending::of(&e))
+    }
+}
+
+/// Reads until the socket is drained: a short read may leave the server's FIN unseen, and an
+/// edge-triggered socket reports no new edge for it. `Ok(true)` at the server's close.
+fn drain(conn: &mut Conn) -> Result<bool, ConnError> {
+    loop {
+        let before = conn.received;
+        if conn.fill()? {
+            return Ok(true);
+        }
+        if conn.received == before {
+            return Ok(false);
+        }
+    }
+}
+
+struct Fresh {
+    conn: Conn,
+    started: Instant,
+    done: bool,
+}
+
+/// The slowloris and the fresh requests, on one reactor.
+struct Run {
+    poll: Poll,
+    events: Events,
+    addr: SocketAddr,
+    head: Vec<u8>,
+    request: Vec<u8>,
+    connections: usize,
+    slow: Vec<Slow>,
+    ended: usize,
+    /// Trickled bytes due so far, over all slowloris: the next goes to slowloris `cursor % N`.
+    trickle_cursor: u128,
+    fresh: Slab<Fresh>,
+    fresh_opened: u64,
+    latency: Latency,
+    errors: Errors,
+}
+
+impl Run {
+    fn new(target: &Target, connections: usize) -> Result<Run, String> {
+        let (base, authority) = (target.base_path(), target.url.authority());
+        Ok(Run {
+            poll: Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            addr: target.addr,
+            head: format!("GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\n").into_bytes(),
+            request: format!("GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+            connections,
+            slow: Vec::with_capacity(connections),
+            ended: 0,
+            trickle_cursor: 0,
+            fresh: Slab::with_capacity(FRESH_IN_FLIGHT),
+            fresh_opened: 0,
+            latency: Latency::default(),
+            errors: Errors::default(),
+        })
+    }
+
+    fn all_ended(&self) -> bool {
+        self.slow.len() == self.connections && self.ended == self.connections
+    }
+
+    fn open_slow(&mut self, now: Instant) {
+        let key = self.slow.len();
+        let conn = Conn::open(self.poll.registry(), self.addr, Token(key))
+            .inspect_err(|e| log::debug!("slowloris {key}: {e}"))
+            .ok();
+        self.slow.push(Slow { conn, opened: now, answer: None, ended: None, trickled: 0 });
+        let ending = match self.slow[key].conn.as_mut() {
+            Some(conn) => {
+                conn.queue(&self.head);
+                self.slow[key].service()
+            }
+            None => Some(Ending::ConnectFailed),
+        };
+        if let Some(ending) = ending {
+            self.end(key, ending, now);
+        }
+    }
+
+    fn open_fresh(&mut self, now: Instant) {
+        if self.fresh.len() >= FRESH_IN_FLIGHT {
+            return; // every one in flight ends by its timeout: the next tick finds room
+        }
+        self.fresh_opened += 1;
+        let entry = self.fresh.vacant_entry();
+        let token = Token(self.connections + entry.key());
+        let opened = Conn::open(self.poll.registry(), self.addr, token).and_then(|mut conn| {
+            conn.queue(&self.request);
+            conn.flush().map(|()| conn)
+        });
+        match opened {
+            Ok(conn) => {
+                entry.insert(Fresh { conn, started: now, done: false });
+            }
+            Err(e) => {
+                count_error(&mut self.errors, &e);
+            }
+        }
+    }
+
+    /// The bytes due by `elapsed`, spread evenly: slowloris i sends at i/N of each `period`, as
+    /// independent clients would, not all at once. Those still connecting after `CONNECT_BOUND`
+    /// have failed. A generator that falls behind skips a round rather than catch up in a burst.
+    fn trickle(&mut self, now: Instant, elapsed: Duration, period: Duration) {
+        let n = self.connections as u128;
+        let due = elapsed.as_nanos() * n / period.as_nanos();
+        self.trickle_cursor = self.trickle_cursor.max(due.saturating_sub(n));
+        while self.trickle_cursor < due {
+            let key = (self.trickle_cursor % n) as usize;
+            self.trickle_cursor += 1;
+            let Some(slow) = self.slow.get_mut(key) else {
+                continue; // not opened yet
+            };
+            let connecting = slow.conn.as_ref().is_some_and(|c| !c.is_connected());
+            let ending = if connecting && now.saturating_duration_since(slow.opened) >= CONNECT_BOUND {
+                Some(Ending::ConnectFailed)
+            } else {
+                slow.trickle()
+            };
+            if let Some(ending) = ending {
+                self.end(key, ending, now);
+            }
+        }
+    }
+
+    /// One turn: poll, dispatch, expire (fresh requests), reap.
+    fn turn(&mut self, wait: Duration) -> Result<(), String> {
+        if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(format!("poll failed: {e}"));
+            }
+        }
+        let now = Instant::now();
+        let keys: Vec<usize> = self.events.iter().map(|event| event.token().0).collect();
+        for key in keys {
+            if key < self.connections {
+                if let Some(ending) = self.slow.get_mut(key).and_then(Slow::service) {
+                    self.end(key, ending, now);
+                }
+            } else if let Some(fresh) = self.fresh.get_mut(key - self.connections).filter(|f| !f.done) {
+                fresh.done = answer(fresh, now, &mut self.latency, &mut self.errors);
+            }
+        }
+        for (_, fresh) in self.fresh.iter_mut().filter(|(_, f)| !f.done) {
+            if now.saturating_duration_since(fresh.started) >= FRESH_TIMEOUT {
+                self.errors.timeout += 1;
+                fresh.done = true;
+            }
+        }
+        self.fresh.retain(|_, fresh| !fresh.done);
+        Ok(())
+    }
+
+    /// Notes a slowloris' end and closes its socket.
+    fn end(&mut self, key: usize, ending: Ending, now: Instant) {
+        let slow = &mut self.slow[key];
+        if slow.ended.is_none() {
+            slow.ended = Some((ending, now));
+            slow.conn = None;
+            self.ended += 1;
+        }
+    }
+
+    fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        for slow in &self.slow {
+            if let Some(status) = slow.answer {
+                *tally.answers.entry(status).or_default() += 1;
+            }
+            tally.trickled += slow.trickled as u64;
+            match (slow.ended, slow.answer) {
+                (Some((Ending::Closed, _)), Some(_)) => tally.answer_then_close += 1,
+                (Some((Ending::Closed, _)), None) => tally.close_without_answer += 1,
+                (Some((Ending::Reset, _)), _) => tally.reset += 1,
+                (Some((Ending::ConnectFailed, _)), _) => tally.connect_failed += 1,
+                (None, _) if slow.conn.as_ref().is_some_and(Conn::is_connected) => tally.still_open += 1,
+                (None, _) => tally.connect_failed += 1,
+            }
+            if let Some((Ending::Closed | Ending::Reset, at)) = slow.ended {
+                tally.closed_after.push(at.saturating_duration_since(slow.opened));
+            }
+        }
+        tally.closed_after.sort();
+        tally
+    }
+}
+
+/// Reads a fresh request's answer: whether it is done, counted as a latency or an error.
+fn answer(fresh: &mut Fresh, now: Instant, latency: &mut Latency, errors: &mut Errors) -> bool {
+    let conn = &mut fresh.conn;
+    let closed = match conn.flush().and_then(|()| drain(conn)) {
+        Ok(closed) => closed,
+        Err(e) => return count_error(errors, &e),
+    };
+    match conn.next_response() {
+        Ok(Some(frame)) if frame.status == 200 => latency.record(now.saturating_duration_since(fresh.started)),
+        Ok(Some(_)) => errors.status += 1,
+        Ok(None) if closed => errors.io += 1,
+        Ok(None) => return false,
+        Err(e) => return count_error(errors, &e),
+    }
+    true
+}
+
+fn count_error(errors: &mut Errors, error: &ConnError) -> bool {
+    match error {
+        ConnError::Connect(_) => errors.connect += 1,
+        ConnError::Io(_) => errors.io += 1,
+        ConnError::Frame(_) => errors.malformed += 1,
+    }
+    true
+}
+
+/// How the slowloris ended, each counted once under one kind.
+#[derive(Debug, Default)]
+struct Tally {
+    answer_then_close: u64,
+    close_without_answer: u64,
+    reset: u64,
+    still_open: u64,
+    connect_failed: u64,
+    /// Answers by status, whatever came after them.
+    answers: BTreeMap<u16, u64>,
+    /// From connect() to the server's close or reset, sorted.
+    closed_after: Vec<Duration>,
+    trickled: u64,
+}
+
+impl Tally {
+    /// `300 answered then closed, 2 reset`.
+    fn breakdown(&self) -> String {
+        let kinds = [
+            (self.answer_then_close, "answered then closed"),
+            (self.close_without_answer, "closed without an answer"),
+            (self.reset, "reset"),
+            (self.still_open, "still open at the end"),
+            (self.connect_failed, "never connected"),
+        ];
+        let named: Vec<String> = kinds.iter().filter(|(n, _)| *n > 0).map(|(n, kind)| format!("{n} {kind}")).collect();
+        named.join(", ")
+    }
+
+    fn answers(&self) -> Vec<(String, u64)> {
+        let name = |status: u16| if status == UNFRAMED { "unframed".to_string() } else { status.to_string() };
+        self.answers.iter().map(|(&status, &n)| (name(status), n)).collect()
+    }
+
+    /// Min, p50 and max of `closed_after` (the p50 by nearest rank).
+    fn close_spread(&self) -> Option<[Duration; 3]> {
+        let times = &self.closed_after;
+        Some([*times.first()?, times[times.len() / 2], *times.last()?])
+    }
+}
+
+fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran: &Ran) -> Outcome {
+    let ms = |d: Duration| round(d.as_secs_f64() * 1e3, 1);
+    let spread = tally.close_spread();
+    let answers: serde_json::Map<String, Value> = tally.answers().into_iter().map(|(k, n)| (k, json!(n))).collect();
+    let e = &run.errors;
+    let json = json!({
+        "scenario": "slowloris", "url": args.url, "connections": args.connections,
+        "trickle_ms": ms(args.trickle), "duration_s": args.duration.as_secs_f64(),
+        "ran_s": round(ran.took.as_secs_f64(), 3), "ended_by": if ran.all_closed { "all_closed" } else { "duration" },
+        "slowloris": {
+            "ended": {"answer_then_close": tally.answer_then_close, "close_without_answer": tally.close_without_answer,
+                      "reset": tally.reset, "still_open": tally.still_open, "connect_failed": tally.connect_failed},
+            "answers": answers, "bytes_trickled": tally.trickled,
+            "close_ms": spread.map(|[min, p50, max]| json!({
+                "count": tally.closed_after.len(), "min": ms(min), "p50": ms(p50), "max": ms(max)})),
+        },
+        "fresh": {
+            "requests": run.fresh_opened, "answered": run.latency.count(), "latency_us": run.latency.summary().to_json(),
+            "errors": e.total(), "error_kinds": {"connect": e.connect, "io": e.io, "malformed": e.malformed,
+                                                 "timeout": e.timeout, "status": e.status},
+        },
+        "cpu": {"pids": ran.pids, "percent": ran.cpu.map(|p| round(p, 1))},
+    });
+
+    let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    let mut rows: Vec<(&str, String)> = vec![(
+        "ran",
+        if ran.all_closed {
+            format!("{}: every slowloris ended", secs(ran.took))
+        } else {
+            format!("{}: --duration, {} slowloris had not ended", secs(ran.took), tally.still_open)
+        },
+    )];
+    rows.push(("ended", tally.breakdown()));
+    let answered: Vec<String> = tally.answers().iter().map(|(status, n)| format!("{status} x{n}")).collect();
+    rows.push(("answers", if answered.is_empty() { "none".into() } else { answered.join(", ") }));
+    rows.push((
+        "closed after",
+        spread.map_or("none closed".into(), |[min, p50, max]| {
+            format!("min {}, p50 {}, max {} (from connect to the close or reset)", secs(min), secs(p50), secs(max))
+        }),
+    ));
+    let s = run.latency.summary();
+    let latency = match run.latency.count() {
+        0 => String::new(),
+        _ => format!(", p50 {}, p99 {}, max {}", human_us(s.p50_us), human_us(s.p99_us), human_us(s.max_us)),
+    };
+    let errors = if e.total() == 0 { "0".into() } else { e.breakdown() };
+    rows.push((
+        "fresh requests",
+        format!("{} of {} answered 200{latency}; errors: {errors}", run.latency.count(), run.fresh_opened),
+    ));
+    let pid_list: Vec<String> = ran.pids.iter().map(i32::to_string).collect();
+    rows.push((
+        "server CPU",
+        match (ran.cpu, pid_list.is_empty()) {
+            (Some(p), _) => format!("{p:.1} % of one core over the run (pid {})", pid_list.join(", ")),
+            (None, true) => "unknown (no pid: give --server-pid)".into(),
+            (None, false) => "unknown (its /proc/PID/stat is unreadable)".into(),
+        },
+    ));
+    let mut table = format!(
+        "slowloris: {} connections to {}, each an unfinished GET head, then one byte every {:?}, for up to {:?}\n\
+         fresh requests: GET /plaintext on a new connection every {FRESH_EVERY:?}\n",
+        args.connections, target.addr, args.trickle, args.duration
+    );
+    for (name, value) in rows {
+        let _ = writeln!(table, "{name:<16}{value}");
+    }
+    Outcome { json, table, title: String::new(), distributions: vec![] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trickle_never_ends_the_head() {
+        let target = Target::parse("http://127.0.0.1:8080").unwrap();
+        let mut head = Run::new(&target, 1).unwrap().head;
+        assert!(head.ends_with(b"Host: 127.0.0.1:8080\r\n"));
+        for i in 0..10 * TRICKLE.len() {
+            head.push(TRICKLE[i % TRICKLE.len()]);
+            assert!(!head.windows(4).any(|w| w == b"\r\n\r\n"), "after {i} bytes");
+        }
+    }
+
+    #[test]
+    fn a_tally_names_its_kinds_and_the_spread_of_the_closes() {
+        let mut tally = Tally { answer_then_close: 3, reset: 1, ..Tally::default() };
+        tally.answers.extend([(408, 3), (UNFRAMED, 1)]);
+        assert_eq!(tally.breakdown(), "3 answered then closed, 1 reset");
+        assert_eq!(tally.answers(), [("unframed".to_string(), 1), ("408".to_string(), 3)]);
+        assert_eq!(tally.close_spread(), None);
+        tally.closed_after = [1000, 1010, 1020, 1500].map(Duration::from_millis).to_vec();
+        let spread = [1000, 1020, 1500].map(Duration::from_millis);
+        assert_eq!(tally.close_spread(), Some(spread));
+    }
+
+    #[test]
+    fn fresh_requests_in_flight_are_bounded_by_their_timeout() {
+        assert_eq!(FRESH_IN_FLIGHT, 41);
+        assert!(FRESH_EVERY * FRESH_IN_FLIGHT as u32 > FRESH_TIMEOUT);
+    }
+}
