@@ -237,8 +237,11 @@ impl Server {
         self.date.refresh(SystemTime::now());
     }
 
+    /// The tick by which `after` has passed, counted from this turn's start. `now` is that
+    /// start truncated to the millisecond, so one more tick makes up for the fraction cut off:
+    /// a deadline may come up to a millisecond (and epoll's rounding) late, never early.
     fn deadline(&self, after: Duration) -> Tick {
-        self.now + Tick::try_from(after.as_millis()).unwrap_or(Tick::MAX / 2)
+        self.now + Tick::try_from(after.as_millis()).unwrap_or(Tick::MAX / 2) + 1
     }
 
     // ---- dispatch -----------------------------------------------------------------------
