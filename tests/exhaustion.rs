@@ -142,3 +142,47 @@ fn at_an_open_file_limit_of_128_400_clients_exhaust_descriptors_and_get_503() {
     assert!(outcomes.silent > 96, "more connections than the default limit were held: {outcomes:?}");
     assert_eq!(num(&stats, "totals.rejected"), outcomes.refused_503 + outcomes.closed, "{stats}");
 }
+
+/// At `EMFILE` with keep-alive connections idle for over a second, room is made by closing the
+/// longest idle, not by refusing: accepting pauses until their descriptors are freed, then the
+/// newcomers are served.
+#[test]
+fn at_emfile_idle_connections_make_room_for_newcomers() {
+    const NEWCOMERS: usize = 40;
+    let server = Server::start_with_fd_limit(FD_LIMIT, &["--max-connections", "1000", "--idle-timeout", "60s"]);
+    // Fill every descriptor with idle keep-alive connections: those beyond the limit are
+    // refused on the spare descriptor (nothing is idle long enough to reclaim yet).
+    let mut idle = Vec::new();
+    for _ in 0..FD_LIMIT {
+        let mut client = server.connect();
+        if client.get("/plaintext").status == 200 {
+            idle.push(client);
+        }
+    }
+    thread::sleep(Duration::from_millis(1200)); // idle long enough to be reclaimed
+    let before = idle[0].stats();
+    assert!(num(&before, "fds.exhausted") > 0, "the descriptors were all in use: {before}");
+
+    for _ in 0..NEWCOMERS {
+        let mut newcomer = server.connect();
+        newcomer.send(b"GET /plaintext HTTP/1.1\r\nHost: tether.test\r\nConnection: close\r\n\r\n");
+        let response = newcomer.read_response();
+        assert_eq!((response.status, response.text()), (200, "Hello, World!"), "a newcomer at EMFILE");
+    }
+    let stats = server.stats();
+    assert_eq!(num(&stats, "totals.rejected"), num(&before, "totals.rejected"), "nobody refused: {stats}");
+    // A batch of the longest idle, not one per newcomer: the newcomers close after their
+    // answer, so the first batch's descriptors serve them all.
+    let reclaimed = num(&stats, "totals.closed.reclaimed");
+    assert!((1..=8).contains(&reclaimed), "{stats}");
+    // The reclaimed ones are old idle connections, closed by the server.
+    let closed = idle
+        .iter_mut()
+        .filter(|client| {
+            client.stream().set_nonblocking(true).expect("nonblocking");
+            let mut byte = [0u8; 1];
+            matches!(client.stream().read(&mut byte), Ok(0))
+        })
+        .count();
+    assert_eq!(closed as u64, reclaimed, "{stats}");
+}
