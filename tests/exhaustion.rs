@@ -2,7 +2,8 @@
 //! its soft open-file limit lowered to 128 and 400 long-poll clients arrive. It must keep
 //! serving the connections it has, refuse the rest with 503 or a clean close (never leave one
 //! hanging in the backlog), not spin while at the limit, and serve everyone again once they
-//! leave.
+//! leave. And when the descriptors are held by idle keep-alive connections, closing the longest
+//! idle makes room instead.
 
 mod common;
 
