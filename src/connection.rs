@@ -103,6 +103,8 @@ pub struct Connection {
     /// `/stats` and `/metrics` can still be answered; anything else gets 503. Either way the
     /// connection closes after that one answer.
     pub over_limit: bool,
+    /// `100 Continue` was sent for the request being read (`Expect: 100-continue`).
+    pub continued: bool,
 }
 
 impl Connection {
@@ -118,6 +120,7 @@ impl Connection {
             read_closed: false,
             input_ready: false,
             over_limit: false,
+            continued: false,
         }
     }
 

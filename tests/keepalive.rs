@@ -218,3 +218,24 @@ fn a_body_split_across_writes_is_reassembled() {
     assert_eq!(client.read_response().status, 405);
     assert_eq!(client.read_response().text(), "Hello, World!");
 }
+
+#[test]
+fn expect_100_continue_gets_the_interim_answer_then_the_final_one() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    for round in 0..2 {
+        // The second round checks the interim answer is sent again for the next request.
+        client.send(
+            b"POST /publish/up HTTP/1.1\r\nHost: tether.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        );
+        let mut interim = [0u8; 25];
+        std::io::Read::read_exact(&mut client.stream(), &mut interim).expect("an interim answer before the body");
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n", "round {round}");
+        client.send(b"hello");
+        let response = client.read_response();
+        assert_eq!(response.status, 200, "round {round}: {response:?}");
+        response.assert_keeps_alive();
+    }
+    // Not asked for, not sent: the answer to a GET comes first.
+    assert_eq!(client.get("/plaintext").status, 200);
+}

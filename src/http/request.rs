@@ -229,6 +229,24 @@ pub fn parse<'b>(input: &'b [u8], limits: &Limits) -> Result<Option<Request<'b>>
     }))
 }
 
+/// Whether a request that [`parse`] is waiting for has a complete head that asks for
+/// `100 Continue` before its body is sent: HTTP/1.1 with `Expect: 100-continue` (RFC 9110
+/// §10.1.1). A client that asks waits for the interim answer, or for its own timeout (curl: 1 s),
+/// before sending the body. Anything else about the head is `parse`'s business: a head it
+/// refuses never gets this far, since its error is answered instead.
+#[must_use]
+pub fn expects_continue(input: &[u8], limits: &Limits) -> bool {
+    let window = &input[..input.len().min(limits.max_head_bytes)];
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut []);
+    matches!(head.parse_with_uninit_headers(window, &mut slots), Ok(Status::Complete(_)))
+        && head.version == Some(1)
+        && head
+            .headers
+            .iter()
+            .any(|field| field.name.eq_ignore_ascii_case("expect") && field.value.eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// `Ok(None)`, to wait for more bytes, unless `full`: all the bytes that this
 /// part of the request may occupy have arrived, so waiting cannot help.
 pub(super) fn wait_unless<T>(full: bool, error: HttpError) -> Result<Option<T>, HttpError> {

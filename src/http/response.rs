@@ -1,6 +1,6 @@
 //! Serialising responses: the one write path every answer takes, from `/plaintext` to a 503.
 //!
-//! Invariants: every response carries `Server`, `Date` and `Content-Length` (a HEAD answer
+//! Invariants: every response (but the interim `100 Continue`) carries `Server`, `Date` and `Content-Length` (a HEAD answer
 //! carries the length of the body it leaves out, RFC 9110 section 9.3.2); the persistence
 //! headers are decided by the caller once (`Persistence`) and written here, so no route can
 //! forget `Connection: close` on the response that ends a connection.
@@ -79,6 +79,10 @@ impl<'a> Response<'a> {
         Response { headers, ..self }
     }
 }
+
+/// The interim answer to `Expect: 100-continue`: a status line alone, not a response, so it
+/// carries none of the headers every response does (RFC 9110 §15.2).
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Appends the serialised response to `out`; with `head_only` the body is left out (HEAD).
 pub fn write(out: &mut Vec<u8>, response: &Response, persistence: Persistence, head_only: bool, date: &HttpDate) {

@@ -107,7 +107,13 @@ impl Server {
             let served_before = conn.served;
             let (input, output) = buffers.split();
             let (len, outcome) = match request::parse(input, &self.limits) {
-                Ok(None) if input.len() < self.input_cap => break,
+                Ok(None) if input.len() < self.input_cap => {
+                    if !conn.continued && request::expects_continue(input, &self.limits) {
+                        output.extend_from_slice(response::CONTINUE);
+                        conn.continued = true;
+                    }
+                    break;
+                }
                 Ok(None) => (input.len(), self.answer_error(HttpError::HeaderFieldsTooLarge, output)),
                 Ok(Some(req)) => (req.len, self.answer(key, &req, served_before, output)),
                 Err(e) => (input.len(), self.answer_error(e, output)),
@@ -115,6 +121,7 @@ impl Server {
             buffers.consume(len);
             let conn = &mut self.connections[key];
             conn.served = conn.served.saturating_add(1);
+            conn.continued = false;
             match outcome {
                 Outcome::Answered(closing) => conn.closing = closing,
                 Outcome::Hold(held) => conn.hold = Some(held),
