@@ -214,7 +214,7 @@ impl Server {
     }
 
     /// Serialises an answer after which the connection closes, outside of request parsing
-    /// (408 from a timer, 503 at the limit).
+    /// (408 from a timer).
     pub(super) fn queue_final_answer(&mut self, key: usize, response: &Response, reason: CloseReason) {
         let conn = &mut self.connections[key];
         let buffers = conn.buffers.get_or_insert_with(|| self.pool.take());

@@ -4,14 +4,17 @@
 //! `run_once` is one turn of the loop, in named phases:
 //!
 //! ```text
-//! next_deadline  how long poll() may sleep: the wheel's earliest deadline
+//! next_deadline  how long poll() may sleep: the wheel's earliest deadline (none while
+//!                closed connections wait to be reaped)
 //! poll           epoll_wait
-//! dispatch       LISTENER: accept until WouldBlock; SIGNALS: start draining;
-//!                a connection: read, parse, answer and write its own requests at once
-//! expire_timers  every due deadline: head (408), idle, write, hold (timeout), linger, drain
+//! dispatch       LISTENER: accept until WouldBlock (`admission`: the limits); SIGNALS: start
+//!                draining; a connection: read, parse, answer and write its own requests at once
+//! expire_timers  every due deadline: head (408), idle, write, hold (timeout), linger, drain,
+//!                the listener's back-off
 //! flush          write answers queued for connections by something other than their own
 //!                event: a timer's 408 or `timeout`, and a publish's answers to held polls
-//! reap           free the slab keys of connections closed during this turn
+//! reap           free the slab keys (and descriptors) of connections closed during this turn;
+//!                a freed descriptor resumes accepting if it was paused
 //! ```
 //!
 //! Invariants (checked with `debug_assert!` where they can be):
