@@ -1,11 +1,11 @@
-//! What `http::request::parse` costs per request, for the shapes of request
-//! the server meets: `cargo bench --bench parse`. Throughput is reported in
-//! requests, so criterion's "elem/s" is requests per second.
+//! What `http::request::parse_progress`, the parser as the server calls it, costs per request,
+//! for the shapes of request the server meets: `cargo bench --bench parse`. Throughput is
+//! reported in requests, so criterion's "elem/s" is requests per second.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tether::http::request::{parse, Limits};
+use tether::http::request::{parse_progress, Limits, Progress};
 
 /// What wrk sends.
 const MINIMAL_GET: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\n\r\n";
@@ -55,8 +55,8 @@ fn bench(c: &mut Criterion) {
     ];
     for (name, input) in &single {
         // Measure the success path only.
-        assert!(matches!(parse(input, &limits), Ok(Some(r)) if r.len == input.len()));
-        group.bench_function(*name, |b| b.iter(|| parse(black_box(input), &limits)));
+        assert!(matches!(parse_progress(input, &limits), Ok(Progress::Complete(r)) if r.len == input.len()));
+        group.bench_function(*name, |b| b.iter(|| parse_progress(black_box(input), &limits)));
     }
 
     // The server drops `len` bytes and parses again, as it does for pipelined requests.
@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("pipelined_16_minimal_gets", |b| {
         b.iter(|| {
             let mut rest = black_box(&pipelined[..]);
-            while let Ok(Some(request)) = parse(rest, &limits) {
+            while let Ok(Progress::Complete(request)) = parse_progress(rest, &limits) {
                 rest = &rest[request.len..];
             }
             assert!(rest.is_empty());

@@ -102,8 +102,9 @@ fn at_max_connections_the_longest_idle_connection_makes_room() {
     oldest.get("/plaintext").assert_keeps_alive();
     thread::sleep(Duration::from_millis(100));
     newer.get("/plaintext").assert_keeps_alive();
-    busy.send(b"GET /plaintext HTTP/1.1\r\n"); // in the middle of a request: never reclaimed
-                                               // Idle connections younger than a second are in use, not reclaimable.
+    // In the middle of a request: never reclaimed.
+    busy.send(b"GET /plaintext HTTP/1.1\r\n");
+    // Idle connections younger than a second are in use, not reclaimable.
     thread::sleep(Duration::from_millis(1200));
 
     let mut newcomer = server.connect();

@@ -151,11 +151,24 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+/// How far the start of the input has come towards a request.
+#[derive(Debug)]
+pub enum Progress<'b> {
+    /// A complete request, which occupies `request.len` bytes.
+    Complete(Request<'b>),
+    /// A valid prefix: call again when more bytes arrive. `expects_continue`: the head is
+    /// complete, HTTP/1.1, and asks with `Expect: 100-continue` for `100 Continue` before its
+    /// body is sent (RFC 9110 §10.1.1). Such a client waits for it, or for its own timeout
+    /// (curl: 1 s).
+    Waiting { expects_continue: bool },
+}
+
 /// Parses one request at the start of `input`.
 ///
 /// Returns `Ok(None)` while `input` is a valid prefix of a request (call
 /// again when more bytes arrive), and `Ok(Some(request))` once it starts with
-/// a complete one, which occupies `request.len` bytes.
+/// a complete one, which occupies `request.len` bytes. [`parse_progress`] says
+/// more about a prefix.
 ///
 /// # Errors
 ///
@@ -163,6 +176,19 @@ impl std::error::Error for HttpError {}
 /// the grammar, its framing is ambiguous, or it exceeds a limit. Answer
 /// `error.status()` and close the connection.
 pub fn parse<'b>(input: &'b [u8], limits: &Limits) -> Result<Option<Request<'b>>, HttpError> {
+    Ok(match parse_progress(input, limits)? {
+        Progress::Complete(request) => Some(request),
+        Progress::Waiting { .. } => None,
+    })
+}
+
+/// [`parse`], telling also whether a prefix waits for a body that its client will send only
+/// after `100 Continue`.
+///
+/// # Errors
+///
+/// As [`parse`].
+pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'b>, HttpError> {
     // Only the first max_head_bytes may hold the head, so only they are
     // parsed: the head's fate then depends on those bytes alone.
     let window = &input[..input.len().min(limits.max_head_bytes)];
@@ -181,10 +207,10 @@ pub fn parse<'b>(input: &'b [u8], limits: &Limits) -> Result<Option<Request<'b>>
     let head_full = input.len() >= limits.max_head_bytes;
     let head_len = match parsed {
         Ok(Status::Complete(len)) => len,
-        Ok(Status::Partial) => return wait_unless(head_full, HttpError::HeaderFieldsTooLarge),
+        Ok(Status::Partial) => return head_incomplete(head_full),
         Err(httparse::Error::Version) => match version_error(&head, window) {
             Some(error) => return Err(error),
-            None => return wait_unless(head_full, HttpError::HeaderFieldsTooLarge),
+            None => return head_incomplete(head_full),
         },
         Err(error) => return Err(head_error(error, &head, window)),
     };
@@ -214,9 +240,10 @@ pub fn parse<'b>(input: &'b [u8], limits: &Limits) -> Result<Option<Request<'b>>
     }
     let framing = framing(&fields, head.headers, version, limits)?;
     let Some((body, len)) = read_body(input, head_len, framing, limits)? else {
-        return Ok(None);
+        let expects_continue = version == Version::Http11 && fields.expect_continue;
+        return Ok(Progress::Waiting { expects_continue });
     };
-    Ok(Some(Request {
+    Ok(Progress::Complete(Request {
         method,
         path,
         query,
@@ -229,22 +256,14 @@ pub fn parse<'b>(input: &'b [u8], limits: &Limits) -> Result<Option<Request<'b>>
     }))
 }
 
-/// Whether a request that [`parse`] is waiting for has a complete head that asks for
-/// `100 Continue` before its body is sent: HTTP/1.1 with `Expect: 100-continue` (RFC 9110
-/// §10.1.1). A client that asks waits for the interim answer, or for its own timeout (curl: 1 s),
-/// before sending the body. Anything else about the head is `parse`'s business: a head it
-/// refuses never gets this far, since its error is answered instead.
-#[must_use]
-pub fn expects_continue(input: &[u8], limits: &Limits) -> bool {
-    let window = &input[..input.len().min(limits.max_head_bytes)];
-    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut head = httparse::Request::new(&mut []);
-    matches!(head.parse_with_uninit_headers(window, &mut slots), Ok(Status::Complete(_)))
-        && head.version == Some(1)
-        && head
-            .headers
-            .iter()
-            .any(|field| field.name.eq_ignore_ascii_case("expect") && field.value.eq_ignore_ascii_case(b"100-continue"))
+/// A head not yet complete: wait for more bytes, unless all the bytes it may occupy have
+/// arrived.
+fn head_incomplete(full: bool) -> Result<Progress<'static>, HttpError> {
+    if full {
+        Err(HttpError::HeaderFieldsTooLarge)
+    } else {
+        Ok(Progress::Waiting { expects_continue: false })
+    }
 }
 
 /// `Ok(None)`, to wait for more bytes, unless `full`: all the bytes that this
@@ -400,7 +419,8 @@ fn strip_scheme(target: &str) -> Option<&str> {
     })
 }
 
-/// What the header section says about routing and framing.
+/// What the header section says about routing, framing and persistence, and whether the
+/// client waits for `100 Continue`.
 #[derive(Default)]
 struct Fields<'b> {
     host: bool,
@@ -409,6 +429,8 @@ struct Fields<'b> {
     close: bool,
     keep_alive: bool,
     last_event_id: Option<&'b str>,
+    /// `Expect: 100-continue`.
+    expect_continue: bool,
 }
 
 impl<'b> Fields<'b> {
@@ -428,6 +450,9 @@ impl<'b> Fields<'b> {
                         return Err(bad!("invalid Host header"));
                     }
                     fields.host = true;
+                }
+                6 if name.eq_ignore_ascii_case("expect") => {
+                    fields.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
                 }
                 10 if name.eq_ignore_ascii_case("connection") => {
                     // RFC 9110 §7.6.1: a list of case-insensitive options.

@@ -12,7 +12,7 @@ use super::poll::{poll_response, PollAnswer};
 use super::{Server, OUTPUT_CAP};
 use crate::buffer::Buffers;
 use crate::connection::{self, HeldPoll, KeepAliveInput, State};
-use crate::http::request::{self, HttpError, Method, Request, Version};
+use crate::http::request::{self, HttpError, Method, Progress, Request, Version};
 use crate::http::response::{self, Persistence, Response, Status};
 use crate::routes::{self, Route};
 use crate::stats::CloseReason;
@@ -106,16 +106,19 @@ impl Server {
             }
             let served_before = conn.served;
             let (input, output) = buffers.split();
-            let (len, outcome) = match request::parse(input, &self.limits) {
-                Ok(None) if input.len() < self.input_cap => {
-                    if !conn.continued && request::expects_continue(input, &self.limits) {
+            let (len, outcome) = match request::parse_progress(input, &self.limits) {
+                Ok(Progress::Waiting { expects_continue }) if input.len() < self.input_cap => {
+                    // Once per request: its body may take many reads to arrive.
+                    if expects_continue && !conn.continued {
                         output.extend_from_slice(response::CONTINUE);
                         conn.continued = true;
                     }
                     break;
                 }
-                Ok(None) => (input.len(), self.answer_error(HttpError::HeaderFieldsTooLarge, output)),
-                Ok(Some(req)) => (req.len, self.answer(key, &req, served_before, output)),
+                Ok(Progress::Waiting { .. }) => {
+                    (input.len(), self.answer_error(HttpError::HeaderFieldsTooLarge, output))
+                }
+                Ok(Progress::Complete(req)) => (req.len, self.answer(key, &req, served_before, output)),
                 Err(e) => (input.len(), self.answer_error(e, output)),
             };
             buffers.consume(len);
