@@ -121,51 +121,51 @@ pub struct Sockstat {
 }
 
 impl Snapshot {
-    /// The figures in `/stats` order: (JSON path, value). `/metrics` derives its names from the
-    /// same paths, so adding a figure here adds it to both formats.
+    /// The figures in `/stats` order: (JSON path, value and kind). `/metrics` derives its names
+    /// and types from the same entries, so adding a figure here adds it to both formats.
     fn figures(&self) -> Vec<(&'static str, Figure)> {
-        use Figure::{Float, Int};
+        use Figure::{Counter, Float, Gauge};
         let (s, t, c, p) = (&self.by_state, &self.totals, &self.totals.closed, &self.polls);
         vec![
             ("uptime_secs", Float(self.uptime_secs)),
-            ("fds.open", Int(self.fds_open)),
-            ("fds.limit", Int(self.fds_limit)),
-            ("fds.exhausted", Int(t.fds_exhausted)),
-            ("connections.open", Int(self.connections_open)),
-            ("connections.reading", Int(s.reading)),
-            ("connections.idle", Int(s.idle)),
-            ("connections.held", Int(s.held)),
-            ("connections.writing", Int(s.writing)),
-            ("connections.closing", Int(s.closing)),
-            ("totals.accepted", Int(t.accepted)),
-            ("totals.requests", Int(t.requests)),
-            ("totals.reused", Int(t.reused)),
-            ("totals.rejected", Int(t.rejected)),
-            ("totals.closed.by_client", Int(c.by_client)),
-            ("totals.closed.idle_timeout", Int(c.idle_timeout)),
-            ("totals.closed.header_timeout", Int(c.header_timeout)),
-            ("totals.closed.write_timeout", Int(c.write_timeout)),
-            ("totals.closed.max_requests", Int(c.max_requests)),
-            ("totals.closed.reclaimed", Int(c.reclaimed)),
-            ("totals.closed.error", Int(c.error)),
-            ("totals.closed.drain", Int(c.drain)),
-            ("totals.closed.rejected", Int(c.rejected)),
-            ("polls.held", Int(p.held)),
-            ("polls.answered", Int(p.answered)),
-            ("polls.timed_out", Int(p.timed_out)),
-            ("polls.rejected", Int(p.rejected)),
-            ("polls.last_fanout_woken", Int(p.last_fanout_woken)),
-            ("polls.last_fanout_us", Int(p.last_fanout_us)),
-            ("topics.count", Int(self.topics)),
-            ("topics.messages", Int(self.messages)),
-            ("timers.armed", Int(self.timers_armed)),
-            ("memory.rss_bytes", Int(self.rss_bytes)),
-            ("memory.connection_bytes", Int(self.connection_bytes)),
-            ("memory.buffer_bytes", Int(self.buffer_bytes)),
-            ("memory.pool_bytes", Int(self.pool_bytes)),
-            ("kernel.tcp_inuse", Int(self.kernel.tcp_inuse)),
-            ("kernel.tcp_time_wait", Int(self.kernel.tcp_time_wait)),
-            ("kernel.tcp_mem_bytes", Int(self.kernel.tcp_mem_bytes)),
+            ("fds.open", Gauge(self.fds_open)),
+            ("fds.limit", Gauge(self.fds_limit)),
+            ("fds.exhausted", Counter(t.fds_exhausted)),
+            ("connections.open", Gauge(self.connections_open)),
+            ("connections.reading", Gauge(s.reading)),
+            ("connections.idle", Gauge(s.idle)),
+            ("connections.held", Gauge(s.held)),
+            ("connections.writing", Gauge(s.writing)),
+            ("connections.closing", Gauge(s.closing)),
+            ("totals.accepted", Counter(t.accepted)),
+            ("totals.requests", Counter(t.requests)),
+            ("totals.reused", Counter(t.reused)),
+            ("totals.rejected", Counter(t.rejected)),
+            ("totals.closed.by_client", Counter(c.by_client)),
+            ("totals.closed.idle_timeout", Counter(c.idle_timeout)),
+            ("totals.closed.header_timeout", Counter(c.header_timeout)),
+            ("totals.closed.write_timeout", Counter(c.write_timeout)),
+            ("totals.closed.max_requests", Counter(c.max_requests)),
+            ("totals.closed.reclaimed", Counter(c.reclaimed)),
+            ("totals.closed.error", Counter(c.error)),
+            ("totals.closed.drain", Counter(c.drain)),
+            ("totals.closed.rejected", Counter(c.rejected)),
+            ("polls.held", Gauge(p.held)),
+            ("polls.answered", Counter(p.answered)),
+            ("polls.timed_out", Counter(p.timed_out)),
+            ("polls.rejected", Counter(p.rejected)),
+            ("polls.last_fanout_woken", Gauge(p.last_fanout_woken)),
+            ("polls.last_fanout_us", Gauge(p.last_fanout_us)),
+            ("topics.count", Gauge(self.topics)),
+            ("topics.messages", Gauge(self.messages)),
+            ("timers.armed", Gauge(self.timers_armed)),
+            ("memory.rss_bytes", Gauge(self.rss_bytes)),
+            ("memory.connection_bytes", Gauge(self.connection_bytes)),
+            ("memory.buffer_bytes", Gauge(self.buffer_bytes)),
+            ("memory.pool_bytes", Gauge(self.pool_bytes)),
+            ("kernel.tcp_inuse", Gauge(self.kernel.tcp_inuse)),
+            ("kernel.tcp_time_wait", Gauge(self.kernel.tcp_time_wait)),
+            ("kernel.tcp_mem_bytes", Gauge(self.kernel.tcp_mem_bytes)),
         ]
     }
 
@@ -210,15 +210,7 @@ impl Snapshot {
         let mut out = String::with_capacity(2048);
         for (path, value) in self.figures() {
             let name = format!("tether_{}", path.replace('.', "_"));
-            let kind = if path.starts_with("totals.")
-                || path == "fds.exhausted"
-                || path.starts_with("polls.")
-                    && !matches!(path, "polls.held" | "polls.last_fanout_woken" | "polls.last_fanout_us")
-            {
-                "counter"
-            } else {
-                "gauge"
-            };
+            let kind = if let Figure::Counter(_) = value { "counter" } else { "gauge" };
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
         }
         out
@@ -227,14 +219,17 @@ impl Snapshot {
 
 #[derive(Debug, Clone, Copy)]
 enum Figure {
-    Int(u64),
+    /// Only grows, from 0 at start (a Prometheus `counter`).
+    Counter(u64),
+    /// A level that goes up and down (a `gauge`).
+    Gauge(u64),
     Float(f64),
 }
 
 impl std::fmt::Display for Figure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Figure::Int(n) => write!(f, "{n}"),
+            Figure::Counter(n) | Figure::Gauge(n) => write!(f, "{n}"),
             Figure::Float(x) => write!(f, "{x:.3}"),
         }
     }
