@@ -96,8 +96,10 @@ pub struct Connection {
     /// The long poll this connection waits on, from the request until its answer. It outlives
     /// the `Held` state when earlier pipelined answers are still being written (`Writing`).
     pub hold: Option<HeldPoll>,
-    /// Readable readiness seen but not consumed (the server stopped reading to apply
-    /// backpressure); with edge-triggered epoll no second event will come for it.
+    /// Readable readiness seen but not consumed: the server stopped reading to apply
+    /// backpressure, or an event said read-closed (the FIN may sit behind a request). With
+    /// edge-triggered epoll no second event will come for it, so the next read goes on until
+    /// the end of the stream or `WouldBlock`.
     pub input_ready: bool,
     /// Admitted beyond `--max-connections` only to be refused: its request is read so that
     /// `/stats` and `/metrics` can still be answered; anything else gets 503. Either way the

@@ -58,7 +58,12 @@ impl Server {
         let Some(conn) = self.connections.get_mut(key) else {
             return false;
         };
-        conn.input_ready = false;
+        // A short read means the socket's receive queue was empty when the read returned:
+        // anything arriving later, data or FIN, raises a new edge. Not so for readiness whose
+        // edge was already consumed: an event that said read-closed (the FIN may sit behind the
+        // bytes this read returns), or input left unread for backpressure. Then only the end of
+        // the stream or `WouldBlock` says drained.
+        let to_the_end = std::mem::take(&mut conn.input_ready);
         let mut buffers = conn.buffers.take().unwrap_or_else(|| self.pool.take());
         loop {
             if buffers.unread_len() >= self.input_cap {
@@ -70,8 +75,8 @@ impl Server {
                     conn.read_closed = true;
                     break;
                 }
-                Ok(_) if buffers.is_full() => {} // maybe more: read again
-                Ok(_) => break,                  // a short read drained the socket
+                Ok(_) if buffers.is_full() || to_the_end => {} // maybe more: read again
+                Ok(_) => break,                                // a short read drained the socket
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {

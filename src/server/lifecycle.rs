@@ -66,8 +66,11 @@ impl Server {
             } else {
                 self.enter(key, State::Closing, false);
             }
-        } else if conn.read_closed {
-            self.close(key, CloseReason::ByClient); // a held poll's client that hangs up, too
+        } else if conn.read_closed && (conn.hold.is_some() || !conn.input_ready) {
+            // The peer sent its FIN, and nothing it sent can still become an answer: a held
+            // poll's client that hung up, or a request that will never be finished. (With
+            // `input_ready`, requests parked for backpressure are still to be answered.)
+            self.close(key, CloseReason::ByClient);
         } else if conn.hold.is_some() {
             self.enter(key, State::Held, false);
         } else if input_pending {

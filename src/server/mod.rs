@@ -259,6 +259,12 @@ impl Server {
                         continue; // spurious: mio allows events for sources already gone
                     };
                     let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                    if event.is_read_closed() || event.is_error() {
+                        // The FIN (or an error) came with this event, maybe behind a request: no
+                        // second event will announce it, so the next read goes on to the end
+                        // instead of stopping at a short read (see `read_and_answer`).
+                        conn.input_ready = true;
+                    }
                     match conn.state {
                         State::Closed => {}
                         State::Closing => self.discard_input(key),
