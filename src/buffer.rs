@@ -7,7 +7,10 @@
 //! Invariants: `input[start..end]` are the bytes read and not yet consumed, and `input` is fully
 //! initialised up to its length, so a read goes straight into `input[end..]` with no zeroing per
 //! read; `output[sent..]` are the bytes serialised and not yet written. A buffer in the pool is
-//! empty (both ranges empty) and no larger than `POOLED_MAX_BYTES`.
+//! empty (both ranges empty) and no larger than `POOLED_MAX_BYTES`. The pool's `lent_bytes` is
+//! the sum of `accounted` over the buffers lent out, so `/stats` reports what busy connections
+//! hold without walking them; each lent buffer is re-accounted after it is used
+//! (`BufferPool::reaccount`), so a buffer that grew is counted at its new size.
 
 use std::io::{self, Read};
 
@@ -25,6 +28,8 @@ pub struct Buffers {
     end: usize,
     output: Vec<u8>,
     sent: usize,
+    /// The capacity last added to the pool's `lent_bytes` for this buffer.
+    accounted: usize,
 }
 
 impl Buffers {
@@ -136,6 +141,8 @@ pub struct BufferPool {
     // 64), and a box moves between pool and connection without copying or reallocating.
     #[allow(clippy::vec_box)]
     free: Vec<Box<Buffers>>,
+    /// Heap bytes of the buffers lent out, as last accounted.
+    lent_bytes: usize,
 }
 
 impl BufferPool {
@@ -146,6 +153,7 @@ impl BufferPool {
     /// Takes back a connection's buffers; they must be empty.
     pub fn give(&mut self, mut buffers: Box<Buffers>) {
         debug_assert!(buffers.is_empty());
+        self.lent_bytes -= std::mem::take(&mut buffers.accounted);
         if self.free.len() >= POOL_MAX_BUFFERS {
             return;
         }
@@ -162,6 +170,24 @@ impl BufferPool {
     /// Heap bytes held by pooled buffers.
     pub fn capacity(&self) -> usize {
         self.free.iter().map(|b| b.capacity()).sum()
+    }
+
+    /// Brings `lent_bytes` up to date with a lent buffer's current size (it grows while a
+    /// connection reads a large request or queues output for a slow reader).
+    pub fn reaccount(&mut self, buffers: &mut Buffers) {
+        let now = buffers.capacity();
+        self.lent_bytes = self.lent_bytes - buffers.accounted + now;
+        buffers.accounted = now;
+    }
+
+    /// Heap bytes held by the buffers lent to connections, as last accounted.
+    pub fn lent_bytes(&self) -> usize {
+        self.lent_bytes
+    }
+
+    /// What one lent buffer contributes to `lent_bytes` (for the server's invariant checks).
+    pub fn accounted(buffers: &Buffers) -> usize {
+        buffers.accounted
     }
 }
 
@@ -220,9 +246,33 @@ mod tests {
         buffers.output().resize(POOLED_MAX_BYTES + 1, 0);
         let len = buffers.output.len();
         buffers.advance_output(len);
+        pool.reaccount(&mut buffers);
+        assert_eq!(pool.lent_bytes(), buffers.capacity());
         pool.give(buffers);
         assert_eq!(pool.capacity(), 0, "an oversized buffer is not kept");
+        assert_eq!(pool.lent_bytes(), 0, "given back: no longer lent");
         let buffers = pool.take();
         assert!(buffers.is_empty());
+    }
+
+    #[test]
+    fn lent_bytes_follow_growth_and_returns() {
+        let mut pool = BufferPool::default();
+        let (mut a, mut b) = (pool.take(), pool.take());
+        let mut source: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+        a.read_from(&mut source, 1024).unwrap();
+        pool.reaccount(&mut a);
+        pool.reaccount(&mut b);
+        assert_eq!(pool.lent_bytes(), INITIAL_INPUT_BYTES);
+        b.output().extend_from_slice(&[0; 10_000]);
+        pool.reaccount(&mut b);
+        pool.reaccount(&mut b); // twice counts once
+        assert_eq!(pool.lent_bytes(), INITIAL_INPUT_BYTES + b.capacity());
+        a.consume(a.unread_len());
+        pool.give(a);
+        assert_eq!(pool.lent_bytes(), b.capacity());
+        b.clear();
+        pool.give(b);
+        assert_eq!(pool.lent_bytes(), 0);
     }
 }

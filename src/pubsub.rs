@@ -214,10 +214,15 @@ impl Topics {
     /// a publish already took is gone, and its slot may hold another connection by now, which
     /// is why the key is checked.
     pub fn release(&mut self, hold: HoldKey, key: usize) {
-        let held = &mut self.topics[hold.topic as usize].held;
-        if held.get(hold.slot as usize) == Some(&key) {
-            held.remove(hold.slot as usize);
+        if self.holds(hold, key) {
+            self.topics[hold.topic as usize].held.remove(hold.slot as usize);
         }
+    }
+
+    /// Whether `hold` still names connection `key`'s poll on its topic's list (it is not once
+    /// a publish took the list, or the hold was released).
+    pub fn holds(&self, hold: HoldKey, key: usize) -> bool {
+        self.topics[hold.topic as usize].held.get(hold.slot as usize) == Some(&key)
     }
 
     /// Takes every poll held on `topic`: a publish answers them all.
@@ -233,6 +238,13 @@ impl Topics {
             Occupied(usize),
         }
         self.topics.iter().map(|t| t.held.capacity() * std::mem::size_of::<SlabEntry>()).sum()
+    }
+
+    /// Every hold on every topic's list with its connection key, for invariant checks.
+    pub fn held_polls(&self) -> impl Iterator<Item = (HoldKey, usize)> + '_ {
+        self.topics.iter().enumerate().flat_map(|(topic, t)| {
+            t.held.iter().map(move |(slot, &key)| (HoldKey { topic: topic as u32, slot: slot as u32 }, key))
+        })
     }
 
     pub fn held_on(&self, topic: u32) -> usize {

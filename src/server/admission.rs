@@ -22,6 +22,9 @@
 //!   the backlog, or ends it (`WouldBlock`, or a pause). A level-triggered server that logs an
 //!   `EMFILE` and returns to `epoll_wait` spins at 100 % CPU; an edge-triggered one that just
 //!   returns strands the backlog until another client happens to connect.
+//! - One reactor turn accepts at most `ACCEPT_BUDGET` newcomers; with the budget spent the
+//!   listener is `Backlogged` and the next turn accepts again without waiting for an edge
+//!   (none will come for connections already queued).
 //! - While `Accepting::Paused`, exactly one back-off timer is armed for the listener. Listener
 //!   readiness is ignored meanwhile; it is edge-triggered, so resuming calls `accept` itself.
 
@@ -32,7 +35,7 @@ use log::{debug, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::{Server, ACCEPT_TIMER, REJECT_BUDGET, SIGNALS};
+use super::{Server, ACCEPT_BUDGET, ACCEPT_TIMER, REJECT_BUDGET, SIGNALS};
 use crate::connection::{Connection, State};
 use crate::http::response::{self, Persistence, Response, Status};
 use crate::stats::CloseReason;
@@ -53,7 +56,10 @@ const AT_THE_LIMIT: &[u8] = b"at the connection limit, retry later\n";
 /// Whether listener readiness leads to `accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Accepting {
+    /// The backlog was emptied; the next listener event says a newcomer waits.
     Open,
+    /// A turn's budget ran out with the backlog maybe not empty: accept again next turn.
+    Backlogged,
     /// Out of descriptors: resumes when `reap` frees one, or when this back-off timer fires.
     Paused(TimerKey),
 }
@@ -69,13 +75,17 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 }
 
 impl Server {
-    /// Accepts until the backlog is empty, admitting each newcomer; see the module docs for
-    /// what happens when descriptors run out.
+    /// Accepts until the backlog is empty or `ACCEPT_BUDGET` newcomers are in, admitting each;
+    /// see the module docs for what happens when descriptors run out.
     pub(super) fn accept(&mut self) {
-        if self.accepting != Accepting::Open {
+        if matches!(self.accepting, Accepting::Paused(_)) {
             return;
         }
-        while let Some(listener) = &self.listener {
+        self.accepting = Accepting::Open;
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, peer)) => {
                     debug!("accepted {peer}");
@@ -99,6 +109,7 @@ impl Server {
                 }
             }
         }
+        self.accepting = Accepting::Backlogged;
     }
 
     /// Gives an accepted socket a slab entry. At `--max-connections` it reclaims idle
@@ -243,7 +254,7 @@ impl Server {
     }
 
     pub(super) fn pause_accepting(&mut self) {
-        if self.accepting == Accepting::Open {
+        if !matches!(self.accepting, Accepting::Paused(_)) {
             let timer = self.wheel.insert(self.now + ACCEPT_BACKOFF, ACCEPT_TIMER);
             self.accepting = Accepting::Paused(timer);
         }
@@ -251,8 +262,9 @@ impl Server {
 
     /// Accepts again after a pause: a descriptor was freed, or the back-off timer fired.
     pub(super) fn resume_accepting(&mut self) {
-        if let Accepting::Paused(timer) = std::mem::replace(&mut self.accepting, Accepting::Open) {
+        if let Accepting::Paused(timer) = self.accepting {
             self.wheel.cancel(timer); // a no-op when it is the timer that fired
+            self.accepting = Accepting::Open;
             self.accept();
         }
     }

@@ -54,7 +54,10 @@ impl Server {
     /// The transition function: moves a connection to the state its buffers and flags call
     /// for. `fresh` restarts the deadline even if the state does not change.
     fn settle(&mut self, key: usize, fresh: bool) {
-        let conn = &self.connections[key];
+        let conn = &mut self.connections[key];
+        if let Some(buffers) = conn.buffers.as_deref_mut() {
+            self.pool.reaccount(buffers); // every read or answer ends here: count any growth
+        }
         let buffers = conn.buffers.as_deref();
         let output_pending = buffers.is_some_and(|b| !b.pending_output().is_empty());
         let input_pending = buffers.is_some_and(|b| b.unread_len() > 0);
@@ -109,6 +112,8 @@ impl Server {
             if let Err(e) = self.poll.registry().reregister(&mut conn.stream, Token(key), interest) {
                 warn!("cannot change interest of {key}: {e}");
             }
+            #[cfg(debug_assertions)]
+            self.invariants.interest_changed(key, interest);
         }
         if next == State::Closing {
             let _ = conn.stream.shutdown(Shutdown::Write);

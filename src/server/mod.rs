@@ -7,15 +7,23 @@
 //! next_deadline  how long poll() may sleep: the wheel's earliest deadline (none while
 //!                closed connections wait to be reaped)
 //! poll           epoll_wait
-//! dispatch       LISTENER: accept until WouldBlock (`admission`: the limits); SIGNALS: start
-//!                draining; a connection: read, parse, answer and write its own requests at once
+//! dispatch       a connection: read, parse, answer and write its own requests at once;
+//!                SIGNALS: start draining; then LISTENER: accept up to `ACCEPT_BUDGET`
+//!                newcomers (`admission`: the limits)
 //! expire_timers  every due deadline: head (408), idle, write, hold (timeout), linger, drain,
-//!                the listener's back-off
-//! flush          write answers queued for connections by something other than their own
-//!                event: a timer's 408 or `timeout`, and a publish's answers to held polls
+//!                the listener's back-off, the topic sweep
+//! flush          up to `FLUSH_BUDGET` connections queued by something other than their own
+//!                event: a timer's 408 or `timeout`, a publish's woken polls (each answer is
+//!                built and written here), requests that waited behind an answer
 //! reap           free the slab keys (and descriptors) of connections closed during this turn;
 //!                a freed descriptor resumes accepting if it was paused
 //! ```
+//!
+//! Fairness: a burst is cut into slices. Newcomers beyond `ACCEPT_BUDGET` and queued answers
+//! beyond `FLUSH_BUDGET` are carried to the next turn, which then polls without sleeping, so a
+//! fan-out to 15,000 polls or 10,000 connects at once delays other ready connections by one
+//! slice, not by the whole burst. A publisher's own answer is written in dispatch, before the
+//! fan-out it causes.
 //!
 //! Invariants (checked with `debug_assert!` where they can be):
 //! 1. A connection's token is its slab key; `LISTENER` and `SIGNALS` lie outside the key range.
@@ -26,9 +34,16 @@
 //!    each re-arms or cancels the timer in the same step.
 //! 4. WRITABLE interest is registered only while output is pending (`State::Writing`).
 //! 5. Readiness is drained until `WouldBlock` (or a short read or write, which means the same
-//!    for a TCP socket); `WouldBlock` is never an error.
+//!    for a TCP socket); `WouldBlock` is never an error. Readiness whose edge was consumed
+//!    without draining (read-closed, backpressure) is remembered in `input_ready`.
+//! 6. A snapshot costs O(1) in connections: descriptors, states, holds and buffer bytes are
+//!    counted as they change, never recounted by walking the slab.
+//!
+//! In debug builds `check_invariants` walks the whole structure after every turn and checks
+//! what can be checked of these (see `invariants`).
 
 use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::io::{self, ErrorKind};
@@ -54,7 +69,6 @@ use crate::pubsub::Topics;
 use crate::stats::{self, ByState, CloseReason, Polls, Snapshot, Totals};
 use crate::timer::{Tick, Wheel};
 use admission::Accepting;
-use poll::Wake;
 
 /// `Retry-After` values for a 503, picked at random: refused clients should not all come back
 /// in the same second.
@@ -75,11 +89,18 @@ const OUTPUT_CAP: usize = 256 * 1024;
 /// `--max-connections`; beyond this a newcomer is answered at once and closed without lingering.
 const REJECT_BUDGET: usize = FD_RESERVE / 2;
 const EVENTS_CAPACITY: usize = 1024;
+/// Newcomers accepted per turn at most; the rest wait in the backlog for the next turn.
+const ACCEPT_BUDGET: usize = 256;
+/// Queued connections answered and written per turn at most, about 4 ms of `sendto` in a
+/// release build; the rest wait for the next turn.
+const FLUSH_BUDGET: usize = 512;
 /// Pending connections the kernel queues before `accept` (nginx uses 511; see `bind`).
 const LISTEN_BACKLOG: i32 = 4096;
 
 mod admission;
 mod answer;
+#[cfg(debug_assertions)]
+mod invariants;
 mod lifecycle;
 mod poll;
 
@@ -90,6 +111,9 @@ pub struct Server {
     accepting: Accepting,
     /// Kept open to be closed on demand, at the open-file limit (see `admission`).
     spare: Option<File>,
+    /// Descriptors open at start other than the listener and the spare (stdio, epoll, the
+    /// signal pipe): with those two and one per slab entry, `fds.open` without reading `/proc`.
+    fds_at_start: u64,
     /// When running out of descriptors was last logged.
     exhaustion_logged: Option<Tick>,
     /// No idle connection is old enough to reclaim before this tick.
@@ -98,8 +122,9 @@ pub struct Server {
     connections: Slab<Connection>,
     wheel: Wheel<usize>,
     pool: BufferPool,
-    /// Connections with answers queued outside their own event, written in the flush phase.
-    flush_queue: Vec<usize>,
+    /// Connections with answers queued outside their own event, written in the flush phase,
+    /// oldest first; what `FLUSH_BUDGET` leaves is carried to the next turn.
+    flush_queue: VecDeque<usize>,
     /// Connections closed this turn, freed in the reap phase.
     reap_queue: Vec<usize>,
     config: Config,
@@ -125,6 +150,9 @@ pub struct Server {
     fanout_started: Option<Instant>,
     draining: bool,
     stop: bool,
+    /// What only the debug invariant checks need.
+    #[cfg(debug_assertions)]
+    invariants: invariants::Mirror,
 }
 
 impl Server {
@@ -151,18 +179,23 @@ impl Server {
         let fd_limit = usize::try_from(stats::fds_limit()).unwrap_or(usize::MAX);
         let max_connections = config.max_connections.unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));
         info!("limits: {max_connections} connections, {fd_limit} open files");
+        let spare = admission::open_spare();
+        // Everything this server will ever open is open now but for connections, so this one
+        // reading of `/proc` is the base that `fds.open` counts from.
+        let fds_at_start = stats::fds_open().saturating_sub(1 + u64::from(spare.is_some()));
         Ok(Server {
             poll,
             listener: Some(listener),
             accepting: Accepting::Open,
-            spare: admission::open_spare(),
+            spare,
+            fds_at_start,
             exhaustion_logged: None,
             reclaim_scan_after: 0,
             signals,
             connections: Slab::new(),
             wheel: Wheel::new(),
             pool: BufferPool::default(),
-            flush_queue: Vec::new(),
+            flush_queue: VecDeque::new(),
             reap_queue: Vec::new(),
             input_cap: 2 * limits.max_head_bytes + limits.max_body_bytes + 1,
             limits,
@@ -181,6 +214,8 @@ impl Server {
             fanout_started: None,
             draining: false,
             stop: false,
+            #[cfg(debug_assertions)]
+            invariants: invariants::Mirror::default(),
         })
     }
 
@@ -214,6 +249,8 @@ impl Server {
         self.expire_timers();
         self.flush();
         self.reap();
+        #[cfg(debug_assertions)]
+        self.check_invariants();
         if self.draining && self.connections.is_empty() {
             self.stop = true;
         }
@@ -223,8 +260,9 @@ impl Server {
     // ---- next_deadline ------------------------------------------------------------------
 
     fn next_deadline(&self) -> Option<Duration> {
-        if !self.reap_queue.is_empty() {
-            return Some(Duration::ZERO); // closed after this turn's reap: free them without delay
+        // Closed after this turn's reap, answers or newcomers carried over: no sleeping.
+        if !self.reap_queue.is_empty() || !self.flush_queue.is_empty() || self.accepting == Accepting::Backlogged {
+            return Some(Duration::ZERO);
         }
         let deadline = self.wheel.next_deadline()?;
         // epoll rounds its timeout up to whole milliseconds, so this never wakes before `deadline`.
@@ -250,9 +288,10 @@ impl Server {
     // ---- dispatch -----------------------------------------------------------------------
 
     fn dispatch(&mut self, events: &Events) {
+        let mut newcomers = self.accepting == Accepting::Backlogged;
         for event in events.iter() {
             match event.token() {
-                LISTENER => self.accept(),
+                LISTENER => newcomers = true,
                 SIGNALS => self.on_signal(),
                 Token(key) => {
                     let Some(conn) = self.connections.get_mut(key) else {
@@ -283,6 +322,10 @@ impl Server {
                     }
                 }
             }
+        }
+        // After the connections' own events: a burst of newcomers waits behind them.
+        if newcomers {
+            self.accept();
         }
     }
 
@@ -325,8 +368,8 @@ impl Server {
         }
         let held: Vec<usize> = self.connections.iter().filter(|(_, c)| c.hold.is_some()).map(|(key, _)| key).collect();
         for key in held {
-            self.answer_hold(key, Wake::TimedOut); // says `Connection: close`, since draining
-            self.flush_queue.push(key);
+            self.answer_hold(key); // says `Connection: close`, since draining
+            self.flush_queue.push_back(key);
         }
     }
 
@@ -352,11 +395,11 @@ impl Server {
                 Some(Deadline::Head) => {
                     let response = Response::error(Status::REQUEST_TIMEOUT, b"request not received in time\n");
                     self.queue_final_answer(key, &response, CloseReason::HeaderTimeout);
-                    self.flush_queue.push(key);
+                    self.flush_queue.push_back(key);
                 }
                 Some(Deadline::Hold) => {
-                    self.answer_hold(key, Wake::TimedOut);
-                    self.flush_queue.push(key);
+                    self.answer_hold(key);
+                    self.flush_queue.push_back(key);
                 }
                 Some(Deadline::Idle) => self.close(key, CloseReason::IdleTimeout),
                 Some(Deadline::Write) => self.close(key, CloseReason::WriteTimeout),
@@ -371,14 +414,24 @@ impl Server {
 
     // ---- flush --------------------------------------------------------------------------
 
+    /// Writes what was queued, oldest first, up to `FLUSH_BUDGET` connections. Serving one can
+    /// queue more (a request that waited behind an answer may be a publish that wakes polls):
+    /// those join the back of the queue, in this turn if the budget allows, else the next.
     fn flush(&mut self) {
-        let mut queue = std::mem::take(&mut self.flush_queue);
-        for key in queue.drain(..) {
-            // The timer that queued the answer has fired, so the state has no timer: `fresh`
+        for _ in 0..FLUSH_BUDGET {
+            let Some(key) = self.flush_queue.pop_front() else {
+                break;
+            };
+            if self.is_woken(key) {
+                self.answer_hold(key); // built now, so at most a slice of answers is in memory
+            }
+            // The timer or publish that queued it left the state without a timer: `fresh`
             // arms one.
             self.write_and_resume(key, true);
         }
-        self.flush_queue = queue; // keep the allocation
+        if !self.flush_queue.is_empty() {
+            return;
+        }
         if let Some(started) = self.fanout_started.take() {
             self.polls.last_fanout_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             debug!(
@@ -397,7 +450,14 @@ impl Server {
         if self.reap_queue.is_empty() {
             return;
         }
+        if !self.flush_queue.is_empty() {
+            // A carried entry must not reach whichever connection gets the key next.
+            let connections = &self.connections;
+            self.flush_queue.retain(|&key| connections.get(key).is_some_and(|c| c.state != State::Closed));
+        }
         for key in self.reap_queue.drain(..) {
+            #[cfg(debug_assertions)]
+            self.invariants.freed(key);
             let conn = self.connections.remove(key);
             debug_assert!(conn.state == State::Closed && conn.timer.is_none() && conn.buffers.is_none());
         }
@@ -428,17 +488,25 @@ impl Server {
     /// only the spare can lend.
     pub(super) fn snapshot(&mut self) -> Snapshot {
         self.spare = None;
-        let snapshot = self.measure();
+        let mut snapshot = self.measure();
         self.spare = admission::open_spare();
+        snapshot.fds_open = self.fds_open(); // the spare is back, or could not be had
         snapshot
     }
 
+    /// Descriptors open now, counted rather than listed: one per slab entry (closed ones keep
+    /// theirs until `reap`), the listener until a drain drops it, and the spare.
+    fn fds_open(&self) -> u64 {
+        self.fds_at_start
+            + self.connections.len() as u64
+            + u64::from(self.listener.is_some())
+            + u64::from(self.spare.is_some())
+    }
+
     fn measure(&self) -> Snapshot {
-        let buffer_bytes: usize =
-            self.connections.iter().filter_map(|(_, c)| c.buffers.as_ref()).map(|b| b.capacity()).sum();
         Snapshot {
             uptime_secs: self.started.elapsed().as_secs_f64(),
-            fds_open: stats::fds_open(),
+            fds_open: self.fds_open(),
             fds_limit: stats::fds_limit(),
             // Closed connections wait in the slab until `reap`; they are already counted in `closed.*`.
             connections_open: (self.connections.len() - self.reap_queue.len()) as u64,
@@ -452,7 +520,7 @@ impl Server {
             connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES
                 + self.wheel.memory_bytes()
                 + self.topics.hold_list_bytes()) as u64,
-            buffer_bytes: buffer_bytes as u64,
+            buffer_bytes: self.pool.lent_bytes() as u64,
             pool_bytes: self.pool.capacity() as u64,
             kernel: stats::sockstat(),
         }

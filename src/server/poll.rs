@@ -2,18 +2,22 @@
 //! hold deadline or a drain comes.
 //!
 //! Invariants:
-//! - A held poll is in exactly one place at a time: its connection's `hold` and its topic's
-//!   list, until `answer_hold` takes it out of both (a publish empties the topic's list first).
-//! - A publish answers every poll held on its topic in the same reactor turn; the answers are
-//!   written in the flush phase of that turn.
-//! - `polls.held` counts the holds alive, and is what `--max-held` is checked against.
+//! - A held poll is in its connection's `hold` from the request until `answer_hold`, and in its
+//!   topic's list until a publish takes the whole list (it is then *woken*: queued for the flush
+//!   phase), or until `answer_hold` or a hang-up releases it.
+//! - A publish queues every poll held on its topic; the flush phase builds and writes their
+//!   answers a slice per turn, after the publisher's own answer. An answer is built from the
+//!   topic as it is then, so a poll woken by one message and answered after three more carries
+//!   all four.
+//! - `polls.held` counts the holds alive (woken ones too, until answered), and is what
+//!   `--max-held` is checked against.
 
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use super::Server;
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
-use crate::connection::{Connection, HeldPoll};
+use crate::connection::HeldPoll;
 use crate::http::request::{Body, Method, Request};
 use crate::http::response::{self, Response, Status};
 use crate::json;
@@ -23,15 +27,6 @@ use crate::pubsub::{Cursor, Message, Read, TopicError};
 pub(super) enum PollAnswer {
     Now(String),
     Hold(HeldPoll),
-}
-
-/// Why a held poll is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Wake {
-    /// A message was published on its topic.
-    Published,
-    /// The hold deadline passed (or the server drains): `status: timeout`.
-    TimedOut,
 }
 
 /// A poll's query, as given: `?cursor=N&epoch=E&from=oldest&timeout=30s`.
@@ -153,41 +148,37 @@ impl Server {
         }))
     }
 
-    /// Answers every poll held on `topic`; returns how many.
+    /// Wakes every poll held on `topic`: queued for the flush phase, which answers them a
+    /// slice per turn, so the publisher's answer and other ready connections do not wait for
+    /// the whole fan-out. Returns how many.
     fn wake(&mut self, topic: u32) -> usize {
-        let keys = self.topics.take_held(topic);
-        if !keys.is_empty() {
+        let queued = self.flush_queue.len();
+        self.flush_queue.extend(self.topics.take_held(topic));
+        let woken = self.flush_queue.len() - queued;
+        if woken > 0 {
             self.fanout_started = Some(Instant::now());
-            self.polls.last_fanout_woken = keys.len() as u64;
+            self.polls.last_fanout_woken = woken as u64;
         }
-        for &key in &keys {
-            self.answer_hold(key, Wake::Published);
-            // Written at once rather than in the flush phase: the first clients hear sooner, and
-            // each answer's buffer goes back to the pool before the next answer is built, so a
-            // fan-out to 15,000 polls never holds 15,000 answers in memory. Requests that waited
-            // behind the hold are taken up in the flush phase, not here, where one of them could
-            // be another publish and recurse.
-            self.write_output(key, true);
-            if self.connections.get(key).is_some_and(Connection::input_waiting) {
-                self.flush_queue.push(key);
-            }
-        }
-        keys.len()
+        woken
     }
 
-    /// Writes the answer of a held poll into its connection's output; the caller writes it.
-    pub(super) fn answer_hold(&mut self, key: usize, wake: Wake) {
+    /// Whether connection `key` holds a poll that a publish has taken off its topic's list:
+    /// its answer is due.
+    pub(super) fn is_woken(&self, key: usize) -> bool {
+        let hold = self.connections.get(key).and_then(|conn| conn.hold);
+        hold.is_some_and(|held| !self.topics.holds(held.hold, key))
+    }
+
+    /// Writes the answer of a held poll into its connection's output, for the caller to write:
+    /// what its topic has after the cursor, or `timeout` when nothing (the hold time passed,
+    /// or the server drains).
+    pub(super) fn answer_hold(&mut self, key: usize) {
         let Some(held) = self.connections[key].hold.take() else {
             return;
         };
         self.polls.held -= 1;
-        let read = match wake {
-            Wake::Published => self.topics.read(held.hold.topic, held.after),
-            Wake::TimedOut => {
-                self.topics.release(held.hold, key);
-                Read::Nothing
-            }
-        };
+        self.topics.release(held.hold, key); // a no-op once a publish took it
+        let read = self.topics.read(held.hold.topic, held.after);
         if read == Read::Nothing {
             self.polls.timed_out += 1;
         } else {

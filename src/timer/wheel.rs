@@ -125,6 +125,12 @@ impl<T> Wheel<T> {
         (entry.generation == key.generation).then_some(entry.deadline)
     }
 
+    /// The value of an armed timer, or `None` once it has fired or been cancelled.
+    pub fn get(&self, key: TimerKey) -> Option<&T> {
+        let entry = self.entries.get(key.index as usize)?;
+        (entry.generation == key.generation).then_some(&entry.value)
+    }
+
     /// The earliest tick at which `poll` may have a timer to return, or `None` when no timer is
     /// armed.
     ///
