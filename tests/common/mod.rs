@@ -300,6 +300,12 @@ impl Client {
         &self.stream
     }
 
+    /// The socket itself, for a test that drives it another way (nothing may be buffered).
+    pub fn into_stream(self) -> TcpStream {
+        assert!(self.pending.is_empty(), "bytes of a response are still buffered");
+        self.stream
+    }
+
     /// Writes all of `bytes` in one `write_all`.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap_or_else(|e| panic!("send failed: {e}"));
