@@ -3,6 +3,7 @@
 
 use crate::http::request::Method;
 
+/// An endpoint a request may be answered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
     /// `GET /plaintext`: the TechEmpower plaintext answer, the benchmark endpoint.
@@ -15,12 +16,27 @@ pub enum Route<'a> {
     Publish(&'a str),
     /// `GET /poll/{topic}`: a long poll.
     Poll(&'a str),
-    NotFound,
-    /// The path exists but not for this method; the value is the `Allow` header.
-    MethodNotAllowed(&'static str),
+    /// `OPTIONS` on an endpoint, or `OPTIONS *` on the server: `204` with this `Allow` header.
+    Options(AllowHeader),
 }
 
-/// The methods an endpoint answers.
+/// Why no endpoint answers a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoute {
+    NotFound,
+    /// The path exists but not for this method: `405` with this `Allow` header.
+    MethodNotAllowed(AllowHeader),
+}
+
+/// An `Allow` header, ready to be a response's extra headers.
+pub type AllowHeader = &'static [(&'static str, &'static str)];
+
+const GET_OR_HEAD: AllowHeader = &[("Allow", "GET, HEAD, OPTIONS")];
+const POST: AllowHeader = &[("Allow", "POST, OPTIONS")];
+/// What `OPTIONS *` answers: every method some endpoint takes.
+const ANY: AllowHeader = &[("Allow", "GET, HEAD, POST, OPTIONS")];
+
+/// The methods an endpoint answers (and `OPTIONS` on every one).
 #[derive(Debug, Clone, Copy)]
 enum Methods {
     GetOrHead,
@@ -35,8 +51,7 @@ impl Methods {
         }
     }
 
-    /// The `Allow` header of a 405.
-    fn header(self) -> &'static str {
+    fn header(self) -> AllowHeader {
         match self {
             Methods::GetOrHead => GET_OR_HEAD,
             Methods::Post => POST,
@@ -44,12 +59,10 @@ impl Methods {
     }
 }
 
-const GET_OR_HEAD: &str = "GET, HEAD";
-const POST: &str = "POST";
-
 /// The topic name is returned as written; whether it is a valid name is the topic table's
-/// rule (`pubsub::valid_topic_name`), answered 400 there.
-pub fn route<'a>(method: Method, path: &'a str) -> Route<'a> {
+/// rule (`pubsub::valid_topic_name`), answered 400 there. The asterisk-form target `*` reaches
+/// here only with `OPTIONS` (the parser refuses it with any other method).
+pub fn route<'a>(method: Method, path: &'a str) -> Result<Route<'a>, NoRoute> {
     let (found, methods) = if let Some(topic) = path.strip_prefix("/publish/") {
         (Route::Publish(topic), Methods::Post)
     } else if let Some(topic) = path.strip_prefix("/poll/") {
@@ -59,13 +72,16 @@ pub fn route<'a>(method: Method, path: &'a str) -> Route<'a> {
             "/plaintext" => (Route::Plaintext, Methods::GetOrHead),
             "/stats" => (Route::Stats, Methods::GetOrHead),
             "/metrics" => (Route::Metrics, Methods::GetOrHead),
-            _ => return Route::NotFound,
+            "*" if method == Method::Options => return Ok(Route::Options(ANY)),
+            _ => return Err(NoRoute::NotFound),
         }
     };
-    if methods.allow(method) {
-        found
+    if method == Method::Options {
+        Ok(Route::Options(methods.header()))
+    } else if methods.allow(method) {
+        Ok(found)
     } else {
-        Route::MethodNotAllowed(methods.header())
+        Err(NoRoute::MethodNotAllowed(methods.header()))
     }
 }
 
@@ -76,22 +92,28 @@ mod tests {
     #[test]
     fn routing_table() {
         let cases = [
-            (Method::Get, "/plaintext", Route::Plaintext),
-            (Method::Head, "/plaintext", Route::Plaintext),
-            (Method::Get, "/stats", Route::Stats),
-            (Method::Get, "/metrics", Route::Metrics),
-            (Method::Post, "/publish/news", Route::Publish("news")),
-            (Method::Get, "/poll/news", Route::Poll("news")),
-            (Method::Head, "/poll/news", Route::Poll("news")),
-            (Method::Get, "/poll/", Route::Poll("")),
-            (Method::Get, "/publish/news", Route::MethodNotAllowed(POST)),
-            (Method::Post, "/poll/news", Route::MethodNotAllowed(GET_OR_HEAD)),
-            (Method::Post, "/plaintext", Route::MethodNotAllowed(GET_OR_HEAD)),
-            (Method::Other("DELETE"), "/stats", Route::MethodNotAllowed(GET_OR_HEAD)),
-            (Method::Get, "/", Route::NotFound),
-            (Method::Get, "/plaintext/", Route::NotFound),
-            (Method::Get, "/poll", Route::NotFound),
-            (Method::Post, "/nowhere", Route::NotFound),
+            (Method::Get, "/plaintext", Ok(Route::Plaintext)),
+            (Method::Head, "/plaintext", Ok(Route::Plaintext)),
+            (Method::Get, "/stats", Ok(Route::Stats)),
+            (Method::Get, "/metrics", Ok(Route::Metrics)),
+            (Method::Post, "/publish/news", Ok(Route::Publish("news"))),
+            (Method::Get, "/poll/news", Ok(Route::Poll("news"))),
+            (Method::Head, "/poll/news", Ok(Route::Poll("news"))),
+            (Method::Get, "/poll/", Ok(Route::Poll(""))),
+            (Method::Options, "/poll/news", Ok(Route::Options(GET_OR_HEAD))),
+            (Method::Options, "/publish/news", Ok(Route::Options(POST))),
+            (Method::Options, "/stats", Ok(Route::Options(GET_OR_HEAD))),
+            (Method::Options, "*", Ok(Route::Options(ANY))),
+            (Method::Get, "/publish/news", Err(NoRoute::MethodNotAllowed(POST))),
+            (Method::Post, "/poll/news", Err(NoRoute::MethodNotAllowed(GET_OR_HEAD))),
+            (Method::Post, "/plaintext", Err(NoRoute::MethodNotAllowed(GET_OR_HEAD))),
+            (Method::Other("DELETE"), "/stats", Err(NoRoute::MethodNotAllowed(GET_OR_HEAD))),
+            (Method::Get, "/", Err(NoRoute::NotFound)),
+            (Method::Get, "*", Err(NoRoute::NotFound)),
+            (Method::Options, "/nowhere", Err(NoRoute::NotFound)),
+            (Method::Get, "/plaintext/", Err(NoRoute::NotFound)),
+            (Method::Get, "/poll", Err(NoRoute::NotFound)),
+            (Method::Post, "/nowhere", Err(NoRoute::NotFound)),
         ];
         for (method, path, expected) in cases {
             assert_eq!(route(method, path), expected, "{method:?} {path}");

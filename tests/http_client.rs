@@ -43,7 +43,7 @@ fn a_client_sees_errors_as_statuses() {
     }
     match agent.post(&format!("{base}/plaintext")).send_string("data") {
         Err(ureq::Error::Status(405, response)) => {
-            assert_eq!(response.header("Allow"), Some("GET, HEAD"));
+            assert_eq!(response.header("Allow"), Some("GET, HEAD, OPTIONS"));
             response.into_string().expect("body");
         }
         other => panic!("expected 405, got {other:?}"),

@@ -136,7 +136,7 @@ fn not_found_and_method_not_allowed_keep_the_connection() {
         client.send(format!("{method} {path} HTTP/1.1\r\nHost: tether.test\r\nContent-Length: 0\r\n\r\n").as_bytes());
         let response = client.read_response();
         assert_eq!(response.status, 405, "{method} {path}: {response:?}");
-        assert_eq!(response.header("Allow"), Some("GET, HEAD"), "{response:?}");
+        assert_eq!(response.header("Allow"), Some("GET, HEAD, OPTIONS"), "{response:?}");
         response.assert_keeps_alive();
     }
     // An unknown path is 404 whatever the method.

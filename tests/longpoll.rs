@@ -494,7 +494,7 @@ fn bad_inputs() -> Vec<Case> {
             name: "GET on /publish",
             request: get_request("/publish/t", ""),
             status: 405,
-            header: Some(("Allow", |v| v == "POST")),
+            header: Some(("Allow", |v| v == "POST, OPTIONS")),
         },
         Case {
             name: "POST on /poll",

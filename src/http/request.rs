@@ -68,6 +68,7 @@ pub enum Method<'b> {
     Get,
     Head,
     Post,
+    Options,
     Other(&'b str),
 }
 
@@ -156,11 +157,12 @@ impl std::error::Error for HttpError {}
 pub enum Progress<'b> {
     /// A complete request, which occupies `request.len` bytes.
     Complete(Request<'b>),
-    /// A valid prefix: call again when more bytes arrive. `expects_continue`: the head is
+    /// A valid prefix: call again when more bytes arrive. `awaits_continue`: the head is
     /// complete, HTTP/1.1, and asks with `Expect: 100-continue` for `100 Continue` before its
-    /// body is sent (RFC 9110 §10.1.1). Such a client waits for it, or for its own timeout
-    /// (curl: 1 s).
-    Waiting { expects_continue: bool },
+    /// body is sent (RFC 9110 §10.1.1); its method and path, so that the server can answer a
+    /// refusal instead when the head alone decides one. Such a client waits for either, or for
+    /// its own timeout (curl: 1 s).
+    Waiting { awaits_continue: Option<(Method<'b>, &'b str)> },
 }
 
 /// Parses one request at the start of `input`.
@@ -226,6 +228,7 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" => Method::Post,
+        "OPTIONS" => Method::Options,
         // CONNECT carries an authority-form target and turns the connection
         // into a tunnel (RFC 9110 §9.3.6); neither is implemented.
         "CONNECT" => return Err(HttpError::NotImplemented("not implemented: CONNECT")),
@@ -240,8 +243,8 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
     }
     let framing = framing(&fields, head.headers, version, limits)?;
     let Some((body, len)) = read_body(input, head_len, framing, limits)? else {
-        let expects_continue = version == Version::Http11 && fields.expect_continue;
-        return Ok(Progress::Waiting { expects_continue });
+        let awaits_continue = (version == Version::Http11 && fields.expect_continue).then_some((method, path));
+        return Ok(Progress::Waiting { awaits_continue });
     };
     Ok(Progress::Complete(Request {
         method,
@@ -256,13 +259,21 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
     }))
 }
 
+/// Whether `input` starts a HEAD request, as far as its first bytes tell (after the empty lines
+/// RFC 9112 §2.2 lets a server skip). An error answer to input that could not be parsed still
+/// must not carry a body if the client asked with HEAD and will not read one.
+pub fn says_head(input: &[u8]) -> bool {
+    let start = input.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(input.len());
+    input[start..].starts_with(b"HEAD ")
+}
+
 /// A head not yet complete: wait for more bytes, unless all the bytes it may occupy have
 /// arrived.
 fn head_incomplete(full: bool) -> Result<Progress<'static>, HttpError> {
     if full {
         Err(HttpError::HeaderFieldsTooLarge)
     } else {
-        Ok(Progress::Waiting { expects_continue: false })
+        Ok(Progress::Waiting { awaits_continue: None })
     }
 }
 

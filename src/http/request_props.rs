@@ -150,6 +150,7 @@ fn drive(pieces: &[&[u8]], limits: &Limits) -> Outcome {
                         Method::Get => "GET",
                         Method::Head => "HEAD",
                         Method::Post => "POST",
+                        Method::Options => "OPTIONS",
                         Method::Other(other) => other,
                     };
                     let body = match r.body {

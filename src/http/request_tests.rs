@@ -79,7 +79,7 @@ const VALID: &[(&[u8], &str)] = &[
     (b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", "Head / ? Http11"),
     (b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n", "Other(\"DELETE\") /x ? Http11"),
     (b"get / HTTP/1.1\r\nHost: x\r\n\r\n", "Other(\"get\") / ? Http11"),
-    (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "Other(\"OPTIONS\") * ? Http11"),
+    (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "Options * ? Http11"),
     // Field names are case-insensitive; values may hold obs-text.
     (b"GET / HTTP/1.1\r\nhOST: x\r\nX-Name: caf\xc3\xa9\r\n\r\n", "Get / ? Http11"),
     // Host may be empty (RFC 9112 §3.2), an IP literal, or carry a port.
@@ -521,10 +521,18 @@ mod props;
 #[test]
 fn a_complete_http11_head_with_expect_100_continue_expects_it() {
     let expects = |input: &str| match parse_progress(input.as_bytes(), &Limits::default()) {
-        Ok(Progress::Waiting { expects_continue }) => expects_continue,
+        Ok(Progress::Waiting { awaits_continue }) => awaits_continue.is_some(),
         other => panic!("{input:?} should wait for its body: {other:?}"),
     };
-    assert!(expects("POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-Continue\r\n\r\n"));
+    let head = "POST /publish/t?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-Continue\r\n\r\n";
+    assert!(expects(head));
+    assert!(
+        matches!(
+            parse_progress(head.as_bytes(), &Limits::default()),
+            Ok(Progress::Waiting { awaits_continue: Some((Method::Post, "/publish/t")) })
+        ),
+        "the method and path come along, to refuse before the body"
+    );
     let cases = [
         ("an incomplete head", "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"),
         ("HTTP/1.0", "POST / HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"),
@@ -533,5 +541,19 @@ fn a_complete_http11_head_with_expect_100_continue_expects_it() {
     ];
     for (name, input) in cases {
         assert!(!expects(input), "{name}");
+    }
+}
+
+#[test]
+fn says_head_reads_the_method_of_input_that_may_not_parse() {
+    for (input, head) in [
+        ("HEAD / HTTP/1.1\r\n", true),
+        ("\r\nHEAD /x", true),
+        ("HEAD", false),
+        ("GET / HTTP/1.1\r\n", false),
+        ("head / HTTP/1.1\r\n", false),
+        ("", false),
+    ] {
+        assert_eq!(says_head(input.as_bytes()), head, "{input:?}");
     }
 }

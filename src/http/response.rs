@@ -1,7 +1,8 @@
 //! Serialising responses: the one write path every answer takes, from `/plaintext` to a 503.
 //!
-//! Invariants: every response (but the interim `100 Continue`) carries `Server`, `Date` and `Content-Length` (a HEAD answer
-//! carries the length of the body it leaves out, RFC 9110 section 9.3.2); the persistence
+//! Invariants: every response carries `Server` and `Date`, and every one but the interim
+//! `100 Continue` and a `204` carries `Content-Length` (a HEAD answer carries the length of the
+//! body it leaves out, RFC 9110 section 9.3.2); the persistence
 //! headers are decided by the caller once (`Persistence`) and written here, so no route can
 //! forget `Connection: close` on the response that ends a connection.
 
@@ -16,6 +17,7 @@ pub struct Status {
 
 impl Status {
     pub const OK: Status = Status::new(200, "OK");
+    pub const NO_CONTENT: Status = Status::new(204, "No Content");
     pub const BAD_REQUEST: Status = Status::new(400, "Bad Request");
     pub const NOT_FOUND: Status = Status::new(404, "Not Found");
     pub const METHOD_NOT_ALLOWED: Status = Status::new(405, "Method Not Allowed");
@@ -94,10 +96,13 @@ pub fn write(out: &mut Vec<u8>, response: &Response, persistence: Persistence, h
     out.extend_from_slice(response.status.reason.as_bytes());
     out.extend_from_slice(b"\r\nServer: tether\r\nDate: ");
     out.extend_from_slice(date.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(response.content_type.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    push_decimal(out, body.len() as u64);
+    // A 204 has no content, and says nothing of its length or type (RFC 9110 §8.6, §15.3.5).
+    if response.status != Status::NO_CONTENT {
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(response.content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_decimal(out, body.len() as u64);
+    }
     for (name, value) in response.headers {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(name.as_bytes());

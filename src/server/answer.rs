@@ -8,13 +8,14 @@ use std::io::ErrorKind;
 
 use log::debug;
 
-use super::poll::{poll_response, PollAnswer};
+use super::poll::{poll_response, topic_error, PollAnswer};
 use super::{Server, OUTPUT_CAP};
 use crate::buffer::Buffers;
 use crate::connection::{self, HeldPoll, KeepAliveInput, State};
 use crate::http::request::{self, HttpError, Method, Progress, Request, Version};
 use crate::http::response::{self, Persistence, Response, Status};
-use crate::routes::{self, Route};
+use crate::pubsub::{valid_topic_name, TopicError};
+use crate::routes::{self, NoRoute, Route};
 use crate::stats::CloseReason;
 
 /// What answering a request asks of its connection.
@@ -109,22 +110,30 @@ impl Server {
                 conn.input_ready = true; // resumes once the output drains
                 break;
             }
-            let served_before = conn.served;
+            let (served_before, continued) = (conn.served, conn.continued);
             let (input, output) = buffers.split();
             let (len, outcome) = match request::parse_progress(input, &self.limits) {
-                Ok(Progress::Waiting { expects_continue }) if input.len() < self.input_cap => {
+                Ok(Progress::Waiting { awaits_continue }) if input.len() < self.input_cap => {
                     // Once per request: its body may take many reads to arrive.
-                    if expects_continue && !conn.continued {
-                        output.extend_from_slice(response::CONTINUE);
-                        conn.continued = true;
+                    let Some((method, path)) = awaits_continue.filter(|_| !continued) else {
+                        break;
+                    };
+                    // A head that decides a refusal gets it now: the client then need not
+                    // send a body that would only be thrown away.
+                    match self.route_by_head(key, method, path) {
+                        Err(refusal) => (input.len(), self.answer_before_body(method, &refusal, output)),
+                        Ok(_) => {
+                            output.extend_from_slice(response::CONTINUE);
+                            self.connections[key].continued = true;
+                            break;
+                        }
                     }
-                    break;
                 }
                 Ok(Progress::Waiting { .. }) => {
-                    (input.len(), self.answer_error(HttpError::HeaderFieldsTooLarge, output))
+                    (input.len(), self.answer_error(HttpError::HeaderFieldsTooLarge, input, output))
                 }
                 Ok(Progress::Complete(req)) => (req.len, self.answer(key, &req, served_before, output)),
-                Err(e) => (input.len(), self.answer_error(e, output)),
+                Err(e) => (input.len(), self.answer_error(e, input, output)),
             };
             buffers.consume(len);
             let conn = &mut self.connections[key];
@@ -147,28 +156,27 @@ impl Server {
             self.totals.reused += 1;
         }
         let body: String;
-        let allow: [(&str, &str); 1];
-        let route = routes::route(req.method, req.path);
         let over_limit = self.connections[key].over_limit;
-        let response = match route {
-            _ if over_limit && !matches!(route, Route::Stats | Route::Metrics) => self.refusal(),
-            Route::Plaintext => Response::new(Status::OK, "text/plain", b"Hello, World!"),
-            Route::Stats => {
+        let response = match self.route_by_head(key, req.method, req.path) {
+            Err(refusal) => refusal,
+            Ok(Route::Plaintext) => Response::new(Status::OK, "text/plain", b"Hello, World!"),
+            Ok(Route::Options(allow)) => Response::new(Status::NO_CONTENT, "", b"").with_headers(allow),
+            Ok(Route::Stats) => {
                 body = self.snapshot().to_json();
                 Response::new(Status::OK, "application/json", body.as_bytes())
             }
-            Route::Metrics => {
+            Ok(Route::Metrics) => {
                 body = self.snapshot().to_prometheus();
                 Response::new(Status::OK, "text/plain; version=0.0.4", body.as_bytes())
             }
-            Route::Publish(topic) => match self.publish(req, topic) {
+            Ok(Route::Publish(topic)) => match self.publish(req, topic) {
                 Ok(json) => {
                     body = json;
                     Response::new(Status::OK, "application/json", body.as_bytes())
                 }
                 Err(refusal) => refusal,
             },
-            Route::Poll(topic) => match self.poll(key, req, topic) {
+            Ok(Route::Poll(topic)) => match self.poll(key, req, topic) {
                 Ok(PollAnswer::Now(json)) => {
                     body = json;
                     poll_response(body.as_bytes())
@@ -176,11 +184,6 @@ impl Server {
                 Ok(PollAnswer::Hold(held)) => return Outcome::Hold(held),
                 Err(refusal) => refusal,
             },
-            Route::NotFound => Response::error(Status::NOT_FOUND, b"no such endpoint\n"),
-            Route::MethodNotAllowed(methods) => {
-                allow = [("Allow", methods)];
-                Response::error(Status::METHOD_NOT_ALLOWED, b"method not allowed here\n").with_headers(&allow)
-            }
         };
         let (persistence, closing) = if over_limit {
             (Persistence::Close, Some(CloseReason::Rejected))
@@ -189,6 +192,36 @@ impl Server {
         };
         response::write(out, &response, persistence, req.method == Method::Head, &self.date);
         Outcome::Answered(closing)
+    }
+
+    /// The route of a request whose head alone is known, or the refusal that head already
+    /// decides: no such endpoint, a method the endpoint does not take, a malformed topic name,
+    /// or a connection admitted over the limit only to be refused. Used before the body is read
+    /// (for `Expect: 100-continue`) and again when the whole request is answered.
+    fn route_by_head<'p>(&mut self, key: usize, method: Method, path: &'p str) -> Result<Route<'p>, Response<'static>> {
+        let route = routes::route(method, path).map_err(|no_route| match no_route {
+            NoRoute::NotFound => Response::error(Status::NOT_FOUND, b"no such endpoint\n"),
+            NoRoute::MethodNotAllowed(allow) => {
+                Response::error(Status::METHOD_NOT_ALLOWED, b"method not allowed here\n").with_headers(allow)
+            }
+        })?;
+        match route {
+            Route::Stats | Route::Metrics => {} // answered even over the limit
+            _ if self.connections[key].over_limit => return Err(self.refusal()),
+            Route::Publish(topic) | Route::Poll(topic) if !valid_topic_name(topic) => {
+                return Err(topic_error(TopicError::BadName))
+            }
+            _ => {}
+        }
+        Ok(route)
+    }
+
+    /// Answers a refusal decided by a request's head before its body came: the connection
+    /// closes after it, since the client may or may not send the body it announced.
+    fn answer_before_body(&mut self, method: Method, refusal: &Response, out: &mut Vec<u8>) -> Outcome {
+        self.totals.requests += 1;
+        response::write(out, refusal, Persistence::Close, method == Method::Head, &self.date);
+        Outcome::Answered(Some(CloseReason::Error))
     }
 
     /// The keep-alive rule (`connection::keep_alive`) with this server's settings and state.
@@ -212,12 +245,12 @@ impl Server {
 
     /// Answers a request that could not be parsed; the connection closes after it, because
     /// where the next request starts is no longer known.
-    fn answer_error(&mut self, error: HttpError, out: &mut Vec<u8>) -> Outcome {
+    fn answer_error(&mut self, error: HttpError, input: &[u8], out: &mut Vec<u8>) -> Outcome {
         self.totals.requests += 1;
         debug!("bad request: {}", error.message());
         let line = format!("{}\n", error.message());
         let response = Response::error(Status::from_code(error.status()), line.as_bytes());
-        response::write(out, &response, Persistence::Close, false, &self.date);
+        response::write(out, &response, Persistence::Close, request::says_head(input), &self.date);
         Outcome::Answered(Some(CloseReason::Error))
     }
 
@@ -226,8 +259,9 @@ impl Server {
     pub(super) fn queue_final_answer(&mut self, key: usize, response: &Response, reason: CloseReason) {
         let conn = &mut self.connections[key];
         let buffers = conn.buffers.get_or_insert_with(|| self.pool.take());
+        let head_only = request::says_head(buffers.unread());
         buffers.discard_input();
-        response::write(buffers.output(), response, Persistence::Close, false, &self.date);
+        response::write(buffers.output(), response, Persistence::Close, head_only, &self.date);
         conn.closing = Some(reason);
     }
 }

@@ -226,7 +226,7 @@ pub(super) fn poll_response(body: &[u8]) -> Response<'_> {
     Response::new(Status::OK, "application/json", body).with_headers(&[("Cache-Control", "no-store")])
 }
 
-fn topic_error(error: TopicError) -> Response<'static> {
+pub(super) fn topic_error(error: TopicError) -> Response<'static> {
     match error {
         TopicError::BadName => {
             Response::error(Status::BAD_REQUEST, b"a topic name is 1 to 64 characters of A-Z a-z 0-9 . _ -\n")

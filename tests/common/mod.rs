@@ -357,11 +357,15 @@ impl Client {
         let head = std::str::from_utf8(&self.pending[..head_end - 4])
             .map_err(|_| "the response head is not UTF-8".to_string())?;
         let mut response = parse_head(head)?;
-        let length: usize = response
-            .header("Content-Length")
-            .ok_or_else(|| format!("no Content-Length in {response:?}"))?
-            .parse()
-            .map_err(|_| format!("bad Content-Length in {response:?}"))?;
+        let length: usize = match response.header("Content-Length") {
+            // A 204 has no content and says nothing of its length (RFC 9110 §8.6).
+            None if response.status == 204 => 0,
+            Some(_) if response.status == 204 => return Err(format!("a 204 with Content-Length: {response:?}")),
+            length => length
+                .ok_or_else(|| format!("no Content-Length in {response:?}"))?
+                .parse()
+                .map_err(|_| format!("bad Content-Length in {response:?}"))?,
+        };
         let body_length = if head_request { 0 } else { length };
         while self.pending.len() < head_end + body_length {
             self.fill("response body", deadline)?;
