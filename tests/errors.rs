@@ -155,6 +155,20 @@ fn cases() -> Vec<Case> {
             400,
             "chunk data not followed by CRLF",
         ),
+        // Whitespace after a chunk size is in no production: BWS stands only before ";" and
+        // around "=" (RFC 9112 section 7.1.1). Skipping it would be a reading; refuse it.
+        case(
+            "a chunk size followed by whitespace",
+            chunked("5 \r\nhello\r\n0\r\n\r\n"),
+            400,
+            "whitespace at the end of a chunk size line",
+        ),
+        case(
+            "a chunk extension followed by whitespace",
+            chunked("5;a=b\t\r\nhello\r\n0\r\n\r\n"),
+            400,
+            "whitespace at the end of a chunk size line",
+        ),
         case("a chunk extension over 1024 bytes", long_extension, 400, "chunk extension too long"),
         case("a trailer section over --max-head-bytes", long_trailers, 400, "trailer section too large"),
         // 400: field lines that another parser could read differently: whitespace before the

@@ -8,7 +8,8 @@
 //! * **It never guesses framing.** Whatever two parsers could read two ways
 //!   (Content-Length with Transfer-Encoding, a repeated or listed
 //!   Content-Length, a coding other than one final `chunked`, a line ended by
-//!   a bare LF, obs-fold) is an error, never a best effort.
+//!   a bare LF, obs-fold, whitespace after a chunk size) is an error, never a
+//!   best effort.
 //! * **It is stateless and exact.** Nothing is kept between calls: the server
 //!   calls `parse` on its whole buffer whenever bytes arrive, and
 //!   [`Request::len`] says exactly how many bytes to drop before the next

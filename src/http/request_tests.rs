@@ -116,9 +116,10 @@ const VALID: &[(&[u8], &str)] = &[
     (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\nA\r\n0123456789\r\n000\r\n\r\n", "Post /up ? Http11 chunked=0123456789"),
     (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked ,\r\n\r\n0002\r\nhi\r\n0\r\n\r\n", "Post /up ? Http11 chunked=hi"),
     (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", "Post /up ? Http11 chunked=hi"),
-    // Extensions (BWS, tokens, quoted strings) and trailers are checked, then dropped.
-    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value;flag\r\nhello\r\n1 ; q = \"a \\\" b;\" \r\n!\r\n0;last\r\nExpires: never\r\nX-Sum:1\r\n\r\n", "Post /up ? Http11 chunked=hello!"),
-    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nhi\r\n0\r\nX-Empty:\r\n\r\n", "Post /up ? Http11 chunked=hi"),
+    // Extensions (BWS, tokens, quoted strings) and trailers are checked, then dropped. BWS may
+    // stand before ";" and around "=" (RFC 9112 §7.1.1), never at the end of the line.
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value;flag\r\nhello\r\n1 ; q = \"a \\\" b;\"\r\n!\r\n0;last\r\nExpires: never\r\nX-Sum:1\r\n\r\n", "Post /up ? Http11 chunked=hello!"),
+    (b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a\r\nhi\r\n0\t;b =c\r\nX-Empty:\r\n\r\n", "Post /up ? Http11 chunked=hi"),
 ];
 
 #[test]
@@ -357,6 +358,34 @@ const INVALID: &[(&[u8], u16, &str)] = &[
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX0\r\n\r\n",
         400,
         "chunk data not followed by CRLF",
+    ),
+    // Whitespace after a chunk size with no extension after it: the grammar has none there
+    // (BWS stands only before ";" and around "=", RFC 9112 §7.1.1), and parsers that skip it
+    // and parsers that refuse it would frame the body differently.
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+        400,
+        "whitespace at the end of a chunk size line",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\t\r\nhello\r\n0\r\n\r\n",
+        400,
+        "whitespace at the end of a chunk size line",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0 \r\n\r\n",
+        400,
+        "whitespace at the end of a chunk size line",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a \r\nx\r\n0\r\n\r\n",
+        400,
+        "whitespace at the end of a chunk size line",
+    ),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"b\"\t\r\nx\r\n0\r\n\r\n",
+        400,
+        "whitespace at the end of a chunk size line",
     ),
     (
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n",
