@@ -208,6 +208,33 @@ fn cases() -> Vec<Case> {
             400,
             "two Host headers",
         ),
+        // 400: malformed request-targets (RFC 9112 section 3: an invalid request-line gets 400).
+        // The asterisk-form is for OPTIONS alone (3.2.4); no form has a fragment (3.2); a URI is
+        // ASCII, anything else percent-encoded (RFC 3986 section 2).
+        case(
+            "GET with the asterisk-form",
+            format!("GET * HTTP/1.1\r\nHost: tether.test\r\n\r\n{NEXT}"),
+            400,
+            "asterisk-form",
+        ),
+        case(
+            "a fragment in the target",
+            format!("GET /plaintext#top HTTP/1.1\r\nHost: tether.test\r\n\r\n{NEXT}"),
+            400,
+            "fragment (#) in the request-target",
+        ),
+        case(
+            "raw UTF-8 in the target",
+            format!("GET /caf\u{e9} HTTP/1.1\r\nHost: tether.test\r\n\r\n{NEXT}"),
+            400,
+            "non-ASCII byte in the request-target",
+        ),
+        case(
+            "a byte that is not UTF-8 in the target",
+            [&b"GET /\xe9 HTTP/1.1\r\nHost: tether.test\r\n\r\n"[..], NEXT.as_bytes()].concat(),
+            400,
+            "invalid request-target",
+        ),
         // 400: not HTTP at all.
         case(
             "a TLS handshake on the plain port",

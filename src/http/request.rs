@@ -88,7 +88,8 @@ pub enum Body<'b> {
 pub struct Request<'b> {
     pub method: Method<'b>,
     /// The path of the target, without the query: `/p` for both `/p?q` and
-    /// `http://h/p?q`, `/` for `http://h`, and `*` for asterisk-form.
+    /// `http://h/p?q`, `/` for `http://h`, and `*` for asterisk-form (only
+    /// with OPTIONS). Always ASCII, without `#`.
     pub path: &'b str,
     /// What follows the first `?` of the target, or `""`.
     pub query: &'b str,
@@ -205,6 +206,12 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
     if target_len(&head, window) > limits.max_uri_bytes {
         return Err(HttpError::UriTooLong);
     }
+    // The request line is judged as soon as httparse has read it whole, without waiting for
+    // the fields: nothing after it can repair a bad target.
+    let line = match (head.method, head.path, head.version) {
+        (Some(method), Some(target), Some(minor)) => Some(request_line(method, target, minor)?),
+        _ => None,
+    };
     let head_full = input.len() >= limits.max_head_bytes;
     let head_len = match parsed {
         Ok(Status::Complete(len)) => len,
@@ -218,21 +225,10 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
     if !crlf_line_ends(&head, &window[..head_len]) {
         return Err(bad!("bare LF as a line ending"));
     }
-    // httparse fills all three on success.
-    let (Some(method), Some(target), Some(minor)) = (head.method, head.path, head.version) else {
+    // httparse fills the request line on success.
+    let Some(RequestLine { method, path, query, version }) = line else {
         return Err(bad!("malformed request line"));
     };
-    let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
-    let method = match method {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "POST" => Method::Post,
-        // CONNECT carries an authority-form target and turns the connection
-        // into a tunnel (RFC 9110 §9.3.6); neither is implemented.
-        "CONNECT" => return Err(HttpError::NotImplemented("not implemented: CONNECT")),
-        other => Method::Other(other),
-    };
-    let (path, query) = split_target(target)?;
     let fields = Fields::scan(head.headers)?;
     // RFC 9112 §3.2: an HTTP/1.1 request without Host is 400. Duplicates are
     // refused by Fields::scan for both versions.
@@ -381,15 +377,56 @@ fn header_name_error(head: &httparse::Request, window: &[u8]) -> HttpError {
     bad!("invalid header field name")
 }
 
-/// Splits the request-target (RFC 9112 §3.2) into path and query.
-fn split_target(target: &str) -> Result<(&str, &str), HttpError> {
+/// What the request line says, once its method and target are known to be served.
+struct RequestLine<'b> {
+    method: Method<'b>,
+    path: &'b str,
+    query: &'b str,
+    version: Version,
+}
+
+/// Classifies the method and splits the target of a request line that httparse has read:
+/// `minor` is the digit of `HTTP/1.x`.
+fn request_line<'b>(method: &'b str, target: &'b str, minor: u8) -> Result<RequestLine<'b>, HttpError> {
+    let method = match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        // CONNECT carries an authority-form target and turns the connection
+        // into a tunnel (RFC 9110 §9.3.6); neither is implemented.
+        "CONNECT" => return Err(HttpError::NotImplemented("not implemented: CONNECT")),
+        other => Method::Other(other),
+    };
+    let (path, query) = split_target(method, target)?;
+    let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
+    Ok(RequestLine { method, path, query, version })
+}
+
+/// Splits the request-target (RFC 9112 §3.2) into path and query, after checking that it is
+/// a URI (RFC 3986) in a form that `method` may use. RFC 9112 §3: an invalid request-line
+/// gets 400.
+fn split_target<'b>(method: Method, target: &'b str) -> Result<(&'b str, &'b str), HttpError> {
+    // httparse lets through two things that no request-target holds: bytes above 0x7F (when
+    // they are UTF-8), where RFC 3986 §2 has only ASCII, and '#': no form has a fragment
+    // (RFC 3986 §4.3), a client strips it. Read as they come, they would reach the router as
+    // a path that no client meant.
+    if !target.is_ascii() {
+        return Err(bad!("non-ASCII byte in the request-target (percent-encode it)"));
+    }
+    if target.contains('#') {
+        return Err(bad!("fragment (#) in the request-target"));
+    }
     // origin-form, the usual case.
     if target.starts_with('/') {
         return Ok(target.split_once('?').unwrap_or((target, "")));
     }
-    // asterisk-form (OPTIONS *); routing decides what it means.
+    // asterisk-form is a server-wide OPTIONS and nothing else (RFC 9112 §3.2.4); routing
+    // decides what it means.
     if target == "*" {
-        return Ok(("*", ""));
+        return match method {
+            Method::Other("OPTIONS") => Ok(("*", "")),
+            _ => Err(bad!("asterisk-form (*) is only for OPTIONS")),
+        };
     }
     // absolute-form: the server must accept it (RFC 9112 §3.2.2) and use its
     // authority in place of Host, which this server does not need.
