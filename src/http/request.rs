@@ -34,6 +34,7 @@ use httparse::Status;
 
 use super::chunked::walk_chunked;
 use super::grammar::{is_host_byte, is_tchar};
+use super::target::split_target;
 
 /// The most header fields a request may have; more is 431.
 const MAX_HEADERS: usize = 64;
@@ -400,61 +401,6 @@ fn request_line<'b>(method: &'b str, target: &'b str, minor: u8) -> Result<Reque
     let (path, query) = split_target(method, target)?;
     let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
     Ok(RequestLine { method, path, query, version })
-}
-
-/// Splits the request-target (RFC 9112 §3.2) into path and query, after checking that it is
-/// a URI (RFC 3986) in a form that `method` may use. RFC 9112 §3: an invalid request-line
-/// gets 400.
-fn split_target<'b>(method: Method, target: &'b str) -> Result<(&'b str, &'b str), HttpError> {
-    // httparse lets through two things that no request-target holds: bytes above 0x7F (when
-    // they are UTF-8), where RFC 3986 §2 has only ASCII, and '#': no form has a fragment
-    // (RFC 3986 §4.3), a client strips it. Read as they come, they would reach the router as
-    // a path that no client meant.
-    if !target.is_ascii() {
-        return Err(bad!("non-ASCII byte in the request-target (percent-encode it)"));
-    }
-    if target.contains('#') {
-        return Err(bad!("fragment (#) in the request-target"));
-    }
-    // origin-form, the usual case.
-    if target.starts_with('/') {
-        return Ok(target.split_once('?').unwrap_or((target, "")));
-    }
-    // asterisk-form is a server-wide OPTIONS and nothing else (RFC 9112 §3.2.4); routing
-    // decides what it means.
-    if target == "*" {
-        return match method {
-            Method::Other("OPTIONS") => Ok(("*", "")),
-            _ => Err(bad!("asterisk-form (*) is only for OPTIONS")),
-        };
-    }
-    // absolute-form: the server must accept it (RFC 9112 §3.2.2) and use its
-    // authority in place of Host, which this server does not need.
-    let Some(rest) = strip_scheme(target) else {
-        return Err(bad!("request-target is not origin-form, absolute-form or *"));
-    };
-    let (authority, path_query) = match rest.find(['/', '?']) {
-        Some(end) => rest.split_at(end),
-        None => (rest, ""),
-    };
-    // RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid. Userinfo
-    // ('@') is refused too (RFC 9110 §4.2.4), by is_host_byte.
-    if authority.is_empty() || !authority.bytes().all(is_host_byte) {
-        return Err(bad!("invalid authority in the request-target"));
-    }
-    Ok(match path_query.strip_prefix('?') {
-        Some(query) => ("/", query),
-        None if path_query.is_empty() => ("/", ""),
-        None => path_query.split_once('?').unwrap_or((path_query, "")),
-    })
-}
-
-/// The rest of an `http://` or `https://` target; schemes are case-insensitive (RFC 3986 §3.1).
-fn strip_scheme(target: &str) -> Option<&str> {
-    ["http://", "https://"].iter().find_map(|scheme| {
-        let prefix = target.get(..scheme.len())?;
-        prefix.eq_ignore_ascii_case(scheme).then(|| &target[scheme.len()..])
-    })
 }
 
 /// What the header section says about routing, framing and persistence, and whether the
