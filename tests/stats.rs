@@ -320,3 +320,14 @@ fn metrics_pass_promtool_check() {
         response.text()
     );
 }
+
+#[test]
+fn the_cost_view_is_never_cached() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    for path in ["/stats", "/metrics"] {
+        let response = client.get(path);
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.header("Cache-Control"), Some("no-store"), "{path}: {response:?}");
+    }
+}

@@ -150,11 +150,11 @@ impl Server {
             Route::Plaintext => Response::new(Status::OK, "text/plain", b"Hello, World!"),
             Route::Stats => {
                 body = self.snapshot().to_json();
-                Response::new(Status::OK, "application/json", body.as_bytes())
+                Response::new(Status::OK, "application/json", body.as_bytes()).with_headers(response::NO_STORE)
             }
             Route::Metrics => {
                 body = self.snapshot().to_prometheus();
-                Response::new(Status::OK, "text/plain; version=0.0.4", body.as_bytes())
+                Response::new(Status::OK, "text/plain; version=0.0.4", body.as_bytes()).with_headers(response::NO_STORE)
             }
             Route::Publish(topic) => match self.publish(req, topic) {
                 Ok(json) => {
