@@ -101,9 +101,9 @@ fn chunk_size_line(b: &[u8]) -> Result<Option<(u64, usize)>, HttpError> {
         return wait_unless(rest.len() > MAX_CHUNK_EXT, bad!("chunk extension too long"));
     };
     let ext = &rest[..ext_len];
-    // The one place where a lenient parser skips what the grammar does not have (`5 \r\n`):
-    // refused, with its own message, because a peer that stops at the space frames the body
-    // differently.
+    // Whitespace that ends the line (`5 \r\n`) is in no production: a lenient parser skips it,
+    // a strict one stops at it, and the two frame the body differently. Refused, with its own
+    // message.
     if ext.last().is_some_and(|&c| c == b' ' || c == b'\t') {
         return Err(bad!("whitespace at the end of a chunk size line"));
     }
