@@ -121,51 +121,52 @@ pub struct Sockstat {
 }
 
 impl Snapshot {
-    /// The figures in `/stats` order: (JSON path, value and kind). `/metrics` derives its names
-    /// and types from the same entries, so adding a figure here adds it to both formats.
-    fn figures(&self) -> Vec<(&'static str, Figure)> {
+    /// The figures in `/stats` order: (JSON path, value and kind, `# HELP` text). `/metrics`
+    /// derives its names and types from the same entries ([`metric`]), so adding a figure here
+    /// adds it to both formats, and no figure comes without its description.
+    fn figures(&self) -> Vec<(&'static str, Figure, &'static str)> {
         use Figure::{Counter, Float, Gauge};
         let (s, t, c, p) = (&self.by_state, &self.totals, &self.totals.closed, &self.polls);
         vec![
-            ("uptime_secs", Float(self.uptime_secs)),
-            ("fds.open", Gauge(self.fds_open)),
-            ("fds.limit", Gauge(self.fds_limit)),
-            ("fds.exhausted", Counter(t.fds_exhausted)),
-            ("connections.open", Gauge(self.connections_open)),
-            ("connections.reading", Gauge(s.reading)),
-            ("connections.idle", Gauge(s.idle)),
-            ("connections.held", Gauge(s.held)),
-            ("connections.writing", Gauge(s.writing)),
-            ("connections.closing", Gauge(s.closing)),
-            ("totals.accepted", Counter(t.accepted)),
-            ("totals.requests", Counter(t.requests)),
-            ("totals.reused", Counter(t.reused)),
-            ("totals.rejected", Counter(t.rejected)),
-            ("totals.closed.by_client", Counter(c.by_client)),
-            ("totals.closed.idle_timeout", Counter(c.idle_timeout)),
-            ("totals.closed.header_timeout", Counter(c.header_timeout)),
-            ("totals.closed.write_timeout", Counter(c.write_timeout)),
-            ("totals.closed.max_requests", Counter(c.max_requests)),
-            ("totals.closed.reclaimed", Counter(c.reclaimed)),
-            ("totals.closed.error", Counter(c.error)),
-            ("totals.closed.drain", Counter(c.drain)),
-            ("totals.closed.rejected", Counter(c.rejected)),
-            ("polls.held", Gauge(p.held)),
-            ("polls.answered", Counter(p.answered)),
-            ("polls.timed_out", Counter(p.timed_out)),
-            ("polls.rejected", Counter(p.rejected)),
-            ("polls.last_fanout_woken", Gauge(p.last_fanout_woken)),
-            ("polls.last_fanout_us", Gauge(p.last_fanout_us)),
-            ("topics.count", Gauge(self.topics)),
-            ("topics.messages", Gauge(self.messages)),
-            ("timers.armed", Gauge(self.timers_armed)),
-            ("memory.rss_bytes", Gauge(self.rss_bytes)),
-            ("memory.connection_bytes", Gauge(self.connection_bytes)),
-            ("memory.buffer_bytes", Gauge(self.buffer_bytes)),
-            ("memory.pool_bytes", Gauge(self.pool_bytes)),
-            ("kernel.tcp_inuse", Gauge(self.kernel.tcp_inuse)),
-            ("kernel.tcp_time_wait", Gauge(self.kernel.tcp_time_wait)),
-            ("kernel.tcp_mem_bytes", Gauge(self.kernel.tcp_mem_bytes)),
+            ("uptime_secs", Float(self.uptime_secs), "Seconds since the server started."),
+            ("fds.open", Gauge(self.fds_open), "Descriptors open in the process."),
+            ("fds.limit", Gauge(self.fds_limit), "The soft RLIMIT_NOFILE, which accept runs into."),
+            ("fds.exhausted", Counter(t.fds_exhausted), "accept calls that failed for want of a descriptor."),
+            ("connections.open", Gauge(self.connections_open), "Connections open, in any state."),
+            ("connections.reading", Gauge(s.reading), "Connections reading (the rest of) a request."),
+            ("connections.idle", Gauge(s.idle), "Keep-alive connections between requests."),
+            ("connections.held", Gauge(s.held), "Connections held in a long poll."),
+            ("connections.writing", Gauge(s.writing), "Connections with output the socket has not taken."),
+            ("connections.closing", Gauge(s.closing), "Connections past their last answer, awaiting FIN."),
+            ("totals.accepted", Counter(t.accepted), "Connections accepted, those answered 503 included."),
+            ("totals.requests", Counter(t.requests), "Requests answered, error answers included."),
+            ("totals.reused", Counter(t.reused), "Requests on a connection that had served one."),
+            ("totals.rejected", Counter(t.rejected), "Connections answered 503 at a limit."),
+            ("totals.closed.by_client", Counter(c.by_client), "Closed: the client hung up or asked to."),
+            ("totals.closed.idle_timeout", Counter(c.idle_timeout), "Closed: idle for --idle-timeout."),
+            ("totals.closed.header_timeout", Counter(c.header_timeout), "Closed after a 408."),
+            ("totals.closed.write_timeout", Counter(c.write_timeout), "Closed: no output taken in time."),
+            ("totals.closed.max_requests", Counter(c.max_requests), "Closed after --max-requests."),
+            ("totals.closed.reclaimed", Counter(c.reclaimed), "Closed idle, to make room at a limit."),
+            ("totals.closed.error", Counter(c.error), "Closed: a malformed request, a failed I/O."),
+            ("totals.closed.drain", Counter(c.drain), "Closed by a graceful shutdown."),
+            ("totals.closed.rejected", Counter(c.rejected), "Closed after a 503 at a limit."),
+            ("polls.held", Gauge(p.held), "Long polls held now."),
+            ("polls.answered", Counter(p.answered), "Long polls answered with messages or reset."),
+            ("polls.timed_out", Counter(p.timed_out), "Long polls answered with timeout."),
+            ("polls.rejected", Counter(p.rejected), "Long polls answered 503 at --max-held."),
+            ("polls.last_fanout_woken", Gauge(p.last_fanout_woken), "Polls woken by the last publish that woke any."),
+            ("polls.last_fanout_us", Gauge(p.last_fanout_us), "Time from the last waking publish to its last answer."),
+            ("topics.count", Gauge(self.topics), "Topics that exist."),
+            ("topics.messages", Gauge(self.messages), "Messages retained in all topics."),
+            ("timers.armed", Gauge(self.timers_armed), "Deadlines in the timer wheel."),
+            ("memory.rss_bytes", Gauge(self.rss_bytes), "Resident set size of the process."),
+            ("memory.connection_bytes", Gauge(self.connection_bytes), "The connection table and its indexes."),
+            ("memory.buffer_bytes", Gauge(self.buffer_bytes), "I/O buffers lent to connections."),
+            ("memory.pool_bytes", Gauge(self.pool_bytes), "Empty I/O buffers kept for reuse."),
+            ("kernel.tcp_inuse", Gauge(self.kernel.tcp_inuse), "TCP sockets in use on the host."),
+            ("kernel.tcp_time_wait", Gauge(self.kernel.tcp_time_wait), "TCP sockets in TIME_WAIT on the host."),
+            ("kernel.tcp_mem_bytes", Gauge(self.kernel.tcp_mem_bytes), "TCP socket buffers on the host."),
         ]
     }
 
@@ -175,7 +176,7 @@ impl Snapshot {
         let mut open: Vec<&str> = Vec::new(); // the objects currently open, outermost first
         out.push('{');
         let mut first_in_object = true;
-        for (path, value) in self.figures() {
+        for (path, value, _) in self.figures() {
             let parts: Vec<&str> = path.split('.').collect();
             let (parents, leaf) = parts.split_at(parts.len() - 1);
             let shared = open.iter().zip(parents).take_while(|(a, b)| a == b).count();
@@ -205,16 +206,43 @@ impl Snapshot {
         out
     }
 
-    /// The `/metrics` document: each figure as `tether_<path with dots as underscores>`.
+    /// The `/metrics` document (Prometheus text format 0.0.4): for each figure its `# HELP`,
+    /// its `# TYPE` and one sample, as [`metric`] names it.
     pub fn to_prometheus(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        for (path, value) in self.figures() {
-            let name = format!("tether_{}", path.replace('.', "_"));
-            let kind = if let Figure::Counter(_) = value { "counter" } else { "gauge" };
-            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
+        let mut out = String::with_capacity(8192);
+        for (path, figure, help) in self.figures() {
+            let (name, value) = metric(path, figure);
+            let kind = if let Figure::Counter(_) = figure { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
         out
     }
+}
+
+/// A figure's Prometheus name and sample value. The name is `tether_` and the `/stats` path with
+/// dots as underscores, changed where Prometheus' naming conventions ask (docs/costs.md lists
+/// every name):
+/// - a counter ends in `_total`, which replaces the `totals.` group that says the same;
+/// - time is in seconds, spelled out: `_secs` becomes `_seconds`, and so does `_us`, whose value
+///   is divided by 10^6;
+/// - `_count` names a histogram's sample count, so a trailing `.count` is dropped.
+fn metric(path: &str, figure: Figure) -> (String, String) {
+    let path = match figure {
+        Figure::Counter(_) => path.strip_prefix("totals.").unwrap_or(path),
+        _ => path,
+    };
+    let stem = path.replace('.', "_");
+    let (stem, value) = if let Some(stem) = stem.strip_suffix("_secs") {
+        (format!("{stem}_seconds"), figure.to_string())
+    } else if let (Some(stem), Figure::Counter(us) | Figure::Gauge(us)) = (stem.strip_suffix("_us"), figure) {
+        // Exact as f64 below 2^53 us (285 years); `to_string` prints the fewest digits that
+        // read back as the same number.
+        (format!("{stem}_seconds"), (us as f64 / 1e6).to_string())
+    } else {
+        (stem.strip_suffix("_count").unwrap_or(&stem).to_string(), figure.to_string())
+    };
+    let total = if let Figure::Counter(_) = figure { "_total" } else { "" };
+    (format!("tether_{stem}{total}"), value)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -318,16 +346,54 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_names_follow_the_json_paths() {
+    fn prometheus_names_follow_the_conventions() {
+        use Figure::{Counter, Float, Gauge};
+        // (path, figure, name, value)
+        let table = [
+            ("totals.requests", Counter(42), "tether_requests_total", "42"),
+            ("totals.closed.idle_timeout", Counter(3), "tether_closed_idle_timeout_total", "3"),
+            ("fds.exhausted", Counter(1), "tether_fds_exhausted_total", "1"),
+            ("connections.idle", Gauge(2), "tether_connections_idle", "2"),
+            ("memory.rss_bytes", Gauge(4096), "tether_memory_rss_bytes", "4096"),
+            ("uptime_secs", Float(1.5), "tether_uptime_seconds", "1.500"),
+            ("polls.last_fanout_us", Gauge(1234), "tether_polls_last_fanout_seconds", "0.001234"),
+            ("polls.last_fanout_us", Gauge(0), "tether_polls_last_fanout_seconds", "0"),
+            ("topics.count", Gauge(7), "tether_topics", "7"),
+        ];
+        for (path, figure, name, value) in table {
+            assert_eq!(metric(path, figure), (name.to_string(), value.to_string()), "{path}");
+        }
         let mut snapshot = Snapshot::default();
         snapshot.totals.requests = 42;
-        snapshot.by_state.idle = 2;
         let text = snapshot.to_prometheus();
-        assert!(text.contains("# TYPE tether_totals_requests counter\ntether_totals_requests 42\n"));
-        assert!(text.contains("# TYPE tether_connections_idle gauge\ntether_connections_idle 2\n"));
-        assert!(text.contains("# TYPE tether_polls_held gauge\n"));
-        assert!(text.contains("# TYPE tether_fds_exhausted counter\n"));
+        assert!(text.contains(
+            "# HELP tether_requests_total Requests answered, error answers included.\n\
+             # TYPE tether_requests_total counter\ntether_requests_total 42\n"
+        ));
     }
+
+    #[test]
+    fn every_metric_is_named_typed_and_described_as_prometheus_asks() {
+        let text = Snapshot::default().to_prometheus();
+        let mut names = std::collections::BTreeSet::new();
+        for (path, figure, help) in Snapshot::default().figures() {
+            let (name, _) = metric(path, figure);
+            // The text format's name grammar, and no unit abbreviations or reserved suffixes.
+            let mut chars = name.chars();
+            assert!(chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_'), "{name}");
+            assert!(chars.all(|c| c.is_ascii_alphanumeric() || c == '_'), "{name}");
+            assert!(!["_secs", "_us", "_ms", "_count", "_sum", "_bucket"].iter().any(|s| name.ends_with(s)), "{name}");
+            assert_eq!(name.ends_with("_total"), matches!(figure, Figure::Counter(_)), "{name}");
+            assert!(names.insert(name.clone()), "{name} twice");
+            // HELP text is one line and needs no escaping.
+            assert!(!help.is_empty() && !help.contains(['\\', '\n']), "{name}: {help:?}");
+            assert!(text.contains(&format!("# HELP {name} {help}\n# TYPE {name} ")), "{name}");
+            // docs/costs.md lists every name.
+            assert!(COSTS_DOC.contains(&format!("`{name}`")), "docs/costs.md does not list {name}");
+        }
+    }
+
+    const COSTS_DOC: &str = include_str!("../docs/costs.md");
 
     #[test]
     fn proc_readers_see_this_process() {

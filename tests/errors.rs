@@ -155,6 +155,20 @@ fn cases() -> Vec<Case> {
             400,
             "chunk data not followed by CRLF",
         ),
+        // Whitespace after a chunk size is in no production: BWS stands only before ";" and
+        // around "=" (RFC 9112 section 7.1.1). Skipping it would be a reading; refuse it.
+        case(
+            "a chunk size followed by whitespace",
+            chunked("5 \r\nhello\r\n0\r\n\r\n"),
+            400,
+            "whitespace at the end of a chunk size line",
+        ),
+        case(
+            "a chunk extension followed by whitespace",
+            chunked("5;a=b\t\r\nhello\r\n0\r\n\r\n"),
+            400,
+            "whitespace at the end of a chunk size line",
+        ),
         case("a chunk extension over 1024 bytes", long_extension, 400, "chunk extension too long"),
         case("a trailer section over --max-head-bytes", long_trailers, 400, "trailer section too large"),
         // 400: field lines that another parser could read differently: whitespace before the
@@ -193,6 +207,33 @@ fn cases() -> Vec<Case> {
             "GET /plaintext HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
             400,
             "two Host headers",
+        ),
+        // 400: malformed request-targets (RFC 9112 section 3: an invalid request-line gets 400).
+        // The asterisk-form is for OPTIONS alone (3.2.4); no form has a fragment (3.2); a URI is
+        // ASCII, anything else percent-encoded (RFC 3986 section 2).
+        case(
+            "GET with the asterisk-form",
+            format!("GET * HTTP/1.1\r\nHost: tether.test\r\n\r\n{NEXT}"),
+            400,
+            "asterisk-form",
+        ),
+        case(
+            "a fragment in the target",
+            format!("GET /plaintext#top HTTP/1.1\r\nHost: tether.test\r\n\r\n{NEXT}"),
+            400,
+            "fragment (#) in the request-target",
+        ),
+        case(
+            "raw UTF-8 in the target",
+            format!("GET /caf\u{e9} HTTP/1.1\r\nHost: tether.test\r\n\r\n{NEXT}"),
+            400,
+            "non-ASCII byte in the request-target",
+        ),
+        case(
+            "a byte that is not UTF-8 in the target",
+            [&b"GET /\xe9 HTTP/1.1\r\nHost: tether.test\r\n\r\n"[..], NEXT.as_bytes()].concat(),
+            400,
+            "invalid request-target",
         ),
         // 400: not HTTP at all.
         case(

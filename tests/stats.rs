@@ -5,6 +5,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use common::{assert_accounting, num, Client, Server};
 use serde_json::Value;
@@ -194,8 +196,50 @@ fn leaf_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The `/metrics` name of a `/stats` figure, by the rule docs/costs.md states: `tether_` and the
+/// path with dots as underscores; a counter ends in `_total`, which replaces the `totals.` group;
+/// time is in seconds, spelled out; `_count` is left to histograms.
+fn metric_name(path: &str, counter: bool) -> String {
+    let path = if counter { path.strip_prefix("totals.").unwrap_or(path) } else { path };
+    let stem = path.replace('.', "_");
+    let stem = match ["_secs", "_us", "_count"].iter().find_map(|unit| Some((stem.strip_suffix(unit)?, unit))) {
+        Some((stem, &"_count")) => stem.to_string(),
+        Some((stem, _)) => format!("{stem}_seconds"),
+        None => stem,
+    };
+    format!("tether_{stem}{}", if counter { "_total" } else { "" })
+}
+
+/// One metric family of the text format: its `# HELP` text, `# TYPE` and sample values.
+#[derive(Debug, Default)]
+struct Family {
+    help: Option<String>,
+    kind: Option<String>,
+    samples: Vec<f64>,
+}
+
+/// Reads a `/metrics` body: every line a `# HELP`, a `# TYPE` or a `name value` sample.
+fn families(text: &str) -> BTreeMap<String, Family> {
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    for line in text.lines() {
+        let malformed = || panic!("malformed line {line:?}");
+        if let Some(help) = line.strip_prefix("# HELP ") {
+            let (name, help) = help.split_once(' ').unwrap_or_else(malformed);
+            families.entry(name.into()).or_default().help = Some(help.into());
+        } else if let Some(declaration) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = declaration.split_once(' ').unwrap_or_else(malformed);
+            families.entry(name.into()).or_default().kind = Some(kind.into());
+        } else {
+            let (name, value) = line.split_once(' ').unwrap_or_else(malformed);
+            let value = value.parse().unwrap_or_else(|_| panic!("sample {line:?} is not a number"));
+            families.entry(name.into()).or_default().samples.push(value);
+        }
+    }
+    families
+}
+
 #[test]
-fn metrics_name_every_stats_figure() {
+fn metrics_name_every_stats_figure_by_the_documented_rule() {
     let server = Server::start(&[]);
     let mut client = server.connect();
     for _ in 0..3 {
@@ -204,40 +248,86 @@ fn metrics_name_every_stats_figure() {
     let response = client.get("/metrics");
     assert_eq!(response.status, 200);
     assert!(response.header("Content-Type").is_some_and(|t| t.starts_with("text/plain")), "{response:?}");
-
-    // Prometheus text format: `# TYPE name kind` lines and `name value` samples.
-    let mut samples = BTreeMap::new();
-    let mut kinds = BTreeMap::new();
-    for line in response.text().lines() {
-        if let Some(declaration) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = declaration.split_once(' ').unwrap_or_else(|| panic!("malformed TYPE line {line:?}"));
-            kinds.insert(name.to_string(), kind.to_string());
-        } else if !line.starts_with('#') && !line.is_empty() {
-            let (name, value) = line.split_once(' ').unwrap_or_else(|| panic!("malformed sample {line:?}"));
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("sample {line:?} is not a number"));
-            samples.insert(name.to_string(), value);
-        }
-    }
+    let families = families(response.text());
+    let sample = |name: &str| match families.get(name).map(|family| family.samples.as_slice()) {
+        Some(&[value]) => value,
+        other => panic!("{name}: {other:?}"),
+    };
     // The requests so far: three /plaintext and this /metrics.
-    assert_eq!(samples.get("tether_totals_requests"), Some(&4.0), "{samples:?}");
-    assert_eq!(samples.get("tether_totals_reused"), Some(&3.0), "{samples:?}");
-    assert_eq!(samples.get("tether_totals_accepted"), Some(&1.0), "{samples:?}");
-    assert_eq!(samples.get("tether_connections_open"), Some(&1.0), "{samples:?}");
-    assert_eq!(samples.get("tether_connections_reading"), Some(&1.0), "{samples:?}");
+    assert_eq!(sample("tether_requests_total"), 4.0);
+    assert_eq!(sample("tether_reused_total"), 3.0);
+    assert_eq!(sample("tether_accepted_total"), 1.0);
+    assert_eq!(sample("tether_connections_open"), 1.0);
+    assert_eq!(sample("tether_connections_reading"), 1.0);
+    assert!(sample("tether_uptime_seconds") >= 0.0);
 
-    // Every figure of /stats has a sample named after its path, declared with a type.
+    // Every figure of /stats is one metric, named by the rule, with a description and a type;
+    // and there is no other metric.
+    let stats = client.stats();
     let mut paths = Vec::new();
-    leaf_paths(&client.stats(), "", &mut paths);
+    leaf_paths(&stats, "", &mut paths);
     assert!(paths.len() >= 30, "{paths:?}");
-    for path in paths {
-        let name = format!("tether_{}", path.replace('.', "_"));
-        assert!(samples.contains_key(&name), "/metrics lacks {name} (from /stats {path})");
-        let kind = kinds.get(&name).map(String::as_str);
-        let expected = if path.starts_with("totals.") { "counter" } else { "gauge" };
+    let mut named = Vec::new();
+    for path in &paths {
+        let counter = path.starts_with("totals.") || families.contains_key(&metric_name(path, true));
+        let name = metric_name(path, counter);
+        let family = families.get(&name).unwrap_or_else(|| panic!("/metrics lacks {name} (from /stats {path})"));
+        assert!(family.help.as_ref().is_some_and(|help| !help.trim().is_empty()), "HELP of {name}: {family:?}");
+        assert_eq!(family.samples.len(), 1, "{name}: {family:?}");
+        let expected = if counter { "counter" } else { "gauge" };
+        assert_eq!(family.kind.as_deref(), Some(expected), "TYPE of {name}");
         if path.starts_with("totals.") || path.starts_with("connections.") {
-            assert_eq!(kind, Some(expected), "TYPE of {name}");
-        } else {
-            assert!(matches!(kind, Some("counter" | "gauge")), "TYPE of {name}: {kind:?}");
+            assert_eq!(counter, path.starts_with("totals."), "{path} is a {expected}");
         }
+        named.push(name);
+    }
+    named.sort();
+    assert_eq!(named, families.keys().cloned().collect::<Vec<_>>(), "metrics without a /stats figure");
+}
+
+/// `promtool check metrics` (from Prometheus) on the live `/metrics` body: the text format
+/// parses, and the names and help follow Prometheus' conventions (counters end in `_total`,
+/// base units spelled out, every metric described).
+#[test]
+fn metrics_pass_promtool_check() {
+    let server = Server::start(&[]);
+    let response = server.connect().get("/metrics");
+    assert_eq!(response.status, 200, "{response:?}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool could not be run ({e}); it checks /metrics against Prometheus' conventions. \
+                 Run the tests with `bash tests/run`, which installs it (Debian package prometheus), \
+                 or put promtool on PATH"
+            )
+        });
+    // promtool reads to EOF, which dropping stdin gives it, then exits.
+    let mut stdin = promtool.stdin.take().expect("stdin is piped");
+    stdin.write_all(&response.body).expect("promtool reads its input");
+    drop(stdin);
+    let output = promtool.wait_with_output().expect("promtool runs to its end");
+    assert!(
+        output.status.success(),
+        "promtool check metrics refused /metrics ({}):\n{}{}\n--- the body:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        response.text()
+    );
+}
+
+#[test]
+fn the_cost_view_is_never_cached() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    for path in ["/stats", "/metrics"] {
+        let response = client.get(path);
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.header("Cache-Control"), Some("no-store"), "{path}: {response:?}");
     }
 }

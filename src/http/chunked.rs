@@ -100,7 +100,14 @@ fn chunk_size_line(b: &[u8]) -> Result<Option<(u64, usize)>, HttpError> {
     let Some(ext_len) = rest.iter().take(MAX_CHUNK_EXT + 1).position(|&c| c == b'\r' || c == b'\n') else {
         return wait_unless(rest.len() > MAX_CHUNK_EXT, bad!("chunk extension too long"));
     };
-    if !chunk_ext_ok(&rest[..ext_len]) {
+    let ext = &rest[..ext_len];
+    // Whitespace that ends the line (`5 \r\n`) is in no production: a lenient parser skips it,
+    // a strict one stops at it, and the two frame the body differently. Refused, with its own
+    // message.
+    if ext.last().is_some_and(|&c| c == b' ' || c == b'\t') {
+        return Err(bad!("whitespace at the end of a chunk size line"));
+    }
+    if !chunk_ext_ok(ext) {
         return Err(bad!("invalid chunk extension"));
     }
     let line_end = crlf(rest, ext_len, bad!("chunk size line not ended by CRLF"))?;
@@ -120,29 +127,33 @@ fn crlf(b: &[u8], at: usize, error: HttpError) -> Result<Option<usize>, HttpErro
 
 /// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`
 /// (RFC 9112 §7.1.1). Extensions are ignored, but only after checking that
-/// nothing but this grammar hides in them. Trailing whitespace is tolerated.
+/// nothing but this grammar hides in them. BWS stands only before a `;` or
+/// around an `=`, so whitespace that ends the line is refused.
 fn chunk_ext_ok(mut ext: &[u8]) -> bool {
-    loop {
-        ext = skip_ows(ext);
-        let Some(rest) = ext.strip_prefix(b";") else {
-            return ext.is_empty();
-        };
-        let Some(rest) = skip_token(skip_ows(rest)) else {
+    while !ext.is_empty() {
+        let Some(rest) = skip_ows(ext).strip_prefix(b";") else {
             return false;
         };
-        ext = skip_ows(rest);
-        if let Some(rest) = ext.strip_prefix(b"=") {
-            let rest = skip_ows(rest);
-            let value = match rest.first() {
-                Some(b'"') => skip_quoted_string(rest),
-                _ => skip_token(rest),
-            };
-            let Some(rest) = value else {
-                return false;
-            };
-            ext = rest;
-        }
+        let Some(after_name) = skip_token(skip_ows(rest)) else {
+            return false;
+        };
+        // Whitespace after the name belongs to an `=` or to the next `;`.
+        ext = match skip_ows(after_name).strip_prefix(b"=") {
+            Some(rest) => {
+                let rest = skip_ows(rest);
+                let value = match rest.first() {
+                    Some(b'"') => skip_quoted_string(rest),
+                    _ => skip_token(rest),
+                };
+                let Some(rest) = value else {
+                    return false;
+                };
+                rest
+            }
+            None => after_name,
+        };
     }
+    true
 }
 
 /// `field-name ":" OWS field-value OWS` (RFC 9112 §5), as httparse checks a header line.
@@ -161,6 +172,34 @@ mod tests {
 
     fn walk(encoding: &[u8]) -> Result<Option<(usize, usize)>, u16> {
         walk_chunked(encoding, &LIMITS, |_| {}).map_err(|e| e.status())
+    }
+
+    #[test]
+    fn chunk_extension_grammar() {
+        // (what follows the chunk size on its line, accepted): RFC 9112 §7.1.1, where BWS
+        // stands before ";" and around "=" only.
+        let table: &[(&[u8], bool)] = &[
+            (b"", true),
+            (b";a", true),
+            (b";a=b;c", true),
+            (b" ;a", true),
+            (b"\t; a = \"q \\\" ;\" ;b", true),
+            (b" ", false),
+            (b"\t", false),
+            (b";a ", false),
+            (b";a=b\t", false),
+            (b";a=\"b\" ", false),
+            (b";", false),
+            (b"; ", false),
+            (b";a=", false),
+            (b";a b", false),
+            (b"a", false),
+            (b" a", false),
+            (b";a=\"b", false),
+        ];
+        for &(ext, accepted) in table {
+            assert_eq!(chunk_ext_ok(ext), accepted, "{:?}", String::from_utf8_lossy(ext));
+        }
     }
 
     #[test]

@@ -15,3 +15,4 @@ pub mod date;
 mod grammar;
 pub mod request;
 pub mod response;
+mod target;

@@ -8,7 +8,8 @@
 //! * **It never guesses framing.** Whatever two parsers could read two ways
 //!   (Content-Length with Transfer-Encoding, a repeated or listed
 //!   Content-Length, a coding other than one final `chunked`, a line ended by
-//!   a bare LF, obs-fold) is an error, never a best effort.
+//!   a bare LF, obs-fold, whitespace after a chunk size) is an error, never a
+//!   best effort.
 //! * **It is stateless and exact.** Nothing is kept between calls: the server
 //!   calls `parse` on its whole buffer whenever bytes arrive, and
 //!   [`Request::len`] says exactly how many bytes to drop before the next
@@ -33,6 +34,7 @@ use httparse::Status;
 
 use super::chunked::walk_chunked;
 use super::grammar::{is_host_byte, is_tchar};
+use super::target::split_target;
 
 /// The most header fields a request may have; more is 431.
 const MAX_HEADERS: usize = 64;
@@ -88,7 +90,8 @@ pub enum Body<'b> {
 pub struct Request<'b> {
     pub method: Method<'b>,
     /// The path of the target, without the query: `/p` for both `/p?q` and
-    /// `http://h/p?q`, `/` for `http://h`, and `*` for asterisk-form.
+    /// `http://h/p?q`, `/` for `http://h`, and `*` for asterisk-form (only
+    /// with OPTIONS). Always ASCII, without `#`.
     pub path: &'b str,
     /// What follows the first `?` of the target, or `""`.
     pub query: &'b str,
@@ -206,6 +209,12 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
     if target_len(&head, window) > limits.max_uri_bytes {
         return Err(HttpError::UriTooLong);
     }
+    // The request line is judged as soon as httparse has read it whole, without waiting for
+    // the fields: nothing after it can repair a bad target.
+    let line = match (head.method, head.path, head.version) {
+        (Some(method), Some(target), Some(minor)) => Some(request_line(method, target, minor)?),
+        _ => None,
+    };
     let head_full = input.len() >= limits.max_head_bytes;
     let head_len = match parsed {
         Ok(Status::Complete(len)) => len,
@@ -219,22 +228,10 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
     if !crlf_line_ends(&head, &window[..head_len]) {
         return Err(bad!("bare LF as a line ending"));
     }
-    // httparse fills all three on success.
-    let (Some(method), Some(target), Some(minor)) = (head.method, head.path, head.version) else {
+    // httparse fills the request line on success.
+    let Some(RequestLine { method, path, query, version }) = line else {
         return Err(bad!("malformed request line"));
     };
-    let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
-    let method = match method {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "POST" => Method::Post,
-        "OPTIONS" => Method::Options,
-        // CONNECT carries an authority-form target and turns the connection
-        // into a tunnel (RFC 9110 §9.3.6); neither is implemented.
-        "CONNECT" => return Err(HttpError::NotImplemented("not implemented: CONNECT")),
-        other => Method::Other(other),
-    };
-    let (path, query) = split_target(target)?;
     let fields = Fields::scan(head.headers)?;
     // RFC 9112 §3.2: an HTTP/1.1 request without Host is 400. Duplicates are
     // refused by Fields::scan for both versions.
@@ -391,43 +388,30 @@ fn header_name_error(head: &httparse::Request, window: &[u8]) -> HttpError {
     bad!("invalid header field name")
 }
 
-/// Splits the request-target (RFC 9112 §3.2) into path and query.
-fn split_target(target: &str) -> Result<(&str, &str), HttpError> {
-    // origin-form, the usual case.
-    if target.starts_with('/') {
-        return Ok(target.split_once('?').unwrap_or((target, "")));
-    }
-    // asterisk-form (OPTIONS *); routing decides what it means.
-    if target == "*" {
-        return Ok(("*", ""));
-    }
-    // absolute-form: the server must accept it (RFC 9112 §3.2.2) and use its
-    // authority in place of Host, which this server does not need.
-    let Some(rest) = strip_scheme(target) else {
-        return Err(bad!("request-target is not origin-form, absolute-form or *"));
-    };
-    let (authority, path_query) = match rest.find(['/', '?']) {
-        Some(end) => rest.split_at(end),
-        None => (rest, ""),
-    };
-    // RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid. Userinfo
-    // ('@') is refused too (RFC 9110 §4.2.4), by is_host_byte.
-    if authority.is_empty() || !authority.bytes().all(is_host_byte) {
-        return Err(bad!("invalid authority in the request-target"));
-    }
-    Ok(match path_query.strip_prefix('?') {
-        Some(query) => ("/", query),
-        None if path_query.is_empty() => ("/", ""),
-        None => path_query.split_once('?').unwrap_or((path_query, "")),
-    })
+/// What the request line says, once its method and target are known to be served.
+struct RequestLine<'b> {
+    method: Method<'b>,
+    path: &'b str,
+    query: &'b str,
+    version: Version,
 }
 
-/// The rest of an `http://` or `https://` target; schemes are case-insensitive (RFC 3986 §3.1).
-fn strip_scheme(target: &str) -> Option<&str> {
-    ["http://", "https://"].iter().find_map(|scheme| {
-        let prefix = target.get(..scheme.len())?;
-        prefix.eq_ignore_ascii_case(scheme).then(|| &target[scheme.len()..])
-    })
+/// Classifies the method and splits the target of a request line that httparse has read:
+/// `minor` is the digit of `HTTP/1.x`.
+fn request_line<'b>(method: &'b str, target: &'b str, minor: u8) -> Result<RequestLine<'b>, HttpError> {
+    let method = match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "OPTIONS" => Method::Options,
+        // CONNECT carries an authority-form target and turns the connection
+        // into a tunnel (RFC 9110 §9.3.6); neither is implemented.
+        "CONNECT" => return Err(HttpError::NotImplemented("not implemented: CONNECT")),
+        other => Method::Other(other),
+    };
+    let (path, query) = split_target(method, target)?;
+    let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
+    Ok(RequestLine { method, path, query, version })
 }
 
 /// What the header section says about routing, framing and persistence, and whether the

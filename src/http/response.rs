@@ -82,6 +82,10 @@ impl<'a> Response<'a> {
     }
 }
 
+/// The extra header of an answer that is stale as soon as it is sent (the cost view, a poll's
+/// messages): no cache may keep it (RFC 9111 §5.2.2.5).
+pub const NO_STORE: &[(&str, &str)] = &[("Cache-Control", "no-store")];
+
 /// The interim answer to `Expect: 100-continue`: a status line alone, not a response, so it
 /// carries none of the headers every response does (RFC 9110 §15.2).
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

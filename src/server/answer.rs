@@ -163,11 +163,11 @@ impl Server {
             Ok(Route::Options(allow)) => Response::new(Status::NO_CONTENT, "", b"").with_headers(allow),
             Ok(Route::Stats) => {
                 body = self.snapshot().to_json();
-                Response::new(Status::OK, "application/json", body.as_bytes())
+                Response::new(Status::OK, "application/json", body.as_bytes()).with_headers(response::NO_STORE)
             }
             Ok(Route::Metrics) => {
                 body = self.snapshot().to_prometheus();
-                Response::new(Status::OK, "text/plain; version=0.0.4", body.as_bytes())
+                Response::new(Status::OK, "text/plain; version=0.0.4", body.as_bytes()).with_headers(response::NO_STORE)
             }
             Ok(Route::Publish(topic)) => match self.publish(req, topic) {
                 Ok(json) => {

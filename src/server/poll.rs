@@ -223,7 +223,7 @@ impl Server {
 
 /// Every poll answer is `200`, JSON, and never cached.
 pub(super) fn poll_response(body: &[u8]) -> Response<'_> {
-    Response::new(Status::OK, "application/json", body).with_headers(&[("Cache-Control", "no-store")])
+    Response::new(Status::OK, "application/json", body).with_headers(response::NO_STORE)
 }
 
 pub(super) fn topic_error(error: TopicError) -> Response<'static> {
