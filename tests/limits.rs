@@ -43,7 +43,7 @@ fn max_requests_cuts_a_pipeline_short() {
 fn beyond_max_connections_a_newcomer_gets_503_and_the_others_keep_working() {
     let server = Server::start(&["--max-connections", "2"]);
     // Two busy connections, each in the middle of a request head, so that neither is idle: an
-    // idle one could be closed to make room instead (SPEC "At the limit").
+    // idle one could be closed to make room instead (docs/architecture.md, "Limits").
     let mut first = server.connect();
     let mut second = server.connect();
     first.send(b"GET /plaintext HTTP/1.1\r\n");

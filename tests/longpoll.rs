@@ -1,4 +1,4 @@
-//! Long polling end to end (SPEC "Long poll", "/stats", "Graceful drain"): a held poll is
+//! Long polling end to end (docs/long-polling.md; docs/architecture.md, "Graceful drain"): a held poll is
 //! answered by a publish, by its hold time or by a drain; cursors resume without loss or
 //! duplicates; answers are paged; loss from the ring is reported in `missed`; foreign cursors are
 //! reset; bad input is refused; requests pipelined behind a hold wait their turn; many holds are
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{assert_accounting, num, Client, Response, Server};
 use serde_json::Value;
 
-/// The most messages one answer may carry (SPEC "Long poll").
+/// The most messages one answer may carry (docs/long-polling.md, "Limits").
 const PAGE: usize = 100;
 
 /// How long the process may take to exit after a drain started. Far below the hold times used

@@ -3,7 +3,7 @@
 //! Two limits meet a newcomer. `--max-connections` is ours, checked when a connection is
 //! accepted. The open-file limit is the kernel's: `accept` fails with `EMFILE` (or `ENFILE`,
 //! system-wide) and the connection stays in the listen backlog. At either one, in this order
-//! (SPEC "At the limit"):
+//! (docs/architecture.md, "Limits"):
 //!
 //! 1. **Reclaim**: close the keep-alive connections idle longest, a batch at a time as nginx does
 //!    (`ngx_drain_connections`). Busy and held connections are never sacrificed, and neither is
