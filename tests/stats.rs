@@ -331,3 +331,21 @@ fn the_cost_view_is_never_cached() {
         assert_eq!(response.header("Cache-Control"), Some("no-store"), "{path}: {response:?}");
     }
 }
+
+#[test]
+fn fds_open_is_counted_without_listing_proc_and_agrees_with_it() {
+    // The server counts its descriptors as connections come and go (one `/proc` listing at
+    // start); what it reports must be what the kernel lists.
+    let server = Server::start(&[]);
+    let listed = || std::fs::read_dir(format!("/proc/{}/fd", server.pid())).expect("/proc/PID/fd").count() as u64;
+    let mut observer = Observer::new(&server);
+    for open in [0usize, 40, 7] {
+        let clients: Vec<Client> = (0..open).map(|_| server.connect()).collect();
+        let stats = observer
+            .client
+            .wait_for_stats(&format!("{open} more connections"), |s| num(s, "connections.open") == open as u64 + 1);
+        assert_eq!(num(&stats, "fds.open"), listed(), "with {open} clients and the observer: {stats}");
+        drop(clients);
+        observer.client.wait_for_stats("the clients gone", |s| num(s, "connections.open") == 1);
+    }
+}
