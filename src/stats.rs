@@ -19,7 +19,7 @@ pub enum CloseReason {
     MaxRequests,
     /// Closed while idle to make room at the connection limit.
     Reclaimed,
-    /// A malformed request, a failed read or write.
+    /// A malformed request, a request refused before its body was sent, a failed read or write.
     Error,
     /// Closed by a graceful shutdown.
     Drain,

@@ -121,7 +121,7 @@ impl Server {
                     // A head that decides a refusal gets it now: the client then need not
                     // send a body that would only be thrown away.
                     match self.route_by_head(key, method, path) {
-                        Err(refusal) => (input.len(), self.answer_before_body(method, &refusal, output)),
+                        Err(refusal) => (input.len(), self.answer_before_body(key, method, &refusal, output)),
                         Ok(_) => {
                             output.extend_from_slice(response::CONTINUE);
                             self.connections[key].continued = true;
@@ -218,10 +218,11 @@ impl Server {
 
     /// Answers a refusal decided by a request's head before its body came: the connection
     /// closes after it, since the client may or may not send the body it announced.
-    fn answer_before_body(&mut self, method: Method, refusal: &Response, out: &mut Vec<u8>) -> Outcome {
+    fn answer_before_body(&mut self, key: usize, method: Method, refusal: &Response, out: &mut Vec<u8>) -> Outcome {
         self.totals.requests += 1;
         response::write(out, refusal, Persistence::Close, method == Method::Head, &self.date);
-        Outcome::Answered(Some(CloseReason::Error))
+        let reason = if self.connections[key].over_limit { CloseReason::Rejected } else { CloseReason::Error };
+        Outcome::Answered(Some(reason))
     }
 
     /// The keep-alive rule (`connection::keep_alive`) with this server's settings and state.
