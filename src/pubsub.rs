@@ -18,11 +18,14 @@ use std::rc::Rc;
 
 use slab::Slab;
 
+use crate::json;
+
 /// At most this many messages go into one answer; the client's next poll continues from there.
 pub const MAX_MESSAGES_PER_ANSWER: usize = 100;
-/// And at most this much message data, unless one message alone is larger: an answer sits in
-/// its connection's output buffer until a slow reader takes it, so its size must be bounded by
-/// more than the message count (100 messages of 64 KiB would be 6.5 MB per connection).
+/// And at most this much message data (counted escaped, as sent), unless one message alone is
+/// larger: an answer sits in its connection's output buffer until a slow reader takes it, so
+/// its size must be bounded by more than the message count (100 messages of 64 KiB would be
+/// 6.5 MB per connection).
 pub const MAX_ANSWER_DATA_BYTES: usize = 64 * 1024;
 /// Longest topic name.
 pub const MAX_TOPIC_LEN: usize = 64;
@@ -31,7 +34,19 @@ pub const MAX_TOPIC_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub seq: u64,
-    pub data: Rc<str>,
+    /// The data as a JSON string literal, quotes included: escaped once when published and
+    /// shared by every answer that carries it, so fifty readers of a 64 KiB message cost fifty
+    /// copies, not fifty escapes. (Server-Sent Events will need the raw text, cut into `data:`
+    /// lines: that frame too should be built once at publish and shared beside this one, not
+    /// unescaped from it per reader.)
+    pub json: Rc<str>,
+}
+
+impl Message {
+    /// The data's length as sent: escaped, without the quotes.
+    pub fn data_bytes(&self) -> usize {
+        self.json.len().saturating_sub(2)
+    }
 }
 
 /// Where a held poll sits: its topic and its slot in that topic's list of holds.
@@ -161,7 +176,9 @@ impl Topics {
         } else {
             self.retained += 1;
         }
-        topic.ring.push_back(Message { seq: topic.last_seq, data: Rc::from(data) });
+        let mut json = String::with_capacity(data.len() + 2);
+        json::push_string(&mut json, data);
+        topic.ring.push_back(Message { seq: topic.last_seq, json: Rc::from(json) });
         topic.last_seq
     }
 
@@ -196,7 +213,7 @@ impl Topics {
             .take(MAX_MESSAGES_PER_ANSWER)
             .enumerate()
             .take_while(|(i, message)| {
-                data_bytes += message.data.len();
+                data_bytes += message.data_bytes();
                 *i == 0 || data_bytes <= MAX_ANSWER_DATA_BYTES
             })
             .map(|(_, message)| message.clone())
@@ -299,7 +316,7 @@ mod tests {
             Read::Messages { messages, missed } => {
                 assert_eq!(missed, 5, "seqs 3..=7 fell out of the ring");
                 assert_eq!(messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [8, 9, 10]);
-                assert_eq!(&*messages[0].data, "8");
+                assert_eq!(&*messages[0].json, "\"8\"");
             }
             other => panic!("{other:?}"),
         }

@@ -17,7 +17,7 @@ use crate::connection::{Connection, HeldPoll};
 use crate::http::request::{Body, Method, Request};
 use crate::http::response::{self, Response, Status};
 use crate::json;
-use crate::pubsub::{Cursor, Message, Read, TopicError};
+use crate::pubsub::{Cursor, Message, Read, TopicError, Topics};
 
 /// A poll's answer: the JSON body now, or a hold.
 pub(super) enum PollAnswer {
@@ -131,7 +131,7 @@ impl Server {
         if read != Read::Nothing {
             self.polls.answered += 1;
             let mut body = String::with_capacity(256);
-            self.poll_body(&mut body, topic, &read, after);
+            poll_body(&mut body, &self.topics, topic, &read, after);
             return Ok(PollAnswer::Now(body));
         }
         if self.polls.held >= self.max_held as u64 {
@@ -194,7 +194,7 @@ impl Server {
             self.polls.answered += 1;
         }
         let mut body = String::with_capacity(256);
-        self.poll_body(&mut body, held.hold.topic, &read, held.after);
+        poll_body(&mut body, &self.topics, held.hold.topic, &read, held.after);
         // `served` already counts this poll, since it was counted when it arrived.
         let served_before = self.connections[key].served.saturating_sub(1);
         let (persistence, closing) =
@@ -205,29 +205,30 @@ impl Server {
         response::write(buffers.output(), &response, persistence, held.head_only, &self.date);
         conn.closing = closing;
     }
+}
 
-    /// The JSON of a poll answer: `ok` with messages, `reset`, or (for `Read::Nothing`)
-    /// `timeout` with the cursor unchanged.
-    fn poll_body(&self, out: &mut String, topic: u32, read: &Read, after: u64) {
-        let (status, cursor, missed, messages): (&str, u64, u64, &[Message]) = match read {
-            Read::Messages { messages, missed } => ("ok", messages.last().map_or(after, |m| m.seq), *missed, messages),
-            Read::Reset { cursor } => ("reset", *cursor, 0, &[]),
-            Read::Nothing => ("timeout", after, 0, &[]),
-        };
-        out.push_str("{\"status\":\"");
-        out.push_str(status);
-        out.push_str("\",\"topic\":");
-        json::push_string(out, self.topics.name(topic));
-        out.push_str(",\"epoch\":");
-        json::push_string(out, self.topics.epoch());
-        let _ = write!(out, ",\"cursor\":{cursor},\"missed\":{missed},\"messages\":[");
-        for (i, message) in messages.iter().enumerate() {
-            let _ = write!(out, "{}{{\"seq\":{},\"data\":", if i == 0 { "" } else { "," }, message.seq);
-            json::push_string(out, &message.data);
-            out.push('}');
-        }
-        out.push_str("]}\n");
+/// The JSON of a poll answer: `ok` with messages, `reset`, or (for `Read::Nothing`) `timeout`
+/// with the cursor unchanged.
+fn poll_body(out: &mut String, topics: &Topics, topic: u32, read: &Read, after: u64) {
+    let (status, cursor, missed, messages): (&str, u64, u64, &[Message]) = match read {
+        Read::Messages { messages, missed } => ("ok", messages.last().map_or(after, |m| m.seq), *missed, messages),
+        Read::Reset { cursor } => ("reset", *cursor, 0, &[]),
+        Read::Nothing => ("timeout", after, 0, &[]),
+    };
+    // Nothing is escaped here: a topic name is letters, digits and `._-` (`valid_topic_name`),
+    // an epoch is hex, and each message's literal was escaped when it was published.
+    let _ = write!(
+        out,
+        "{{\"status\":\"{status}\",\"topic\":\"{}\",\"epoch\":\"{}\",\"cursor\":{cursor},\"missed\":{missed},\"messages\":[",
+        topics.name(topic),
+        topics.epoch()
+    );
+    for (i, message) in messages.iter().enumerate() {
+        let _ = write!(out, "{}{{\"seq\":{},\"data\":", if i == 0 { "" } else { "," }, message.seq);
+        out.push_str(&message.json);
+        out.push('}');
     }
+    out.push_str("]}\n");
 }
 
 /// Every poll answer is `200`, JSON, and never cached.
@@ -274,5 +275,29 @@ mod tests {
             assert!(PollQuery::parse(bad, None).is_err(), "{bad}");
         }
         assert!(PollQuery::parse("", Some("x")).is_err());
+    }
+
+    /// A message is escaped once, when published; answering copies the stored literal, however
+    /// many readers there are and however large the message.
+    #[test]
+    fn answers_copy_messages_escaped_at_publish() {
+        let mut topics = Topics::new(8, 10);
+        let t = topics.get_or_create("news").unwrap();
+        topics.publish(t, "say \"hi\"\n\u{1}");
+        topics.publish(t, "ü");
+        let read = topics.read(t, 0);
+        let escaped_before = json::escaped_on_this_thread();
+        let mut bodies = Vec::new();
+        for _reader in 0..3 {
+            let mut body = String::new();
+            poll_body(&mut body, &topics, t, &read, 0);
+            bodies.push(body);
+        }
+        assert_eq!(json::escaped_on_this_thread(), escaped_before, "answering escaped a string");
+        let body = &bodies[0];
+        assert!(body.contains(r#"[{"seq":1,"data":"say \"hi\"\n\u0001"},{"seq":2,"data":"ü"}]"#), "{body}");
+        let parsed: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(parsed["messages"][0]["data"], "say \"hi\"\n\u{1}");
+        assert_eq!(parsed["cursor"], 2);
     }
 }
