@@ -104,6 +104,10 @@ pub struct Snapshot {
     pub polls: Polls,
     pub topics: u64,
     pub messages: u64,
+    pub retained_bytes: u64,
+    pub max_retained_bytes: u64,
+    pub evicted: u64,
+    pub forgotten: u64,
     pub timers_armed: u64,
     pub rss_bytes: u64,
     pub connection_bytes: u64,
@@ -158,6 +162,14 @@ impl Snapshot {
             ("polls.last_fanout_us", Gauge(p.last_fanout_us)),
             ("topics.count", Gauge(self.topics)),
             ("topics.messages", Gauge(self.messages)),
+            // What all rings count against --max-retained-bytes: escaped JSON plus a fixed overhead.
+            ("topics.retained_bytes", Gauge(self.retained_bytes)),
+            // --max-retained-bytes: past it, the oldest messages of the largest rings are evicted.
+            ("topics.max_retained_bytes", Gauge(self.max_retained_bytes)),
+            // Messages evicted for --max-retained-bytes since start; their readers see them in `missed`.
+            ("topics.evicted", Counter(self.evicted)),
+            // Topics forgotten after --topic-idle-timeout without a held poll or a publish, since start.
+            ("topics.forgotten", Counter(self.forgotten)),
             ("timers.armed", Gauge(self.timers_armed)),
             ("memory.rss_bytes", Gauge(self.rss_bytes)),
             ("memory.connection_bytes", Gauge(self.connection_bytes)),

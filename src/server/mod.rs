@@ -10,7 +10,7 @@
 //! dispatch       LISTENER: accept until WouldBlock (`admission`: the limits); SIGNALS: start
 //!                draining; a connection: read, parse, answer and write its own requests at once
 //! expire_timers  every due deadline: head (408), idle, write, hold (timeout), linger, drain,
-//!                the listener's back-off
+//!                the listener's back-off, the topic sweep (`poll::sweep_topics`)
 //! flush          write answers queued for connections by something other than their own
 //!                event: a timer's 408 or `timeout`, and a publish's answers to held polls
 //! reap           free the slab keys (and descriptors) of connections closed during this turn;
@@ -50,7 +50,7 @@ use crate::connection::{self, Connection, Deadline, State};
 use crate::http::date::HttpDate;
 use crate::http::request::Limits;
 use crate::http::response::{Response, Status};
-use crate::pubsub::Topics;
+use crate::pubsub::{TopicLimits, Topics};
 use crate::stats::{self, ByState, CloseReason, Polls, Snapshot, Totals};
 use crate::timer::{Tick, Wheel};
 use admission::Accepting;
@@ -66,6 +66,8 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 /// running out of descriptors; never slab keys (invariant 1).
 const DRAIN_TIMER: usize = usize::MAX;
 const ACCEPT_TIMER: usize = usize::MAX - 1;
+/// The wheel's value for the periodic sweep that forgets idle topics (`poll::sweep_topics`).
+const TOPIC_SWEEP_TIMER: usize = usize::MAX - 2;
 /// How long a closing connection waits for the peer's FIN after our last answer.
 const LINGER: Duration = Duration::from_secs(2);
 /// Stop parsing pipelined requests while this much output waits for the socket: a client that
@@ -151,7 +153,7 @@ impl Server {
         let fd_limit = usize::try_from(stats::fds_limit()).unwrap_or(usize::MAX);
         let max_connections = config.max_connections.unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));
         info!("limits: {max_connections} connections, {fd_limit} open files");
-        Ok(Server {
+        let mut server = Server {
             poll,
             listener: Some(listener),
             accepting: Accepting::Open,
@@ -173,7 +175,7 @@ impl Server {
             date: HttpDate::new(),
             totals: Totals::default(),
             by_state: ByState::default(),
-            topics: Topics::new(config.topic_capacity, config.max_topics),
+            topics: Topics::new(TopicLimits::from(&config)),
             polls: Polls::default(),
             max_held: config.max_held.unwrap_or(max_connections),
             config,
@@ -181,7 +183,9 @@ impl Server {
             fanout_started: None,
             draining: false,
             stop: false,
-        })
+        };
+        server.arm_topic_sweep();
+        Ok(server)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -337,6 +341,10 @@ impl Server {
                 self.resume_accepting();
                 continue;
             }
+            if key == TOPIC_SWEEP_TIMER {
+                self.sweep_topics();
+                continue;
+            }
             let Some(conn) = self.connections.get_mut(key) else {
                 debug_assert!(false, "a timer outlived its connection {key}");
                 continue;
@@ -441,6 +449,10 @@ impl Server {
             polls: self.polls,
             topics: self.topics.count() as u64,
             messages: self.topics.retained(),
+            retained_bytes: self.topics.retained_bytes() as u64,
+            max_retained_bytes: self.topics.max_retained_bytes() as u64,
+            evicted: self.topics.evicted(),
+            forgotten: self.topics.forgotten(),
             timers_armed: self.wheel.len() as u64,
             rss_bytes: stats::rss_bytes(),
             connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES

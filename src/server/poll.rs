@@ -1,5 +1,5 @@
-//! Long polling in the reactor: publishing, holding a poll, and answering it when a message, the
-//! hold deadline or a drain comes.
+//! Long polling in the reactor: publishing, holding a poll, answering it when a message, the
+//! hold deadline or a drain comes, and the periodic sweep that forgets idle topics.
 //!
 //! Invariants:
 //! - A held poll is in exactly one place at a time: its connection's `hold` and its topic's
@@ -7,17 +7,26 @@
 //! - A publish answers every poll held on its topic in the same reactor turn; the answers are
 //!   written in the flush phase of that turn.
 //! - `polls.held` counts the holds alive, and is what `--max-held` is checked against.
+//! - The topic sweep is always armed, once: `TOPIC_SWEEP_TIMER` in the server's one wheel.
 
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use super::Server;
+use log::debug;
+
+use super::{Server, TOPIC_SWEEP_TIMER};
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
 use crate::connection::{Connection, HeldPoll};
 use crate::http::request::{Body, Method, Request};
 use crate::http::response::{self, Response, Status};
 use crate::json;
 use crate::pubsub::{Cursor, Message, Read, TopicError, Topics};
+
+/// The topic sweep runs this often, an eighth of `--topic-idle-timeout`, but at most once a
+/// second: a topic is forgotten at most that long after its idle time is up.
+fn topic_sweep_period(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 8).max(Duration::from_secs(1))
+}
 
 /// A poll's answer: the JSON body now, or a hold.
 pub(super) enum PollAnswer {
@@ -97,7 +106,7 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 impl Server {
     /// `POST /publish/{topic}`: append the message, wake the topic's held polls, and say so.
     pub(super) fn publish(&mut self, req: &Request, name: &str) -> Result<String, Response<'static>> {
-        let topic = self.topics.get_or_create(name).map_err(topic_error)?;
+        let topic = self.topics.get_or_create(name, self.now).map_err(topic_error)?;
         let bytes: &[u8] = match &req.body {
             Body::Empty => b"",
             Body::Bytes(bytes) => bytes,
@@ -105,7 +114,7 @@ impl Server {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Response::error(Status::BAD_REQUEST, b"a message must be UTF-8 text\n"))?;
-        let seq = self.topics.publish(topic, text);
+        let seq = self.topics.publish(topic, text, self.now);
         let woken = self.wake(topic);
         let mut body = String::with_capacity(96);
         body.push_str("{\"topic\":");
@@ -120,8 +129,8 @@ impl Server {
         // The query first: a refused poll must not create its topic (and use up --max-topics).
         let query = PollQuery::parse(req.query, req.last_event_id)
             .map_err(|reason| Response::error(Status::BAD_REQUEST, reason.as_bytes()))?;
-        let topic = self.topics.get_or_create(name).map_err(topic_error)?;
-        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch());
+        let topic = self.topics.get_or_create(name, self.now).map_err(topic_error)?;
+        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
         let after = self.topics.resolve(topic, query.start());
         let read = if foreign_epoch {
             Read::Reset { cursor: self.topics.last_seq(topic) }
@@ -155,7 +164,7 @@ impl Server {
 
     /// Answers every poll held on `topic`; returns how many.
     fn wake(&mut self, topic: u32) -> usize {
-        let keys = self.topics.take_held(topic);
+        let keys = self.topics.take_held(topic, self.now);
         if !keys.is_empty() {
             self.fanout_started = Some(Instant::now());
             self.polls.last_fanout_woken = keys.len() as u64;
@@ -175,6 +184,21 @@ impl Server {
         keys.len()
     }
 
+    /// The topic sweep's timer fired: forget the topics idle for `--topic-idle-timeout`, and arm
+    /// the next sweep. A sweep costs O(log topics) per topic forgotten, nothing for the others.
+    pub(super) fn sweep_topics(&mut self) {
+        let forgotten = self.topics.forget_idle(self.now);
+        if forgotten > 0 {
+            debug!("forgot {forgotten} idle topics; {} left", self.topics.count());
+        }
+        self.arm_topic_sweep();
+    }
+
+    pub(super) fn arm_topic_sweep(&mut self) {
+        let period = topic_sweep_period(self.config.topic_idle_timeout);
+        self.wheel.insert(self.deadline(period), TOPIC_SWEEP_TIMER);
+    }
+
     /// Writes the answer of a held poll into its connection's output; the caller writes it.
     pub(super) fn answer_hold(&mut self, key: usize, wake: Wake) {
         let Some(held) = self.connections[key].hold.take() else {
@@ -184,7 +208,7 @@ impl Server {
         let read = match wake {
             Wake::Published => self.topics.read(held.hold.topic, held.after),
             Wake::TimedOut => {
-                self.topics.release(held.hold, key);
+                self.topics.release(held.hold, key, self.now);
                 Read::Nothing
             }
         };
@@ -211,18 +235,15 @@ impl Server {
 /// with the cursor unchanged.
 fn poll_body(out: &mut String, topics: &Topics, topic: u32, read: &Read, after: u64) {
     let (status, cursor, missed, messages): (&str, u64, u64, &[Message]) = match read {
-        Read::Messages { messages, missed } => ("ok", messages.last().map_or(after, |m| m.seq), *missed, messages),
+        Read::Messages { messages, missed, cursor } => ("ok", *cursor, *missed, messages),
         Read::Reset { cursor } => ("reset", *cursor, 0, &[]),
         Read::Nothing => ("timeout", after, 0, &[]),
     };
     // Nothing is escaped here: a topic name is letters, digits and `._-` (`valid_topic_name`),
-    // an epoch is hex, and each message's literal was escaped when it was published.
-    let _ = write!(
-        out,
-        "{{\"status\":\"{status}\",\"topic\":\"{}\",\"epoch\":\"{}\",\"cursor\":{cursor},\"missed\":{missed},\"messages\":[",
-        topics.name(topic),
-        topics.epoch()
-    );
+    // an epoch hex digits and `-`, and each message's literal was escaped when it was published.
+    let (name, epoch) = (topics.name(topic), topics.epoch(topic));
+    let _ = write!(out, "{{\"status\":\"{status}\",\"topic\":\"{name}\",\"epoch\":\"{epoch}\",");
+    let _ = write!(out, "\"cursor\":{cursor},\"missed\":{missed},\"messages\":[");
     for (i, message) in messages.iter().enumerate() {
         let _ = write!(out, "{}{{\"seq\":{},\"data\":", if i == 0 { "" } else { "," }, message.seq);
         out.push_str(&message.json);
@@ -279,12 +300,15 @@ mod tests {
 
     /// A message is escaped once, when published; answering copies the stored literal, however
     /// many readers there are and however large the message.
+    use crate::pubsub::TopicLimits;
+
     #[test]
     fn answers_copy_messages_escaped_at_publish() {
-        let mut topics = Topics::new(8, 10);
-        let t = topics.get_or_create("news").unwrap();
-        topics.publish(t, "say \"hi\"\n\u{1}");
-        topics.publish(t, "ü");
+        let limits = TopicLimits { capacity: 8, max_topics: 10, max_retained_bytes: 1 << 20, idle_timeout: 1000 };
+        let mut topics = Topics::new(limits);
+        let t = topics.get_or_create("news", 0).unwrap();
+        topics.publish(t, "say \"hi\"\n\u{1}", 0);
+        topics.publish(t, "ü", 0);
         let read = topics.read(t, 0);
         let escaped_before = json::escaped_on_this_thread();
         let mut bodies = Vec::new();
