@@ -87,9 +87,10 @@ struct ServeArgs {
     /// Topics that may exist, beyond that 503.
     #[arg(long, default_value_t = 100_000)]
     max_topics: usize,
-    /// Message data kept across all topics, as stored (escaped); past it the oldest messages of
-    /// the largest rings go first, and their readers are told how many they missed. A size is
-    /// plain bytes or a whole number of KiB, MiB or GiB, like 65536, 64KiB, 256MiB or 1GiB.
+    /// Message data kept across all topics, counted as stored (escaped JSON, plus a fixed
+    /// overhead per message); past it the oldest messages of the largest rings go first, and
+    /// their readers are told how many they missed. A size is plain bytes or a whole number of
+    /// KiB, MiB or GiB: 65536, 64KiB, 256MiB, 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     max_retained_bytes: usize,
     /// Forget a topic (its messages and its epoch) after this long with no held poll and no
