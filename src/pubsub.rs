@@ -22,7 +22,7 @@
 //!   a client that hangs up is removed in O(1), and a publish drains the whole list at once.
 //!
 //! Nothing here touches sockets or connections or reads a clock: the server passes `now` where
-//! time matters, asks what to answer and who to wake, and arms the sweep (`forget_idle`).
+//! time matters, asks what to answer and who to wake, and calls `forget_idle` from its sweep.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, VecDeque};
