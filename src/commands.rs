@@ -200,8 +200,9 @@ impl Poller {
     fn take(&mut self, answer: Answer, out: &mut impl Write) -> io::Result<()> {
         let mut cursor = answer.cursor;
         if answer.status == AnswerStatus::Reset {
-            // A new epoch is a new server life whose log starts at 1: all of it is news to us, so
-            // read it from the start rather than from its newest message.
+            // A new epoch is a new life of the topic (a restarted server, or a topic forgotten
+            // and created again) whose log starts at 1: all of it is news to us, so read it from
+            // the start rather than from its newest message.
             if self.epoch.as_ref().is_some_and(|epoch| *epoch != answer.epoch) {
                 cursor = 0;
             }

@@ -6,7 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// What `tether serve` runs with. Defaults are SPEC.md's (and nginx's where one exists).
+/// What `tether serve` runs with. The defaults are `tether serve --help`'s (nginx's where one
+/// exists); the topic limits are tabled in docs/long-polling.md.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -30,6 +31,11 @@ pub struct Config {
     pub topic_capacity: usize,
     /// Topics that may exist.
     pub max_topics: usize,
+    /// Message data kept across all topics, as stored (`pubsub::Topics::retained_bytes`); past
+    /// it the oldest messages of the largest rings go first.
+    pub max_retained_bytes: usize,
+    /// A topic with no held poll and no publish for this long is forgotten, its epoch too.
+    pub topic_idle_timeout: Duration,
     pub max_head_bytes: usize,
     pub max_message_bytes: usize,
     /// How long a graceful shutdown waits for in-flight work.
@@ -38,6 +44,14 @@ pub struct Config {
 
 /// The shortest hold a client may ask for with `timeout=`.
 pub const MIN_POLL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shortest `--topic-idle-timeout`: topics are swept at most once a second, so a shorter
+/// one would not be kept anyway.
+pub const MIN_TOPIC_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+const GIB: usize = 1024 * MIB;
 
 /// Descriptors kept back from `--max-connections` for the listener, epoll, the signal pipe,
 /// stdio, `/proc` reads while answering `/stats`, and the spare used to answer a 503.
@@ -57,6 +71,8 @@ impl Default for Config {
             max_poll_timeout: Duration::from_secs(120),
             topic_capacity: 1024,
             max_topics: 100_000,
+            max_retained_bytes: 256 * MIB,
+            topic_idle_timeout: Duration::from_secs(3600),
             max_head_bytes: 16 * 1024,
             max_message_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(5),
@@ -90,6 +106,13 @@ impl Config {
         if self.topic_capacity == 0 || self.max_topics == 0 {
             return Err("--topic-capacity and --max-topics must be at least 1".into());
         }
+        if self.max_message_bytes > self.max_retained_bytes {
+            // Else one message could not be kept even with every other one evicted.
+            return Err("--max-message-bytes must not exceed --max-retained-bytes".into());
+        }
+        if self.topic_idle_timeout < MIN_TOPIC_IDLE_TIMEOUT {
+            return Err("--topic-idle-timeout must be at least 1s".into());
+        }
         if self.max_head_bytes < 64 {
             return Err("--max-head-bytes must be at least 64".into());
         }
@@ -114,6 +137,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     millis.map(Duration::from_millis).ok_or_else(|| format!("'{text}' is too long"))
 }
 
+/// Parses a size: plain bytes (`65536`) or a whole number of binary units (`64KiB`, `256MiB`,
+/// `1GiB`). Decimal units (`MB`) are refused rather than guessed at.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number.parse().map_err(|_| format!("'{text}' is not a size like 65536, 64KiB or 256MiB"))?;
+    let scale = match unit {
+        "" => 1,
+        "KiB" => KIB,
+        "MiB" => MIB,
+        "GiB" => GIB,
+        _ => return Err(format!("'{text}' has an unknown unit '{unit}' (use KiB, MiB, GiB or none for bytes)")),
+    };
+    value.checked_mul(scale).ok_or_else(|| format!("'{text}' is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,11 +170,35 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_bytes_or_binary_units() {
+        let table = [
+            ("65536", Ok(65536)),
+            ("0", Ok(0)),
+            ("64KiB", Ok(64 * 1024)),
+            ("256MiB", Ok(256 * 1024 * 1024)),
+            ("1GiB", Ok(1 << 30)),
+        ];
+        for (text, expected) in table {
+            assert_eq!(parse_size(text), expected, "{text}");
+        }
+        for bad in ["", "KiB", "64kib", "64KB", "64 KiB", "1.5MiB", "-1", "64K", "99999999999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(parse_size(&format!("{}GiB", usize::MAX / 1024)).unwrap_err().contains("too large"));
+    }
+
+    #[test]
     fn validation_names_the_option() {
         let config = Config { idle_timeout: Duration::ZERO, ..Config::default() };
         assert!(config.validate().unwrap_err().contains("--idle-timeout"));
         let config = Config { max_requests: 0, ..Config::default() };
         assert!(config.validate().unwrap_err().contains("--max-requests"));
+        let config = Config { max_message_bytes: 2 * KIB, max_retained_bytes: KIB, ..Config::default() };
+        assert!(config.validate().unwrap_err().contains("--max-retained-bytes"));
+        let config = Config { max_message_bytes: KIB, max_retained_bytes: KIB, ..Config::default() };
+        assert!(config.validate().is_ok(), "one message may fill the whole bound");
+        let config = Config { topic_idle_timeout: Duration::from_millis(999), ..Config::default() };
+        assert!(config.validate().unwrap_err().contains("--topic-idle-timeout"));
         assert!(Config::default().validate().is_ok());
     }
 }

@@ -7,6 +7,8 @@ use std::fmt::Write;
 
 /// Appends `text` as a quoted, escaped JSON string.
 pub fn push_string(out: &mut String, text: &str) {
+    #[cfg(test)]
+    ESCAPED.with(|calls| calls.set(calls.get() + 1));
     out.reserve(text.len() + 2);
     out.push('"');
     let mut plain_from = 0;
@@ -30,6 +32,19 @@ pub fn push_string(out: &mut String, text: &str) {
     }
     out.push_str(&text[plain_from..]);
     out.push('"');
+}
+
+#[cfg(test)]
+thread_local! {
+    /// `push_string` calls on this thread, so a test can show that a path escapes nothing
+    /// (a test thread's own count, whatever other tests do meanwhile).
+    static ESCAPED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many strings this thread has escaped so far (tests only).
+#[cfg(test)]
+pub fn escaped_on_this_thread() -> u64 {
+    ESCAPED.with(std::cell::Cell::get)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tether::commands::{self, PollOptions};
-use tether::config::{parse_duration, Config};
+use tether::config::{parse_duration, parse_size, Config};
 use tether::server::Server;
 
 #[derive(Parser)]
@@ -87,11 +87,22 @@ struct ServeArgs {
     /// Topics that may exist, beyond that 503.
     #[arg(long, default_value_t = 100_000)]
     max_topics: usize,
-    /// Largest request head, else 431.
-    #[arg(long, default_value_t = 16 * 1024)]
+    /// Message data kept across all topics, counted as stored (escaped JSON, plus a fixed
+    /// overhead per message); past it the oldest messages of the largest rings go first, and
+    /// their readers are told how many they missed. A size is plain bytes or a whole number of
+    /// KiB, MiB or GiB: 65536, 64KiB, 256MiB, 1GiB.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    max_retained_bytes: usize,
+    /// Forget a topic (its messages and its epoch) after this long with no held poll and no
+    /// publish.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    topic_idle_timeout: Duration,
+    /// Largest request head, else 431 (a size, like --max-retained-bytes).
+    #[arg(long, default_value = "16KiB", value_parser = parse_size)]
     max_head_bytes: usize,
-    /// Largest request body (a published message), else 413.
-    #[arg(long, default_value_t = 64 * 1024)]
+    /// Largest request body (a published message), else 413 (a size, like
+    /// --max-retained-bytes).
+    #[arg(long, default_value = "64KiB", value_parser = parse_size)]
     max_message_bytes: usize,
     /// How long a graceful shutdown waits for in-flight responses.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -112,6 +123,8 @@ impl From<ServeArgs> for Config {
             max_poll_timeout: args.max_poll_timeout,
             topic_capacity: args.topic_capacity,
             max_topics: args.max_topics,
+            max_retained_bytes: args.max_retained_bytes,
+            topic_idle_timeout: args.topic_idle_timeout,
             max_head_bytes: args.max_head_bytes,
             max_message_bytes: args.max_message_bytes,
             drain_timeout: args.drain_timeout,

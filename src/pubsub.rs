@@ -1,37 +1,76 @@
-//! Topics: a bounded ring of messages per topic, numbered from 1, and the long polls held on it.
+//! Topics: a bounded ring of messages per topic, numbered from 1, the long polls held on it, and
+//! the two bounds on all topics together: the bytes they retain and how long they stay idle.
 //!
 //! Invariants:
-//! - Within one `epoch` (one server life) a topic's sequence numbers start at 1, increase by
-//!   one per message and never repeat; the ring keeps the newest `capacity` of them.
+//! - A topic's `epoch` is made when the topic is created and names that life of it: within it,
+//!   sequence numbers start at 1, increase by one per message and never repeat. A topic that is
+//!   forgotten and created again gets a new epoch, so an old cursor is reset, never misread.
+//! - A ring keeps at most `capacity` messages, the newest, contiguous in seq.
+//! - `retained_bytes` is the sum of every ring's `ring_bytes`, which counts each message as
+//!   stored (its JSON literal plus `MESSAGE_OVERHEAD_BYTES`). After a publish it is at most
+//!   `max_retained_bytes`, unless the message just published alone is larger.
 //! - A cursor names the last message a client has seen. `read` never silently skips: messages
-//!   that fell out of the ring between the cursor and the oldest retained one are counted in
-//!   `missed`.
+//!   that left the ring between the cursor and the oldest retained one (pushed out by newer
+//!   ones, or evicted for the byte bound) are counted in `missed`.
+//! - `by_size` holds `(ring_bytes, id)` of every non-empty ring and `by_idle` holds
+//!   `(last_active, id)` of every topic without a held poll; each is updated in the same step as
+//!   what it indexes, so the largest ring and the longest idle topic are found in O(log topics),
+//!   and no publish or sweep scans all topics.
+//! - A topic with a held poll is never forgotten, so the topic id in a live `HoldKey` stays
+//!   valid; a forgotten topic's id may be reused.
 //! - A topic's held polls are connection keys in a slab; the connection keeps its `HoldKey`, so
 //!   a client that hangs up is removed in O(1), and a publish drains the whole list at once.
 //!
-//! Nothing here touches sockets or connections: the server asks what to answer and who to wake.
+//! Nothing here touches sockets or connections or reads a clock: the server passes `now` where
+//! time matters, asks what to answer and who to wake, and calls `forget_idle` from its sweep.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::rc::Rc;
 
 use slab::Slab;
 
+use crate::config::Config;
+use crate::json;
+use crate::timer::Tick;
+
 /// At most this many messages go into one answer; the client's next poll continues from there.
 pub const MAX_MESSAGES_PER_ANSWER: usize = 100;
-/// And at most this much message data, unless one message alone is larger: an answer sits in
-/// its connection's output buffer until a slow reader takes it, so its size must be bounded by
-/// more than the message count (100 messages of 64 KiB would be 6.5 MB per connection).
+/// And at most this much message data (counted escaped, as sent), unless one message alone is
+/// larger: an answer sits in its connection's output buffer until a slow reader takes it, so
+/// its size must be bounded by more than the message count (100 messages of 64 KiB would be
+/// 6.5 MB per connection).
 pub const MAX_ANSWER_DATA_BYTES: usize = 64 * 1024;
 /// Longest topic name.
 pub const MAX_TOPIC_LEN: usize = 64;
+/// What a retained message costs beyond its JSON literal: its ring slot (`seq` and the shared
+/// pointer) and the shared allocation's two reference counts. Counted in `retained_bytes`, so
+/// that a flood of empty messages is bounded too, not only large ones.
+pub const MESSAGE_OVERHEAD_BYTES: usize = std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>();
 
 /// One published message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub seq: u64,
-    pub data: Rc<str>,
+    /// The data as a JSON string literal, quotes included: escaped once when published and
+    /// shared by every answer that carries it, so fifty readers of a 64 KiB message cost fifty
+    /// copies, not fifty escapes. (Server-Sent Events will need the raw text, cut into `data:`
+    /// lines: that frame too should be built once at publish and shared beside this one, not
+    /// unescaped from it per reader.)
+    pub json: Rc<str>,
+}
+
+impl Message {
+    /// The data's length as sent: escaped, without the quotes.
+    pub fn data_bytes(&self) -> usize {
+        self.json.len().saturating_sub(2)
+    }
+
+    /// What the message counts against `--max-retained-bytes`.
+    fn stored_bytes(&self) -> usize {
+        self.json.len() + MESSAGE_OVERHEAD_BYTES
+    }
 }
 
 /// Where a held poll sits: its topic and its slot in that topic's list of holds.
@@ -41,23 +80,31 @@ pub struct HoldKey {
     slot: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Topic {
     name: Rc<str>,
+    /// This life of the topic (see `Topics::new_epoch`).
+    epoch: Box<str>,
     ring: VecDeque<Message>,
+    /// What the ring's messages count against `--max-retained-bytes`.
+    ring_bytes: usize,
     /// The sequence number of the newest message ever published (0: none yet).
     last_seq: u64,
     /// Connection keys of the polls held on this topic.
     held: Slab<usize>,
+    /// When the topic was last published to or its last held poll left (at first, when it was
+    /// created): the start of its idle time.
+    last_active: Tick,
 }
 
 /// What a poll's cursor means against a topic's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
     /// Messages newer than the cursor (at most `MAX_MESSAGES_PER_ANSWER` and, past the first,
-    /// `MAX_ANSWER_DATA_BYTES` of data), and how many fell out
-    /// of the ring before the first of them.
-    Messages { messages: Vec<Message>, missed: u64 },
+    /// `MAX_ANSWER_DATA_BYTES` of data), how many left the ring before the first of them, and
+    /// the cursor to continue from: the last message's seq, or, when every message after the
+    /// cursor was lost, the last lost one's.
+    Messages { messages: Vec<Message>, missed: u64, cursor: u64 },
     /// Nothing newer than the cursor: hold the poll.
     Nothing,
     /// The cursor does not belong to this log (another epoch, or ahead of the newest message):
@@ -85,33 +132,73 @@ pub enum TopicError {
     TooMany,
 }
 
+/// The bounds on all topics, from `serve`'s options.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicLimits {
+    /// `--topic-capacity`: messages per ring.
+    pub capacity: usize,
+    /// `--max-topics`.
+    pub max_topics: usize,
+    /// `--max-retained-bytes`: what all rings together may count.
+    pub max_retained_bytes: usize,
+    /// `--topic-idle-timeout`, in ticks.
+    pub idle_timeout: Tick,
+}
+
+impl From<&Config> for TopicLimits {
+    fn from(config: &Config) -> Self {
+        TopicLimits {
+            capacity: config.topic_capacity,
+            max_topics: config.max_topics,
+            max_retained_bytes: config.max_retained_bytes,
+            idle_timeout: Tick::try_from(config.topic_idle_timeout.as_millis()).unwrap_or(Tick::MAX),
+        }
+    }
+}
+
 /// All topics of this server life.
 #[derive(Debug)]
 pub struct Topics {
-    epoch: String,
-    capacity: usize,
-    max_topics: usize,
+    limits: TopicLimits,
+    /// Random per server life: the first half of every epoch.
+    life: u64,
+    /// Topics created in this server life: the second half of every epoch.
+    created: u64,
     by_name: HashMap<Rc<str>, u32>,
-    topics: Vec<Topic>,
+    topics: Slab<Topic>,
+    /// `(ring_bytes, id)` of every topic with a message: the last entry is the largest ring.
+    by_size: BTreeSet<(usize, u32)>,
+    /// `(last_active, id)` of every topic without a held poll: the first is the longest idle.
+    by_idle: BTreeSet<(Tick, u32)>,
     /// Messages retained across all rings.
     retained: u64,
+    retained_bytes: usize,
+    /// Messages evicted for `--max-retained-bytes` (not those pushed out by `--topic-capacity`).
+    evicted: u64,
+    /// Topics forgotten for `--topic-idle-timeout`.
+    forgotten: u64,
 }
 
 impl Topics {
-    pub fn new(capacity: usize, max_topics: usize) -> Self {
+    pub fn new(limits: TopicLimits) -> Self {
         Topics {
-            epoch: new_epoch(),
-            capacity: capacity.max(1),
-            max_topics,
+            limits: TopicLimits { capacity: limits.capacity.max(1), ..limits },
+            life: RandomState::new().hash_one(std::process::id()),
+            created: 0,
             by_name: HashMap::new(),
-            topics: Vec::new(),
+            topics: Slab::new(),
+            by_size: BTreeSet::new(),
+            by_idle: BTreeSet::new(),
             retained: 0,
+            retained_bytes: 0,
+            evicted: 0,
+            forgotten: 0,
         }
     }
 
-    /// This server life's name; a cursor from another epoch is reset.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    /// The name of this life of the topic; a cursor from another epoch is reset.
+    pub fn epoch(&self, topic: u32) -> &str {
+        &self.topics[topic as usize].epoch
     }
 
     pub fn count(&self) -> usize {
@@ -122,23 +209,60 @@ impl Topics {
         self.retained
     }
 
+    /// What all rings count against `--max-retained-bytes`.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained_bytes
+    }
+
+    pub fn max_retained_bytes(&self) -> usize {
+        self.limits.max_retained_bytes
+    }
+
+    /// Messages evicted for the byte bound since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Topics forgotten for being idle since start.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+
     /// The topic's id, creating the topic on first use (by a publish or a poll alike, so a
     /// poll can wait for the first message of a topic nobody has published to yet).
-    pub fn get_or_create(&mut self, name: &str) -> Result<u32, TopicError> {
+    pub fn get_or_create(&mut self, name: &str, now: Tick) -> Result<u32, TopicError> {
         if !valid_topic_name(name) {
             return Err(TopicError::BadName);
         }
         if let Some(&id) = self.by_name.get(name) {
             return Ok(id);
         }
-        if self.topics.len() >= self.max_topics {
+        if self.topics.len() >= self.limits.max_topics {
             return Err(TopicError::TooMany);
         }
-        let id = u32::try_from(self.topics.len()).map_err(|_| TopicError::TooMany)?;
+        let id = u32::try_from(self.topics.vacant_key()).map_err(|_| TopicError::TooMany)?;
         let name: Rc<str> = Rc::from(name);
+        let epoch = self.new_epoch();
         self.by_name.insert(name.clone(), id);
-        self.topics.push(Topic { name, ..Topic::default() });
+        self.topics.insert(Topic {
+            name,
+            epoch,
+            ring: VecDeque::new(),
+            ring_bytes: 0,
+            last_seq: 0,
+            held: Slab::new(),
+            last_active: now,
+        });
+        self.by_idle.insert((now, id));
         Ok(id)
+    }
+
+    /// A name for a new topic's life: this server life's random bits and the topic's creation
+    /// number, so it differs from every epoch of this life and, but for a 1 in 2^48 chance, of
+    /// every other. Hex digits and `-` only, so it needs no escaping in JSON or a query.
+    fn new_epoch(&mut self) -> Box<str> {
+        self.created += 1;
+        format!("{:012x}-{:x}", self.life & 0xffff_ffff_ffff, self.created).into_boxed_str()
     }
 
     pub fn name(&self, topic: u32) -> &str {
@@ -150,19 +274,117 @@ impl Topics {
         self.topics[topic as usize].last_seq
     }
 
-    /// Appends a message and returns its sequence number. The caller then wakes the holds
-    /// (`take_held`) in the same turn.
-    pub fn publish(&mut self, topic: u32, data: &str) -> u64 {
-        let capacity = self.capacity;
-        let topic = &mut self.topics[topic as usize];
-        topic.last_seq += 1;
-        if topic.ring.len() == capacity {
-            topic.ring.pop_front();
-        } else {
-            self.retained += 1;
+    /// Appends a message and returns its sequence number, then evicts for the byte bound. The
+    /// caller then wakes the holds (`take_held`) in the same turn.
+    pub fn publish(&mut self, topic: u32, data: &str, now: Tick) -> u64 {
+        let mut json = String::with_capacity(data.len() + 2);
+        json::push_string(&mut json, data);
+        let capacity = self.limits.capacity;
+        let t = &mut self.topics[topic as usize];
+        t.last_seq += 1;
+        let message = Message { seq: t.last_seq, json: Rc::from(json) };
+        let seq = message.seq;
+        if t.ring.len() == capacity {
+            self.drop_oldest(topic);
         }
-        topic.ring.push_back(Message { seq: topic.last_seq, data: Rc::from(data) });
-        topic.last_seq
+        self.resize_ring(topic, |t| {
+            let bytes = message.stored_bytes();
+            t.ring.push_back(message);
+            t.ring_bytes += bytes;
+        });
+        self.retained += 1;
+        self.mark_active(topic, now);
+        self.evict_over_bound(topic);
+        seq
+    }
+
+    /// Evicts whole messages, oldest first from the largest ring, until the rings fit in
+    /// `--max-retained-bytes`. The message just published is never evicted by its own publish
+    /// (its readers are being woken for it): when it alone is the largest ring, the next
+    /// largest goes. O(log topics) per message evicted, and each message is evicted once.
+    fn evict_over_bound(&mut self, published: u32) {
+        while self.retained_bytes > self.limits.max_retained_bytes {
+            let topics = &self.topics;
+            let victim = self
+                .by_size
+                .iter()
+                .rev()
+                .map(|&(_, id)| id)
+                .find(|&id| id != published || topics[id as usize].ring.len() > 1);
+            let Some(victim) = victim else {
+                break; // the new message alone is over the bound, and is all that is left
+            };
+            self.drop_oldest(victim);
+            self.evicted += 1;
+            // A ring emptied by eviction gives its slots back, or an evicted topic would keep
+            // the capacity of its fullest moment, uncounted.
+            let ring = &mut self.topics[victim as usize].ring;
+            if ring.len() < ring.capacity() / 4 {
+                ring.shrink_to(ring.len() * 2);
+            }
+        }
+    }
+
+    /// Removes a ring's oldest message.
+    fn drop_oldest(&mut self, topic: u32) {
+        let mut removed = false;
+        self.resize_ring(topic, |t| {
+            if let Some(message) = t.ring.pop_front() {
+                t.ring_bytes -= message.stored_bytes();
+                removed = true;
+            }
+        });
+        if removed {
+            self.retained -= 1;
+        }
+    }
+
+    /// Changes a ring through `change`, keeping `by_size` and `retained_bytes` in step.
+    fn resize_ring(&mut self, topic: u32, change: impl FnOnce(&mut Topic)) {
+        let t = &mut self.topics[topic as usize];
+        let before = t.ring_bytes;
+        change(t);
+        let after = t.ring_bytes;
+        if before != after {
+            if before > 0 {
+                self.by_size.remove(&(before, topic));
+            }
+            if after > 0 {
+                self.by_size.insert((after, topic));
+            }
+            self.retained_bytes = self.retained_bytes - before + after;
+        }
+    }
+
+    /// Restarts a topic's idle time at `now`.
+    fn mark_active(&mut self, topic: u32, now: Tick) {
+        let t = &mut self.topics[topic as usize];
+        if t.held.is_empty() {
+            self.by_idle.remove(&(t.last_active, topic));
+            self.by_idle.insert((now, topic));
+        }
+        t.last_active = now;
+    }
+
+    /// Forgets every topic idle for `--topic-idle-timeout` at `now` (no held poll, no publish):
+    /// its messages, its name and its epoch. O(log topics) per topic forgotten, nothing for the
+    /// others. Returns how many were forgotten.
+    pub fn forget_idle(&mut self, now: Tick) -> usize {
+        let mut forgotten = 0;
+        while let Some(&(last_active, id)) = self.by_idle.first() {
+            if last_active.saturating_add(self.limits.idle_timeout) > now {
+                break;
+            }
+            self.by_idle.pop_first();
+            self.resize_ring(id, |t| t.ring_bytes = 0);
+            let topic = self.topics.remove(id as usize);
+            debug_assert!(topic.held.is_empty(), "a topic with held polls was idle");
+            self.retained -= topic.ring.len() as u64;
+            self.by_name.remove(&topic.name);
+            forgotten += 1;
+        }
+        self.forgotten += forgotten as u64;
+        forgotten
     }
 
     /// Resolves a poll's starting point to the sequence number it reads after.
@@ -189,45 +411,66 @@ impl Topics {
         // The ring is contiguous in seq, so the first message to send is found by arithmetic.
         let skip = usize::try_from((after + 1).saturating_sub(oldest)).unwrap_or(usize::MAX);
         let mut data_bytes = 0;
-        let messages = topic
+        let messages: Vec<Message> = topic
             .ring
             .iter()
             .skip(skip)
             .take(MAX_MESSAGES_PER_ANSWER)
             .enumerate()
             .take_while(|(i, message)| {
-                data_bytes += message.data.len();
+                data_bytes += message.data_bytes();
                 *i == 0 || data_bytes <= MAX_ANSWER_DATA_BYTES
             })
             .map(|(_, message)| message.clone())
             .collect();
-        Read::Messages { messages, missed }
+        let cursor = after + missed + messages.len() as u64;
+        Read::Messages { messages, missed, cursor }
     }
 
-    /// Records a poll held on `topic` by connection `key`.
+    /// Records a poll held on `topic` by connection `key`; the topic is not idle while it is.
     pub fn hold(&mut self, topic: u32, key: usize) -> HoldKey {
-        let slot = self.topics[topic as usize].held.insert(key);
+        let t = &mut self.topics[topic as usize];
+        if t.held.is_empty() {
+            self.by_idle.remove(&(t.last_active, topic));
+        }
+        let slot = t.held.insert(key);
         HoldKey { topic, slot: u32::try_from(slot).unwrap_or(u32::MAX) }
     }
 
-    /// Forgets connection `key`'s held poll (timed out, or its client left). O(1). A hold that
-    /// a publish already took is gone, and its slot may hold another connection by now, which
-    /// is why the key is checked.
-    pub fn release(&mut self, hold: HoldKey, key: usize) {
-        if self.holds(hold, key) {
-            self.topics[hold.topic as usize].held.remove(hold.slot as usize);
+    /// Forgets connection `key`'s held poll (timed out, or its client left). O(1), plus
+    /// O(log topics) when it was the last one and the topic's idle time starts `now`. A hold
+    /// that a publish already took is gone, and its slot may hold another connection by now,
+    /// which is why the key is checked.
+    pub fn release(&mut self, hold: HoldKey, key: usize, now: Tick) {
+        let Some(t) = self.topics.get_mut(hold.topic as usize) else {
+            return;
+        };
+        if t.held.get(hold.slot as usize) == Some(&key) {
+            t.held.remove(hold.slot as usize);
+            if t.held.is_empty() {
+                t.last_active = now;
+                self.by_idle.insert((now, hold.topic));
+            }
         }
+    }
+
+    /// Takes every poll held on `topic`: a publish answers them all, and the topic's idle time
+    /// starts `now`.
+    pub fn take_held(&mut self, topic: u32, now: Tick) -> Vec<usize> {
+        let t = &mut self.topics[topic as usize];
+        if t.held.is_empty() {
+            return Vec::new();
+        }
+        let keys = t.held.drain().collect();
+        t.last_active = now;
+        self.by_idle.insert((now, topic));
+        keys
     }
 
     /// Whether `hold` still names connection `key`'s poll on its topic's list (it is not once
     /// a publish took the list, or the hold was released).
     pub fn holds(&self, hold: HoldKey, key: usize) -> bool {
-        self.topics[hold.topic as usize].held.get(hold.slot as usize) == Some(&key)
-    }
-
-    /// Takes every poll held on `topic`: a publish answers them all.
-    pub fn take_held(&mut self, topic: u32) -> Vec<usize> {
-        self.topics[topic as usize].held.drain().collect()
+        self.topics.get(hold.topic as usize).is_some_and(|t| t.held.get(hold.slot as usize) == Some(&key))
     }
 
     /// Bytes the hold lists take (slab capacity x slot size): part of what a held poll costs.
@@ -237,12 +480,12 @@ impl Topics {
             Vacant(usize),
             Occupied(usize),
         }
-        self.topics.iter().map(|t| t.held.capacity() * std::mem::size_of::<SlabEntry>()).sum()
+        self.topics.iter().map(|(_, t)| t.held.capacity() * std::mem::size_of::<SlabEntry>()).sum()
     }
 
     /// Every hold on every topic's list with its connection key, for invariant checks.
     pub fn held_polls(&self) -> impl Iterator<Item = (HoldKey, usize)> + '_ {
-        self.topics.iter().enumerate().flat_map(|(topic, t)| {
+        self.topics.iter().flat_map(|(topic, t)| {
             t.held.iter().map(move |(slot, &key)| (HoldKey { topic: topic as u32, slot: slot as u32 }, key))
         })
     }
@@ -258,122 +501,35 @@ pub fn valid_topic_name(name: &str) -> bool {
         && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// A random name for this server life: `RandomState` is seeded from the OS's randomness, so
-/// hashing nothing with it yields 64 random-enough bits without another dependency.
-fn new_epoch() -> String {
-    let bits = RandomState::new().hash_one(std::process::id());
-    format!("{:012x}", bits & 0xffff_ffff_ffff)
+#[cfg(test)]
+impl Topics {
+    /// Recomputes every count and index from the rings and holds, and checks that the kept ones
+    /// agree (tests only: it is O(topics + messages)).
+    fn assert_consistent(&self) {
+        let mut by_size = BTreeSet::new();
+        let mut by_idle = BTreeSet::new();
+        let (mut retained, mut retained_bytes) = (0, 0);
+        for (id, t) in &self.topics {
+            let id = u32::try_from(id).unwrap();
+            let bytes: usize = t.ring.iter().map(Message::stored_bytes).sum();
+            assert_eq!(bytes, t.ring_bytes, "topic {}", t.name);
+            if bytes > 0 {
+                by_size.insert((bytes, id));
+            }
+            if t.held.is_empty() {
+                by_idle.insert((t.last_active, id));
+            }
+            assert_eq!(self.by_name.get(&t.name), Some(&id));
+            retained += t.ring.len() as u64;
+            retained_bytes += bytes;
+        }
+        assert_eq!(by_size, self.by_size, "by_size");
+        assert_eq!(by_idle, self.by_idle, "by_idle");
+        assert_eq!((retained, retained_bytes), (self.retained, self.retained_bytes), "retained");
+        assert_eq!(self.by_name.len(), self.topics.len());
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seqs(read: &Read) -> Vec<u64> {
-        match read {
-            Read::Messages { messages, .. } => messages.iter().map(|m| m.seq).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    #[test]
-    fn topic_names() {
-        for good in ["a", "news", "A-Z_0.9", &"x".repeat(64)] {
-            assert!(valid_topic_name(good), "{good}");
-        }
-        for bad in ["", "a/b", "a b", "ü", "a%20", &"x".repeat(65)] {
-            assert!(!valid_topic_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn sequence_numbers_start_at_one_and_cursors_read_what_is_newer() {
-        let mut topics = Topics::new(8, 10);
-        let t = topics.get_or_create("news").unwrap();
-        assert_eq!(topics.read(t, 0), Read::Nothing);
-        assert_eq!(topics.publish(t, "a"), 1);
-        assert_eq!(topics.publish(t, "b"), 2);
-        assert_eq!(seqs(&topics.read(t, 0)), [1, 2]);
-        assert_eq!(seqs(&topics.read(t, 1)), [2]);
-        assert_eq!(topics.read(t, 2), Read::Nothing);
-        assert_eq!(topics.read(t, 3), Read::Reset { cursor: 2 });
-    }
-
-    #[test]
-    fn overflow_is_reported_as_missed() {
-        let mut topics = Topics::new(3, 10);
-        let t = topics.get_or_create("t").unwrap();
-        for i in 1..=10 {
-            topics.publish(t, &i.to_string());
-        }
-        assert_eq!(topics.retained(), 3);
-        match topics.read(t, 2) {
-            Read::Messages { messages, missed } => {
-                assert_eq!(missed, 5, "seqs 3..=7 fell out of the ring");
-                assert_eq!(messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [8, 9, 10]);
-                assert_eq!(&*messages[0].data, "8");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(topics.resolve(t, Cursor::Oldest), 7);
-        assert_eq!(topics.resolve(t, Cursor::Next), 10);
-        assert_eq!(topics.resolve(t, Cursor::After(4)), 4);
-    }
-
-    #[test]
-    fn answers_are_paged() {
-        let mut topics = Topics::new(1000, 10);
-        let t = topics.get_or_create("t").unwrap();
-        for _ in 0..250 {
-            topics.publish(t, "x");
-        }
-        assert_eq!(seqs(&topics.read(t, 0)), (1..=100).collect::<Vec<_>>());
-        assert_eq!(seqs(&topics.read(t, 200)), (201..=250).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn answers_are_bounded_in_bytes_but_always_carry_one_message() {
-        let mut topics = Topics::new(1000, 10);
-        let t = topics.get_or_create("t").unwrap();
-        let big = "b".repeat(20 * 1024);
-        for _ in 0..10 {
-            topics.publish(t, &big);
-        }
-        topics.publish(t, &"h".repeat(MAX_ANSWER_DATA_BYTES + 1));
-        assert_eq!(seqs(&topics.read(t, 0)), [1, 2, 3], "60 KiB fit, 80 KiB would not");
-        assert_eq!(seqs(&topics.read(t, 9)), [10], "the next one would pass the bound");
-        assert_eq!(seqs(&topics.read(t, 10)), [11], "one message over the bound still goes out");
-    }
-
-    #[test]
-    fn holds_are_released_in_o1_and_taken_by_a_publish() {
-        let mut topics = Topics::new(8, 10);
-        let t = topics.get_or_create("t").unwrap();
-        let a = topics.hold(t, 10);
-        let _b = topics.hold(t, 11);
-        topics.release(a, 10);
-        assert_eq!(topics.held_on(t), 1);
-        let c = topics.hold(t, 12); // reuses a's slot
-        assert_eq!(c, a);
-        topics.release(a, 10); // a stale release does not remove connection 12's hold
-        assert_eq!(topics.held_on(t), 2);
-        assert!(topics.hold_list_bytes() >= 2 * 16);
-        let mut woken = topics.take_held(t);
-        woken.sort();
-        assert_eq!(woken, [11, 12]);
-        assert_eq!(topics.held_on(t), 0);
-    }
-
-    #[test]
-    fn topic_limits() {
-        let mut topics = Topics::new(8, 2);
-        assert_eq!(topics.get_or_create("a/b"), Err(TopicError::BadName));
-        let a = topics.get_or_create("a").unwrap();
-        assert_eq!(topics.get_or_create("a"), Ok(a));
-        topics.get_or_create("b").unwrap();
-        assert_eq!(topics.get_or_create("c"), Err(TopicError::TooMany));
-        assert_eq!(topics.count(), 2);
-        assert_eq!(topics.name(a), "a");
-        assert_ne!(Topics::new(1, 1).epoch(), topics.epoch());
-    }
-}
+#[path = "pubsub_tests.rs"]
+mod tests;

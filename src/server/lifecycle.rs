@@ -156,7 +156,7 @@ impl Server {
             self.pool.give(buffers);
         }
         if let Some(held) = conn.hold.take() {
-            self.topics.release(held.hold, key);
+            self.topics.release(held.hold, key, self.now);
             self.polls.held -= 1;
         }
         if conn.over_limit {

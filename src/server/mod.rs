@@ -11,7 +11,7 @@
 //!                SIGNALS: start draining; then LISTENER: accept up to `ACCEPT_BUDGET`
 //!                newcomers (`admission`: the limits)
 //! expire_timers  every due deadline: head (408), idle, write, hold (timeout), linger, drain,
-//!                the listener's back-off, the topic sweep
+//!                the listener's back-off, the topic sweep (`poll::sweep_topics`)
 //! flush          up to `FLUSH_BUDGET` connections queued by something other than their own
 //!                event: a timer's 408 or `timeout`, a publish's woken polls (each answer is
 //!                built and written here), requests that waited behind an answer
@@ -65,7 +65,7 @@ use crate::connection::{self, Connection, Deadline, State};
 use crate::http::date::HttpDate;
 use crate::http::request::Limits;
 use crate::http::response::{Response, Status};
-use crate::pubsub::Topics;
+use crate::pubsub::{TopicLimits, Topics};
 use crate::stats::{self, ByState, CloseReason, Polls, Snapshot, Totals};
 use crate::timer::{Tick, Wheel};
 use admission::Accepting;
@@ -80,6 +80,8 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 /// running out of descriptors; never slab keys (invariant 1).
 const DRAIN_TIMER: usize = usize::MAX;
 const ACCEPT_TIMER: usize = usize::MAX - 1;
+/// The wheel's value for the periodic sweep that forgets idle topics (`poll::sweep_topics`).
+const TOPIC_SWEEP_TIMER: usize = usize::MAX - 2;
 /// How long a closing connection waits for the peer's FIN after our last answer.
 const LINGER: Duration = Duration::from_secs(2);
 /// Stop parsing pipelined requests while this much output waits for the socket: a client that
@@ -183,7 +185,7 @@ impl Server {
         // Everything this server will ever open is open now but for connections, so this one
         // reading of `/proc` is the base that `fds.open` counts from.
         let fds_at_start = stats::fds_open().saturating_sub(1 + u64::from(spare.is_some()));
-        Ok(Server {
+        let mut server = Server {
             poll,
             listener: Some(listener),
             accepting: Accepting::Open,
@@ -206,7 +208,7 @@ impl Server {
             date: HttpDate::new(),
             totals: Totals::default(),
             by_state: ByState::default(),
-            topics: Topics::new(config.topic_capacity, config.max_topics),
+            topics: Topics::new(TopicLimits::from(&config)),
             polls: Polls::default(),
             max_held: config.max_held.unwrap_or(max_connections),
             config,
@@ -216,7 +218,9 @@ impl Server {
             stop: false,
             #[cfg(debug_assertions)]
             invariants: invariants::Mirror::default(),
-        })
+        };
+        server.arm_topic_sweep();
+        Ok(server)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -386,6 +390,10 @@ impl Server {
                 self.resume_accepting();
                 continue;
             }
+            if key == TOPIC_SWEEP_TIMER {
+                self.sweep_topics();
+                continue;
+            }
             let Some(conn) = self.connections.get_mut(key) else {
                 debug_assert!(false, "a timer outlived its connection {key}");
                 continue;
@@ -515,6 +523,10 @@ impl Server {
             polls: self.polls,
             topics: self.topics.count() as u64,
             messages: self.topics.retained(),
+            retained_bytes: self.topics.retained_bytes() as u64,
+            max_retained_bytes: self.topics.max_retained_bytes() as u64,
+            evicted: self.topics.evicted(),
+            forgotten: self.topics.forgotten(),
             timers_armed: self.wheel.len() as u64,
             rss_bytes: stats::rss_bytes(),
             connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES

@@ -1,5 +1,5 @@
-//! Long polling in the reactor: publishing, holding a poll, and answering it when a message, the
-//! hold deadline or a drain comes.
+//! Long polling in the reactor: publishing, holding a poll, answering it when a message, the
+//! hold deadline or a drain comes, and the periodic sweep that forgets idle topics.
 //!
 //! Invariants:
 //! - A held poll is in its connection's `hold` from the request until `answer_hold`, and in its
@@ -11,17 +11,26 @@
 //!   all four.
 //! - `polls.held` counts the holds alive (woken ones too, until answered), and is what
 //!   `--max-held` is checked against.
+//! - The topic sweep is always armed, once: `TOPIC_SWEEP_TIMER` in the server's one wheel.
 
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use super::Server;
+use log::debug;
+
+use super::{Server, TOPIC_SWEEP_TIMER};
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
 use crate::connection::HeldPoll;
 use crate::http::request::{Body, Method, Request};
 use crate::http::response::{self, Response, Status};
 use crate::json;
-use crate::pubsub::{Cursor, Message, Read, TopicError};
+use crate::pubsub::{Cursor, Message, Read, TopicError, Topics};
+
+/// The topic sweep runs this often, an eighth of `--topic-idle-timeout`, but at most once a
+/// second: a topic is forgotten at most that long after its idle time is up.
+fn topic_sweep_period(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 8).max(Duration::from_secs(1))
+}
 
 /// A poll's answer: the JSON body now, or a hold.
 pub(super) enum PollAnswer {
@@ -92,7 +101,7 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 impl Server {
     /// `POST /publish/{topic}`: append the message, wake the topic's held polls, and say so.
     pub(super) fn publish(&mut self, req: &Request, name: &str) -> Result<String, Response<'static>> {
-        let topic = self.topics.get_or_create(name).map_err(topic_error)?;
+        let topic = self.topics.get_or_create(name, self.now).map_err(topic_error)?;
         let bytes: &[u8] = match &req.body {
             Body::Empty => b"",
             Body::Bytes(bytes) => bytes,
@@ -100,7 +109,7 @@ impl Server {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Response::error(Status::BAD_REQUEST, b"a message must be UTF-8 text\n"))?;
-        let seq = self.topics.publish(topic, text);
+        let seq = self.topics.publish(topic, text, self.now);
         let woken = self.wake(topic);
         let mut body = String::with_capacity(96);
         body.push_str("{\"topic\":");
@@ -115,8 +124,8 @@ impl Server {
         // The query first: a refused poll must not create its topic (and use up --max-topics).
         let query = PollQuery::parse(req.query, req.last_event_id)
             .map_err(|reason| Response::error(Status::BAD_REQUEST, reason.as_bytes()))?;
-        let topic = self.topics.get_or_create(name).map_err(topic_error)?;
-        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch());
+        let topic = self.topics.get_or_create(name, self.now).map_err(topic_error)?;
+        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
         let after = self.topics.resolve(topic, query.start());
         let read = if foreign_epoch {
             Read::Reset { cursor: self.topics.last_seq(topic) }
@@ -126,7 +135,7 @@ impl Server {
         if read != Read::Nothing {
             self.polls.answered += 1;
             let mut body = String::with_capacity(256);
-            self.poll_body(&mut body, topic, &read, after);
+            poll_body(&mut body, &self.topics, topic, &read, after);
             return Ok(PollAnswer::Now(body));
         }
         if self.polls.held >= self.max_held as u64 {
@@ -153,7 +162,7 @@ impl Server {
     /// the whole fan-out. Returns how many.
     fn wake(&mut self, topic: u32) -> usize {
         let queued = self.flush_queue.len();
-        self.flush_queue.extend(self.topics.take_held(topic));
+        self.flush_queue.extend(self.topics.take_held(topic, self.now));
         let woken = self.flush_queue.len() - queued;
         if woken > 0 {
             self.fanout_started = Some(Instant::now());
@@ -169,6 +178,21 @@ impl Server {
         hold.is_some_and(|held| !self.topics.holds(held.hold, key))
     }
 
+    /// The topic sweep's timer fired: forget the topics idle for `--topic-idle-timeout`, and arm
+    /// the next sweep. A sweep costs O(log topics) per topic forgotten, nothing for the others.
+    pub(super) fn sweep_topics(&mut self) {
+        let forgotten = self.topics.forget_idle(self.now);
+        if forgotten > 0 {
+            debug!("forgot {forgotten} idle topics; {} left", self.topics.count());
+        }
+        self.arm_topic_sweep();
+    }
+
+    pub(super) fn arm_topic_sweep(&mut self) {
+        let period = topic_sweep_period(self.config.topic_idle_timeout);
+        self.wheel.insert(self.deadline(period), TOPIC_SWEEP_TIMER);
+    }
+
     /// Writes the answer of a held poll into its connection's output, for the caller to write:
     /// what its topic has after the cursor, or `timeout` when nothing (the hold time passed,
     /// or the server drains).
@@ -177,7 +201,7 @@ impl Server {
             return;
         };
         self.polls.held -= 1;
-        self.topics.release(held.hold, key); // a no-op once a publish took it
+        self.topics.release(held.hold, key, self.now); // a no-op once a publish took it
         let read = self.topics.read(held.hold.topic, held.after);
         if read == Read::Nothing {
             self.polls.timed_out += 1;
@@ -185,7 +209,7 @@ impl Server {
             self.polls.answered += 1;
         }
         let mut body = String::with_capacity(256);
-        self.poll_body(&mut body, held.hold.topic, &read, held.after);
+        poll_body(&mut body, &self.topics, held.hold.topic, &read, held.after);
         // `served` already counts this poll, since it was counted when it arrived.
         let served_before = self.connections[key].served.saturating_sub(1);
         let (persistence, closing) =
@@ -196,29 +220,27 @@ impl Server {
         response::write(buffers.output(), &response, persistence, held.head_only, &self.date);
         conn.closing = closing;
     }
+}
 
-    /// The JSON of a poll answer: `ok` with messages, `reset`, or (for `Read::Nothing`)
-    /// `timeout` with the cursor unchanged.
-    fn poll_body(&self, out: &mut String, topic: u32, read: &Read, after: u64) {
-        let (status, cursor, missed, messages): (&str, u64, u64, &[Message]) = match read {
-            Read::Messages { messages, missed } => ("ok", messages.last().map_or(after, |m| m.seq), *missed, messages),
-            Read::Reset { cursor } => ("reset", *cursor, 0, &[]),
-            Read::Nothing => ("timeout", after, 0, &[]),
-        };
-        out.push_str("{\"status\":\"");
-        out.push_str(status);
-        out.push_str("\",\"topic\":");
-        json::push_string(out, self.topics.name(topic));
-        out.push_str(",\"epoch\":");
-        json::push_string(out, self.topics.epoch());
-        let _ = write!(out, ",\"cursor\":{cursor},\"missed\":{missed},\"messages\":[");
-        for (i, message) in messages.iter().enumerate() {
-            let _ = write!(out, "{}{{\"seq\":{},\"data\":", if i == 0 { "" } else { "," }, message.seq);
-            json::push_string(out, &message.data);
-            out.push('}');
-        }
-        out.push_str("]}\n");
+/// The JSON of a poll answer: `ok` with messages, `reset`, or (for `Read::Nothing`) `timeout`
+/// with the cursor unchanged.
+fn poll_body(out: &mut String, topics: &Topics, topic: u32, read: &Read, after: u64) {
+    let (status, cursor, missed, messages): (&str, u64, u64, &[Message]) = match read {
+        Read::Messages { messages, missed, cursor } => ("ok", *cursor, *missed, messages),
+        Read::Reset { cursor } => ("reset", *cursor, 0, &[]),
+        Read::Nothing => ("timeout", after, 0, &[]),
+    };
+    // Nothing is escaped here: a topic name is letters, digits and `._-` (`valid_topic_name`),
+    // an epoch hex digits and `-`, and each message's literal was escaped when it was published.
+    let (name, epoch) = (topics.name(topic), topics.epoch(topic));
+    let _ = write!(out, "{{\"status\":\"{status}\",\"topic\":\"{name}\",\"epoch\":\"{epoch}\",");
+    let _ = write!(out, "\"cursor\":{cursor},\"missed\":{missed},\"messages\":[");
+    for (i, message) in messages.iter().enumerate() {
+        let _ = write!(out, "{}{{\"seq\":{},\"data\":", if i == 0 { "" } else { "," }, message.seq);
+        out.push_str(&message.json);
+        out.push('}');
     }
+    out.push_str("]}\n");
 }
 
 /// Every poll answer is `200`, JSON, and never cached.
@@ -265,5 +287,32 @@ mod tests {
             assert!(PollQuery::parse(bad, None).is_err(), "{bad}");
         }
         assert!(PollQuery::parse("", Some("x")).is_err());
+    }
+
+    /// A message is escaped once, when published; answering copies the stored literal, however
+    /// many readers there are and however large the message.
+    use crate::pubsub::TopicLimits;
+
+    #[test]
+    fn answers_copy_messages_escaped_at_publish() {
+        let limits = TopicLimits { capacity: 8, max_topics: 10, max_retained_bytes: 1 << 20, idle_timeout: 1000 };
+        let mut topics = Topics::new(limits);
+        let t = topics.get_or_create("news", 0).unwrap();
+        topics.publish(t, "say \"hi\"\n\u{1}", 0);
+        topics.publish(t, "ü", 0);
+        let read = topics.read(t, 0);
+        let escaped_before = json::escaped_on_this_thread();
+        let mut bodies = Vec::new();
+        for _reader in 0..3 {
+            let mut body = String::new();
+            poll_body(&mut body, &topics, t, &read, 0);
+            bodies.push(body);
+        }
+        assert_eq!(json::escaped_on_this_thread(), escaped_before, "answering escaped a string");
+        let body = &bodies[0];
+        assert!(body.contains(r#"[{"seq":1,"data":"say \"hi\"\n\u0001"},{"seq":2,"data":"ü"}]"#), "{body}");
+        let parsed: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(parsed["messages"][0]["data"], "say \"hi\"\n\u{1}");
+        assert_eq!(parsed["cursor"], 2);
     }
 }
