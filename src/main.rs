@@ -47,7 +47,8 @@ struct PollArgs {
     /// Start after message N [default: the URL's cursor=, else the next message published].
     #[arg(long, value_name = "N")]
     cursor: Option<u64>,
-    /// Print each message as a JSON object {"seq":N,"data":"..."} instead of its data alone.
+    /// Print each message as a JSON object {"seq":N,"epoch":"...","data":"..."} instead of its data
+    /// alone ((epoch, seq) names a message: seq starts over when the server restarts).
     #[arg(long)]
     json: bool,
 }

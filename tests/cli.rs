@@ -180,9 +180,30 @@ fn poll_json_prints_whole_messages() {
     let poller = Poller::start(&format!("http://{}/poll/t", server.addr), &["--json", "--cursor", "0"]);
     publish(server.addr, "t", r#"say "hi""#);
     publish(server.addr, "t", "ü\ttab");
-    assert_eq!(poller.line(), r#"{"seq":1,"data":"say \"hi\""}"#);
+    let first: Value = serde_json::from_str(&poller.line()).expect("one JSON object per line");
+    let epoch = first["epoch"].as_str().unwrap_or_else(|| panic!("no epoch in {first}")).to_string();
+    assert_eq!(first, json!({"seq": 1, "epoch": epoch, "data": "say \"hi\""}));
     let second: Value = serde_json::from_str(&poller.line()).expect("one JSON object per line");
-    assert_eq!(second, json!({"seq": 2, "data": "ü\ttab"}));
+    assert_eq!(second, json!({"seq": 2, "epoch": epoch, "data": "ü\ttab"}));
+}
+
+#[test]
+fn poll_json_lines_stay_unique_across_a_server_restart() {
+    // After a restart `seq` starts over at 1: only (epoch, seq) tells a new message from a
+    // duplicate, so a consumer that drops duplicates must see the epoch on every line.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let first = Server::start_at(&addr, &[]);
+    let poller = Poller::start(&format!("http://{addr}/poll/news"), &["--json", "--cursor", "0"]);
+    publish(&addr, "news", "before");
+    let before: Value = serde_json::from_str(&poller.line()).expect("one JSON object per line");
+    drop(first);
+    let _second = Server::start_at(&addr, &[]);
+    poller.stderr_until("the server reset the cursor");
+    publish(&addr, "news", "after");
+    let after: Value = serde_json::from_str(&poller.line()).expect("one JSON object per line");
+    assert_eq!((&before["seq"], &after["seq"]), (&json!(1), &json!(1)), "{before} {after}");
+    assert!(before["epoch"].is_string() && after["epoch"].is_string(), "{before} {after}");
+    assert_ne!(before["epoch"], after["epoch"], "a new server life, a new epoch: {before} {after}");
 }
 
 #[test]
