@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// What `tether serve` runs with. Defaults are SPEC.md's (and nginx's where one exists).
+/// What `tether serve` runs with; `tether serve --help` gives the defaults and which follow nginx.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
