@@ -1,4 +1,4 @@
-//! `tether bench` end to end (SPEC "Binary and commands"): each scenario runs for about a second
+//! `tether bench` end to end (docs/lab.md): each scenario runs for about a second
 //! against a spawned server, and its JSON is checked for its shape and its invariants:
 //! `p50 <= p90 <= p99 <= max`, close opens one connection per request (seen from the server's
 //! side too), every follower gets every message in order, short polling sends more requests
@@ -223,4 +223,77 @@ fn slowloris_connections_are_answered_408_and_closed_at_the_header_timeout() {
     assert!(900.0 <= first && last <= 2500.0, "closed between {first} and {last} ms: {json}");
     assert!(u(&json, "/fresh/answered") > 0 && u(&json, "/fresh/errors") == 0, "fresh requests still work: {json}");
     assert!(json["cpu"]["percent"].is_number(), "the CPU of --server-pid is read: {json}");
+}
+
+/// The `--help` of `tether bench SCENARIO`.
+fn help(scenario: &str) -> String {
+    let output = bench(&[scenario, "--help"]);
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn longpoll_help_names_the_default_topic_it_uses() {
+    let help = help("longpoll");
+    assert!(help.contains("bench-longpoll-PID-TIME"), "{help}");
+}
+
+#[test]
+fn a_plot_that_cannot_be_written_is_refused_before_the_run() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}/plaintext", server.addr);
+    let missing = std::env::temp_dir().join(format!("tether-no-such-dir-{}", std::process::id())).join("x.svg");
+    let png = std::env::temp_dir().join(format!("tether-bench-test-{}.png", std::process::id()));
+    for (plot, said) in [(missing.to_str().expect("UTF-8"), "cannot write"), (png.to_str().expect("UTF-8"), "SVG")] {
+        let args = ["keepalive", "--url", &url, "--duration", "1s", "--connections", "1", "--plot", plot];
+        let started = Instant::now();
+        let output = bench(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(plot) && stderr.contains(said), "{plot}: {stderr}");
+        assert!(output.stdout.is_empty(), "nothing ran, nothing to print: {output:?}");
+        assert!(started.elapsed() < RUN_LIMIT && !png.exists(), "no PNG named file is written");
+    }
+    // Not even the preflight's connection reached the server: the one accepted is this /stats'.
+    assert_eq!(num(&server.stats(), "totals.accepted"), 1, "nothing ran");
+}
+
+#[test]
+fn slowloris_without_a_server_fails_and_says_so() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let output = bench(&["slowloris", "--url", &url, "--connections", "5", "--duration", "1s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "measured nothing, so it fails: {stderr}");
+    assert!(stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("every slowloris ended"), "{output:?}");
+}
+
+#[test]
+fn exhaust_without_a_server_says_nothing_listens() {
+    let port = free_port();
+    let output = bench(&["exhaust", "--url", &format!("http://127.0.0.1:{port}"), "--max", "5"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")) && stderr.contains("refused"), "{stderr}");
+}
+
+#[test]
+fn exhaust_below_the_limit_does_not_claim_to_be_at_it() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}", server.addr);
+    let args = ["exhaust", "--url", &url, "--max", "5", "--hang", "1s", "--window", "100ms"];
+    let output = bench(&args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stdout.contains("at the limit"), "{stdout}");
+    assert!(stdout.contains("no limit reached"), "{stdout}");
+    let json = bench_json(&args);
+    assert_eq!(json["limit_reached"], false, "{json}");
+    assert_eq!(json["first_refusal"], Value::Null, "{json}");
+}
+
+/// A loopback port nothing listens on (the kernel's pick, released at once).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
 }

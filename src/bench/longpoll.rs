@@ -48,7 +48,7 @@ pub struct LongpollArgs {
     /// Messages published.
     #[arg(long, default_value_t = 20)]
     pub messages: usize,
-    /// The topic [default: a new one per run, bench-PID-TIME].
+    /// The topic [default: a new one per run, bench-longpoll-PID-TIME].
     #[arg(long)]
     pub topic: Option<String>,
     /// Time between two publishes.
@@ -289,5 +289,6 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, cost: &ServerCo
         table: text,
         title: "longpoll: delivery latency".into(),
         distributions: vec![("long-poll".into(), followed.latency)],
+        nothing_measured: None,
     }
 }
