@@ -238,8 +238,6 @@ struct Run {
     connections: usize,
     slow: Vec<Slow>,
     ended: usize,
-    /// Bytes trickled so far, over all slowloris.
-    trickled: u64,
     /// Trickled bytes due so far, over all slowloris: the next goes to slowloris `cursor % N`.
     trickle_cursor: u128,
     fresh: Slab<Fresh>,
@@ -261,7 +259,6 @@ impl Run {
             connections,
             slow: Vec::with_capacity(connections),
             ended: 0,
-            trickled: 0,
             trickle_cursor: 0,
             fresh: Slab::with_capacity(FRESH_IN_FLIGHT),
             fresh_opened: 0,
@@ -280,7 +277,7 @@ impl Run {
             "{:.1} s of {:?}: {} bytes trickled, {} of {} ended",
             elapsed.as_secs_f64(),
             duration,
-            self.trickled,
+            self.slow.iter().map(|slow| slow.trickled).sum::<usize>(),
             self.ended,
             self.connections
         )
@@ -342,10 +339,7 @@ impl Run {
             let ending = if connecting && now.saturating_duration_since(slow.opened) >= CONNECT_BOUND {
                 Some(Ending::ConnectFailed)
             } else {
-                let before = slow.trickled;
-                let ending = slow.trickle();
-                self.trickled += (slow.trickled - before) as u64;
-                ending
+                slow.trickle()
             };
             if let Some(ending) = ending {
                 self.end(key, ending, now);
@@ -589,7 +583,8 @@ mod tests {
     fn progress_moves_with_time_and_bytes_before_any_slowloris_ends() {
         let target = Target::parse("http://127.0.0.1:8080").unwrap();
         let mut run = Run::new(&target, 300).unwrap();
-        run.trickled = 7500;
+        let trickled = |n| Slow { conn: None, opened: Instant::now(), answer: None, ended: None, trickled: n };
+        run.slow.extend([trickled(7000), trickled(500)]);
         let line = run.status(Duration::from_millis(5000), Duration::from_secs(20));
         assert_eq!(line, "5.0 s of 20s: 7500 bytes trickled, 0 of 300 ended");
     }
