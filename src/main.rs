@@ -27,7 +27,7 @@ enum Command {
     /// Long-poll a topic and print each message as it arrives, until SIGINT.
     Poll(PollArgs),
     /// The lab: measure a server running on this machine (keep-alive, long and short polling,
-    /// exhaustion, slowloris).
+    /// fan-out, hold deadlines, exhaustion, slowloris).
     Bench(tether::bench::BenchArgs),
 }
 

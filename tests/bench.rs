@@ -133,18 +133,43 @@ fn longpoll_delivers_every_message_to_every_client_in_order() {
     let url = format!("http://{}", server.addr);
     let plot = std::env::temp_dir().join(format!("tether-bench-test-{}.svg", std::process::id()));
     let plot_arg = plot.to_str().expect("a UTF-8 temp dir");
-    let args = ["longpoll", "--url", &url, "--clients", "5", "--messages", "5", "--interval", "100ms"];
+    let pid = server.pid().to_string();
+    let args =
+        ["longpoll", "--url", &url, "--clients", "5", "--messages", "5", "--interval", "100ms", "--server-pid", &pid];
     let json = bench_json(&[&args[..], &["--plot", plot_arg]].concat());
     assert_eq!(json["scenario"], "longpoll");
     assert_eq!((u(&json, "/clients"), u(&json, "/delivered"), u(&json, "/errors")), (5, 25, 0), "{json}");
     assert_latency_ordered(&json["latency_us"]);
     assert_eq!(u(&json, "/server/fds_held"), 5, "one descriptor per held poll: {json}");
+    // The fan-out figures: the first delivery, and the server's time per answer.
+    let (min, p50) = (f(&json, "/latency_us/min"), f(&json, "/latency_us/p50"));
+    assert!(0.0 < min && min <= p50, "{json}");
+    assert_eq!(u(&json, "/server/last_fanout_woken"), 5, "the last publish woke every poll: {json}");
+    assert!(f(&json, "/server/fanout_us_per_answer") > 0.0, "{json}");
+    let (held, end) = (u(&json, "/server/peak_rss_bytes/held"), u(&json, "/server/peak_rss_bytes/end"));
+    assert!(0 < held && held <= end, "the server's peak RSS: {json}");
     for figure in ["user_bytes_per_held_poll", "kernel_bytes_per_connection"] {
         assert!(json["server"][figure].is_number(), "no server.{figure} in {json}");
     }
     let svg = std::fs::read_to_string(&plot).unwrap_or_default();
     let _ = std::fs::remove_file(&plot);
     assert!(svg.starts_with("<svg") && svg.contains("long-poll"), "no plot written");
+}
+
+#[test]
+fn lateness_answers_every_poll_at_its_deadline_and_none_early() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}", server.addr);
+    let json = bench_json(&["lateness", "--url", &url, "--clients", "50", "--spread", "1s"]);
+    assert_eq!(json["scenario"], "lateness");
+    assert_eq!((u(&json, "/clients"), u(&json, "/answered"), u(&json, "/errors")), (50, 50, 0), "{json}");
+    let all = &json["lateness_ms"]["all"];
+    assert_eq!((u(all, "/count"), u(all, "/early")), (50, 0), "no hold ends before its deadline: {json}");
+    let [min, p50, p90, p99, max] = ["/min", "/p50", "/p90", "/p99", "/max"].map(|p| f(all, p));
+    assert!(min <= p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{json}");
+    let groups = ["deadline_while_opening", "deadline_after_opening"].map(|g| u(&json["lateness_ms"][g], "/count"));
+    assert_eq!(groups[0] + groups[1], 50, "{json}");
+    assert_eq!(u(&json, "/server/polls_timed_out"), 50, "the server timed out each hold: {json}");
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //!   keepalive  closed loop: each connection sends, waits for the answer, sends again
 //!              (keep-alive | close: one connection per request | pipelined: a batch at once)
 //!   longpoll   N followers hold polls on one topic; M messages published on a schedule
+//!              (M = 1: one fan-out, from the publish to the first and the last answer)
+//!   lateness   N polls held with hold times spread over [1s, 1s + spread]: how late past its
+//!              deadline each is answered
 //!   realtime   the same schedule delivered by short polling, then by long polling
 //!   exhaust    newcomers hold polls until the server refuses: how it refuses, what still
 //!              works, its CPU at the limit
@@ -15,8 +18,8 @@
 //! Who owns what: `conn` is one non-blocking client connection, `frame` finds where a response
 //! ends, `keepalive` drives the closed-loop connections, `follow` drives the followers and the
 //! publisher of `longpoll` and `realtime`, `report` turns counts and histograms into tables and
-//! JSON, `plot` draws the latency distributions, `host` reads the server's pid and CPU time from
-//! `/proc`; `exhaust` and `slowloris` own their phases. This module parses the arguments, checks
+//! JSON, `plot` draws the latency distributions, `host` reads the server's pid, CPU time and peak
+//! RSS from `/proc`; `lateness`, `exhaust` and `slowloris` own their phases. This module parses the arguments, checks
 //! the target and the open-file budget, and prints the outcome.
 //!
 //! Invariants every scenario keeps:
@@ -43,6 +46,7 @@ mod follow;
 mod frame;
 mod host;
 mod keepalive;
+mod lateness;
 mod longpoll;
 mod plot;
 mod realtime;
@@ -51,6 +55,7 @@ mod slowloris;
 
 pub use exhaust::ExhaustArgs;
 pub use keepalive::KeepaliveArgs;
+pub use lateness::LatenessArgs;
 pub use longpoll::LongpollArgs;
 pub use realtime::RealtimeArgs;
 pub use slowloris::SlowlorisArgs;
@@ -74,8 +79,11 @@ pub enum Scenario {
     /// Requests per second and latency with keep-alive, one connection per request, and pipelining.
     Keepalive(KeepaliveArgs),
     /// N clients hold polls on one topic while M messages are published: delivery latency and
-    /// what a held poll costs the server.
+    /// what a held poll costs the server (with --messages 1, the fan-out of one publish).
     Longpoll(LongpollArgs),
+    /// N polls held with hold times spread over 1s to 1s + --spread, nothing published: how late
+    /// after its deadline the server answers each.
+    Lateness(LatenessArgs),
     /// The same publish schedule delivered by short polling, then by long polling: the comparison.
     Realtime(RealtimeArgs),
     /// Newcomers hold polls until the server refuses one: where and how it refuses, whether
@@ -104,6 +112,7 @@ impl Scenario {
             Scenario::Keepalive(args) => args.output.clone(),
             Scenario::Longpoll(args) => args.output.clone(),
             Scenario::Realtime(args) => args.output.clone(),
+            Scenario::Lateness(args) => OutputArgs { json: args.json, plot: None },
             Scenario::Exhaust(args) => OutputArgs { json: args.json, plot: None },
             Scenario::Slowloris(args) => OutputArgs { json: args.json, plot: None },
         }
@@ -126,6 +135,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Keepalive(args) => keepalive::run(args)?,
         Scenario::Longpoll(args) => longpoll::run(args)?,
         Scenario::Realtime(args) => realtime::run(args)?,
+        Scenario::Lateness(args) => lateness::run(args)?,
         Scenario::Exhaust(args) => exhaust::run(args)?,
         Scenario::Slowloris(args) => slowloris::run(args)?,
     };
