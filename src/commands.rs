@@ -219,7 +219,10 @@ impl Poller {
         for (seq, data) in &answer.messages {
             line.clear();
             if self.json {
-                let _ = write!(line, "{{\"seq\":{seq},\"data\":");
+                // The epoch too: after a restart `seq` starts over, and only (epoch, seq) is unique.
+                let _ = write!(line, "{{\"seq\":{seq},\"epoch\":");
+                json::push_string(&mut line, &answer.epoch);
+                line.push_str(",\"data\":");
                 json::push_string(&mut line, data);
                 line.push('}');
             } else {
@@ -242,7 +245,8 @@ enum AnswerStatus {
     Reset,
 }
 
-/// A `/poll` answer (SPEC.md, "Long poll").
+/// A `/poll` answer (docs/long-polling.md shows one; "What cursors and epochs guarantee" says
+/// what its fields promise).
 #[derive(Debug, PartialEq, Eq)]
 struct Answer {
     status: AnswerStatus,
@@ -345,7 +349,7 @@ mod tests {
         let mut out = Vec::new();
         let ok = r#"{"status":"ok","epoch":"e","cursor":7,"missed":0,"messages":[{"seq":7,"data":"say \"hi\"\tü"}]}"#;
         poller.take(answer(ok), &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "{\"seq\":7,\"data\":\"say \\\"hi\\\"\\tü\"}\n");
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"seq\":7,\"epoch\":\"e\",\"data\":\"say \\\"hi\\\"\\tü\"}\n");
     }
 
     #[test]

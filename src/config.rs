@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// What `tether serve` runs with. The defaults are `tether serve --help`'s (nginx's where one
-/// exists); the topic limits are tabled in docs/long-polling.md.
+/// What `tether serve` runs with; `tether serve --help` gives the defaults and which follow nginx,
+/// and docs/long-polling.md tables the topic limits.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,

@@ -1,8 +1,8 @@
-//! The `tether` command line: parses arguments and hands them to the server (`serve`) or to the
-//! client commands (`publish`, `poll`, in `tether::commands`).
+//! The `tether` command line: parses arguments and hands them to the server (`serve`), to the
+//! client commands (`publish`, `poll`, in `tether::commands`) or to the lab (`bench`).
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ enum Command {
     /// Long-poll a topic and print each message as it arrives, until SIGINT.
     Poll(PollArgs),
     /// The lab: measure a server running on this machine (keep-alive, long and short polling,
-    /// exhaustion, slowloris).
+    /// fan-out, hold deadlines, exhaustion, slowloris).
     Bench(tether::bench::BenchArgs),
 }
 
@@ -47,26 +47,32 @@ struct PollArgs {
     /// Start after message N [default: the URL's cursor=, else the next message published].
     #[arg(long, value_name = "N")]
     cursor: Option<u64>,
-    /// Print each message as a JSON object {"seq":N,"data":"..."} instead of its data alone.
+    /// Print each message as a JSON object {"seq":N,"epoch":"...","data":"..."} instead of its data
+    /// alone ((epoch, seq) names a message: seq starts over when the server restarts).
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on; port 0 lets the kernel choose.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on: an IP address or a host name (`localhost:8080`, resolved once, an
+    /// IPv4 loopback address preferred) and a port; port 0 lets the kernel choose.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     listen: SocketAddr,
-    /// Close a keep-alive connection idle this long.
+    /// Close a keep-alive connection idle this long (as nginx's keepalive_timeout).
     #[arg(long, default_value = "75s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// A request must arrive whole within this, else 408.
+    /// A request must arrive whole within this, else 408 (nginx's client_header_timeout is 60s;
+    /// shorter here because a long-poll server holds many connections, and a slow or stuck peer
+    /// costs a descriptor and buffers while it lasts).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
-    /// Drop a peer that accepts no bytes for this long.
+    /// Drop a peer that accepts no bytes for this long (nginx's send_timeout is 60s; shorter here
+    /// for the same reason as --header-timeout).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     write_timeout: Duration,
-    /// Requests served on one connection before `Connection: close`.
+    /// Requests served on one connection before `Connection: close` (as nginx's
+    /// keepalive_requests).
     #[arg(long, default_value_t = 1000)]
     max_requests: u32,
     /// Connections open at once [default: the open-file limit minus a reserve].
@@ -152,9 +158,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--listen`: `IP:PORT`, or `NAME:PORT` resolved once with the system's resolver. Of several
+/// addresses an IPv4 loopback one is taken (`localhost` may also name `::1`), else the first.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> =
+        text.to_socket_addrs().map_err(|e| format!("cannot resolve {text}: {e} (give HOST:PORT)"))?.collect();
+    let loopback_v4 = addrs.iter().find(|a| a.is_ipv4() && a.ip().is_loopback());
+    loopback_v4.or(addrs.first()).copied().ok_or_else(|| format!("{text} resolves to no address"))
+}
+
 fn serve(config: Config) -> Result<(), String> {
     config.validate()?;
-    let mut server = Server::bind(config).map_err(|e| format!("cannot listen: {e}"))?;
+    let listen = config.listen;
+    let mut server = Server::bind(config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "tether listening on http://{addr}").and_then(|()| stdout.flush()).map_err(|e| e.to_string())?;

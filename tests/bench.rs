@@ -1,4 +1,4 @@
-//! `tether bench` end to end (SPEC "Binary and commands"): each scenario runs for about a second
+//! `tether bench` end to end (docs/lab.md): each scenario runs for about a second
 //! against a spawned server, and its JSON is checked for its shape and its invariants:
 //! `p50 <= p90 <= p99 <= max`, close opens one connection per request (seen from the server's
 //! side too), every follower gets every message in order, short polling sends more requests
@@ -133,18 +133,43 @@ fn longpoll_delivers_every_message_to_every_client_in_order() {
     let url = format!("http://{}", server.addr);
     let plot = std::env::temp_dir().join(format!("tether-bench-test-{}.svg", std::process::id()));
     let plot_arg = plot.to_str().expect("a UTF-8 temp dir");
-    let args = ["longpoll", "--url", &url, "--clients", "5", "--messages", "5", "--interval", "100ms"];
+    let pid = server.pid().to_string();
+    let args =
+        ["longpoll", "--url", &url, "--clients", "5", "--messages", "5", "--interval", "100ms", "--server-pid", &pid];
     let json = bench_json(&[&args[..], &["--plot", plot_arg]].concat());
     assert_eq!(json["scenario"], "longpoll");
     assert_eq!((u(&json, "/clients"), u(&json, "/delivered"), u(&json, "/errors")), (5, 25, 0), "{json}");
     assert_latency_ordered(&json["latency_us"]);
     assert_eq!(u(&json, "/server/fds_held"), 5, "one descriptor per held poll: {json}");
+    // The fan-out figures: the first delivery, and the server's time per answer.
+    let (min, p50) = (f(&json, "/latency_us/min"), f(&json, "/latency_us/p50"));
+    assert!(0.0 < min && min <= p50, "{json}");
+    assert_eq!(u(&json, "/server/last_fanout_woken"), 5, "the last publish woke every poll: {json}");
+    assert!(f(&json, "/server/fanout_us_per_answer") > 0.0, "{json}");
+    let (held, end) = (u(&json, "/server/peak_rss_bytes/held"), u(&json, "/server/peak_rss_bytes/end"));
+    assert!(0 < held && held <= end, "the server's peak RSS: {json}");
     for figure in ["user_bytes_per_held_poll", "kernel_bytes_per_connection"] {
         assert!(json["server"][figure].is_number(), "no server.{figure} in {json}");
     }
     let svg = std::fs::read_to_string(&plot).unwrap_or_default();
     let _ = std::fs::remove_file(&plot);
     assert!(svg.starts_with("<svg") && svg.contains("long-poll"), "no plot written");
+}
+
+#[test]
+fn lateness_answers_every_poll_at_its_deadline_and_none_early() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}", server.addr);
+    let json = bench_json(&["lateness", "--url", &url, "--clients", "50", "--spread", "1s"]);
+    assert_eq!(json["scenario"], "lateness");
+    assert_eq!((u(&json, "/clients"), u(&json, "/answered"), u(&json, "/errors")), (50, 50, 0), "{json}");
+    let all = &json["lateness_ms"]["all"];
+    assert_eq!((u(all, "/count"), u(all, "/early")), (50, 0), "no hold ends before its deadline: {json}");
+    let [min, p50, p90, p99, max] = ["/min", "/p50", "/p90", "/p99", "/max"].map(|p| f(all, p));
+    assert!(min <= p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{json}");
+    let groups = ["deadline_while_opening", "deadline_after_opening"].map(|g| u(&json["lateness_ms"][g], "/count"));
+    assert_eq!(groups[0] + groups[1], 50, "{json}");
+    assert_eq!(u(&json, "/server/polls_timed_out"), 50, "the server timed out each hold: {json}");
 }
 
 #[test]
@@ -223,4 +248,77 @@ fn slowloris_connections_are_answered_408_and_closed_at_the_header_timeout() {
     assert!(900.0 <= first && last <= 2500.0, "closed between {first} and {last} ms: {json}");
     assert!(u(&json, "/fresh/answered") > 0 && u(&json, "/fresh/errors") == 0, "fresh requests still work: {json}");
     assert!(json["cpu"]["percent"].is_number(), "the CPU of --server-pid is read: {json}");
+}
+
+/// The `--help` of `tether bench SCENARIO`.
+fn help(scenario: &str) -> String {
+    let output = bench(&[scenario, "--help"]);
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn longpoll_help_names_the_default_topic_it_uses() {
+    let help = help("longpoll");
+    assert!(help.contains("bench-longpoll-PID-TIME"), "{help}");
+}
+
+#[test]
+fn a_plot_that_cannot_be_written_is_refused_before_the_run() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}/plaintext", server.addr);
+    let missing = std::env::temp_dir().join(format!("tether-no-such-dir-{}", std::process::id())).join("x.svg");
+    let png = std::env::temp_dir().join(format!("tether-bench-test-{}.png", std::process::id()));
+    for (plot, said) in [(missing.to_str().expect("UTF-8"), "cannot write"), (png.to_str().expect("UTF-8"), "SVG")] {
+        let args = ["keepalive", "--url", &url, "--duration", "1s", "--connections", "1", "--plot", plot];
+        let started = Instant::now();
+        let output = bench(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(plot) && stderr.contains(said), "{plot}: {stderr}");
+        assert!(output.stdout.is_empty(), "nothing ran, nothing to print: {output:?}");
+        assert!(started.elapsed() < RUN_LIMIT && !png.exists(), "no PNG named file is written");
+    }
+    // Not even the preflight's connection reached the server: the one accepted is this /stats'.
+    assert_eq!(num(&server.stats(), "totals.accepted"), 1, "nothing ran");
+}
+
+#[test]
+fn slowloris_without_a_server_fails_and_says_so() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let output = bench(&["slowloris", "--url", &url, "--connections", "5", "--duration", "1s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "measured nothing, so it fails: {stderr}");
+    assert!(stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("every slowloris ended"), "{output:?}");
+}
+
+#[test]
+fn exhaust_without_a_server_says_nothing_listens() {
+    let port = free_port();
+    let output = bench(&["exhaust", "--url", &format!("http://127.0.0.1:{port}"), "--max", "5"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")) && stderr.contains("refused"), "{stderr}");
+}
+
+#[test]
+fn exhaust_below_the_limit_does_not_claim_to_be_at_it() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}", server.addr);
+    let args = ["exhaust", "--url", &url, "--max", "5", "--hang", "1s", "--window", "100ms"];
+    let output = bench(&args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stdout.contains("at the limit"), "{stdout}");
+    assert!(stdout.contains("no limit reached"), "{stdout}");
+    let json = bench_json(&args);
+    assert_eq!(json["limit_reached"], false, "{json}");
+    assert_eq!(json["first_refusal"], Value::Null, "{json}");
+}
+
+/// A loopback port nothing listens on (the kernel's pick, released at once).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
 }

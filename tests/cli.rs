@@ -180,9 +180,30 @@ fn poll_json_prints_whole_messages() {
     let poller = Poller::start(&format!("http://{}/poll/t", server.addr), &["--json", "--cursor", "0"]);
     publish(server.addr, "t", r#"say "hi""#);
     publish(server.addr, "t", "ü\ttab");
-    assert_eq!(poller.line(), r#"{"seq":1,"data":"say \"hi\""}"#);
+    let first: Value = serde_json::from_str(&poller.line()).expect("one JSON object per line");
+    let epoch = first["epoch"].as_str().unwrap_or_else(|| panic!("no epoch in {first}")).to_string();
+    assert_eq!(first, json!({"seq": 1, "epoch": epoch, "data": "say \"hi\""}));
     let second: Value = serde_json::from_str(&poller.line()).expect("one JSON object per line");
-    assert_eq!(second, json!({"seq": 2, "data": "ü\ttab"}));
+    assert_eq!(second, json!({"seq": 2, "epoch": epoch, "data": "ü\ttab"}));
+}
+
+#[test]
+fn poll_json_lines_stay_unique_across_a_server_restart() {
+    // After a restart `seq` starts over at 1: only (epoch, seq) tells a new message from a
+    // duplicate, so a consumer that drops duplicates must see the epoch on every line.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let first = Server::start_at(&addr, &[]);
+    let poller = Poller::start(&format!("http://{addr}/poll/news"), &["--json", "--cursor", "0"]);
+    publish(&addr, "news", "before");
+    let before: Value = serde_json::from_str(&poller.line()).expect("one JSON object per line");
+    drop(first);
+    let _second = Server::start_at(&addr, &[]);
+    poller.stderr_until("the server reset the cursor");
+    publish(&addr, "news", "after");
+    let after: Value = serde_json::from_str(&poller.line()).expect("one JSON object per line");
+    assert_eq!((&before["seq"], &after["seq"]), (&json!(1), &json!(1)), "{before} {after}");
+    assert!(before["epoch"].is_string() && after["epoch"].is_string(), "{before} {after}");
+    assert_ne!(before["epoch"], after["epoch"], "a new server life, a new epoch: {before} {after}");
 }
 
 #[test]
@@ -257,6 +278,56 @@ fn poll_survives_a_server_restart() {
     assert!(reset.starts_with("tether poll: the server reset the cursor (its epoch is now "), "{reset}");
     publish(&addr, "news", "after");
     assert_eq!(poller.line(), "after");
+}
+
+#[test]
+fn serve_names_the_address_it_cannot_listen_on() {
+    let server = Server::start(&[]);
+    let addr = server.addr.to_string();
+    let output = run(&["serve", "--listen", &addr], b"");
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with(&format!("tether: cannot listen on {addr}: ")), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
+#[test]
+fn serve_resolves_a_host_name_to_listen_on() {
+    // `localhost` resolves to the IPv4 loopback here (and would be preferred to ::1).
+    let server = Server::start_at("localhost:0", &[]);
+    assert_eq!(server.addr.ip(), std::net::Ipv4Addr::LOCALHOST, "{}", server.addr);
+    let output = run(&["serve", "--listen", "no-such-host.invalid:8080"], b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("no-such-host.invalid:8080"), "{stderr}");
+}
+
+#[test]
+fn serve_help_says_which_defaults_follow_nginx() {
+    let output = run(&["serve", "--help"], b"");
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (option, nginx) in [
+        ("--idle-timeout", "as nginx's keepalive_timeout"),
+        ("--header-timeout", "nginx's client_header_timeout is 60s"),
+        ("--write-timeout", "nginx's send_timeout is 60s"),
+        ("--max-requests", "as nginx's keepalive_requests"),
+    ] {
+        // An option's block runs from its name to the next option's.
+        let block = help.split("\n      --").find(|b| b.starts_with(&option[2..])).unwrap_or_default();
+        assert!(block.contains(nginx), "{option}: {nginx:?} not in {block:?}");
+    }
+}
+
+#[test]
+fn the_readme_says_how_to_install_the_command_before_using_it() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let first_use = ["$ tether poll", "$ tether publish", "$ tether bench"]
+        .iter()
+        .filter_map(|command| readme.find(command))
+        .min()
+        .expect("the README shows the commands");
+    let install = readme.find("cargo install --path .").unwrap_or(usize::MAX);
+    assert!(install < first_use, "`cargo install --path .` must come before the first `tether` command");
 }
 
 /// A loopback port nothing listens on (the kernel's pick, released at once).

@@ -99,6 +99,7 @@ pub struct ExhaustArgs {
 pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let target = Target::parse(&args.url)?;
     check_arguments(args)?;
+    target.check_listening()?;
     let open_file_limit = host::raise_open_file_limit();
     let budget = usize::try_from(open_file_limit).unwrap_or(usize::MAX).saturating_sub(SPARE_FDS + KNOCKERS);
     let max = args.max.min(budget);
@@ -228,7 +229,8 @@ impl Requests {
     }
 
     /// The probe and the poll, in one write. Without a cursor (a server whose publish answer
-    /// has no `seq`) the poll waits for the next message, as SPEC says.
+    /// has no `seq`) the poll waits for the next message (docs/long-polling.md, "What cursors and
+    /// epochs guarantee").
     fn poll(&self, cursor: Option<u64>) -> Vec<u8> {
         let (base, authority, topic) = (&self.base, &self.authority, &self.topic);
         let cursor = cursor.map_or(String::new(), |c| format!("cursor={c}&"));

@@ -1,6 +1,6 @@
-//! What `exhaust` and `slowloris` read about this machine rather than the server's answers: the
-//! generator's own open-file limit (raised to the hard limit), which process listens on the
-//! target's port, and how much CPU time that process has used.
+//! What `exhaust`, `slowloris` and `longpoll` read about this machine rather than the server's
+//! answers: the generator's own open-file limit (raised to the hard limit), which process
+//! listens on the target's port, how much CPU time that process has used, and its peak RSS.
 //!
 //! Invariants:
 //! - Only `/proc` is read and only this process's own limit is changed; nothing is signalled.
@@ -142,6 +142,23 @@ pub fn ticks_per_second() -> u64 {
     u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
+/// The peak resident memory (`VmHWM` of `/proc/PID/status`) of the processes `pids`, summed, in
+/// bytes; `None` without a pid or when one cannot be read.
+pub fn peak_rss_bytes(pids: &[i32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|pid| status_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmHWM:"))
+        .sum::<Option<u64>>()
+        .map(|kib| kib * 1024)
+}
+
+/// The figure in KiB on the `key` line of a `/proc/PID/status` (`VmHWM:   5424 kB`).
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|line| line.strip_prefix(key))?.split_whitespace().next()?.parse().ok()
+}
+
 fn cpu_ticks(pid: i32) -> Option<u64> {
     stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
@@ -195,6 +212,14 @@ mod tests {
         assert_eq!(stat_cpu_ticks("1 (x) S 1"), None);
         let own = cpu_ticks(std::process::id() as i32);
         assert!(own.is_some(), "this process's own stat is readable");
+    }
+
+    #[test]
+    fn the_peak_rss_is_read_in_kib() {
+        assert_eq!(status_kib("Name:\ttether\nVmHWM:\t    5424 kB\nVmRSS:\t 5000 kB\n", "VmHWM:"), Some(5424));
+        assert_eq!(status_kib("Name:\ttether\n", "VmHWM:"), None);
+        assert!(peak_rss_bytes(&[std::process::id() as i32]).is_some_and(|bytes| bytes > 0));
+        assert_eq!(peak_rss_bytes(&[]), None);
     }
 
     #[test]

@@ -497,5 +497,11 @@ fn outcome(target: &Target, args: &KeepaliveArgs, results: Vec<Measured>) -> Out
         "modes": modes,
     });
     let distributions = results.into_iter().map(|m| (m.mode.name().to_string(), m.latency)).collect();
-    Outcome { json, table: text, title: "keepalive: request latency by mode".into(), distributions }
+    Outcome {
+        json,
+        table: text,
+        title: "keepalive: request latency by mode".into(),
+        distributions,
+        nothing_measured: None,
+    }
 }

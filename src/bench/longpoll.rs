@@ -1,6 +1,7 @@
 //! The `longpoll` scenario: `--clients` followers hold polls on one topic, `--messages` are
 //! published one per `--interval`, and every delivery is timed from its scheduled publish.
-//! The server's `/stats` before the polls and once all are held says what a held poll costs.
+//! The server's `/stats` before the polls and once all are held says what a held poll costs;
+//! with `--messages 1` the run is one fan-out, from the publish to the first and the last answer.
 //!
 //! ```text
 //!   warm-up publish (the topic exists; its seq is every follower's starting cursor)
@@ -18,6 +19,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::follow::{Follow, Followed, Plan, Style};
+use super::host;
 use super::report;
 use super::{check_fd_budget, stat, Outcome, OutputArgs, Progress, Target};
 use crate::client::Client;
@@ -48,12 +50,16 @@ pub struct LongpollArgs {
     /// Messages published.
     #[arg(long, default_value_t = 20)]
     pub messages: usize,
-    /// The topic [default: a new one per run, bench-PID-TIME].
+    /// The topic [default: a new one per run, bench-longpoll-PID-TIME].
     #[arg(long)]
     pub topic: Option<String>,
     /// Time between two publishes.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub interval: Duration,
+    /// The server's process, whose peak RSS is read [default: the one holding the socket that
+    /// listens on --url's port].
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<i32>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -74,6 +80,8 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     wait_ready(&target, &mut control, &mut follow, Style::Long { hold: LONG_HOLD }, &before)?;
     let held = target.stats(&mut control)?;
     let slab_held = meminfo_slab_bytes();
+    let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
+    let peak_held = host::peak_rss_bytes(&pids);
     let progress = Progress::new(args.messages as u64, args.interval * args.messages as u32, "publishing");
     run_schedule(&mut follow, args.interval, |published| progress.set(published))?;
     progress.finish();
@@ -81,6 +89,9 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     let after = target.stats(&mut control)?;
     let mut cost = ServerCost::between(&before, &held, slab_held - slab_before, args.clients);
     cost.last_fanout_us = stat(&after, "/polls/last_fanout_us");
+    cost.last_fanout_woken = stat(&after, "/polls/last_fanout_woken");
+    let peak_end = host::peak_rss_bytes(&pids);
+    cost.peak_rss = PeakRss { pids, held: peak_held, end: peak_end };
     Ok(outcome(args, &topic, followed, &cost))
 }
 
@@ -207,6 +218,32 @@ struct ServerCost {
     /// The server's own time for the last publish's fan-out: parsing it to the last answer
     /// handed to the kernel. Beside the client's latency it shows which side is slower.
     last_fanout_us: u64,
+    /// The polls that fan-out answered.
+    last_fanout_woken: u64,
+    peak_rss: PeakRss,
+}
+
+/// The server's peak resident memory (`VmHWM`) once the polls are held and at the end: what
+/// answering them cost beyond holding them.
+#[derive(Default)]
+struct PeakRss {
+    pids: Vec<i32>,
+    held: Option<u64>,
+    end: Option<u64>,
+}
+
+impl PeakRss {
+    fn describe(&self) -> String {
+        let kib = |bytes: u64| format!("{} KiB", bytes / 1024);
+        match (self.held, self.end) {
+            (Some(held), Some(end)) => {
+                let pids: Vec<String> = self.pids.iter().map(i32::to_string).collect();
+                format!("{} with the polls held, {} at the end (VmHWM, pid {})", kib(held), kib(end), pids.join(", "))
+            }
+            _ if self.pids.is_empty() => "unknown (no pid: give --server-pid)".into(),
+            _ => "unknown (its /proc/PID/status is unreadable)".into(),
+        }
+    }
 }
 
 impl ServerCost {
@@ -219,6 +256,8 @@ impl ServerCost {
             kernel_bytes_per_connection: per(growth("/kernel/tcp_mem_bytes")),
             kernel_slab_bytes_per_connection: per(slab_growth),
             last_fanout_us: 0,
+            last_fanout_woken: 0,
+            peak_rss: PeakRss::default(),
         }
     }
 }
@@ -226,6 +265,10 @@ impl ServerCost {
 fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, cost: &ServerCost) -> Outcome {
     let expected = (args.clients * args.messages) as u64;
     let summary = followed.latency.summary();
+    let mut latency_us = summary.to_json();
+    // The first delivery: with one message, how soon the fan-out's first answer arrived.
+    latency_us["min"] = json!(report::round(followed.latency.min_us(), 1));
+    let per_answer_us = report::ratio(cost.last_fanout_us, cost.last_fanout_woken);
     let json = json!({
         "scenario": "longpoll",
         "topic": topic,
@@ -234,7 +277,7 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, cost: &ServerCo
         "interval_ms": args.interval.as_millis() as u64,
         "delivered": followed.delivered,
         "errors": followed.errors.total(),
-        "latency_us": summary.to_json(),
+        "latency_us": latency_us,
         "requests": followed.traffic.requests,
         "empty_responses": followed.empty,
         "connections_opened": followed.opened,
@@ -244,6 +287,9 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, cost: &ServerCo
             "kernel_bytes_per_connection": cost.kernel_bytes_per_connection,
             "kernel_slab_bytes_per_connection": cost.kernel_slab_bytes_per_connection,
             "last_fanout_us": cost.last_fanout_us,
+            "last_fanout_woken": cost.last_fanout_woken,
+            "fanout_us_per_answer": report::round(per_answer_us, 2),
+            "peak_rss_bytes": {"pids": cost.peak_rss.pids, "held": cost.peak_rss.held, "end": cost.peak_rss.end},
         },
     });
     let in_order = if followed.delivered == expected { "all, in order" } else { "MISSING OR OUT OF ORDER" };
@@ -253,13 +299,19 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, cost: &ServerCo
             format!("{} of {expected} ({} x {}): {in_order}", followed.delivered, args.clients, args.messages),
         ),
         ("errors", format!("{} {}", followed.errors.total(), followed.errors.breakdown())),
+        ("latency min", report::human_us(followed.latency.min_us())),
         ("latency p50", report::human_us(summary.p50_us)),
         ("latency p90", report::human_us(summary.p90_us)),
         ("latency p99", report::human_us(summary.p99_us)),
         ("latency max", report::human_us(summary.max_us)),
         (
             "server fan-out",
-            format!("{} for the last publish (its polls.last_fanout_us)", report::human_us(cost.last_fanout_us as f64)),
+            format!(
+                "{} for the last publish, to {} held polls: {:.1} µs per answer (its polls.last_fanout_us)",
+                report::human_us(cost.last_fanout_us as f64),
+                cost.last_fanout_woken,
+                per_answer_us
+            ),
         ),
         ("requests", format!("{} ({} empty answers)", followed.traffic.requests, followed.empty)),
         ("fds held", format!("{} by the server for {} polls", cost.fds_held, args.clients)),
@@ -275,6 +327,7 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, cost: &ServerCo
                 cost.kernel_slab_bytes_per_connection
             ),
         ),
+        ("server peak RSS", cost.peak_rss.describe()),
     ];
     let mut text = format!(
         "longpoll: {} clients on topic {topic}, {} messages, one every {:?}\n\
@@ -289,5 +342,6 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, cost: &ServerCo
         table: text,
         title: "longpoll: delivery latency".into(),
         distributions: vec![("long-poll".into(), followed.latency)],
+        nothing_measured: None,
     }
 }

@@ -5,6 +5,9 @@
 //!   keepalive  closed loop: each connection sends, waits for the answer, sends again
 //!              (keep-alive | close: one connection per request | pipelined: a batch at once)
 //!   longpoll   N followers hold polls on one topic; M messages published on a schedule
+//!              (M = 1: one fan-out, from the publish to the first and the last answer)
+//!   lateness   N polls held with hold times spread over [1s, 1s + spread]: how late past its
+//!              deadline each is answered
 //!   realtime   the same schedule delivered by short polling, then by long polling
 //!   exhaust    newcomers hold polls until the server refuses: how it refuses, what still
 //!              works, its CPU at the limit
@@ -15,8 +18,8 @@
 //! Who owns what: `conn` is one non-blocking client connection, `frame` finds where a response
 //! ends, `keepalive` drives the closed-loop connections, `follow` drives the followers and the
 //! publisher of `longpoll` and `realtime`, `report` turns counts and histograms into tables and
-//! JSON, `plot` draws the latency distributions, `host` reads the server's pid and CPU time from
-//! `/proc`; `exhaust` and `slowloris` own their phases. This module parses the arguments, checks
+//! JSON, `plot` draws the latency distributions, `host` reads the server's pid, CPU time and peak
+//! RSS from `/proc`; `lateness`, `exhaust` and `slowloris` own their phases. This module parses the arguments, checks
 //! the target and the open-file budget, and prints the outcome.
 //!
 //! Invariants every scenario keeps:
@@ -43,6 +46,7 @@ mod follow;
 mod frame;
 mod host;
 mod keepalive;
+mod lateness;
 mod longpoll;
 mod plot;
 mod realtime;
@@ -51,6 +55,7 @@ mod slowloris;
 
 pub use exhaust::ExhaustArgs;
 pub use keepalive::KeepaliveArgs;
+pub use lateness::LatenessArgs;
 pub use longpoll::LongpollArgs;
 pub use realtime::RealtimeArgs;
 pub use slowloris::SlowlorisArgs;
@@ -74,8 +79,11 @@ pub enum Scenario {
     /// Requests per second and latency with keep-alive, one connection per request, and pipelining.
     Keepalive(KeepaliveArgs),
     /// N clients hold polls on one topic while M messages are published: delivery latency and
-    /// what a held poll costs the server.
+    /// what a held poll costs the server (with --messages 1, the fan-out of one publish).
     Longpoll(LongpollArgs),
+    /// N polls held with hold times spread over 1s to 1s + --spread, nothing published: how late
+    /// after its deadline the server answers each.
+    Lateness(LatenessArgs),
     /// The same publish schedule delivered by short polling, then by long polling: the comparison.
     Realtime(RealtimeArgs),
     /// Newcomers hold polls until the server refuses one: where and how it refuses, whether
@@ -92,25 +100,46 @@ pub struct OutputArgs {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Also draw the latency distributions into this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
+    /// Also draw the latency distributions into this SVG file (checked before the run).
+    #[arg(long, value_name = "FILE.svg", value_parser = plot::svg_path)]
     pub plot: Option<PathBuf>,
+}
+
+impl Scenario {
+    /// How the outcome is to be printed.
+    fn output(&self) -> OutputArgs {
+        match self {
+            Scenario::Keepalive(args) => args.output.clone(),
+            Scenario::Longpoll(args) => args.output.clone(),
+            Scenario::Realtime(args) => args.output.clone(),
+            Scenario::Lateness(args) => OutputArgs { json: args.json, plot: None },
+            Scenario::Exhaust(args) => OutputArgs { json: args.json, plot: None },
+            Scenario::Slowloris(args) => OutputArgs { json: args.json, plot: None },
+        }
+    }
 }
 
 /// Runs one scenario and prints its outcome.
 ///
 /// # Errors
 ///
-/// A message for the person who ran it: a refused argument, an unreachable server, a failed run.
+/// A message for the person who ran it: a refused argument, an unreachable server, a failed run,
+/// a run that measured nothing (after its outcome is printed), a plot that could not be drawn.
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    let (outcome, output) = match args.scenario {
-        Scenario::Keepalive(args) => (keepalive::run(&args)?, args.output),
-        Scenario::Longpoll(args) => (longpoll::run(&args)?, args.output),
-        Scenario::Realtime(args) => (realtime::run(&args)?, args.output),
-        Scenario::Exhaust(args) => (exhaust::run(&args)?, OutputArgs { json: args.json, plot: None }),
-        Scenario::Slowloris(args) => (slowloris::run(&args)?, OutputArgs { json: args.json, plot: None }),
+    let output = args.scenario.output();
+    // A plot that cannot be written is refused now, not after a run whose figures it would lose.
+    if let Some(path) = &output.plot {
+        plot::check_writable(path)?;
+    }
+    let outcome = match &args.scenario {
+        Scenario::Keepalive(args) => keepalive::run(args)?,
+        Scenario::Longpoll(args) => longpoll::run(args)?,
+        Scenario::Realtime(args) => realtime::run(args)?,
+        Scenario::Lateness(args) => lateness::run(args)?,
+        Scenario::Exhaust(args) => exhaust::run(args)?,
+        Scenario::Slowloris(args) => slowloris::run(args)?,
     };
-    emit(&outcome, &output)
+    emit(&outcome, &output, &mut std::io::stdout().lock())
 }
 
 /// What a scenario measured, ready to print.
@@ -120,12 +149,14 @@ pub struct Outcome {
     /// The title of the plot, and each mode's latency distribution.
     pub title: String,
     pub distributions: Vec<(String, report::Latency)>,
+    /// Why the run measured nothing (no connection was ever made, say), if it did not: the
+    /// outcome is printed all the same, and the command then fails with this message.
+    pub nothing_measured: Option<String>,
 }
 
-fn emit(outcome: &Outcome, output: &OutputArgs) -> Result<(), String> {
-    if let Some(path) = &output.plot {
-        plot::write(path, &outcome.title, &outcome.distributions)?;
-    }
+/// Prints the outcome first, so that no failure after it (the plot, a run that measured
+/// nothing) can lose what was measured.
+fn emit(outcome: &Outcome, output: &OutputArgs, out: &mut impl Write) -> Result<(), String> {
     let text = if output.json {
         let mut text = serde_json::to_string_pretty(&outcome.json).map_err(|e| e.to_string())?;
         text.push('\n');
@@ -133,8 +164,11 @@ fn emit(outcome: &Outcome, output: &OutputArgs) -> Result<(), String> {
     } else {
         outcome.table.clone()
     };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| format!("cannot print: {e}"))
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("cannot print: {e}"))?;
+    if let Some(path) = &output.plot {
+        plot::write(path, &outcome.title, &outcome.distributions)?;
+    }
+    outcome.nothing_measured.clone().map_or(Ok(()), Err)
 }
 
 /// The server under test, from `--url`.
@@ -173,6 +207,18 @@ impl Target {
     /// (empty for tether itself; a prefix behind a proxy).
     pub fn base_path(&self) -> &str {
         self.url.path.trim_end_matches('/')
+    }
+
+    /// Connects once and closes, so that a run against a port where nothing listens ends at once,
+    /// saying so, instead of counting every connection it tries as a failure.
+    ///
+    /// # Errors
+    ///
+    /// `cannot connect to ADDR: REASON`.
+    pub fn check_listening(&self) -> Result<(), String> {
+        std::net::TcpStream::connect_timeout(&self.addr, CONTROL_TIMEOUT)
+            .map(drop)
+            .map_err(|e| format!("cannot connect to {}: {e}; is the server running?", self.addr))
     }
 
     /// A blocking keep-alive connection for `/stats`, warm-up publishes and the preflight.
@@ -234,6 +280,26 @@ impl Progress {
         Progress(bar)
     }
 
+    /// A bar that fills with time over `duration`, for a run whose count moves only at its end
+    /// (slowloris end together at the server's header timeout); `status` says what happened so far.
+    pub fn timed(duration: Duration, what: &str) -> Progress {
+        if duration <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
+            return Progress(ProgressBar::hidden());
+        }
+        let bar = ProgressBar::new(duration.as_millis() as u64);
+        if let Ok(style) = ProgressStyle::with_template("{prefix:>12} [{bar:40}] {msg}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(what.to_string());
+        Progress(bar)
+    }
+
+    /// For a `timed` bar: the time elapsed, and what happened so far.
+    pub fn status(&self, elapsed: Duration, what: String) {
+        self.0.set_position(elapsed.as_millis() as u64);
+        self.0.set_message(what);
+    }
+
     pub fn set(&self, position: u64) {
         self.0.set_position(position);
     }
@@ -269,6 +335,32 @@ mod tests {
         assert_eq!(Target::parse("http://127.0.0.1:8080").unwrap().base_path(), "");
         assert_eq!(Target::parse("http://127.0.0.1:8080/").unwrap().base_path(), "");
         assert_eq!(Target::parse("http://127.0.0.1:8080/api/").unwrap().base_path(), "/api");
+    }
+
+    fn outcome(nothing_measured: Option<&str>) -> Outcome {
+        Outcome {
+            json: serde_json::json!({"scenario": "test"}),
+            table: "the table\n".into(),
+            title: "test".into(),
+            distributions: vec![("a".into(), report::Latency::default())],
+            nothing_measured: nothing_measured.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_outcome_is_printed_before_anything_after_it_can_fail() {
+        let missing = std::env::temp_dir().join(format!("tether-no-such-dir-{}", std::process::id())).join("x.svg");
+        let cases = [
+            (OutputArgs { json: false, plot: Some(missing) }, None, "the table\n", false),
+            (OutputArgs { json: true, plot: None }, Some("nothing"), "{\n  \"scenario\": \"test\"\n}\n", false),
+            (OutputArgs { json: false, plot: None }, None, "the table\n", true),
+        ];
+        for (output, nothing_measured, printed, ok) in cases {
+            let mut out = Vec::new();
+            let result = emit(&outcome(nothing_measured), &output, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), printed, "{output:?}");
+            assert_eq!(result.is_ok(), ok, "{output:?}: {result:?}");
+        }
     }
 
     #[test]

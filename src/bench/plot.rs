@@ -6,7 +6,7 @@
 //! their own latency scale: close-per-request and short polling are orders of magnitude slower
 //! than keep-alive and long polling, and one shared scale would flatten the fast ones.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
@@ -20,6 +20,39 @@ const PANEL_WIDTH: u32 = 420;
 const HEIGHT: u32 = 400;
 const COLORS: [RGBColor; 4] =
     [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+
+/// `--plot`'s value: a path ending in `.svg` (any case). Only SVG is drawn, and a file named
+/// `.png` that holds SVG would mislead whatever opens it.
+///
+/// # Errors
+///
+/// For any other name.
+pub fn svg_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(extension) if extension.eq_ignore_ascii_case("svg") => Ok(path),
+        _ => Err(format!("only SVG is drawn: give a FILE.svg, not {text}")),
+    }
+}
+
+/// Whether `path` can be written, tried by opening it to append (an existing file keeps its
+/// contents) and removing it again if it did not exist.
+///
+/// # Errors
+///
+/// `cannot write --plot PATH: REASON`.
+pub fn check_writable(path: &Path) -> Result<(), String> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| format!("cannot write --plot {}: {e}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
 
 /// Writes the SVG.
 ///
@@ -88,6 +121,24 @@ mod tests {
     fn percentile_axis_labels() {
         let labels: Vec<String> = [0.0, 1.0, 2.0, 3.0, 4.0].into_iter().map(percentile_label).collect();
         assert_eq!(labels, ["0%", "90%", "99%", "99.9%", "99.99%"]);
+    }
+
+    #[test]
+    fn only_svg_paths_are_taken_and_only_writable_ones_pass() {
+        for ok in ["x.svg", "dir/X.SVG", "/tmp/a.b.Svg"] {
+            assert_eq!(svg_path(ok), Ok(PathBuf::from(ok)));
+        }
+        for bad in ["x.png", "x", "svg", "x.svg.png"] {
+            let error = svg_path(bad).unwrap_err();
+            assert!(error.contains("SVG") && error.contains(bad), "{error}");
+        }
+        let dir = std::env::temp_dir();
+        let fresh = dir.join(format!("tether-plot-check-{}.svg", std::process::id()));
+        assert_eq!(check_writable(&fresh), Ok(()));
+        assert!(!fresh.exists(), "a file the check created is removed again");
+        let missing = dir.join(format!("tether-no-such-dir-{}", std::process::id())).join("x.svg");
+        let error = check_writable(&missing).unwrap_err();
+        assert!(error.starts_with(&format!("cannot write --plot {}: ", missing.display())), "{error}");
     }
 
     #[test]

@@ -164,5 +164,11 @@ fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<Deliver
     );
     text.push_str(&notes);
     let distributions = deliveries.into_iter().map(|d| (d.name().to_string(), d.followed.latency)).collect();
-    Outcome { json, table: text, title: "realtime: delivery latency, short vs long polling".into(), distributions }
+    Outcome {
+        json,
+        table: text,
+        title: "realtime: delivery latency, short vs long polling".into(),
+        distributions,
+        nothing_measured: None,
+    }
 }

@@ -52,6 +52,14 @@ impl Latency {
         self.0.value_at_quantile(q) as f64 / 1e3
     }
 
+    /// The smallest latency recorded, in microseconds; 0 when nothing was recorded.
+    pub fn min_us(&self) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.min() as f64 / 1e3
+    }
+
     pub fn summary(&self) -> Summary {
         if self.0.is_empty() {
             return Summary::default();
@@ -149,6 +157,13 @@ impl Traffic {
     pub fn requests_per(&self, delivered: u64) -> f64 {
         ratio(self.requests, delivered)
     }
+}
+
+/// The value at quantile `q` (0..=1) of sorted values, by nearest rank (the smallest value with
+/// at least `q` of them at or below it): exact, for figures kept whole rather than in a histogram.
+pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
 /// `part / whole`, or 0 for an empty whole.
@@ -275,6 +290,19 @@ mod tests {
         assert_eq!(traffic.requests_per(10), 3.0);
         assert_eq!(traffic.bytes_per(0), 0.0, "nothing delivered is no division by zero");
         assert_eq!(round(2.0 / 3.0, 2), 0.67);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles_are_exact_values() {
+        let sorted: Vec<i64> = (1..=100).collect();
+        let cases = [(0.0, 1), (0.5, 50), (0.9, 90), (0.99, 99), (0.995, 100), (1.0, 100)];
+        for (q, value) in cases {
+            assert_eq!(nearest_rank(&sorted, q), Some(value), "q = {q}");
+        }
+        assert_eq!(nearest_rank(&[-3, 7], 0.5), Some(-3));
+        assert_eq!(nearest_rank::<i64>(&[], 0.5), None);
+        assert_eq!(latency_of([40, 7, 300]).min_us(), 7.0);
+        assert_eq!(Latency::default().min_us(), 0.0);
     }
 
     #[test]

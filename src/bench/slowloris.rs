@@ -87,11 +87,13 @@ pub struct SlowlorisArgs {
 pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
     let target = Target::parse(&args.url)?;
     check_arguments(args)?;
+    target.check_listening()?;
     host::raise_open_file_limit();
     check_fd_budget("--connections", args.connections, args.connections + FRESH_IN_FLIGHT)?;
     let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
     let mut run = Run::new(&target, args.connections)?;
-    let progress = Progress::new(args.connections as u64, args.duration, "slowloris");
+    // By time, not by slowloris ended: they end together, at the header timeout.
+    let progress = Progress::timed(args.duration, "slowloris");
 
     let started = Instant::now();
     let cpu_start = CpuSample::take(&pids);
@@ -109,8 +111,8 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
             next_fresh = (next_fresh + FRESH_EVERY).max(now); // behind: no burst to catch up
         }
         run.turn(next_fresh.saturating_duration_since(Instant::now()).min(TICK))?;
-        progress.set(run.ended as u64);
         now = Instant::now();
+        progress.status(now - started, run.status(now - started, args.duration));
     }
     let cpu_end = CpuSample::take(&pids);
     progress.finish();
@@ -267,6 +269,18 @@ impl Run {
 
     fn all_ended(&self) -> bool {
         self.slow.len() == self.connections && self.ended == self.connections
+    }
+
+    /// The progress line: `5.0 s of 20 s: 1500 bytes trickled, 0 of 300 ended`.
+    fn status(&self, elapsed: Duration, duration: Duration) -> String {
+        format!(
+            "{:.1} s of {:?}: {} bytes trickled, {} of {} ended",
+            elapsed.as_secs_f64(),
+            duration,
+            self.slow.iter().map(|slow| slow.trickled).sum::<usize>(),
+            self.ended,
+            self.connections
+        )
     }
 
     fn open_slow(&mut self, now: Instant) {
@@ -489,7 +503,9 @@ fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran:
     let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
     let mut rows: Vec<(&str, String)> = vec![(
         "ran",
-        if ran.all_closed {
+        if tally.connect_failed == args.connections as u64 {
+            format!("{}: no slowloris connected, so nothing was measured", secs(ran.took))
+        } else if ran.all_closed {
             format!("{}: every slowloris ended", secs(ran.took))
         } else {
             format!("{}: --duration, {} slowloris had not ended", secs(ran.took), tally.still_open)
@@ -531,7 +547,9 @@ fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran:
     for (name, value) in rows {
         let _ = writeln!(table, "{name:<16}{value}");
     }
-    Outcome { json, table, title: String::new(), distributions: vec![] }
+    let nothing_measured = (tally.connect_failed == args.connections as u64)
+        .then(|| format!("no slowloris connected to {}: nothing was measured", target.addr));
+    Outcome { json, table, title: String::new(), distributions: vec![], nothing_measured }
 }
 
 #[cfg(test)]
@@ -559,6 +577,16 @@ mod tests {
         tally.closed_after = [1000, 1010, 1020, 1500].map(Duration::from_millis).to_vec();
         let spread = [1000, 1020, 1500].map(Duration::from_millis);
         assert_eq!(tally.close_spread(), Some(spread));
+    }
+
+    #[test]
+    fn progress_moves_with_time_and_bytes_before_any_slowloris_ends() {
+        let target = Target::parse("http://127.0.0.1:8080").unwrap();
+        let mut run = Run::new(&target, 300).unwrap();
+        let trickled = |n| Slow { conn: None, opened: Instant::now(), answer: None, ended: None, trickled: n };
+        run.slow.extend([trickled(7000), trickled(500)]);
+        let line = run.status(Duration::from_millis(5000), Duration::from_secs(20));
+        assert_eq!(line, "5.0 s of 20s: 7500 bytes trickled, 0 of 300 ended");
     }
 
     #[test]

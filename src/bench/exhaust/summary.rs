@@ -81,6 +81,11 @@ impl Tally {
         }
     }
 
+    /// Refusals of newcomers that never connected: nothing of the server's was seen.
+    pub fn unconnected(&self) -> u64 {
+        self.connect_timeout + self.connect_error
+    }
+
     pub fn to_json(&self) -> Value {
         let retry_after: serde_json::Map<String, Value> =
             self.retry_after.iter().map(|(value, n)| (value.clone(), json!(n))).collect();
@@ -141,7 +146,8 @@ pub struct After {
 
 /// The old keep-alive connection at the limit.
 pub enum Keepalive {
-    /// The server closed it while it sat idle: reclaimed to make room (SPEC "At the limit").
+    /// The server closed it while it sat idle: reclaimed to make room (docs/architecture.md,
+    /// "Limits").
     ClosedWhileIdle,
     Asked(Reply),
 }
@@ -206,6 +212,7 @@ pub fn outcome(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured) -
         "scenario": "exhaust",
         "url": args.url,
         "topic": topic,
+        "limit_reached": c.first_refusal.is_some(),
         "max": m.max,
         "max_requested": args.max,
         "open_file_limit": m.open_file_limit,
@@ -234,33 +241,39 @@ pub fn outcome(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured) -
                   "reply": reply_json(&m.after.reply)},
         "server_stats": {"at_limit": at_limit, "after": server_figures(&m.after.reply)},
     });
+    let nothing_measured = (c.held_peak == 0 && c.refused.total() == c.refused.unconnected())
+        .then(|| format!("no newcomer connected to {}: nothing was measured", target.addr));
     Outcome {
         table: table(args, target, topic, m, at_limit.as_ref()),
         json,
         title: String::new(),
         distributions: vec![],
+        nothing_measured,
     }
 }
 
 pub fn table(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured, at_limit: Option<&Value>) -> String {
     let c = &m.counts;
+    // Without a refusal there was no limit: the figures are of wherever the fill stopped.
+    let at = if c.first_refusal.is_some() { "at the limit" } else { "when the fill ended" };
     let mut rows: Vec<(&str, String)> = Vec::new();
     let first = match &c.first_refusal {
         Some(f) => format!("after {} held polls, at newcomer {}: {}", f.held, f.newcomer, f.kind.describe()),
-        None => format!("none: all {} newcomers were held (--max)", c.opened),
+        None if m.fill_timed_out => format!("none: {} newcomers opened before the fill's time bound", c.opened),
+        None => format!("none: all {} newcomers were held (--max {})", c.opened, m.max),
     };
     rows.push(("first refusal", first));
     rows.push(("refused", format!("{} of {} newcomers: {}", c.refused.total(), c.opened, c.refused.breakdown())));
     rows.push((
         "held",
-        format!("{} at most, {} at the limit, {} after the window", c.held_peak, m.held_at_limit, m.held_after_window),
+        format!("{} at most, {} {at}, {} after the window", c.held_peak, m.held_at_limit, m.held_after_window),
     ));
     if let Some(stats) = at_limit {
         let n = |key: &str| stats[key].to_string();
         rows.push((
             "server /stats",
             format!(
-                "at the limit: {} connections open, {} polls held, {} of {} fds",
+                "{at}: {} connections open, {} polls held, {} of {} fds",
                 n("connections_open"),
                 n("polls_held"),
                 n("fds_open"),
@@ -286,7 +299,7 @@ pub fn table(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured, at_
     rows.push((
         "server CPU",
         format!(
-            "{cpu} over {:.1} s at the limit, {KNOCKERS} newcomers knocking (pid {})",
+            "{cpu} over {:.1} s {at}, {KNOCKERS} newcomers knocking (pid {})",
             m.cpu.window.as_secs_f64(),
             if pids.is_empty() { "unknown".into() } else { pids.join(", ") }
         ),
@@ -338,6 +351,12 @@ pub fn table(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured, at_
     );
     if m.fill_timed_out {
         text.push_str("the fill stopped at its time bound\n");
+    }
+    if c.first_refusal.is_none() {
+        let _ = writeln!(
+            text,
+            "no limit reached: the server refused no newcomer; raise --max, or lower the server's --max-connections"
+        );
     }
     for (name, value) in rows {
         let _ = writeln!(text, "{name:<16}{}", value.trim_end());

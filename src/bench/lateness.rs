@@ -1,0 +1,453 @@
+//! The `lateness` scenario: how close to its deadline the server ends a held poll. `--clients`
+//! polls wait on a topic nobody publishes to, each asking for a hold time of its own, spread
+//! evenly over `[1s, 1s + --spread]` and handed out in a shuffled order, so that deadlines do not
+//! follow the order in which the connections opened. Each is answered `timeout` when its hold
+//! ends; its lateness is when the answer was read less (when the request was written + hold).
+//!
+//! ```text
+//!   open    N connections, CONNECTS_PER_TURN per turn; each writes, once connected,
+//!             GET /poll/T?timeout=Hms            (no cursor: wait for the next message)
+//!   wait    answers read as they come, each timed on its event
+//!   end     every poll answered or failed, or the longest hold + the opening + GRACE
+//! ```
+//!
+//! Invariants:
+//! - A poll's token is its index, never reused; its socket is dropped once it has ended, and a
+//!   later event for it finds it ended.
+//! - A hold is timed from the moment its request was written whole. The server reads it later,
+//!   never earlier, so the generator's own delays can make an answer look late but never early:
+//!   an answer early by more than `EARLY_SLACK` is the server's doing.
+//! - Lateness is kept exact and signed (one value per poll, sorted), not in a histogram.
+//! - Bounded: N sockets (checked against the open-file limit); the run as above.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use mio::{Events, Poll, Token};
+use serde_json::{json, Value};
+
+use super::conn::{Conn, ConnError};
+use super::longpoll::default_topic;
+use super::report::{nearest_rank, round, Errors, Table};
+use super::{check_fd_budget, stat, Outcome, Progress, Target};
+use crate::backoff::XorShift;
+use crate::config::parse_duration;
+
+/// The shortest hold tether grants (`timeout=` is clamped to at least a second).
+const MIN_HOLD: Duration = Duration::from_secs(1);
+/// The longest `--spread`: the longest hold is then tether's default `--max-poll-timeout`, 120 s.
+const MAX_SPREAD: Duration = Duration::from_secs(119);
+/// Connections started per turn. Between batches the loop reads the answers already due, and
+/// the server has fewer newcomers to accept before it reaches its timers: with 256 per turn (as
+/// `follow` opens), the polls whose deadline fell during the opening of 15,000 were answered up
+/// to 180–500 ms late, against 78–84 ms with 64 (docs/lab.md, `lateness`).
+const CONNECTS_PER_TURN: usize = 64;
+/// The opening may take this long, plus `OPEN_PER_THOUSAND` per thousand polls.
+const OPEN_MIN: Duration = Duration::from_secs(10);
+const OPEN_PER_THOUSAND: Duration = Duration::from_secs(2);
+/// After the longest hold, how long answers may still take.
+const GRACE: Duration = Duration::from_secs(5);
+/// tether's clock is whole milliseconds: an answer this early is within its rounding.
+const EARLY_SLACK: Duration = Duration::from_millis(1);
+/// The longest the loop sleeps, so the progress and the run's bound are seen on time.
+const TICK: Duration = Duration::from_millis(100);
+/// Fixed, so that every run hands out the same hold times in the same order.
+const SHUFFLE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+const EVENTS_CAPACITY: usize = 4096;
+
+#[derive(Args, Debug)]
+pub struct LatenessArgs {
+    /// The server's base URL, like http://127.0.0.1:8080 (loopback only).
+    #[arg(long)]
+    pub url: String,
+    /// Polls, each on a connection of its own (bounded by the open-file limit).
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Hold times are spread evenly over 1s to 1s + this (at most 119s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub spread: Duration,
+    /// The topic, on which nothing may be published [default: a new one per run,
+    /// bench-lateness-PID-TIME].
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &LatenessArgs) -> Result<Outcome, String> {
+    let target = Target::parse(&args.url)?;
+    if args.clients == 0 || args.spread > MAX_SPREAD {
+        return Err(format!("--clients must be at least 1 and --spread at most {MAX_SPREAD:?}"));
+    }
+    check_fd_budget("--clients", args.clients, args.clients)?;
+    target.check_listening()?;
+    let topic = args.topic.clone().unwrap_or_else(|| default_topic("lateness"));
+    let holds = hold_times(args.clients, args.spread);
+    let mut run = Run::new(&target, &topic, &holds)?;
+    let longest = MIN_HOLD + args.spread;
+    let open_bound = OPEN_MIN + OPEN_PER_THOUSAND * (args.clients / 1000) as u32;
+    let started = Instant::now();
+    let deadline = started + open_bound + longest + GRACE;
+    let progress = Progress::timed(longest, "lateness");
+    while run.ended < holds.len() && Instant::now() < deadline {
+        if Instant::now() < started + open_bound {
+            run.open_batch();
+        }
+        run.turn(TICK.min(deadline.saturating_duration_since(Instant::now())))?;
+        let elapsed = started.elapsed();
+        progress.status(elapsed, format!("{} of {} polls ended", run.ended, holds.len()));
+    }
+    progress.finish();
+    let stats = target.stats(&mut target.control())?;
+    Ok(outcome(args, &target, &topic, &run.finish(started), &stats))
+}
+
+/// `n` hold times, evenly spaced over `[MIN_HOLD, MIN_HOLD + spread]` in whole milliseconds,
+/// shuffled (Fisher–Yates on a fixed seed).
+fn hold_times(n: usize, spread: Duration) -> Vec<Duration> {
+    let step = spread.as_millis() as u64;
+    let last = (n as u64).saturating_sub(1).max(1);
+    let mut holds: Vec<Duration> = (0..n as u64).map(|i| MIN_HOLD + Duration::from_millis(i * step / last)).collect();
+    let mut rng = XorShift::new(SHUFFLE_SEED);
+    for i in (1..holds.len()).rev() {
+        holds.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    holds
+}
+
+/// Where one poll is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not opened yet (connections open a batch per turn).
+    Waiting,
+    /// Connecting, or its request not yet written whole.
+    Asking,
+    /// Its request written whole at `sent`: the hold runs.
+    Held { sent: Instant },
+    /// Answered `timeout`, read whole at `at`.
+    Answered { sent: Instant, at: Instant },
+    /// Ended otherwise: counted in `errors`.
+    Failed,
+}
+
+struct Hold {
+    hold: Duration,
+    phase: Phase,
+    conn: Option<Conn>,
+}
+
+/// The polls on one reactor.
+struct Run {
+    poll: Poll,
+    events: Events,
+    addr: SocketAddr,
+    holds: Vec<Hold>,
+    /// Polls opened so far (they open in batches), and polls answered or failed.
+    opened: usize,
+    ended: usize,
+    /// When the last request was written whole: deadlines before it fell while connections were
+    /// still being opened, when the server had accepting and parsing to do as well.
+    all_sent: Option<Instant>,
+    sent: usize,
+    errors: Errors,
+    requests: Vec<String>,
+}
+
+impl Run {
+    fn new(target: &Target, topic: &str, holds: &[Duration]) -> Result<Run, String> {
+        let (base, authority) = (target.base_path(), target.url.authority());
+        let requests = holds
+            .iter()
+            .map(|hold| {
+                let ms = hold.as_millis();
+                format!("GET {base}/poll/{topic}?timeout={ms}ms HTTP/1.1\r\nHost: {authority}\r\n\r\n")
+            })
+            .collect();
+        Ok(Run {
+            poll: Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            addr: target.addr,
+            holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Waiting, conn: None }).collect(),
+            opened: 0,
+            ended: 0,
+            all_sent: None,
+            sent: 0,
+            errors: Errors::default(),
+            requests,
+        })
+    }
+
+    fn open_batch(&mut self) {
+        let end = (self.opened + CONNECTS_PER_TURN).min(self.holds.len());
+        for key in self.opened..end {
+            match Conn::open(self.poll.registry(), self.addr, Token(key)) {
+                Ok(mut conn) => {
+                    conn.queue(self.requests[key].as_bytes());
+                    self.holds[key].conn = Some(conn);
+                    self.holds[key].phase = Phase::Asking;
+                    self.service(key, false, Instant::now());
+                }
+                Err(e) => self.fail(key, &e),
+            }
+        }
+        self.opened = end;
+    }
+
+    /// One turn: poll, then service each poll with an event.
+    fn turn(&mut self, wait: Duration) -> Result<(), String> {
+        if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(format!("poll failed: {e}"));
+            }
+        }
+        let events: Vec<(usize, bool)> = self
+            .events
+            .iter()
+            .map(|event| (event.token().0, event.is_readable() || event.is_read_closed() || event.is_error()))
+            .collect();
+        for (key, readable) in events {
+            // One clock reading per event: the arrival time of this poll's answer.
+            let now = Instant::now();
+            if key < self.holds.len() {
+                self.service(key, readable, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued (noting when the request is out whole) and reads the answer.
+    fn service(&mut self, key: usize, readable: bool, now: Instant) {
+        let hold = &mut self.holds[key];
+        let Some(conn) = hold.conn.as_mut() else {
+            return; // ended already
+        };
+        if let Err(e) = conn.flush() {
+            return self.fail(key, &e);
+        }
+        if hold.phase == Phase::Asking && conn.is_connected() && !conn.wants_write() {
+            hold.phase = Phase::Held { sent: now };
+            self.sent += 1;
+            if self.sent == self.holds.len() {
+                self.all_sent = Some(now);
+            }
+        }
+        if !readable {
+            return;
+        }
+        let Some(conn) = self.holds[key].conn.as_mut() else {
+            return;
+        };
+        let eof = match conn.fill() {
+            Ok(eof) => eof,
+            Err(e) => return self.fail(key, &e),
+        };
+        let frame = match conn.next_response() {
+            Ok(Some(frame)) => frame,
+            Ok(None) if eof => return self.fail(key, &ConnError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(None) => return,
+            Err(e) => return self.fail(key, &e),
+        };
+        let timed_out = frame.status == 200 && is_timeout_answer(conn.body(&frame));
+        let hold = &mut self.holds[key];
+        hold.conn = None;
+        self.ended += 1;
+        match (hold.phase, timed_out) {
+            (Phase::Held { sent }, true) => hold.phase = Phase::Answered { sent, at: now },
+            (_, _) => {
+                hold.phase = Phase::Failed;
+                if frame.status == 200 {
+                    self.errors.delivery += 1; // a message, or an answer that is not a poll's
+                } else {
+                    self.errors.status += 1;
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, key: usize, error: &ConnError) {
+        match error {
+            ConnError::Connect(_) => self.errors.connect += 1,
+            ConnError::Io(_) => self.errors.io += 1,
+            ConnError::Frame(_) => self.errors.malformed += 1,
+        }
+        log::debug!("poll {key}: {error}");
+        let hold = &mut self.holds[key];
+        hold.conn = None;
+        hold.phase = Phase::Failed;
+        self.ended += 1;
+    }
+
+    /// Ends the run: every poll still open is counted as unanswered in time.
+    fn finish(mut self, started: Instant) -> Measured {
+        let mut late = Vec::new();
+        for hold in &mut self.holds {
+            match hold.phase {
+                Phase::Answered { sent, at } => {
+                    let deadline = sent + hold.hold;
+                    let during_opening = self.all_sent.is_none_or(|all| deadline < all);
+                    late.push((signed_us(at, deadline), during_opening));
+                }
+                Phase::Failed => {}
+                Phase::Waiting | Phase::Asking | Phase::Held { .. } => self.errors.timeout += 1,
+            }
+            hold.conn = None;
+        }
+        Measured {
+            clients: self.holds.len(),
+            opening: self.all_sent.map(|all| all.saturating_duration_since(started)),
+            groups: Group::split(&late),
+            errors: self.errors,
+        }
+    }
+}
+
+/// `at - deadline` in microseconds: negative when `at` came first.
+fn signed_us(at: Instant, deadline: Instant) -> i64 {
+    let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    us(at.saturating_duration_since(deadline)) - us(deadline.saturating_duration_since(at))
+}
+
+/// A 200 that is a poll's `timeout` with no message.
+fn is_timeout_answer(body: &[u8]) -> bool {
+    let Ok(answer) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    answer["status"] == "timeout" && answer["messages"].as_array().is_some_and(Vec::is_empty)
+}
+
+/// The lateness of a set of polls, in microseconds, sorted.
+struct Group {
+    name: &'static str,
+    late_us: Vec<i64>,
+}
+
+impl Group {
+    /// All answered polls, those whose deadline fell while polls were still being opened, and
+    /// the rest.
+    fn split(late: &[(i64, bool)]) -> Vec<Group> {
+        let pick = |name, filter: &dyn Fn(bool) -> bool| {
+            let mut late_us: Vec<i64> = late.iter().filter(|(_, during)| filter(*during)).map(|(us, _)| *us).collect();
+            late_us.sort_unstable();
+            Group { name, late_us }
+        };
+        vec![
+            pick("all", &|_| true),
+            pick("deadline while opening", &|during| during),
+            pick("deadline after opening", &|during| !during),
+        ]
+    }
+
+    /// Answers earlier than the deadline by more than `EARLY_SLACK`.
+    fn early(&self) -> usize {
+        let slack = EARLY_SLACK.as_micros() as i64;
+        self.late_us.iter().take_while(|&&us| us < -slack).count()
+    }
+
+    /// min, p50, p90, p99, max.
+    fn percentiles(&self) -> Option<[i64; 5]> {
+        let at = |q| nearest_rank(&self.late_us, q);
+        Some([*self.late_us.first()?, at(0.5)?, at(0.9)?, at(0.99)?, *self.late_us.last()?])
+    }
+
+    fn to_json(&self) -> Value {
+        let ms = |us: i64| round(us as f64 / 1e3, 3);
+        let mut value = json!({"count": self.late_us.len(), "early": self.early()});
+        if let Some([min, p50, p90, p99, max]) = self.percentiles() {
+            for (key, us) in [("min", min), ("p50", p50), ("p90", p90), ("p99", p99), ("max", max)] {
+                value[key] = json!(ms(us));
+            }
+        }
+        value
+    }
+}
+
+struct Measured {
+    clients: usize,
+    /// From the start to the last request written, if every one was.
+    opening: Option<Duration>,
+    groups: Vec<Group>,
+    errors: Errors,
+}
+
+fn outcome(args: &LatenessArgs, target: &Target, topic: &str, m: &Measured, stats: &Value) -> Outcome {
+    let answered = m.groups[0].late_us.len();
+    let e = &m.errors;
+    let key = |name: &str| name.replace(' ', "_");
+    let groups: serde_json::Map<String, Value> = m.groups.iter().map(|g| (key(g.name), g.to_json())).collect();
+    let timed_out = stat(stats, "/polls/timed_out");
+    let json = json!({
+        "scenario": "lateness", "url": args.url, "topic": topic, "clients": m.clients,
+        "spread_ms": args.spread.as_millis() as u64,
+        "opening_ms": m.opening.map(|d| round(d.as_secs_f64() * 1e3, 1)),
+        "answered": answered, "errors": e.total(),
+        "error_kinds": {"connect": e.connect, "io": e.io, "malformed": e.malformed, "timeout": e.timeout,
+                        "status": e.status, "not_a_timeout": e.delivery},
+        "lateness_ms": groups,
+        "server": {"polls_timed_out": timed_out},
+    });
+    let mut table = Table::new(&["polls", "count", "min", "p50", "p90", "p99", "max", "early"]);
+    for group in &m.groups {
+        let ms = |us: i64| format!("{:.2} ms", us as f64 / 1e3);
+        let figures = group.percentiles().map_or(vec![String::new(); 5], |p| p.map(ms).to_vec());
+        let mut row = vec![group.name.to_string(), group.late_us.len().to_string()];
+        row.extend(figures);
+        row.push(group.early().to_string());
+        table.row(row);
+    }
+    let longest = MIN_HOLD + args.spread;
+    let mut text = format!(
+        "lateness: {} polls to {} on topic {topic}, holds {MIN_HOLD:?} to {longest:?} in shuffled order, nothing published\n\
+         lateness = answer read - (request written + hold); early = more than {EARLY_SLACK:?} before the deadline\n",
+        m.clients, target.addr
+    );
+    let opening = m.opening.map_or("not every request was written".into(), |d| {
+        format!("every request written {:.2} s after the start", d.as_secs_f64())
+    });
+    let _ = writeln!(text, "opened          {} connections; {opening}", m.clients);
+    let errors = if e.total() == 0 { "0".into() } else { e.breakdown().replace("delivery", "not a timeout") };
+    let _ = writeln!(text, "answered        {answered} of {} with timeout; errors: {errors}", m.clients);
+    let _ = writeln!(text, "server          polls.timed_out {timed_out} (its /stats, since it started)");
+    text.push_str(&table.render());
+    let nothing_measured = (answered == 0).then(|| format!("no poll was answered `timeout` by {}", target.addr));
+    Outcome { json, table: text, title: String::new(), distributions: vec![], nothing_measured }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_times_cover_the_spread_evenly_in_shuffled_order() {
+        let holds = hold_times(5, Duration::from_secs(4));
+        let mut sorted = holds.clone();
+        sorted.sort();
+        assert_eq!(sorted, [1, 2, 3, 4, 5].map(Duration::from_secs));
+        assert_ne!(holds, sorted, "shuffled");
+        assert_eq!(holds, hold_times(5, Duration::from_secs(4)), "the same order every run");
+        assert_eq!(hold_times(1, Duration::from_secs(4)), [MIN_HOLD]);
+        assert_eq!(hold_times(3, Duration::ZERO), [MIN_HOLD; 3]);
+    }
+
+    #[test]
+    fn lateness_is_signed_and_groups_count_the_early() {
+        let now = Instant::now();
+        let later = now + Duration::from_micros(2500);
+        assert_eq!((signed_us(later, now), signed_us(now, later)), (2500, -2500));
+        let groups = Group::split(&[(-2000, true), (-500, true), (300, false), (40_000, false)]);
+        let summary: Vec<(&str, usize, usize)> = groups.iter().map(|g| (g.name, g.late_us.len(), g.early())).collect();
+        assert_eq!(summary, [("all", 4, 1), ("deadline while opening", 2, 1), ("deadline after opening", 2, 0)]);
+        assert_eq!(groups[0].percentiles(), Some([-2000, -500, 40_000, 40_000, 40_000]));
+        assert_eq!(groups[0].to_json()["min"], json!(-2.0));
+        assert_eq!(Group::split(&[])[0].percentiles(), None);
+    }
+
+    #[test]
+    fn only_an_empty_timeout_is_a_timeout() {
+        assert!(is_timeout_answer(br#"{"status":"timeout","cursor":0,"messages":[]}"#));
+        assert!(!is_timeout_answer(br#"{"status":"ok","cursor":1,"messages":[{"seq":1,"data":"x"}]}"#));
+        assert!(!is_timeout_answer(b"Hello, World!"));
+    }
+}
