@@ -30,7 +30,6 @@ use crate::buffer::Buffers;
 use crate::http::request::Version;
 use crate::http::response::Persistence;
 use crate::pubsub::HoldKey;
-use crate::stats::CloseReason;
 use crate::timer::{Tick, TimerKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +74,25 @@ impl State {
             State::Closed => None,
         }
     }
+}
+
+/// Why a connection was closed; each has a counter in `totals.closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer hung up, or asked for `Connection: close`.
+    ByClient,
+    IdleTimeout,
+    HeaderTimeout,
+    WriteTimeout,
+    MaxRequests,
+    /// Closed while idle to make room at the connection limit.
+    Reclaimed,
+    /// A malformed request, a request refused before its body was sent, a failed read or write.
+    Error,
+    /// Closed by a graceful shutdown.
+    Drain,
+    /// Answered 503 at the connection limit.
+    Rejected,
 }
 
 /// A slab entry: everything the server keeps per connection. Kept small on purpose: an idle

@@ -8,24 +8,7 @@
 
 use std::fmt::Write;
 
-/// Why a connection was closed; each has a counter in `totals.closed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer hung up, or asked for `Connection: close`.
-    ByClient,
-    IdleTimeout,
-    HeaderTimeout,
-    WriteTimeout,
-    MaxRequests,
-    /// Closed while idle to make room at the connection limit.
-    Reclaimed,
-    /// A malformed request, a request refused before its body was sent, a failed read or write.
-    Error,
-    /// Closed by a graceful shutdown.
-    Drain,
-    /// Answered 503 at the connection limit.
-    Rejected,
-}
+use crate::connection::CloseReason;
 
 /// Monotonic counters since start.
 #[derive(Debug, Default, Clone)]

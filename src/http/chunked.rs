@@ -7,8 +7,8 @@
 //! `Ok(None)` means "a valid prefix, wait for more", and an error is the one that any longer
 //! input gets too: no check waits for bytes that cannot change its verdict.
 
+use super::error::{wait_unless, HttpError, Limits};
 use super::grammar::{is_text, skip_ows, skip_quoted_string, skip_token};
-use super::request::{wait_unless, HttpError, Limits};
 
 /// The longest chunk extension accepted on one chunk-size line.
 pub(super) const MAX_CHUNK_EXT: usize = 1024;

@@ -1,4 +1,4 @@
-//! HTTP/1.1 without sockets: `request` turns bytes into requests (or a precise error), `response`
+//! HTTP/1.1 without sockets: `request` turns bytes into requests (or a precise error, `error`), `response`
 //! turns answers into bytes, and `date` keeps the `Date` header's text fresh once a second.
 //!
 //! Nothing in here reads or writes a socket, so every rule is tested with byte strings.
@@ -6,12 +6,13 @@
 /// A 400 whose message is assembled at compile time.
 macro_rules! bad {
     ($why:literal) => {
-        $crate::http::request::HttpError::BadRequest(concat!("bad request: ", $why))
+        $crate::http::error::HttpError::BadRequest(concat!("bad request: ", $why))
     };
 }
 
 mod chunked;
 pub mod date;
+pub mod error;
 mod grammar;
 pub mod request;
 pub mod response;

@@ -27,34 +27,18 @@
 //!
 //! The rules, each with its RFC reason, are listed in `docs/http.md`.
 
-use std::fmt;
 use std::mem::MaybeUninit;
 
 use httparse::Status;
 
 use super::chunked::walk_chunked;
+use super::error::wait_unless;
+pub use super::error::{HttpError, Limits};
 use super::grammar::{is_host_byte, is_tchar};
 use super::target::split_target;
 
 /// The most header fields a request may have; more is 431.
 const MAX_HEADERS: usize = 64;
-
-/// Size limits for one request. Each has its own status code when exceeded.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Request line and header section, up to and including the empty line (431).
-    pub max_head_bytes: usize,
-    /// The request-target (414).
-    pub max_uri_bytes: usize,
-    /// The body, after chunked decoding (413).
-    pub max_body_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_head_bytes: 16 * 1024, max_uri_bytes: 8 * 1024, max_body_bytes: 64 * 1024 }
-    }
-}
 
 /// The protocol versions served. Any other well-formed version is 505.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,54 +90,6 @@ pub struct Request<'b> {
     /// Bytes of input this request occupies, head and body framing included.
     pub len: usize,
 }
-
-/// Why a request was refused. The server answers [`HttpError::status`] and closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpError {
-    /// The request breaks the grammar or its framing is ambiguous. Holds the whole message.
-    BadRequest(&'static str),
-    PayloadTooLarge,
-    UriTooLong,
-    HeaderFieldsTooLarge,
-    /// A well-formed request asks for something not implemented. Holds the whole message.
-    NotImplemented(&'static str),
-    VersionNotSupported,
-}
-
-impl HttpError {
-    /// The response status code.
-    #[must_use]
-    pub fn status(&self) -> u16 {
-        match self {
-            HttpError::BadRequest(_) => 400,
-            HttpError::PayloadTooLarge => 413,
-            HttpError::UriTooLong => 414,
-            HttpError::HeaderFieldsTooLarge => 431,
-            HttpError::NotImplemented(_) => 501,
-            HttpError::VersionNotSupported => 505,
-        }
-    }
-
-    /// One line of text for the response body.
-    #[must_use]
-    pub fn message(&self) -> &'static str {
-        match *self {
-            HttpError::BadRequest(message) | HttpError::NotImplemented(message) => message,
-            HttpError::PayloadTooLarge => "payload too large: the body exceeds the server's limit",
-            HttpError::UriTooLong => "URI too long: the request-target exceeds the server's limit",
-            HttpError::HeaderFieldsTooLarge => "request header fields too large: the head exceeds the server's limits",
-            HttpError::VersionNotSupported => "HTTP version not supported: use HTTP/1.1 or HTTP/1.0",
-        }
-    }
-}
-
-impl fmt::Display for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message())
-    }
-}
-
-impl std::error::Error for HttpError {}
 
 /// How far the start of the input has come towards a request.
 #[derive(Debug)]
@@ -271,16 +207,6 @@ fn head_incomplete(full: bool) -> Result<Progress<'static>, HttpError> {
         Err(HttpError::HeaderFieldsTooLarge)
     } else {
         Ok(Progress::Waiting { awaits_continue: None })
-    }
-}
-
-/// `Ok(None)`, to wait for more bytes, unless `full`: all the bytes that this
-/// part of the request may occupy have arrived, so waiting cannot help.
-pub(super) fn wait_unless<T>(full: bool, error: HttpError) -> Result<Option<T>, HttpError> {
-    if full {
-        Err(error)
-    } else {
-        Ok(None)
     }
 }
 
@@ -409,7 +335,7 @@ fn request_line<'b>(method: &'b str, target: &'b str, minor: u8) -> Result<Reque
         "CONNECT" => return Err(HttpError::NotImplemented("not implemented: CONNECT")),
         other => Method::Other(other),
     };
-    let (path, query) = split_target(method, target)?;
+    let (path, query) = split_target(target, method == Method::Options)?;
     let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
     Ok(RequestLine { method, path, query, version })
 }

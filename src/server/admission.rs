@@ -36,9 +36,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::{Server, ACCEPT_BUDGET, ACCEPT_TIMER, REJECT_BUDGET, SIGNALS};
-use crate::connection::{Connection, State};
+use crate::connection::{CloseReason, Connection, State};
 use crate::http::response::{self, Persistence, Response, Status};
-use crate::stats::CloseReason;
 use crate::timer::{Tick, TimerKey};
 
 /// Idle connections younger than this are in use, not reclaimable.

@@ -11,12 +11,11 @@ use log::debug;
 use super::poll::{poll_response, topic_error, PollAnswer};
 use super::{Server, OUTPUT_CAP};
 use crate::buffer::Buffers;
-use crate::connection::{self, HeldPoll, KeepAliveInput, State};
+use crate::connection::{self, CloseReason, HeldPoll, KeepAliveInput, State};
 use crate::http::request::{self, HttpError, Method, Progress, Request, Version};
 use crate::http::response::{self, Persistence, Response, Status};
 use crate::pubsub::{valid_topic_name, TopicError};
 use crate::routes::{self, NoRoute, Route};
-use crate::stats::CloseReason;
 
 /// What answering a request asks of its connection.
 enum Outcome {

@@ -8,8 +8,7 @@ use log::{debug, warn};
 use mio::{Interest, Token};
 
 use super::{Server, LINGER};
-use crate::connection::{self, Deadline, State};
-use crate::stats::CloseReason;
+use crate::connection::{self, CloseReason, Deadline, State};
 use crate::timer::Tick;
 
 impl Server {

@@ -61,12 +61,12 @@ use slab::Slab;
 use crate::backoff::XorShift;
 use crate::buffer::BufferPool;
 use crate::config::{Config, FD_RESERVE};
-use crate::connection::{self, Connection, Deadline, State};
+use crate::connection::{self, CloseReason, Connection, Deadline, State};
 use crate::http::date::HttpDate;
 use crate::http::request::Limits;
 use crate::http::response::{Response, Status};
 use crate::pubsub::{TopicLimits, Topics};
-use crate::stats::{self, ByState, CloseReason, Polls, Snapshot, Totals};
+use crate::stats::{self, ByState, Polls, Snapshot, Totals};
 use crate::timer::{Tick, Wheel};
 use admission::Accepting;
 
