@@ -177,6 +177,60 @@ pub const ENTRY_BYTES: usize = {
     std::mem::size_of::<SlabEntry>()
 };
 
+/// What the transition function looks at once a connection has read or written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settling {
+    /// Answers are serialised that the socket has not taken yet.
+    pub output_pending: bool,
+    /// Bytes read and not parsed: a partial request, or requests behind a held poll or parked
+    /// for backpressure.
+    pub input_pending: bool,
+    /// Readiness left unconsumed (`Connection::input_ready`): more input will be parsed.
+    pub input_ready: bool,
+    /// The peer's FIN was read: nothing more will arrive.
+    pub read_closed: bool,
+    /// The last answer said `Connection: close`, for this reason.
+    pub closing: Option<CloseReason>,
+    /// A long poll is held (`Connection::hold`).
+    pub holding: bool,
+    pub draining: bool,
+}
+
+/// Where a connection goes from `settle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Enter(State),
+    Close(CloseReason),
+}
+
+/// The transition function (`Server::settle` applies it): the state a connection's buffers
+/// and facts call for after a read or a write, in order of precedence. Output waiting for the
+/// socket comes first; then an answer that ended the conversation; then a FIN after which
+/// nothing the peer sent can still become an answer (a held poll's client that left, a request
+/// cut short; requests parked for backpressure are still answered); then a held poll; then a
+/// request begun; then idleness, which a drain turns into a close.
+pub fn next_state(s: &Settling) -> Next {
+    if s.output_pending {
+        Next::Enter(State::Writing)
+    } else if let Some(reason) = s.closing {
+        if s.read_closed || !must_linger(reason, s.input_pending) {
+            Next::Close(reason)
+        } else {
+            Next::Enter(State::Closing)
+        }
+    } else if s.read_closed && (s.holding || !s.input_ready) {
+        Next::Close(CloseReason::ByClient)
+    } else if s.holding {
+        Next::Enter(State::Held)
+    } else if s.input_pending {
+        Next::Enter(State::Reading)
+    } else if s.draining {
+        Next::Close(CloseReason::Drain)
+    } else {
+        Next::Enter(State::Idle)
+    }
+}
+
 /// Whether a connection must linger in `Closing` after its last answer rather than close at
 /// once. Closing at once is safe only when the client itself ended the conversation and all it
 /// sent has been parsed: after an error, a timeout, a 503, `--max-requests` or a drain the
@@ -255,6 +309,64 @@ mod tests {
         // Checked when the test compiles: a field that grows the entry fails the build of the tests.
         const { assert!(ENTRY_BYTES <= 80, "the slab slot grew") };
         const { assert!(crate::timer::ENTRY_BYTES <= 48, "the timer entry grew") };
+    }
+
+    #[test]
+    fn the_transition_function_table() {
+        use CloseReason::{ByClient, Drain, Error};
+        use Next::{Close, Enter};
+        use State::{Closing, Held, Idle, Reading, Writing};
+        let at_rest = Settling::default();
+        let cases = [
+            ("nothing pending", at_rest, Enter(Idle)),
+            ("nothing pending while draining", Settling { draining: true, ..at_rest }, Close(Drain)),
+            ("answers not yet taken", Settling { output_pending: true, ..at_rest }, Enter(Writing)),
+            (
+                "answers not yet taken come before everything",
+                Settling { output_pending: true, read_closed: true, closing: Some(Error), holding: true, ..at_rest },
+                Enter(Writing),
+            ),
+            ("a partial request", Settling { input_pending: true, ..at_rest }, Enter(Reading)),
+            ("a held poll", Settling { holding: true, ..at_rest }, Enter(Held)),
+            ("requests behind a held poll", Settling { holding: true, input_pending: true, ..at_rest }, Enter(Held)),
+            (
+                "a held poll whose client left",
+                Settling { holding: true, read_closed: true, ..at_rest },
+                Close(ByClient),
+            ),
+            (
+                "a held poll whose client left, requests behind it",
+                Settling { holding: true, read_closed: true, input_pending: true, input_ready: true, ..at_rest },
+                Close(ByClient),
+            ),
+            ("a FIN after the last answer", Settling { read_closed: true, ..at_rest }, Close(ByClient)),
+            (
+                "a request cut short by a FIN",
+                Settling { read_closed: true, input_pending: true, ..at_rest },
+                Close(ByClient),
+            ),
+            (
+                "requests parked for backpressure, then a FIN",
+                Settling { read_closed: true, input_pending: true, input_ready: true, ..at_rest },
+                Enter(Reading),
+            ),
+            ("an error answer, the client still sending", Settling { closing: Some(Error), ..at_rest }, Enter(Closing)),
+            (
+                "an error answer after the FIN",
+                Settling { closing: Some(Error), read_closed: true, ..at_rest },
+                Close(Error),
+            ),
+            ("Connection: close, nothing more sent", Settling { closing: Some(ByClient), ..at_rest }, Close(ByClient)),
+            (
+                "Connection: close, bytes after it",
+                Settling { closing: Some(ByClient), input_pending: true, ..at_rest },
+                Enter(Closing),
+            ),
+            ("a drain's last answer", Settling { closing: Some(Drain), draining: true, ..at_rest }, Enter(Closing)),
+        ];
+        for (what, facts, expected) in cases {
+            assert_eq!(next_state(&facts), expected, "{what}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use log::{debug, warn};
 use mio::{Interest, Token};
 
 use super::{Server, LINGER};
-use crate::connection::{self, CloseReason, Deadline, State};
+use crate::connection::{self, CloseReason, Deadline, Next, Settling, State};
 use crate::timer::Tick;
 
 impl Server {
@@ -58,29 +58,20 @@ impl Server {
             self.pool.reaccount(buffers); // every read or answer ends here: count any growth
         }
         let buffers = conn.buffers.as_deref();
-        let output_pending = buffers.is_some_and(|b| !b.pending_output().is_empty());
-        let input_pending = buffers.is_some_and(|b| b.unread_len() > 0);
-        if output_pending {
-            self.enter(key, State::Writing, fresh);
-        } else if let Some(reason) = conn.closing {
-            if conn.read_closed || !connection::must_linger(reason, input_pending) {
-                self.close(key, reason);
-            } else {
-                self.enter(key, State::Closing, false);
-            }
-        } else if conn.read_closed && (conn.hold.is_some() || !conn.input_ready) {
-            // The peer sent its FIN, and nothing it sent can still become an answer: a held
-            // poll's client that hung up, or a request that will never be finished. (With
-            // `input_ready`, requests parked for backpressure are still to be answered.)
-            self.close(key, CloseReason::ByClient);
-        } else if conn.hold.is_some() {
-            self.enter(key, State::Held, false);
-        } else if input_pending {
-            self.enter(key, State::Reading, fresh);
-        } else if self.draining {
-            self.close(key, CloseReason::Drain);
-        } else {
-            self.enter(key, State::Idle, false);
+        let facts = Settling {
+            output_pending: buffers.is_some_and(|b| !b.pending_output().is_empty()),
+            input_pending: buffers.is_some_and(|b| b.unread_len() > 0),
+            input_ready: conn.input_ready,
+            read_closed: conn.read_closed,
+            closing: conn.closing,
+            holding: conn.hold.is_some(),
+            draining: self.draining,
+        };
+        match connection::next_state(&facts) {
+            // A new deadline only where the state's timer measures progress: the write timeout
+            // restarts when the peer takes bytes, the head timeout when a new request begins.
+            Next::Enter(state) => self.enter(key, state, fresh && matches!(state, State::Writing | State::Reading)),
+            Next::Close(reason) => self.close(key, reason),
         }
     }
 
