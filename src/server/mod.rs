@@ -4,8 +4,8 @@
 //! `run_once` is one turn of the loop, in named phases:
 //!
 //! ```text
-//! next_deadline  how long poll() may sleep: the wheel's earliest deadline (none while
-//!                closed connections wait to be reaped)
+//! next_deadline  how long poll() may sleep: the wheel's earliest deadline (no sleep while
+//!                closed connections wait to be reaped, or newcomers or answers are carried)
 //! poll           epoll_wait
 //! dispatch       a connection: read, parse, answer and write its own requests at once;
 //!                SIGNALS: start draining; then LISTENER: accept up to `ACCEPT_BUDGET`
