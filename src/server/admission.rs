@@ -28,14 +28,17 @@
 //! - While `Accepting::Paused`, exactly one back-off timer is armed for the listener. Listener
 //!   readiness is ignored meanwhile; it is edge-triggered, so resuming calls `accept` itself.
 
+use std::collections::hash_map::RandomState;
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::io::{self, ErrorKind, Read, Write};
 
 use log::{debug, warn};
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
 use super::{Server, ACCEPT_BUDGET, ACCEPT_TIMER, REJECT_BUDGET, SIGNALS};
+use crate::backoff::XorShift;
 use crate::connection::{CloseReason, Connection, State};
 use crate::http::response::{self, Persistence, Response, Status};
 use crate::timer::{Tick, TimerKey};
@@ -45,6 +48,9 @@ const RECLAIM_AFTER: Tick = 1000;
 /// At most this many idle connections are closed in one go (nginx: 32). Each one's descriptor
 /// is freed only in the reap phase, so a small batch keeps a turn's overshoot small.
 const RECLAIM_BATCH: usize = 8;
+/// `Retry-After` values for a 503, picked at random: refused clients should not all come back
+/// in the same second.
+const RETRY_AFTER_SECS: [(&str, &str); 3] = [("Retry-After", "1"), ("Retry-After", "2"), ("Retry-After", "3")];
 /// How long accepting pauses when nothing else will wake it.
 const ACCEPT_BACKOFF: Tick = 100;
 /// How often running out of descriptors is logged, at most.
@@ -63,6 +69,40 @@ pub(super) enum Accepting {
     Paused(TimerKey),
 }
 
+/// The listener and what a newcomer meets at the limits.
+pub(super) struct Admission {
+    /// `None` once draining: dropping the listener makes the kernel refuse new connections.
+    pub(super) listener: Option<TcpListener>,
+    pub(super) accepting: Accepting,
+    /// Kept open to be closed on demand, at the open-file limit.
+    pub(super) spare: Option<File>,
+    /// When running out of descriptors was last logged.
+    exhaustion_logged: Option<Tick>,
+    /// No idle connection is old enough to reclaim before this tick.
+    reclaim_scan_after: Tick,
+    pub(super) max_connections: usize,
+    /// Connections admitted over `max_connections` only to be refused, not yet closed; at
+    /// most `REJECT_BUDGET`.
+    pub(super) refusing: usize,
+    /// Spreads the `Retry-After` of refusals.
+    jitter: XorShift,
+}
+
+impl Admission {
+    pub(super) fn new(listener: TcpListener, spare: Option<File>, max_connections: usize) -> Self {
+        Admission {
+            listener: Some(listener),
+            accepting: Accepting::Open,
+            spare,
+            exhaustion_logged: None,
+            reclaim_scan_after: 0,
+            max_connections,
+            refusing: 0,
+            jitter: XorShift::new(RandomState::new().hash_one(std::process::id())),
+        }
+    }
+}
+
 /// A descriptor held open so that one can be freed on demand: to accept and refuse a newcomer
 /// at the open-file limit, or to read `/proc` for `/stats` there.
 pub(super) fn open_spare() -> Option<File> {
@@ -77,12 +117,12 @@ impl Server {
     /// Accepts until the backlog is empty or `ACCEPT_BUDGET` newcomers are in, admitting each;
     /// see the module docs for what happens when descriptors run out.
     pub(super) fn accept(&mut self) {
-        if matches!(self.accepting, Accepting::Paused(_)) {
+        if matches!(self.admission.accepting, Accepting::Paused(_)) {
             return;
         }
-        self.accepting = Accepting::Open;
+        self.admission.accepting = Accepting::Open;
         for _ in 0..ACCEPT_BUDGET {
-            let Some(listener) = &self.listener else {
+            let Some(listener) = &self.admission.listener else {
                 return;
             };
             match listener.accept() {
@@ -94,7 +134,7 @@ impl Server {
                 // A connection reset while in the backlog is simply gone.
                 Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
                 Err(e) if out_of_descriptors(&e) => {
-                    self.totals.fds_exhausted += 1;
+                    self.costs.totals.fds_exhausted += 1;
                     self.log_exhaustion(&e);
                     if !self.make_room() {
                         return;
@@ -108,7 +148,7 @@ impl Server {
                 }
             }
         }
-        self.accepting = Accepting::Backlogged;
+        self.admission.accepting = Accepting::Backlogged;
     }
 
     /// Gives an accepted socket a slab entry. At `--max-connections` it reclaims idle
@@ -116,15 +156,15 @@ impl Server {
     /// request read and answered 503, or its `/stats` answered) within `REJECT_BUDGET`, and
     /// beyond that refused at once.
     fn admit(&mut self, stream: TcpStream) {
-        if self.served_connections() >= self.max_connections {
+        if self.served_connections() >= self.admission.max_connections {
             self.reclaim_idle();
         }
-        let over_limit = self.served_connections() >= self.max_connections;
-        if over_limit && self.refusing >= REJECT_BUDGET {
+        let over_limit = self.served_connections() >= self.admission.max_connections;
+        if over_limit && self.admission.refusing >= REJECT_BUDGET {
             self.refuse_at_once(stream);
             return;
         }
-        self.totals.accepted += 1;
+        self.costs.totals.accepted += 1;
         // Small answers go out at once; we never write a response in pieces.
         let _ = stream.set_nodelay(true);
         let entry = self.connections.vacant_entry();
@@ -133,14 +173,14 @@ impl Server {
         conn.over_limit = over_limit;
         if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(key), Interest::READABLE) {
             warn!("cannot register a connection: {e}");
-            self.totals.closed.count(CloseReason::Error);
+            self.costs.totals.closed.count(CloseReason::Error);
             return; // the entry was never inserted, so there is nothing to roll back
         }
         entry.insert(conn);
         debug_assert!(key < SIGNALS.0, "slab keys stay below the reserved tokens");
         if over_limit {
-            self.totals.rejected += 1;
-            self.refusing += 1;
+            self.costs.totals.rejected += 1;
+            self.admission.refusing += 1;
         }
         self.count_state(State::Reading, 1);
         self.arm(key, self.deadline(self.config.header_timeout));
@@ -149,7 +189,7 @@ impl Server {
     /// What `--max-connections` counts: connections open, less those waiting to be reaped and
     /// those admitted only to be refused.
     fn served_connections(&self) -> usize {
-        self.connections.len() - self.reap_queue.len() - self.refusing
+        self.connections.len() - self.reap_queue.len() - self.admission.refusing
     }
 
     /// `accept` failed for want of a descriptor. Returns whether to go on accepting.
@@ -165,7 +205,7 @@ impl Server {
     /// Closes the keep-alive connections idle longest: an eighth of those idle for at least
     /// `RECLAIM_AFTER`, at least one and at most `RECLAIM_BATCH`. Returns how many it closed.
     fn reclaim_idle(&mut self) -> usize {
-        if self.by_state.idle == 0 || self.now < self.reclaim_scan_after {
+        if self.costs.by_state.idle == 0 || self.now < self.admission.reclaim_scan_after {
             return 0;
         }
         let idle_timeout = Tick::try_from(self.config.idle_timeout.as_millis()).unwrap_or(Tick::MAX);
@@ -182,7 +222,7 @@ impl Server {
         if batch == 0 {
             // None is old enough, and none will be before the oldest is: a storm of newcomers
             // at the limit does not rescan the table for each one.
-            self.reclaim_scan_after = oldest + RECLAIM_AFTER;
+            self.admission.reclaim_scan_after = oldest + RECLAIM_AFTER;
             return 0;
         }
         idle_since.select_nth_unstable(batch - 1);
@@ -198,10 +238,10 @@ impl Server {
     /// accepting: not once the backlog is empty, nor when the spare cannot be had (then
     /// accepting pauses).
     fn refuse_on_spare(&mut self) -> bool {
-        let Some(listener) = &self.listener else {
+        let Some(listener) = &self.admission.listener else {
             return false;
         };
-        if self.spare.take().is_none() {
+        if self.admission.spare.take().is_none() {
             self.pause_accepting();
             return false;
         }
@@ -218,8 +258,8 @@ impl Server {
                 false
             }
         };
-        self.spare = open_spare();
-        if self.spare.is_none() {
+        self.admission.spare = open_spare();
+        if self.admission.spare.is_none() {
             self.pause_accepting();
             return false;
         }
@@ -242,9 +282,15 @@ impl Server {
         response::write(&mut answer, &refusal, Persistence::Close, false, &self.date);
         // An empty send buffer takes it whole; if not, the peer gets the close alone.
         let _ = stream.write(&answer);
-        self.totals.accepted += 1;
-        self.totals.rejected += 1;
-        self.totals.closed.count(CloseReason::Rejected);
+        self.costs.totals.accepted += 1;
+        self.costs.totals.rejected += 1;
+        self.costs.totals.closed.count(CloseReason::Rejected);
+    }
+
+    /// One `Retry-After` header for a 503.
+    pub(super) fn retry_after(&mut self) -> &'static [(&'static str, &'static str)] {
+        let pick = self.admission.jitter.next_u64() as usize % RETRY_AFTER_SECS.len();
+        std::slice::from_ref(&RETRY_AFTER_SECS[pick])
     }
 
     /// The 503 a newcomer gets at the limit.
@@ -253,30 +299,30 @@ impl Server {
     }
 
     pub(super) fn pause_accepting(&mut self) {
-        if !matches!(self.accepting, Accepting::Paused(_)) {
+        if !matches!(self.admission.accepting, Accepting::Paused(_)) {
             let timer = self.wheel.insert(self.now + ACCEPT_BACKOFF, ACCEPT_TIMER);
-            self.accepting = Accepting::Paused(timer);
+            self.admission.accepting = Accepting::Paused(timer);
         }
     }
 
     /// Accepts again after a pause: a descriptor was freed, or the back-off timer fired.
     pub(super) fn resume_accepting(&mut self) {
-        if let Accepting::Paused(timer) = self.accepting {
+        if let Accepting::Paused(timer) = self.admission.accepting {
             self.wheel.cancel(timer); // a no-op when it is the timer that fired
-            self.accepting = Accepting::Open;
+            self.admission.accepting = Accepting::Open;
             self.accept();
         }
     }
 
     fn log_exhaustion(&mut self, e: &io::Error) {
-        if self.exhaustion_logged.is_some_and(|at| self.now < at + EXHAUSTION_LOG_EVERY) {
+        if self.admission.exhaustion_logged.is_some_and(|at| self.now < at + EXHAUSTION_LOG_EVERY) {
             return;
         }
-        self.exhaustion_logged = Some(self.now);
+        self.admission.exhaustion_logged = Some(self.now);
         warn!(
             "accept: {e} ({} connections open, {} failed accepts so far): reclaiming idle connections, refusing newcomers with 503",
             self.connections.len(),
-            self.totals.fds_exhausted
+            self.costs.totals.fds_exhausted
         );
     }
 }

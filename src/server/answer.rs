@@ -150,9 +150,9 @@ impl Server {
     /// Answers one request into `out`, or asks for the connection to be held (a long poll
     /// with nothing to say yet).
     fn answer(&mut self, key: usize, req: &Request, served_before: u32, out: &mut Vec<u8>) -> Outcome {
-        self.totals.requests += 1;
+        self.costs.totals.requests += 1;
         if served_before > 0 {
-            self.totals.reused += 1;
+            self.costs.totals.reused += 1;
         }
         let body: String;
         let over_limit = self.connections[key].over_limit;
@@ -218,7 +218,7 @@ impl Server {
     /// Answers a refusal decided by a request's head before its body came: the connection
     /// closes after it, since the client may or may not send the body it announced.
     fn answer_before_body(&mut self, key: usize, method: Method, refusal: &Response, out: &mut Vec<u8>) -> Outcome {
-        self.totals.requests += 1;
+        self.costs.totals.requests += 1;
         response::write(out, refusal, Persistence::Close, method == Method::Head, &self.date);
         let reason = if self.connections[key].over_limit { CloseReason::Rejected } else { CloseReason::Error };
         Outcome::Answered(Some(reason))
@@ -246,7 +246,7 @@ impl Server {
     /// Answers a request that could not be parsed; the connection closes after it, because
     /// where the next request starts is no longer known.
     fn answer_error(&mut self, error: HttpError, input: &[u8], out: &mut Vec<u8>) -> Outcome {
-        self.totals.requests += 1;
+        self.costs.totals.requests += 1;
         debug!("bad request: {}", error.message());
         let line = format!("{}\n", error.message());
         let response = Response::error(Status::from_code(error.status()), line.as_bytes());

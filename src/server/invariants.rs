@@ -75,7 +75,7 @@ impl Server {
             }
             if let Some(held) = conn.hold {
                 holds += 1;
-                let listed = self.topics.holds(held.hold, key);
+                let listed = self.holds.topics.holds(held.hold, key);
                 assert!(listed || queued.contains(&key), "{key}'s poll is neither listed nor woken");
                 if conn.state == State::Held && listed {
                     assert_eq!(self.wheel.deadline(timer), Some(held.deadline), "{key}'s timer is not its hold");
@@ -83,9 +83,9 @@ impl Server {
             }
             lent += conn.buffers.as_deref().map_or(0, BufferPool::accounted);
         }
-        assert_eq!(by_state, self.by_state, "connections by state drifted from a recount");
-        assert_eq!(holds, self.polls.held, "polls.held drifted from a recount");
-        for (hold, key) in self.topics.held_polls() {
+        assert_eq!(by_state, self.costs.by_state, "connections by state drifted from a recount");
+        assert_eq!(holds, self.costs.polls.held, "polls.held drifted from a recount");
+        for (hold, key) in self.holds.topics.held_polls() {
             let conn = self.connections.get(key).unwrap_or_else(|| panic!("topic lists a freed {key}"));
             assert_eq!(conn.hold.map(|h| h.hold), Some(hold), "topic lists {key}, which holds another poll");
         }

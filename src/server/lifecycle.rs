@@ -146,15 +146,15 @@ impl Server {
             self.pool.give(buffers);
         }
         if let Some(held) = conn.hold.take() {
-            self.topics.release(held.hold, key, self.now);
-            self.polls.held -= 1;
+            self.holds.topics.release(held.hold, key, self.now);
+            self.costs.polls.held -= 1;
         }
         if conn.over_limit {
-            self.refusing -= 1;
+            self.admission.refusing -= 1;
         }
         let previous = std::mem::replace(&mut conn.state, State::Closed);
         self.count_state(previous, -1);
-        self.totals.closed.count(reason);
+        self.costs.totals.closed.count(reason);
         self.reap_queue.push(key);
     }
 

@@ -42,10 +42,7 @@
 //! In debug builds `check_invariants` walks the whole structure after every turn and checks
 //! what can be checked of these (see `invariants`).
 
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::fs::File;
-use std::hash::BuildHasher;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -58,7 +55,6 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::backoff::XorShift;
 use crate::buffer::BufferPool;
 use crate::config::{Config, FD_RESERVE};
 use crate::connection::{self, CloseReason, Connection, Deadline, State};
@@ -68,11 +64,7 @@ use crate::http::response::{Response, Status};
 use crate::pubsub::{TopicLimits, Topics};
 use crate::stats::{self, ByState, Polls, Snapshot, Totals};
 use crate::timer::{Tick, Wheel};
-use admission::Accepting;
-
-/// `Retry-After` values for a 503, picked at random: refused clients should not all come back
-/// in the same second.
-const RETRY_AFTER_SECS: [(&str, &str); 3] = [("Retry-After", "1"), ("Retry-After", "2"), ("Retry-After", "3")];
+use admission::{Accepting, Admission};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -106,20 +98,12 @@ mod invariants;
 mod lifecycle;
 mod poll;
 
+/// The reactor's state, grouped by what owns it: the loop's own (the poll, the slab, the wheel,
+/// the buffer pool, the queues of the flush and reap phases, the clock), `admission` (the
+/// listener and the limits a newcomer meets), `holds` (the topics and the polls held on them)
+/// and `costs` (what the cost view counts as it happens).
 pub struct Server {
     poll: Poll,
-    /// `None` once draining: dropping the listener makes the kernel refuse new connections.
-    listener: Option<TcpListener>,
-    accepting: Accepting,
-    /// Kept open to be closed on demand, at the open-file limit (see `admission`).
-    spare: Option<File>,
-    /// Descriptors open at start other than the listener and the spare (stdio, epoll, the
-    /// signal pipe): with those two and one per slab entry, `fds.open` without reading `/proc`.
-    fds_at_start: u64,
-    /// When running out of descriptors was last logged.
-    exhaustion_logged: Option<Tick>,
-    /// No idle connection is old enough to reclaim before this tick.
-    reclaim_scan_after: Tick,
     signals: Signals,
     connections: Slab<Connection>,
     wheel: Wheel<usize>,
@@ -133,28 +117,37 @@ pub struct Server {
     limits: Limits,
     /// Unread input never exceeds this: the parser errors before a request could need more.
     input_cap: usize,
-    max_connections: usize,
-    /// Connections admitted over `max_connections` only to be refused, not yet closed; at
-    /// most `REJECT_BUDGET`.
-    refusing: usize,
     started: Instant,
     now: Tick,
     date: HttpDate,
-    totals: Totals,
-    by_state: ByState,
-    topics: Topics,
-    polls: Polls,
-    max_held: usize,
-    /// Spreads the `Retry-After` of refusals.
-    jitter: XorShift,
-    /// When this turn's publish was parsed, if it woke polls: the flush phase reports how long
-    /// writing all their answers took.
-    fanout_started: Option<Instant>,
+    admission: Admission,
+    holds: Holds,
+    costs: Costs,
     draining: bool,
     stop: bool,
     /// What only the debug invariant checks need.
     #[cfg(debug_assertions)]
     invariants: invariants::Mirror,
+}
+
+/// The topics and the long polls held on them (see `poll`).
+struct Holds {
+    topics: Topics,
+    /// `--max-held`, checked against `costs.polls.held`.
+    max_held: usize,
+    /// When the last publish that woke polls was parsed: the flush phase reports how long
+    /// writing all their answers took.
+    fanout_started: Option<Instant>,
+}
+
+/// What the cost view counts as it happens, so that a snapshot never walks the connections.
+struct Costs {
+    totals: Totals,
+    by_state: ByState,
+    polls: Polls,
+    /// Descriptors open at start other than the listener and the spare (stdio, epoll, the
+    /// signal pipe): with those two and one per slab entry, `fds.open` without reading `/proc`.
+    fds_at_start: u64,
 }
 
 impl Server {
@@ -187,12 +180,6 @@ impl Server {
         let fds_at_start = stats::fds_open().saturating_sub(1 + u64::from(spare.is_some()));
         let mut server = Server {
             poll,
-            listener: Some(listener),
-            accepting: Accepting::Open,
-            spare,
-            fds_at_start,
-            exhaustion_logged: None,
-            reclaim_scan_after: 0,
             signals,
             connections: Slab::new(),
             wheel: Wheel::new(),
@@ -201,19 +188,22 @@ impl Server {
             reap_queue: Vec::new(),
             input_cap: 2 * limits.max_head_bytes + limits.max_body_bytes + 1,
             limits,
-            max_connections,
-            refusing: 0,
             started: Instant::now(),
             now: 0,
             date: HttpDate::new(),
-            totals: Totals::default(),
-            by_state: ByState::default(),
-            topics: Topics::new(TopicLimits::from(&config)),
-            polls: Polls::default(),
-            max_held: config.max_held.unwrap_or(max_connections),
+            admission: Admission::new(listener, spare, max_connections),
+            holds: Holds {
+                topics: Topics::new(TopicLimits::from(&config)),
+                max_held: config.max_held.unwrap_or(max_connections),
+                fanout_started: None,
+            },
+            costs: Costs {
+                totals: Totals::default(),
+                by_state: ByState::default(),
+                polls: Polls::default(),
+                fds_at_start,
+            },
             config,
-            jitter: XorShift::new(RandomState::new().hash_one(std::process::id())),
-            fanout_started: None,
             draining: false,
             stop: false,
             #[cfg(debug_assertions)]
@@ -224,7 +214,7 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match &self.listener {
+        match &self.admission.listener {
             Some(listener) => listener.local_addr(),
             None => Err(io::Error::new(ErrorKind::NotConnected, "the listener is closed")),
         }
@@ -265,7 +255,10 @@ impl Server {
 
     fn next_deadline(&self) -> Option<Duration> {
         // Closed after this turn's reap, answers or newcomers carried over: no sleeping.
-        if !self.reap_queue.is_empty() || !self.flush_queue.is_empty() || self.accepting == Accepting::Backlogged {
+        if !self.reap_queue.is_empty()
+            || !self.flush_queue.is_empty()
+            || self.admission.accepting == Accepting::Backlogged
+        {
             return Some(Duration::ZERO);
         }
         let deadline = self.wheel.next_deadline()?;
@@ -292,7 +285,7 @@ impl Server {
     // ---- dispatch -----------------------------------------------------------------------
 
     fn dispatch(&mut self, events: &Events) {
-        let mut newcomers = self.accepting == Accepting::Backlogged;
+        let mut newcomers = self.admission.accepting == Accepting::Backlogged;
         for event in events.iter() {
             match event.token() {
                 LISTENER => newcomers = true,
@@ -351,10 +344,10 @@ impl Server {
     fn start_drain(&mut self) {
         info!("draining {} connections (up to {:?})", self.connections.len(), self.config.drain_timeout);
         self.draining = true;
-        if let Some(mut listener) = self.listener.take() {
+        if let Some(mut listener) = self.admission.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        if let Accepting::Paused(timer) = std::mem::replace(&mut self.accepting, Accepting::Open) {
+        if let Accepting::Paused(timer) = std::mem::replace(&mut self.admission.accepting, Accepting::Open) {
             self.wheel.cancel(timer);
         }
         self.wheel.insert(self.deadline(self.config.drain_timeout), DRAIN_TIMER);
@@ -442,11 +435,11 @@ impl Server {
         }
         // A fan-out to 15,000 grew the queue to 120 KB; a burst does not pin its peak.
         self.flush_queue.shrink_to(FLUSH_BUDGET);
-        if let Some(started) = self.fanout_started.take() {
-            self.polls.last_fanout_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Some(started) = self.holds.fanout_started.take() {
+            self.costs.polls.last_fanout_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             debug!(
                 "fan-out: {} answers written {} µs after the publish",
-                self.polls.last_fanout_woken, self.polls.last_fanout_us
+                self.costs.polls.last_fanout_woken, self.costs.polls.last_fanout_us
             );
         }
     }
@@ -478,28 +471,22 @@ impl Server {
 
     pub(super) fn count_state(&mut self, state: State, delta: i64) {
         let counter = match state {
-            State::Reading => &mut self.by_state.reading,
-            State::Idle => &mut self.by_state.idle,
-            State::Writing => &mut self.by_state.writing,
-            State::Held => &mut self.by_state.held,
-            State::Closing => &mut self.by_state.closing,
+            State::Reading => &mut self.costs.by_state.reading,
+            State::Idle => &mut self.costs.by_state.idle,
+            State::Writing => &mut self.costs.by_state.writing,
+            State::Held => &mut self.costs.by_state.held,
+            State::Closing => &mut self.costs.by_state.closing,
             State::Closed => return,
         };
         *counter = counter.wrapping_add_signed(delta);
     }
 
-    /// One `Retry-After` header for a 503.
-    pub(super) fn retry_after(&mut self) -> &'static [(&'static str, &'static str)] {
-        let pick = self.jitter.next_u64() as usize % RETRY_AFTER_SECS.len();
-        std::slice::from_ref(&RETRY_AFTER_SECS[pick])
-    }
-
     /// The cost view now. Reading `/proc` takes a descriptor, which at the open-file limit
     /// only the spare can lend.
     pub(super) fn snapshot(&mut self) -> Snapshot {
-        self.spare = None;
+        self.admission.spare = None;
         let mut snapshot = self.measure();
-        self.spare = admission::open_spare();
+        self.admission.spare = admission::open_spare();
         snapshot.fds_open = self.fds_open(); // the spare is back, or could not be had
         snapshot
     }
@@ -507,10 +494,10 @@ impl Server {
     /// Descriptors open now, counted rather than listed: one per slab entry (closed ones keep
     /// theirs until `reap`), the listener until a drain drops it, and the spare.
     fn fds_open(&self) -> u64 {
-        self.fds_at_start
+        self.costs.fds_at_start
             + self.connections.len() as u64
-            + u64::from(self.listener.is_some())
-            + u64::from(self.spare.is_some())
+            + u64::from(self.admission.listener.is_some())
+            + u64::from(self.admission.spare.is_some())
     }
 
     fn measure(&self) -> Snapshot {
@@ -520,20 +507,20 @@ impl Server {
             fds_limit: stats::fds_limit(),
             // Closed connections wait in the slab until `reap`; they are already counted in `closed.*`.
             connections_open: (self.connections.len() - self.reap_queue.len()) as u64,
-            by_state: self.by_state,
-            totals: self.totals.clone(),
-            polls: self.polls,
-            topics: self.topics.count() as u64,
-            messages: self.topics.retained(),
-            retained_bytes: self.topics.retained_bytes() as u64,
-            max_retained_bytes: self.topics.max_retained_bytes() as u64,
-            evicted: self.topics.evicted(),
-            forgotten: self.topics.forgotten(),
+            by_state: self.costs.by_state,
+            totals: self.costs.totals.clone(),
+            polls: self.costs.polls,
+            topics: self.holds.topics.count() as u64,
+            messages: self.holds.topics.retained(),
+            retained_bytes: self.holds.topics.retained_bytes() as u64,
+            max_retained_bytes: self.holds.topics.max_retained_bytes() as u64,
+            evicted: self.holds.topics.evicted(),
+            forgotten: self.holds.topics.forgotten(),
             timers_armed: self.wheel.len() as u64,
             rss_bytes: stats::rss_bytes(),
             connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES
                 + self.wheel.memory_bytes()
-                + self.topics.hold_list_bytes()) as u64,
+                + self.holds.topics.hold_list_bytes()) as u64,
             buffer_bytes: self.pool.lent_bytes() as u64,
             pool_bytes: self.pool.capacity() as u64,
             kernel: stats::sockstat(),

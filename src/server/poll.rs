@@ -101,7 +101,7 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 impl Server {
     /// `POST /publish/{topic}`: append the message, wake the topic's held polls, and say so.
     pub(super) fn publish(&mut self, req: &Request, name: &str) -> Result<String, Response<'static>> {
-        let topic = self.topics.get_or_create(name, self.now).map_err(topic_error)?;
+        let topic = self.holds.topics.get_or_create(name, self.now).map_err(topic_error)?;
         let bytes: &[u8] = match &req.body {
             Body::Empty => b"",
             Body::Bytes(bytes) => bytes,
@@ -109,7 +109,7 @@ impl Server {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Response::error(Status::BAD_REQUEST, b"a message must be UTF-8 text\n"))?;
-        let seq = self.topics.publish(topic, text, self.now);
+        let seq = self.holds.topics.publish(topic, text, self.now);
         let woken = self.wake(topic);
         let mut body = String::with_capacity(96);
         body.push_str("{\"topic\":");
@@ -124,30 +124,30 @@ impl Server {
         // The query first: a refused poll must not create its topic (and use up --max-topics).
         let query = PollQuery::parse(req.query, req.last_event_id)
             .map_err(|reason| Response::error(Status::BAD_REQUEST, reason.as_bytes()))?;
-        let topic = self.topics.get_or_create(name, self.now).map_err(topic_error)?;
-        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
-        let after = self.topics.resolve(topic, query.start());
+        let topic = self.holds.topics.get_or_create(name, self.now).map_err(topic_error)?;
+        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.holds.topics.epoch(topic));
+        let after = self.holds.topics.resolve(topic, query.start());
         let read = if foreign_epoch {
-            Read::Reset { cursor: self.topics.last_seq(topic) }
+            Read::Reset { cursor: self.holds.topics.last_seq(topic) }
         } else {
-            self.topics.read(topic, after)
+            self.holds.topics.read(topic, after)
         };
         if read != Read::Nothing {
-            self.polls.answered += 1;
+            self.costs.polls.answered += 1;
             let mut body = String::with_capacity(256);
-            poll_body(&mut body, &self.topics, topic, &read, after);
+            poll_body(&mut body, &self.holds.topics, topic, &read, after);
             return Ok(PollAnswer::Now(body));
         }
-        if self.polls.held >= self.max_held as u64 {
-            self.polls.rejected += 1;
+        if self.costs.polls.held >= self.holds.max_held as u64 {
+            self.costs.polls.rejected += 1;
             return Err(Response::error(Status::SERVICE_UNAVAILABLE, b"too many polls held, retry later\n")
                 .with_headers(self.retry_after()));
         }
         let hold_for =
             query.timeout.unwrap_or(self.config.poll_timeout).clamp(MIN_POLL_TIMEOUT, self.config.max_poll_timeout);
-        self.polls.held += 1;
+        self.costs.polls.held += 1;
         Ok(PollAnswer::Hold(HeldPoll {
-            hold: self.topics.hold(topic, key),
+            hold: self.holds.topics.hold(topic, key),
             after,
             deadline: self.deadline(hold_for),
             version: req.version,
@@ -162,11 +162,11 @@ impl Server {
     /// the whole fan-out. Returns how many.
     fn wake(&mut self, topic: u32) -> usize {
         let queued = self.flush_queue.len();
-        self.flush_queue.extend(self.topics.take_held(topic, self.now));
+        self.flush_queue.extend(self.holds.topics.take_held(topic, self.now));
         let woken = self.flush_queue.len() - queued;
         if woken > 0 {
-            self.fanout_started = Some(Instant::now());
-            self.polls.last_fanout_woken = woken as u64;
+            self.holds.fanout_started = Some(Instant::now());
+            self.costs.polls.last_fanout_woken = woken as u64;
         }
         woken
     }
@@ -175,15 +175,15 @@ impl Server {
     /// its answer is due.
     pub(super) fn is_woken(&self, key: usize) -> bool {
         let hold = self.connections.get(key).and_then(|conn| conn.hold);
-        hold.is_some_and(|held| !self.topics.holds(held.hold, key))
+        hold.is_some_and(|held| !self.holds.topics.holds(held.hold, key))
     }
 
     /// The topic sweep's timer fired: forget the topics idle for `--topic-idle-timeout`, and arm
     /// the next sweep. A sweep costs O(log topics) per topic forgotten, nothing for the others.
     pub(super) fn sweep_topics(&mut self) {
-        let forgotten = self.topics.forget_idle(self.now);
+        let forgotten = self.holds.topics.forget_idle(self.now);
         if forgotten > 0 {
-            debug!("forgot {forgotten} idle topics; {} left", self.topics.count());
+            debug!("forgot {forgotten} idle topics; {} left", self.holds.topics.count());
         }
         self.arm_topic_sweep();
     }
@@ -200,16 +200,16 @@ impl Server {
         let Some(held) = self.connections[key].hold.take() else {
             return;
         };
-        self.polls.held -= 1;
-        self.topics.release(held.hold, key, self.now); // a no-op once a publish took it
-        let read = self.topics.read(held.hold.topic, held.after);
+        self.costs.polls.held -= 1;
+        self.holds.topics.release(held.hold, key, self.now); // a no-op once a publish took it
+        let read = self.holds.topics.read(held.hold.topic, held.after);
         if read == Read::Nothing {
-            self.polls.timed_out += 1;
+            self.costs.polls.timed_out += 1;
         } else {
-            self.polls.answered += 1;
+            self.costs.polls.answered += 1;
         }
         let mut body = String::with_capacity(256);
-        poll_body(&mut body, &self.topics, held.hold.topic, &read, held.after);
+        poll_body(&mut body, &self.holds.topics, held.hold.topic, &read, held.after);
         // `served` already counts this poll, since it was counted when it arrived.
         let served_before = self.connections[key].served.saturating_sub(1);
         let (persistence, closing) =
