@@ -43,7 +43,7 @@ pub enum State {
     /// registered. Timer: `--write-timeout`, re-armed whenever the peer takes bytes.
     Writing,
     /// A long poll waits for a message; no buffers unless pipelined requests wait behind it
-    /// (`Connection::hold` says which poll). Timer: the poll's hold deadline.
+    /// (`Conversation::Holding` says which poll). Timer: the poll's hold deadline.
     Held,
     /// The last answer is written and our side is shut down; input is read and discarded until
     /// the peer's FIN so that closing does not reset the connection under an unread answer
@@ -107,13 +107,12 @@ pub struct Connection {
     pub buffers: Option<Box<Buffers>>,
     /// Requests answered on this connection.
     pub served: u32,
-    /// Set when an answer said `Connection: close`: why this connection will end.
-    pub closing: Option<CloseReason>,
+    /// Where the conversation stands: requests flow, a poll is held, or the last answer said
+    /// close. It outlives a single I/O state: a held poll or a closing answer waits while
+    /// earlier answers are still being written (`Writing`).
+    pub conversation: Conversation,
     /// The peer sent FIN: nothing more will arrive.
     pub read_closed: bool,
-    /// The long poll this connection waits on, from the request until its answer. It outlives
-    /// the `Held` state when earlier pipelined answers are still being written (`Writing`).
-    pub hold: Option<HeldPoll>,
     /// Readable readiness seen but not consumed: the server stopped reading to apply
     /// backpressure, or an event said read-closed (the FIN may sit behind a request). With
     /// edge-triggered epoll no second event will come for it, so the next read goes on until
@@ -123,8 +122,30 @@ pub struct Connection {
     /// `/stats` and `/metrics` can still be answered; anything else gets 503. Either way the
     /// connection closes after that one answer.
     pub over_limit: bool,
-    /// `100 Continue` was sent for the request being read (`Expect: 100-continue`).
-    pub continued: bool,
+}
+
+/// Where the conversation on a connection stands, beside its I/O `State`. Each stage carries
+/// what it needs, so that no flag beside it can contradict it: a connection cannot be both
+/// holding a poll and ending, and only an open one reads requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversation {
+    /// Requests are parsed and answered in turn. `continued`: `100 Continue` was sent for the
+    /// request being read (`Expect: 100-continue`), so it is not sent twice.
+    Open { continued: bool },
+    /// A long poll waits for a message; requests pipelined behind it wait for its answer.
+    Holding(HeldPoll),
+    /// The last answer said `Connection: close`, for this reason; nothing after it is parsed.
+    Ending(CloseReason),
+}
+
+impl Conversation {
+    /// A conversation between requests.
+    pub const OPEN: Conversation = Conversation::Open { continued: false };
+
+    /// What follows an answer: more requests, or the end.
+    pub fn after_answer(closing: Option<CloseReason>) -> Conversation {
+        closing.map_or(Conversation::OPEN, Conversation::Ending)
+    }
 }
 
 impl Connection {
@@ -135,12 +156,33 @@ impl Connection {
             timer: None,
             buffers: None,
             served: 0,
-            closing: None,
-            hold: None,
+            conversation: Conversation::OPEN,
             read_closed: false,
             input_ready: false,
             over_limit: false,
-            continued: false,
+        }
+    }
+
+    /// The poll this connection holds, from its request until its answer.
+    pub fn held(&self) -> Option<HeldPoll> {
+        match self.conversation {
+            Conversation::Holding(held) => Some(held),
+            _ => None,
+        }
+    }
+
+    /// Takes the held poll to answer it (or to release it); the conversation is open again.
+    pub fn take_hold(&mut self) -> Option<HeldPoll> {
+        let held = self.held()?;
+        self.conversation = Conversation::OPEN;
+        Some(held)
+    }
+
+    /// Why this connection will end, once an answer said `Connection: close`.
+    pub fn ending(&self) -> Option<CloseReason> {
+        match self.conversation {
+            Conversation::Ending(reason) => Some(reason),
+            _ => None,
         }
     }
 
@@ -191,7 +233,7 @@ pub struct Settling {
     pub read_closed: bool,
     /// The last answer said `Connection: close`, for this reason.
     pub closing: Option<CloseReason>,
-    /// A long poll is held (`Connection::hold`).
+    /// A long poll is held (`Conversation::Holding`).
     pub holding: bool,
     pub draining: bool,
 }

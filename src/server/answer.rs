@@ -11,7 +11,7 @@ use log::debug;
 use super::poll::{poll_response, topic_error, PollAnswer};
 use super::{Server, OUTPUT_CAP};
 use crate::buffer::Buffers;
-use crate::connection::{self, CloseReason, HeldPoll, KeepAliveInput, State};
+use crate::connection::{self, CloseReason, Conversation, HeldPoll, KeepAliveInput, State};
 use crate::http::request::{self, HttpError, Method, Progress, Request, Version};
 use crate::http::response::{self, Persistence, Response, Status};
 use crate::pubsub::{valid_topic_name, TopicError};
@@ -100,16 +100,16 @@ impl Server {
         let mut answered = false;
         while buffers.unread_len() > 0 {
             let conn = &mut self.connections[key];
-            if conn.closing.is_some() || conn.hold.is_some() {
+            let Conversation::Open { continued } = conn.conversation else {
                 // Nothing after a closing answer is parsed (its presence means lingering), and
                 // requests behind a held poll wait for its answer, to keep answers in order.
                 break;
-            }
+            };
             if buffers.pending_output().len() >= OUTPUT_CAP {
                 conn.input_ready = true; // resumes once the output drains
                 break;
             }
-            let (served_before, continued) = (conn.served, conn.continued);
+            let served_before = conn.served;
             let (input, output) = buffers.split();
             let (len, outcome) = match request::parse_progress(input, &self.limits) {
                 Ok(Progress::Waiting { awaits_continue }) if input.len() < self.input_cap => {
@@ -123,7 +123,7 @@ impl Server {
                         Err(refusal) => (input.len(), self.answer_before_body(key, method, &refusal, output)),
                         Ok(_) => {
                             output.extend_from_slice(response::CONTINUE);
-                            self.connections[key].continued = true;
+                            self.connections[key].conversation = Conversation::Open { continued: true };
                             break;
                         }
                     }
@@ -137,11 +137,10 @@ impl Server {
             buffers.consume(len);
             let conn = &mut self.connections[key];
             conn.served = conn.served.saturating_add(1);
-            conn.continued = false;
-            match outcome {
-                Outcome::Answered(closing) => conn.closing = closing,
-                Outcome::Hold(held) => conn.hold = Some(held),
-            }
+            conn.conversation = match outcome {
+                Outcome::Answered(closing) => Conversation::after_answer(closing),
+                Outcome::Hold(held) => Conversation::Holding(held),
+            };
             answered = true;
         }
         answered
@@ -262,6 +261,6 @@ impl Server {
         let head_only = request::says_head(buffers.unread());
         buffers.discard_input();
         response::write(buffers.output(), response, Persistence::Close, head_only, &self.date);
-        conn.closing = Some(reason);
+        conn.conversation = Conversation::Ending(reason);
     }
 }

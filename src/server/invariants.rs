@@ -52,7 +52,7 @@ impl Server {
                 State::Closing => by_state.closing += 1,
                 State::Closed => {
                     assert!(reaped.contains(&key), "closed {key} is not queued for reap");
-                    assert!(conn.timer.is_none() && conn.buffers.is_none() && conn.hold.is_none(), "closed {key}");
+                    assert!(conn.timer.is_none() && conn.buffers.is_none() && conn.held().is_none(), "closed {key}");
                     continue;
                 }
             }
@@ -71,9 +71,9 @@ impl Server {
                 assert!(conn.buffers.is_none(), "idle {key} owns buffers");
             }
             if conn.state == State::Held {
-                assert!(conn.hold.is_some(), "{key} is Held without a poll");
+                assert!(conn.held().is_some(), "{key} is Held without a poll");
             }
-            if let Some(held) = conn.hold {
+            if let Some(held) = conn.held() {
                 holds += 1;
                 let listed = self.holds.topics.holds(held.hold, key);
                 assert!(listed || queued.contains(&key), "{key}'s poll is neither listed nor woken");
@@ -87,7 +87,7 @@ impl Server {
         assert_eq!(holds, self.costs.polls.held, "polls.held drifted from a recount");
         for (hold, key) in self.holds.topics.held_polls() {
             let conn = self.connections.get(key).unwrap_or_else(|| panic!("topic lists a freed {key}"));
-            assert_eq!(conn.hold.map(|h| h.hold), Some(hold), "topic lists {key}, which holds another poll");
+            assert_eq!(conn.held().map(|h| h.hold), Some(hold), "topic lists {key}, which holds another poll");
         }
         assert_eq!(lent, self.pool.lent_bytes(), "lent buffer bytes drifted from a recount");
         assert!(self.wheel.len() >= timers, "fewer timers armed than connections hold");

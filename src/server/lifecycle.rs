@@ -63,8 +63,8 @@ impl Server {
             input_pending: buffers.is_some_and(|b| b.unread_len() > 0),
             input_ready: conn.input_ready,
             read_closed: conn.read_closed,
-            closing: conn.closing,
-            holding: conn.hold.is_some(),
+            closing: conn.ending(),
+            holding: conn.held().is_some(),
             draining: self.draining,
         };
         match connection::next_state(&facts) {
@@ -108,7 +108,7 @@ impl Server {
         if next == State::Closing {
             let _ = conn.stream.shutdown(Shutdown::Write);
         }
-        let hold_deadline = conn.hold.map_or(self.now, |held| held.deadline);
+        let hold_deadline = conn.held().map_or(self.now, |held| held.deadline);
         self.count_state(previous, -1);
         self.count_state(next, 1);
         let at = match next.deadline() {
@@ -145,7 +145,7 @@ impl Server {
             buffers.clear();
             self.pool.give(buffers);
         }
-        if let Some(held) = conn.hold.take() {
+        if let Some(held) = conn.take_hold() {
             self.holds.topics.release(held.hold, key, self.now);
             self.costs.polls.held -= 1;
         }
@@ -171,7 +171,7 @@ impl Server {
                 Err(_) => break,
             }
         }
-        let reason = conn.closing.unwrap_or(CloseReason::ByClient);
+        let reason = conn.ending().unwrap_or(CloseReason::ByClient);
         self.close(key, reason);
     }
 }

@@ -363,7 +363,8 @@ impl Server {
         for key in quiet {
             self.close(key, CloseReason::Drain);
         }
-        let held: Vec<usize> = self.connections.iter().filter(|(_, c)| c.hold.is_some()).map(|(key, _)| key).collect();
+        let held: Vec<usize> =
+            self.connections.iter().filter(|(_, c)| c.held().is_some()).map(|(key, _)| key).collect();
         for key in held {
             self.answer_hold(key); // says `Connection: close`, since draining
             self.flush_queue.push_back(key);
@@ -405,7 +406,7 @@ impl Server {
                 Some(Deadline::Idle) => self.close(key, CloseReason::IdleTimeout),
                 Some(Deadline::Write) => self.close(key, CloseReason::WriteTimeout),
                 Some(Deadline::Linger) => {
-                    let reason = conn.closing.unwrap_or(CloseReason::ByClient);
+                    let reason = conn.ending().unwrap_or(CloseReason::ByClient);
                     self.close(key, reason);
                 }
                 None => debug_assert!(false, "a closed connection {key} had a timer"),

@@ -2,8 +2,8 @@
 //! hold deadline or a drain comes, and the periodic sweep that forgets idle topics.
 //!
 //! Invariants:
-//! - A held poll is in its connection's `hold` from the request until `answer_hold`, and in its
-//!   topic's list until a publish takes the whole list (it is then *woken*: queued for the flush
+//! - A held poll is in its connection's `Conversation::Holding` from the request until
+//!   `answer_hold`, and in its topic's list until a publish takes the whole list (it is then *woken*: queued for the flush
 //!   phase), or until `answer_hold` or a hang-up releases it.
 //! - A publish queues every poll held on its topic; the flush phase builds and writes their
 //!   answers a slice per turn, after the publisher's own answer. An answer is built from the
@@ -20,7 +20,7 @@ use log::debug;
 
 use super::{Server, TOPIC_SWEEP_TIMER};
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
-use crate::connection::HeldPoll;
+use crate::connection::{Connection, Conversation, HeldPoll};
 use crate::http::request::{Body, Method, Request};
 use crate::http::response::{self, Response, Status};
 use crate::json;
@@ -174,7 +174,7 @@ impl Server {
     /// Whether connection `key` holds a poll that a publish has taken off its topic's list:
     /// its answer is due.
     pub(super) fn is_woken(&self, key: usize) -> bool {
-        let hold = self.connections.get(key).and_then(|conn| conn.hold);
+        let hold = self.connections.get(key).and_then(Connection::held);
         hold.is_some_and(|held| !self.holds.topics.holds(held.hold, key))
     }
 
@@ -197,7 +197,7 @@ impl Server {
     /// what its topic has after the cursor, or `timeout` when nothing (the hold time passed,
     /// or the server drains).
     pub(super) fn answer_hold(&mut self, key: usize) {
-        let Some(held) = self.connections[key].hold.take() else {
+        let Some(held) = self.connections[key].take_hold() else {
             return;
         };
         self.costs.polls.held -= 1;
@@ -218,7 +218,7 @@ impl Server {
         let buffers = conn.buffers.get_or_insert_with(|| self.pool.take());
         let response = poll_response(body.as_bytes());
         response::write(buffers.output(), &response, persistence, held.head_only, &self.date);
-        conn.closing = closing;
+        conn.conversation = Conversation::after_answer(closing);
     }
 }
 
