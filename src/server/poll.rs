@@ -3,8 +3,8 @@
 //!
 //! Invariants:
 //! - A held poll is in its connection's `Conversation::Holding` from the request until
-//!   `answer_hold`, and in its topic's list until a publish takes the whole list (it is then *woken*: queued for the flush
-//!   phase), or until `answer_hold` or a hang-up releases it.
+//!   `answer_hold`, and in its topic's list until a publish takes the whole list (it is then
+//!   *woken*: queued for the flush phase), or until `answer_hold` or a hang-up releases it.
 //! - A publish queues every poll held on its topic; the flush phase builds and writes their
 //!   answers a slice per turn, after the publisher's own answer. An answer is built from the
 //!   topic as it is then, so a poll woken by one message and answered after three more carries
