@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod polls;
+
 /// How long any single read waits before the test calls the server unresponsive. Generous on
 /// purpose: a loaded machine is slow, not wrong.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
