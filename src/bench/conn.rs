@@ -156,12 +156,14 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads what the socket holds. `Ok(true)` when the server has closed its side.
+    /// Reads what the socket holds: until `WouldBlock`, or a short read (which on a TCP socket
+    /// means the same) unless `to_the_end`, when the peer's close may sit behind the data.
+    /// `Ok(true)` when the server has closed its side.
     ///
     /// # Errors
     ///
     /// `ConnError::Io` when the read fails (a reset).
-    pub fn fill(&mut self) -> Result<bool, ConnError> {
+    pub fn fill(&mut self, to_the_end: bool) -> Result<bool, ConnError> {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         }
@@ -174,7 +176,7 @@ impl Conn {
                 Ok(n) => {
                     self.end += n;
                     self.received += n as u64;
-                    if self.end < self.input.len() {
+                    if self.end < self.input.len() && !to_the_end {
                         return Ok(false); // a short read: the socket is drained
                     }
                 }
@@ -254,7 +256,7 @@ mod tests {
             if conn.finish_connect().unwrap() {
                 conn.flush().unwrap();
             }
-            let closed = conn.fill().unwrap();
+            let closed = conn.fill(false).unwrap();
             if let Some(frame) = conn.next_response().unwrap() {
                 break frame;
             }

@@ -406,7 +406,7 @@ impl Follow {
         if !readable {
             return;
         }
-        let eof = match conn.fill() {
+        let eof = match conn.fill(false) {
             Ok(eof) => eof,
             Err(e) => return self.fail(key, &e),
         };
@@ -552,7 +552,7 @@ impl Follow {
         if !readable {
             return Ok(());
         }
-        let eof = self.publisher.fill().map_err(failed)?;
+        let eof = self.publisher.fill(false).map_err(failed)?;
         while let Some(frame) = self.publisher.next_response().map_err(failed)? {
             if frame.status != 200 {
                 let body = String::from_utf8_lossy(self.publisher.body(&frame)).trim().to_string();

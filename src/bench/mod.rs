@@ -41,6 +41,7 @@ use serde_json::Value;
 use crate::client::{Client, Url};
 
 mod conn;
+mod engine;
 mod exhaust;
 mod follow;
 mod frame;
