@@ -34,7 +34,17 @@ use slab::Slab;
 use super::conn::{Conn, ConnError};
 use super::frame::Frame;
 
+/// epoll sleeps in whole milliseconds, rounded up, so a wake timed by it alone would come up to
+/// a millisecond late, and that lateness would be charged to the server. `sleep_before` sleeps
+/// until this long before a due time; the scenario's loop then turns without sleeping until it.
+const SPIN: Duration = Duration::from_millis(1);
 const EVENTS_CAPACITY: usize = 4096;
+
+/// How long a turn may sleep to wake no later than `due` (see `SPIN`): for a scenario whose
+/// timing is part of what it measures.
+pub fn sleep_before(due: Instant) -> Duration {
+    due.saturating_duration_since(Instant::now()).saturating_sub(SPIN)
+}
 
 /// How a connection ended.
 #[derive(Debug)]
