@@ -215,6 +215,10 @@ impl Conn {
         &self.input[self.start + frame.body.start..self.start + frame.body.end]
     }
 
+    pub fn head(&self, frame: &Frame) -> &[u8] {
+        &self.input[self.start..self.start + frame.body.start]
+    }
+
     pub fn consume(&mut self, frame: &Frame) {
         self.start += frame.len;
     }

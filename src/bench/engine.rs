@@ -63,8 +63,8 @@ pub trait Load<S> {
     /// Everything queued on `key` has been written, after having had to wait for room or for
     /// the connect (not called when `send` wrote it all at once).
     fn written(&mut self, _engine: &mut Engine<S>, _key: usize, _now: Instant) {}
-    /// A whole response arrived on `key`: its body is `engine.body(key, frame)` until the
-    /// callback returns, when it is consumed.
+    /// A whole response arrived on `key`: its bytes are `engine.head(key, frame)` and
+    /// `engine.body(key, frame)` until the callback returns, when it is consumed.
     fn answered(&mut self, engine: &mut Engine<S>, key: usize, frame: &Frame, now: Instant);
     /// `key` ended; the connection and its state are handed back.
     fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Open<S>, ending: Ending, now: Instant);
@@ -162,6 +162,11 @@ impl<S> Engine<S> {
     /// The body of a response framed on `key` (empty for a closed key).
     pub fn body(&self, key: usize, frame: &Frame) -> &[u8] {
         self.get(key).map_or(&[], |open| open.conn.body(frame))
+    }
+
+    /// The head of a response framed on `key` (empty for a closed key).
+    pub fn head(&self, key: usize, frame: &Frame) -> &[u8] {
+        self.get(key).map_or(&[], |open| open.conn.head(frame))
     }
 
     /// Closes `key` now: its socket is dropped, its key released after the batch.

@@ -25,8 +25,8 @@
 //!   process holds them all: `--max` above that is lowered, and the report says so.
 //! - Bounded in time: the fill by `FILL_MIN` plus `FILL_PER_THOUSAND`; every newcomer by
 //!   `--hang`; the window by `--window`; every blocking request by `CONTROL_TIMEOUT`.
-//! - A probe's token is its index in `probes`, never reused: an event for a probe already
-//!   dropped finds `None`.
+//! - A newcomer is known by its index in `probes`, never reused; its connection is closed when
+//!   it ends.
 
 mod probe;
 mod summary;
@@ -35,11 +35,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use mio::{Events, Poll, Token};
 use serde_json::Value;
 
 use self::probe::{End, Probe, Refusal, Reply, Stage, Update};
 use self::summary::{outcome, After, Counts, Cpu, FirstRefusal, Keepalive, Measured, Publish};
+use super::engine::{Ending, Engine, Load, Open};
+use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::longpoll::default_topic;
 use super::{Outcome, Progress, Target, SPARE_FDS};
@@ -65,7 +66,6 @@ const RETRY_BOUND: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 /// The hold a poll asks for: tether's default `--max-poll-timeout`, longer than any run here.
 const HOLD: &str = "120s";
-const EVENTS_CAPACITY: usize = 1024;
 
 #[derive(Args, Debug)]
 pub struct ExhaustArgs {
@@ -126,23 +126,26 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let deadline = Instant::now() + FILL_MIN + FILL_PER_THOUSAND * (max / 1000) as u32 + args.hang;
     let mut fill_timed_out = false;
     loop {
-        let opening = fill.counts.opened < max && !fill.enough_refusals(args.refusals);
-        if !opening && fill.waiting.is_empty() {
+        let opening = fill.newcomers.counts.opened < max && !fill.newcomers.enough_refusals(args.refusals);
+        if !opening && fill.newcomers.waiting.is_empty() {
             break;
         }
         if Instant::now() >= deadline {
             fill_timed_out = true;
             break;
         }
-        while opening && fill.waiting.len() < WINDOW && fill.counts.opened < max && !fill.enough_refusals(args.refusals)
+        while opening
+            && fill.newcomers.waiting.len() < WINDOW
+            && fill.newcomers.counts.opened < max
+            && !fill.newcomers.enough_refusals(args.refusals)
         {
             fill.open(false, Instant::now() + args.hang);
         }
         fill.turn(TICK)?;
-        progress.set(fill.counts.opened as u64);
+        progress.set(fill.newcomers.counts.opened as u64);
     }
     progress.finish();
-    let held_at_limit = fill.held;
+    let held_at_limit = fill.newcomers.held;
 
     // At the limit: the old keep-alive connection, the CPU window, a publish to the held polls.
     let keepalive = if probe::closed_while_idle(&early) {
@@ -161,16 +164,16 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let cpu_end = CpuSample::take(&pids);
     fill.turn(Duration::ZERO)?; // the knockers still waiting are past their deadline
     let cpu = Cpu { pids, percent: cpu_start.percent_until(&cpu_end), window: args.window };
-    let held_after_window = fill.held;
+    let held_after_window = fill.newcomers.held;
 
     let early = matches!(&keepalive, Keepalive::Asked(reply) if reply.is_ok()).then_some(early);
     let publish = publish(&mut fill, early, &requests, target.addr);
     if publish.reply.is_ok() {
-        while fill.held > 0 && publish.sent_at.elapsed() < DELIVERY_BOUND {
+        while fill.newcomers.held > 0 && publish.sent_at.elapsed() < DELIVERY_BOUND {
             fill.turn(TICK)?;
         }
     }
-    let last_delivery = fill.last_delivery.map(|at| at.saturating_duration_since(publish.sent_at));
+    let last_delivery = fill.newcomers.last_delivery.map(|at| at.saturating_duration_since(publish.sent_at));
 
     // After: everything closed, a fresh request.
     let counts = fill.close();
@@ -242,19 +245,21 @@ impl Requests {
     }
 }
 
-/// The newcomers on one reactor.
+/// The newcomers, on the lab's engine; a connection's state is its newcomer's index.
 struct Fill {
-    poll: Poll,
-    events: Events,
-    addr: SocketAddr,
+    engine: Engine<usize>,
     request: Vec<u8>,
+    newcomers: Newcomers,
+}
+
+/// What became of each newcomer: the scenario's side of the engine.
+struct Newcomers {
     marker: String,
-    probes: Vec<Option<Probe>>,
+    /// By index, in the order opened; never removed, so an index is never reused.
+    probes: Vec<Probe>,
     /// Probes connecting or asking: their deadlines are checked every turn.
     waiting: Vec<usize>,
     held: usize,
-    /// By key: whether the probe was ever held.
-    ever_held: Vec<bool>,
     /// Once the message is published, an answer to a held poll is a delivery.
     delivering: bool,
     last_delivery: Option<Instant>,
@@ -264,90 +269,109 @@ struct Fill {
 impl Fill {
     fn new(addr: SocketAddr, request: Vec<u8>) -> Result<Fill, String> {
         Ok(Fill {
-            poll: Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?,
-            events: Events::with_capacity(EVENTS_CAPACITY),
-            addr,
+            engine: Engine::new(addr)?,
             request,
-            marker: String::new(),
-            probes: Vec::new(),
-            waiting: Vec::new(),
-            held: 0,
-            ever_held: Vec::new(),
-            delivering: false,
-            last_delivery: None,
-            counts: Counts::default(),
+            newcomers: Newcomers {
+                marker: String::new(),
+                probes: Vec::new(),
+                waiting: Vec::new(),
+                held: 0,
+                delivering: false,
+                last_delivery: None,
+                counts: Counts::default(),
+            },
         })
     }
 
     /// Opens one newcomer (a knocker during the CPU window), refused at `deadline` if it is
     /// not held by then.
     fn open(&mut self, knocker: bool, deadline: Instant) {
-        let key = self.probes.len();
-        self.ever_held.push(false);
+        let n = &mut self.newcomers;
+        let index = n.probes.len();
+        n.probes.push(Probe::new(knocker, deadline));
         if !knocker {
-            self.counts.opened += 1;
+            n.counts.opened += 1;
         }
-        match Probe::open(self.poll.registry(), self.addr, Token(key), &self.request, deadline) {
-            Ok(mut probe) => {
-                probe.knocker = knocker;
-                self.probes.push(Some(probe));
-                self.waiting.push(key);
+        let engine = &mut self.engine;
+        let opened = engine.open(index).and_then(|key| {
+            n.probes[index].key = Some(key);
+            if engine.get(key).is_some_and(|open| open.conn.is_connected()) {
+                n.probes[index].connected();
             }
+            engine.send(key, &self.request)
+        });
+        match opened {
+            Ok(()) => n.waiting.push(index),
             Err(e) => {
-                log::debug!("newcomer {key}: {e}");
-                self.probes.push(None);
-                self.refuse(key, knocker, Refusal::ConnectError);
+                log::debug!("newcomer {index}: {e}");
+                let end = n.probes[index].ended(&Ending::Failed(e));
+                n.apply(engine, index, Update { held: false, end: Some(end) });
             }
         }
     }
 
     /// One turn: poll, dispatch, expire.
     fn turn(&mut self, wait: Duration) -> Result<(), String> {
-        if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(format!("poll failed: {e}"));
-            }
-        }
-        let keys: Vec<usize> = self.events.iter().map(|event| event.token().0).collect();
-        for key in keys {
-            let Some(probe) = self.probes.get_mut(key).and_then(Option::as_mut) else {
-                continue; // ended and dropped already
-            };
-            let update = probe.on_event(&self.marker);
-            self.apply(key, update);
-        }
+        self.engine.turn(&mut self.newcomers, wait)?;
+        let n = &mut self.newcomers;
         let now = Instant::now();
-        for i in 0..self.waiting.len() {
-            let key = self.waiting[i];
-            if let Some(end) = self.probes[key].as_mut().and_then(|probe| probe.expire(now)) {
-                self.apply(key, Update { held: false, end: Some(end) });
+        for i in 0..n.waiting.len() {
+            let index = n.waiting[i];
+            if let Some(end) = n.probes[index].expire(now) {
+                n.apply(&mut self.engine, index, Update { held: false, end: Some(end) });
             }
         }
-        let probes = &self.probes;
-        self.waiting.retain(|&key| {
-            probes[key].as_ref().is_some_and(|probe| matches!(probe.stage, Stage::Connecting | Stage::Asking))
-        });
+        let probes = &n.probes;
+        n.waiting.retain(|&index| matches!(probes[index].stage, Stage::Connecting | Stage::Asking));
         Ok(())
     }
 
-    /// Counts what changed; an ended probe is dropped, which closes its socket.
-    fn apply(&mut self, key: usize, update: Update) {
+    /// Closes one held poll, so that a server at its limit has room for one more connection.
+    fn release_one(&mut self) -> bool {
+        let n = &mut self.newcomers;
+        let Some(probe) = n.probes.iter_mut().find(|p| p.stage == Stage::Held) else {
+            return false;
+        };
+        probe.stage = Stage::Done;
+        if let Some(key) = probe.key.take() {
+            self.engine.close(key);
+        }
+        n.held -= 1;
+        n.counts.released += 1;
+        true
+    }
+
+    /// Closes every socket; what was counted stays.
+    fn close(self) -> Counts {
+        let mut counts = self.newcomers.counts;
+        if let Some(first) = &mut counts.first_refusal {
+            let before = &self.newcomers.probes[..first.newcomer - 1];
+            first.held = before.iter().filter(|probe| probe.was_held).count();
+        }
+        counts
+    }
+}
+
+impl Newcomers {
+    /// Counts what changed; an ended probe's connection is closed.
+    fn apply(&mut self, engine: &mut Engine<usize>, index: usize, update: Update) {
         if update.held {
-            self.ever_held[key] = true;
             self.held += 1;
             self.counts.held_peak = self.counts.held_peak.max(self.held);
         }
         let Some(end) = update.end else {
             return;
         };
-        let Some(probe) = self.probes[key].take() else {
-            return;
-        };
+        let probe = &mut self.probes[index];
+        if let Some(key) = probe.key.take() {
+            engine.close(key);
+        }
         if probe.was_held {
             self.held -= 1;
         }
+        let knocker = probe.knocker;
         match end {
-            End::Refused(refusal) => self.refuse(key, probe.knocker, refusal),
+            End::Refused(refusal) => self.refuse(index, knocker, refusal),
             End::Lost(refusal) => self.counts.lost.add(&refusal),
             End::Answered { marked } if self.delivering => {
                 if marked {
@@ -361,14 +385,14 @@ impl Fill {
         }
     }
 
-    /// Counts a refusal of probe `key`; newcomers are numbered from 1 in the order opened.
-    fn refuse(&mut self, key: usize, knocker: bool, refusal: Refusal) {
+    /// Counts a refusal of newcomer `index`; newcomers are numbered from 1 in the order opened.
+    fn refuse(&mut self, index: usize, knocker: bool, refusal: Refusal) {
         if knocker {
             self.counts.knocked.add(&refusal);
             return;
         }
-        if self.counts.first_refusal.as_ref().is_none_or(|first| key + 1 < first.newcomer) {
-            self.counts.first_refusal = Some(FirstRefusal { held: 0, newcomer: key + 1, kind: refusal.clone() });
+        if self.counts.first_refusal.as_ref().is_none_or(|first| index + 1 < first.newcomer) {
+            self.counts.first_refusal = Some(FirstRefusal { held: 0, newcomer: index + 1, kind: refusal.clone() });
         }
         self.counts.refused.add(&refusal);
     }
@@ -377,24 +401,29 @@ impl Fill {
     fn enough_refusals(&self, wanted: usize) -> bool {
         self.counts.first_refusal.is_some() && self.counts.refused.total() as usize + self.waiting.len() >= wanted
     }
+}
 
-    /// Closes one held poll, so that a server at its limit has room for one more connection.
-    fn release_one(&mut self) -> bool {
-        let Some(slot) = self.probes.iter_mut().find(|p| p.as_ref().is_some_and(|p| p.stage == Stage::Held)) else {
-            return false;
-        };
-        *slot = None;
-        self.held -= 1;
-        self.counts.released += 1;
-        true
+impl Load<usize> for Newcomers {
+    fn connected(&mut self, engine: &mut Engine<usize>, key: usize, _now: Instant) {
+        if let Some(&index) = engine.get(key).map(|open| &open.state) {
+            self.probes[index].connected();
+        }
     }
 
-    /// Closes every socket; what was counted stays.
-    fn close(mut self) -> Counts {
-        if let Some(first) = &mut self.counts.first_refusal {
-            first.held = self.ever_held[..first.newcomer - 1].iter().filter(|&&held| held).count();
-        }
-        self.counts
+    fn answered(&mut self, engine: &mut Engine<usize>, key: usize, frame: &Frame, _now: Instant) {
+        let Some(&index) = engine.get(key).map(|open| &open.state) else {
+            return;
+        };
+        let (head, body) = (engine.head(key, frame), engine.body(key, frame));
+        let update = self.probes[index].answered(frame.status, head, body, &self.marker);
+        self.apply(engine, index, update);
+    }
+
+    fn ended(&mut self, engine: &mut Engine<usize>, _key: usize, gone: Open<usize>, ending: Ending, _now: Instant) {
+        let probe = &mut self.probes[gone.state];
+        probe.key = None;
+        let end = probe.ended(&ending);
+        self.apply(engine, gone.state, Update { held: false, end: Some(end) });
     }
 }
 
@@ -402,12 +431,12 @@ impl Fill {
 /// connection once one held poll has been closed to make room.
 /// From here on an answer to a held poll is a delivery.
 fn publish(fill: &mut Fill, early: Option<TcpStream>, requests: &Requests, addr: SocketAddr) -> Publish {
-    fill.marker = requests.marker.clone();
-    fill.delivering = true;
+    fill.newcomers.marker = requests.marker.clone();
+    fill.newcomers.delivering = true;
     let request = requests.publish(&requests.marker);
     // What may still be delivered when a publish goes out: the polls held, and any already
     // answered by an earlier attempt that the server did take.
-    let deliverable = |fill: &Fill| fill.held + fill.counts.delivered as usize;
+    let deliverable = |fill: &Fill| fill.newcomers.held + fill.newcomers.counts.delivered as usize;
     if let Some(mut early) = early {
         let (held, sent_at) = (deliverable(fill), Instant::now());
         let reply = probe::exchange(&mut early, request.as_bytes(), CONTROL_TIMEOUT);
