@@ -469,12 +469,7 @@ impl Watch {
 
     /// The follower's connection is of no further use: it asks again on a new one.
     fn fail(&mut self, engine: &mut Engine<Role>, index: usize, error: &ConnError) {
-        let errors = &mut self.out.errors;
-        match error {
-            ConnError::Connect(_) => errors.connect += 1,
-            ConnError::Io(_) => errors.io += 1,
-            ConnError::Frame(_) => errors.malformed += 1,
-        }
+        self.out.errors.count(error);
         log::debug!("follower {index}: {error}");
         self.close(engine, index);
         self.reask(engine, index);

@@ -247,7 +247,7 @@ impl Load {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    self.count(&e);
+                    self.errors.count(&e);
                     waiting.push(now + RETRY_DELAY);
                 }
             }
@@ -282,18 +282,10 @@ impl Load {
     }
 
     fn fail(&mut self, engine: &mut Engine<Slot>, key: usize, error: &ConnError, now: Instant) {
-        self.count(error);
+        self.errors.count(error);
         log::debug!("connection {key}: {error}");
         engine.close(key);
         self.reopen.push(now + RETRY_DELAY);
-    }
-
-    fn count(&mut self, error: &ConnError) {
-        match error {
-            ConnError::Connect(_) => self.errors.connect += 1,
-            ConnError::Io(_) => self.errors.io += 1,
-            ConnError::Frame(_) => self.errors.malformed += 1,
-        }
     }
 
     /// Closes a connection; a new one replaces it at once.
@@ -351,7 +343,7 @@ impl engine::Load<Slot> for Load {
                 self.reopen.push(now);
             }
             Ending::Failed(e) => {
-                self.count(&e);
+                self.errors.count(&e);
                 log::debug!("connection {key}: {e}");
                 self.reopen.push(now + RETRY_DELAY);
             }

@@ -249,11 +249,7 @@ impl Polls {
     }
 
     fn fail(&mut self, index: usize, error: &ConnError) {
-        match error {
-            ConnError::Connect(_) => self.errors.connect += 1,
-            ConnError::Io(_) => self.errors.io += 1,
-            ConnError::Frame(_) => self.errors.malformed += 1,
-        }
+        self.errors.count(error);
         log::debug!("poll {index}: {error}");
         self.holds[index].phase = Phase::Failed;
         self.ended += 1;

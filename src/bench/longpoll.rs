@@ -202,11 +202,9 @@ pub(super) fn run_schedule(
     Ok(())
 }
 
-/// `Slab:` of `/proc/meminfo` in bytes: the kernel's object caches, host-wide.
-pub(super) fn meminfo_slab_bytes() -> i64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kb = text.lines().find_map(|l| l.strip_prefix("Slab:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
-    kb.map_or(0, |kb: i64| kb * 1024)
+/// `Slab:` of `/proc/meminfo` in bytes: the kernel's object caches, host-wide (0 if unreadable).
+fn meminfo_slab_bytes() -> i64 {
+    host::meminfo_bytes("Slab:").map_or(0, |bytes| bytes as i64)
 }
 
 /// What the held polls cost the server, from its `/stats` before and after.

@@ -278,7 +278,7 @@ impl Run {
         });
         match opened {
             Ok(_) => self.watch.fresh += 1,
-            Err(e) => count_error(&mut self.watch.errors, &e),
+            Err(e) => self.watch.errors.count(&e),
         }
     }
 
@@ -425,18 +425,10 @@ impl Load<Role> for Watch {
                 self.fresh -= 1;
                 match ending {
                     engine::Ending::Closed { .. } => self.errors.io += 1,
-                    engine::Ending::Failed(e) => count_error(&mut self.errors, &e),
+                    engine::Ending::Failed(e) => self.errors.count(&e),
                 }
             }
         }
-    }
-}
-
-fn count_error(errors: &mut Errors, error: &ConnError) {
-    match error {
-        ConnError::Connect(_) => errors.connect += 1,
-        ConnError::Io(_) => errors.io += 1,
-        ConnError::Frame(_) => errors.malformed += 1,
     }
 }
 
