@@ -3,16 +3,20 @@
 //! to the scenario as it happens.
 //!
 //! ```text
-//!   turn(load, sleep)  sleep until an event or for `sleep`, then per event:
-//!                        connect done  -> load.connected
-//!                        output drained -> load.written
-//!                        each whole answer -> load.answered (then consumed)
-//!                        close, reset, bad bytes -> load.ended (the connection is gone)
+//!   open(state, request)  a connection waits its turn to connect, its request queued
+//!   turn(load, sleep)     connect up to `connects_per_turn` of those waiting, sleep until an
+//!                         event or for `sleep`, then per connection:
+//!                           connect done  -> load.connected
+//!                           output drained -> load.written
+//!                           each whole answer -> load.answered (then consumed)
+//!                           close, reset, bad bytes, failed connect -> load.ended (gone)
 //! ```
 //!
 //! A scenario is the `Load` it implements plus its own loop around `turn`: what to open and
-//! send, when (connects per turn, schedules, deadlines), and what to count. The engine owns no
-//! policy: no timeouts, no retries, no figures but the bytes each connection carried.
+//! send, when (schedules, deadlines), and what to count. The engine owns no policy but the
+//! connect budget (opening faster than the server accepts overflows its listen backlog and costs
+//! each dropped connection a 1 s SYN retransmit): no timeouts, no retries, no figures but the
+//! bytes each connection carried.
 //!
 //! Invariants:
 //! - A connection's token is its key in the slab. A closed connection's socket is dropped at
@@ -23,6 +27,7 @@
 //!   short read, or (when the peer's close is announced) the end of the stream, so no
 //!   edge-triggered event is lost.
 
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -55,28 +60,49 @@ pub enum Ending {
     Failed(ConnError),
 }
 
+impl Ending {
+    /// As a failure: a close is an unexpected end of the stream.
+    pub fn into_error(self) -> ConnError {
+        match self {
+            Ending::Closed { .. } => ConnError::Io(ErrorKind::UnexpectedEof.into()),
+            Ending::Failed(e) => e,
+        }
+    }
+}
+
 /// What happens on the connections, told to the scenario. Each callback may open, send to and
 /// close any connection, this one included.
 pub trait Load<S> {
-    /// The connect of `key` has completed (not called when `open` found it complete already).
+    /// The connect of `key` has completed.
     fn connected(&mut self, _engine: &mut Engine<S>, _key: usize, _now: Instant) {}
-    /// Everything queued on `key` has been written, after having had to wait for room or for
-    /// the connect (not called when `send` wrote it all at once).
+    /// Everything queued on `key` has been written: the request given to `open`, or what a
+    /// `send` could not write at once.
     fn written(&mut self, _engine: &mut Engine<S>, _key: usize, _now: Instant) {}
     /// A whole response arrived on `key`: its bytes are `engine.head(key, frame)` and
     /// `engine.body(key, frame)` until the callback returns, when it is consumed.
     fn answered(&mut self, engine: &mut Engine<S>, key: usize, frame: &Frame, now: Instant);
-    /// `key` ended; the connection and its state are handed back.
-    fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Open<S>, ending: Ending, now: Instant);
+    /// `key` ended (its connect failed, or the connection did); its state is handed back.
+    fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, ending: Ending, now: Instant);
 }
 
 /// An open connection and the scenario's state for it.
 pub struct Open<S> {
     pub conn: Conn,
     pub state: S,
+    /// When its connect began.
+    pub opened_at: Instant,
+}
+
+/// What is left of a connection that ended: its state and the bytes it carried.
+pub struct Gone<S> {
+    pub state: S,
+    pub sent: u64,
+    pub received: u64,
 }
 
 enum Entry<S> {
+    /// Waiting for its turn to connect, with the request to send once connected.
+    Waiting(S, Vec<u8>),
     Open(Open<S>),
     /// Closed during this batch: the key is released after it.
     Closed,
@@ -87,6 +113,9 @@ pub struct Engine<S> {
     events: Events,
     addr: SocketAddr,
     entries: Slab<Entry<S>>,
+    /// Keys waiting to connect, oldest first.
+    waiting: VecDeque<usize>,
+    connects_per_turn: usize,
     /// Keys closed in this batch, released after it.
     released: Vec<usize>,
     /// Connections opened so far (connects started).
@@ -97,29 +126,30 @@ impl<S> Engine<S> {
     /// # Errors
     ///
     /// When the poll cannot be created.
-    pub fn new(addr: SocketAddr) -> Result<Engine<S>, String> {
+    pub fn new(addr: SocketAddr, connects_per_turn: usize) -> Result<Engine<S>, String> {
         Ok(Engine {
             poll: Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?,
             events: Events::with_capacity(EVENTS_CAPACITY),
             addr,
             entries: Slab::new(),
+            waiting: VecDeque::new(),
+            connects_per_turn,
             released: Vec::new(),
             opened: 0,
         })
     }
 
-    /// Starts a connect to the target, with `state` beside it; returns its key.
-    ///
-    /// # Errors
-    ///
-    /// When no socket can be made or registered (the open-file limit, no free local port).
-    pub fn open(&mut self, state: S) -> Result<usize, ConnError> {
-        let entry = self.entries.vacant_entry();
-        let conn = Conn::open(self.poll.registry(), self.addr, Token(entry.key()))?;
-        self.opened += 1;
-        let key = entry.key();
-        entry.insert(Entry::Open(Open { conn, state }));
-        Ok(key)
+    /// A connection to the target, with `state` beside it and `request` (may be empty) to send
+    /// once connected: it connects in a coming turn, within the connect budget. Returns its key.
+    pub fn open(&mut self, state: S, request: &[u8]) -> usize {
+        let key = self.entries.insert(Entry::Waiting(state, request.to_vec()));
+        self.waiting.push_back(key);
+        key
+    }
+
+    /// Connections waiting for their turn to connect.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
     }
 
     /// The open connection at `key`, if it is open.
@@ -141,22 +171,27 @@ impl<S> Engine<S> {
     pub fn states(&self) -> impl Iterator<Item = (usize, &Open<S>)> {
         self.entries.iter().filter_map(|(key, entry)| match entry {
             Entry::Open(open) => Some((key, open)),
-            Entry::Closed => None,
+            Entry::Waiting(..) | Entry::Closed => None,
         })
     }
 
     /// Queues `bytes` on `key` and writes what the socket takes (all of it once connected,
-    /// unless the send buffer is full). Nothing happens on a closed key.
+    /// unless the send buffer is full); `written` is told when a remainder goes out. Nothing
+    /// happens on a closed key.
     ///
     /// # Errors
     ///
     /// The write's failure; the connection is then of no further use (`close` it).
     pub fn send(&mut self, key: usize, bytes: &[u8]) -> Result<(), ConnError> {
-        let Some(open) = self.get_mut(key) else {
-            return Ok(());
-        };
-        open.conn.queue(bytes);
-        open.conn.flush()
+        match self.entries.get_mut(key) {
+            Some(Entry::Waiting(_, request)) => request.extend_from_slice(bytes),
+            Some(Entry::Open(open)) => {
+                open.conn.queue(bytes);
+                open.conn.flush()?;
+            }
+            Some(Entry::Closed) | None => {}
+        }
+        Ok(())
     }
 
     /// The body of a response framed on `key` (empty for a closed key).
@@ -169,13 +204,19 @@ impl<S> Engine<S> {
         self.get(key).map_or(&[], |open| open.conn.head(frame))
     }
 
-    /// Closes `key` now: its socket is dropped, its key released after the batch.
-    pub fn close(&mut self, key: usize) -> Option<Open<S>> {
+    /// Closes `key` now (or forgets it, if it is still waiting to connect): its socket is
+    /// dropped, its key released after the batch. Returns what is left of an open one.
+    pub fn close(&mut self, key: usize) -> Option<Gone<S>> {
         let entry = self.entries.get_mut(key)?;
         match std::mem::replace(entry, Entry::Closed) {
             Entry::Open(open) => {
                 self.released.push(key);
-                Some(open)
+                Some(Gone { state: open.state, sent: open.conn.sent, received: open.conn.received })
+            }
+            Entry::Waiting(..) => {
+                self.released.push(key);
+                self.waiting.retain(|&k| k != key);
+                None
             }
             Entry::Closed => None,
         }
@@ -188,6 +229,7 @@ impl<S> Engine<S> {
     ///
     /// When the poll fails.
     pub fn turn(&mut self, load: &mut impl Load<S>, sleep: Duration) -> Result<usize, String> {
+        self.connect_waiting(load);
         if let Err(e) = self.poll.poll(&mut self.events, Some(sleep)) {
             if e.kind() != ErrorKind::Interrupted {
                 return Err(format!("poll failed: {e}"));
@@ -206,28 +248,73 @@ impl<S> Engine<S> {
         Ok(answers)
     }
 
-    fn dispatch(&mut self, load: &mut impl Load<S>, event: &Event, now: Instant) -> usize {
-        let key = event.token().0;
+    /// Starts the connects of up to `connects_per_turn` waiting connections. One completed
+    /// inside `connect()` (as on loopback) is told and written to at once.
+    fn connect_waiting(&mut self, load: &mut impl Load<S>) {
+        for _ in 0..self.connects_per_turn.min(self.waiting.len()) {
+            let Some(key) = self.waiting.pop_front() else {
+                break;
+            };
+            let Some(Entry::Waiting(state, request)) =
+                self.entries.get_mut(key).map(|e| std::mem::replace(e, Entry::Closed))
+            else {
+                continue;
+            };
+            let now = Instant::now();
+            match Conn::open(self.poll.registry(), self.addr, Token(key)) {
+                Ok(mut conn) => {
+                    self.opened += 1;
+                    conn.queue(&request);
+                    let connected = conn.is_connected();
+                    self.entries[key] = Entry::Open(Open { conn, state, opened_at: now });
+                    if connected {
+                        load.connected(self, key, now);
+                    }
+                    self.progress(load, key, now);
+                }
+                Err(e) => {
+                    self.released.push(key);
+                    load.ended(self, key, Gone { state, sent: 0, received: 0 }, Ending::Failed(e), now);
+                }
+            }
+        }
+    }
+
+    /// Completes the connect and writes what is queued, telling `load` of each. Returns `false`
+    /// when the connection is gone (or still connecting).
+    fn progress(&mut self, load: &mut impl Load<S>, key: usize, now: Instant) -> bool {
         let Some(open) = self.get_mut(key) else {
-            return 0; // closed earlier in this batch
+            return false;
         };
         if !open.conn.is_connected() {
             match open.conn.finish_connect() {
                 Ok(true) => load.connected(self, key, now),
-                Ok(false) => return 0, // spurious: still connecting
-                Err(e) => return self.end(load, key, Ending::Failed(e), now),
+                Ok(false) => return false, // still connecting
+                Err(e) => {
+                    self.end(load, key, Ending::Failed(e), now);
+                    return false;
+                }
             }
         }
         let Some(open) = self.get_mut(key) else {
-            return 0;
+            return false;
         };
         if open.conn.wants_write() {
             if let Err(e) = open.conn.flush() {
-                return self.end(load, key, Ending::Failed(e), now);
+                self.end(load, key, Ending::Failed(e), now);
+                return false;
             }
             if !open.conn.wants_write() {
                 load.written(self, key, now);
             }
+        }
+        self.get(key).is_some()
+    }
+
+    fn dispatch(&mut self, load: &mut impl Load<S>, event: &Event, now: Instant) -> usize {
+        let key = event.token().0;
+        if !self.progress(load, key, now) {
+            return 0; // gone, or still connecting
         }
         if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
             return 0;
@@ -288,6 +375,10 @@ mod tests {
             self.0.push(format!("connected {}", engine.get(key).map_or("?", |open| open.state)));
         }
 
+        fn written(&mut self, engine: &mut Engine<&'static str>, key: usize, _now: Instant) {
+            self.0.push(format!("written {}", engine.get(key).map_or("?", |open| open.state)));
+        }
+
         fn answered(&mut self, engine: &mut Engine<&'static str>, key: usize, frame: &Frame, _now: Instant) {
             let body = String::from_utf8_lossy(engine.body(key, frame)).to_string();
             self.0.push(format!("answered {} {body}", frame.status));
@@ -297,11 +388,11 @@ mod tests {
             &mut self,
             _: &mut Engine<&'static str>,
             _: usize,
-            gone: Open<&'static str>,
+            gone: Gone<&'static str>,
             ending: Ending,
             _: Instant,
         ) {
-            self.0.push(format!("ended {} {ending:?} after {} bytes", gone.state, gone.conn.received));
+            self.0.push(format!("ended {} {ending:?} after {} bytes", gone.state, gone.received));
         }
     }
 
@@ -320,17 +411,24 @@ mod tests {
             )
             .unwrap();
         });
-        let mut engine = Engine::new(addr).unwrap();
+        let mut engine = Engine::new(addr, 1).unwrap();
         let mut heard = Heard::default();
-        let key = engine.open("one").unwrap();
-        engine.send(key, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let key = engine.open("one", b"GET / HTTP/1.1\r\n\r\n");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while engine.get(key).is_some() && Instant::now() < deadline {
+        while (engine.waiting() > 0 || engine.get(key).is_some()) && Instant::now() < deadline {
             engine.turn(&mut heard, Duration::from_millis(100)).unwrap();
         }
         server.join().unwrap();
-        let heard: Vec<&str> = heard.0.iter().map(String::as_str).filter(|h| !h.starts_with("connected")).collect();
-        assert_eq!(heard, ["answered 200 a", "answered 503 b", "ended one Closed { partial: false } after 78 bytes"]);
-        assert_eq!(engine.open("two").unwrap(), key, "the key is free again after the batch");
+        assert_eq!(
+            heard.0,
+            [
+                "connected one",
+                "written one",
+                "answered 200 a",
+                "answered 503 b",
+                "ended one Closed { partial: false } after 78 bytes"
+            ]
+        );
+        assert_eq!(engine.open("two", b""), key, "the key is free again after the batch");
     }
 }

@@ -39,7 +39,7 @@ use serde_json::Value;
 
 use self::probe::{End, Probe, Refusal, Reply, Stage, Update};
 use self::summary::{outcome, After, Counts, Cpu, FirstRefusal, Keepalive, Measured, Publish};
-use super::engine::{Ending, Engine, Load, Open};
+use super::engine::{Ending, Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::longpoll::default_topic;
@@ -269,7 +269,7 @@ struct Newcomers {
 impl Fill {
     fn new(addr: SocketAddr, request: Vec<u8>) -> Result<Fill, String> {
         Ok(Fill {
-            engine: Engine::new(addr)?,
+            engine: Engine::new(addr, WINDOW)?,
             request,
             newcomers: Newcomers {
                 marker: String::new(),
@@ -292,22 +292,8 @@ impl Fill {
         if !knocker {
             n.counts.opened += 1;
         }
-        let engine = &mut self.engine;
-        let opened = engine.open(index).and_then(|key| {
-            n.probes[index].key = Some(key);
-            if engine.get(key).is_some_and(|open| open.conn.is_connected()) {
-                n.probes[index].connected();
-            }
-            engine.send(key, &self.request)
-        });
-        match opened {
-            Ok(()) => n.waiting.push(index),
-            Err(e) => {
-                log::debug!("newcomer {index}: {e}");
-                let end = n.probes[index].ended(&Ending::Failed(e));
-                n.apply(engine, index, Update { held: false, end: Some(end) });
-            }
-        }
+        n.probes[index].key = Some(self.engine.open(index, &self.request));
+        n.waiting.push(index);
     }
 
     /// One turn: poll, dispatch, expire.
@@ -419,7 +405,7 @@ impl Load<usize> for Newcomers {
         self.apply(engine, index, update);
     }
 
-    fn ended(&mut self, engine: &mut Engine<usize>, _key: usize, gone: Open<usize>, ending: Ending, _now: Instant) {
+    fn ended(&mut self, engine: &mut Engine<usize>, _key: usize, gone: Gone<usize>, ending: Ending, _now: Instant) {
         let probe = &mut self.probes[gone.state];
         probe.key = None;
         let end = probe.ended(&ending);

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::conn::ConnError;
-use super::engine::{self, Ending, Engine, Load, Open};
+use super::engine::{self, Ending, Engine, Gone, Load};
 use super::frame::{Frame, FrameError};
 use super::report::{Errors, Latency, Traffic};
 
@@ -150,8 +150,8 @@ pub struct Follow {
     /// Scheduled publish times, set by `start`; `publish_next` indexes the next one to write.
     schedule: Vec<Instant>,
     publish_next: usize,
-    /// Followers started so far (they open in batches).
-    started: usize,
+    /// Every follower has been started (they connect in batches, the engine's budget).
+    started: bool,
     watch: Watch,
 }
 
@@ -181,18 +181,18 @@ impl Follow {
     ///
     /// When the poll or the publisher's connection cannot be made.
     pub fn new(plan: Plan) -> Result<Follow, String> {
-        let mut engine = Engine::new(plan.addr)?;
-        let publisher = engine.open(Role::Publisher).map_err(|e| format!("publisher: {e}"))?;
+        let mut engine = Engine::new(plan.addr, CONNECTS_PER_TURN)?;
+        let publisher = engine.open(Role::Publisher, b"");
         let now = Instant::now();
         let followers = (0..plan.clients)
             .map(|_| Follower { key: None, phase: Phase::Idle, cursor: plan.after, epoch: None, next: 0, slot: now })
             .collect();
-        Ok(Follow {
+        let mut follow = Follow {
             engine,
             publisher,
             schedule: Vec::new(),
             publish_next: 0,
-            started: 0,
+            started: false,
             watch: Watch {
                 followers,
                 schedule: Vec::new(),
@@ -204,7 +204,10 @@ impl Follow {
                 out: Followed::default(),
                 plan,
             },
-        })
+        };
+        // The publisher connects now, before the followers: it is part of the baseline.
+        follow.engine.turn(&mut follow.watch, Duration::ZERO)?;
+        Ok(follow)
     }
 
     pub fn clients(&self) -> usize {
@@ -213,7 +216,7 @@ impl Follow {
 
     /// Every follower has a connection and its first poll is out or scheduled.
     pub fn all_started(&self) -> bool {
-        self.started == self.watch.followers.len()
+        self.started && self.engine.waiting() == 0
     }
 
     pub fn connected(&self) -> usize {
@@ -249,7 +252,9 @@ impl Follow {
     ///
     /// When the poll fails or the publisher's connection does: without it nothing is measured.
     pub fn turn(&mut self, max_wait: Duration) -> Result<(), String> {
-        self.start_followers()?;
+        if !self.started {
+            self.start_followers();
+        }
         let now = Instant::now();
         let mut wake = now + max_wait.min(TICK);
         if let Some(&at) = self.schedule.get(self.publish_next) {
@@ -297,33 +302,32 @@ impl Follow {
     pub fn finish(mut self) -> Followed {
         let watch = &mut self.watch;
         for follower in &mut watch.followers {
-            if let Some(open) = follower.key.take().and_then(|key| self.engine.close(key)) {
-                watch.out.traffic.sent += open.conn.sent;
-                watch.out.traffic.received += open.conn.received;
+            if let Some(gone) = follower.key.take().and_then(|key| self.engine.close(key)) {
+                watch.out.traffic.sent += gone.sent;
+                watch.out.traffic.received += gone.received;
             }
             watch.out.errors.delivery += (watch.plan.messages - follower.next.min(watch.plan.messages)) as u64;
         }
         self.watch.out
     }
 
-    fn start_followers(&mut self) -> Result<(), String> {
+    fn start_followers(&mut self) {
         let watch = &mut self.watch;
-        let end = (self.started + CONNECTS_PER_TURN).min(watch.followers.len());
-        for index in self.started..end {
-            watch.open(&mut self.engine, index)?;
+        let clients = watch.followers.len();
+        for index in 0..clients {
             match watch.plan.style {
                 Style::Long { .. } => watch.ask(&mut self.engine, index),
                 Style::Short { every } => {
-                    // Slots spread evenly over one period, as independent clients would be.
-                    let offset = every.mul_f64(index as f64 / watch.followers.len() as f64);
-                    let slot = Instant::now() + offset;
+                    // A connection now, its polls at slots spread evenly over one period, as
+                    // independent clients would be.
+                    watch.open(&mut self.engine, index, b"");
+                    let slot = Instant::now() + every.mul_f64(index as f64 / clients as f64);
                     watch.followers[index].slot = slot;
                     watch.wait_until(index, slot);
                 }
             }
         }
-        self.started = end;
-        Ok(())
+        self.started = true;
     }
 
     fn publish_due(&mut self, now: Instant) -> Result<(), String> {
@@ -349,33 +353,15 @@ impl Follow {
 }
 
 impl Watch {
-    fn open(&mut self, engine: &mut Engine<Role>, index: usize) -> Result<(), String> {
-        let key = engine.open(Role::Follower(index)).map_err(|e| match &e {
-            ConnError::Connect(io) if io.raw_os_error() == Some(libc::EMFILE) => {
-                format!("follower {index}: out of open files ({io}); lower --clients")
-            }
-            _ => format!("follower {index}: {e}"),
-        })?;
-        self.followers[index].key = Some(key);
+    fn open(&mut self, engine: &mut Engine<Role>, index: usize, request: &[u8]) {
+        self.followers[index].key = Some(engine.open(Role::Follower(index), request));
         self.out.opened += 1;
-        Ok(())
     }
 
-    /// Writes the follower's next poll, on a new connection if its last one ended (the request
-    /// is queued until the connect completes).
+    /// Writes the follower's next poll, on a new connection if its last one ended.
     fn ask(&mut self, engine: &mut Engine<Role>, index: usize) {
-        if self.followers[index].key.is_none() {
-            if let Err(e) = self.open(engine, index) {
-                log::debug!("{e}");
-                self.out.errors.connect += 1;
-                return self.wait_until(index, Instant::now() + RETRY_AFTER);
-            }
-        }
         let plan = &self.plan;
         let follower = &mut self.followers[index];
-        let Some(key) = follower.key else {
-            return;
-        };
         let mut request = String::with_capacity(160);
         let (after, hold) = match plan.style {
             Style::Long { hold } => (follower.cursor, Some(hold)),
@@ -392,8 +378,13 @@ impl Watch {
         let _ = write!(request, " HTTP/1.1\r\nHost: {}\r\n\r\n", plan.authority);
         follower.phase = Phase::Asking;
         self.out.traffic.requests += 1;
-        if let Err(e) = engine.send(key, request.as_bytes()) {
-            self.fail(engine, index, &e);
+        match follower.key {
+            Some(key) => {
+                if let Err(e) = engine.send(key, request.as_bytes()) {
+                    self.fail(engine, index, &e);
+                }
+            }
+            None => self.open(engine, index, request.as_bytes()),
         }
     }
 
@@ -461,18 +452,25 @@ impl Watch {
 
     /// Closes the follower's connection, if it has one, and counts what it carried.
     fn close(&mut self, engine: &mut Engine<Role>, index: usize) {
-        if let Some(open) = self.followers[index].key.take().and_then(|key| engine.close(key)) {
-            self.out.traffic.sent += open.conn.sent;
-            self.out.traffic.received += open.conn.received;
+        if let Some(gone) = self.followers[index].key.take().and_then(|key| engine.close(key)) {
+            self.out.traffic.sent += gone.sent;
+            self.out.traffic.received += gone.received;
         }
     }
 
-    /// The follower's connection is of no further use: it asks again on a new one.
+    /// The follower's connection is of no further use: it asks again on a new one (after
+    /// `RETRY_AFTER` when the connect failed). Out of open files, the run cannot go on.
     fn fail(&mut self, engine: &mut Engine<Role>, index: usize, error: &ConnError) {
         self.out.errors.count(error);
         log::debug!("follower {index}: {error}");
         self.close(engine, index);
-        self.reask(engine, index);
+        match error {
+            ConnError::Connect(io) if io.raw_os_error() == Some(libc::EMFILE) => {
+                self.fatal.get_or_insert(format!("follower {index}: out of open files ({io}); lower --clients"));
+            }
+            ConnError::Connect(_) => self.wait_until(index, Instant::now() + RETRY_AFTER),
+            _ => self.reask(engine, index),
+        }
     }
 
     /// Asks again on a new connection: at once (long), or at its slot (short).
@@ -524,7 +522,7 @@ impl Load<Role> for Watch {
         self.next_poll(index, retry, now);
     }
 
-    fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Open<Role>, ending: Ending, _now: Instant) {
+    fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Gone<Role>, ending: Ending, _now: Instant) {
         let index = match gone.state {
             Role::Publisher => {
                 self.fatal.get_or_insert(match ending {
@@ -536,13 +534,9 @@ impl Load<Role> for Watch {
             Role::Follower(index) => index,
         };
         self.followers[index].key = None;
-        self.out.traffic.sent += gone.conn.sent;
-        self.out.traffic.received += gone.conn.received;
-        let error = match ending {
-            Ending::Closed { .. } => ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()),
-            Ending::Failed(e) => e,
-        };
-        self.fail(engine, index, &error);
+        self.out.traffic.sent += gone.sent;
+        self.out.traffic.received += gone.received;
+        self.fail(engine, index, &ending.into_error());
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::engine::{Ending, Engine, Load, Open};
+use super::engine::{Ending, Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, SlabCache};
 use super::report::{round, Errors, Table};
@@ -79,20 +79,14 @@ pub fn run(args: &IdleArgs) -> Result<Outcome, String> {
     let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
     let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", target.url.target(), target.url.authority());
     let before = Figures::read(&pids);
-    let mut engine = Engine::new(target.addr)?;
+    let mut engine = Engine::new(target.addr, CONNECTS_PER_TURN)?;
+    for _ in 0..args.connections {
+        engine.open((), request.as_bytes());
+    }
     let mut idle = Idle::default();
     let started = Instant::now();
     let deadline = started + OPEN_MIN + OPEN_PER_THOUSAND * (args.connections / 1000) as u32;
-    let mut opened = 0;
     while idle.idle + idle.failed < args.connections && Instant::now() < deadline {
-        for _ in 0..CONNECTS_PER_TURN.min(args.connections - opened) {
-            opened += 1;
-            let sent = engine.open(()).and_then(|key| engine.send(key, request.as_bytes()));
-            if let Err(e) = sent {
-                idle.errors.count(&e);
-                idle.failed += 1;
-            }
-        }
         engine.turn(&mut idle, TICK)?;
     }
     let opening = started.elapsed();
@@ -128,10 +122,9 @@ impl Load<()> for Idle {
         engine.close(key);
     }
 
-    fn ended(&mut self, _engine: &mut Engine<()>, _key: usize, gone: Open<()>, ending: Ending, _now: Instant) {
-        let answered = gone.conn.received > 0 && !gone.conn.has_partial_input();
+    fn ended(&mut self, _engine: &mut Engine<()>, _key: usize, gone: Gone<()>, ending: Ending, _now: Instant) {
         match ending {
-            Ending::Closed { .. } if answered => self.closed += 1,
+            Ending::Closed { partial: false } if gone.received > 0 => self.closed += 1,
             Ending::Closed { .. } => {
                 self.errors.io += 1;
                 self.failed += 1;

@@ -31,7 +31,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
 use super::conn::ConnError;
-use super::engine::{self, Ending, Engine, Open};
+use super::engine::{self, Ending, Engine, Gone};
 use super::frame::Frame;
 use super::report::{self, Errors, Latency, Table};
 use super::{check_fd_budget, Outcome, OutputArgs, Progress, Target};
@@ -124,7 +124,7 @@ pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
         progress.message(mode.name());
         let offset = args.duration * i as u32;
         let time_wait_before = crate::stats::sockstat().tcp_time_wait;
-        let mut engine = Engine::new(target.addr)?;
+        let mut engine = Engine::new(target.addr, usize::MAX)?;
         let mut load = Load::new(&target, args, mode);
         load.run(&mut engine, args.duration, |elapsed| progress.set((offset + elapsed).as_millis() as u64))?;
         results.push(Measured {
@@ -157,8 +157,6 @@ fn preflight(target: &Target) -> Result<(), String> {
 
 /// A connection of the closed loop.
 struct Slot {
-    /// When its connect began: a close-mode request's latency starts here.
-    opened_at: Instant,
     /// The start time of each request in flight, oldest first.
     started: VecDeque<Instant>,
     /// The last connect, write or answer: a connection quiet for `RESPONSE_TIMEOUT` has stalled.
@@ -178,7 +176,7 @@ struct Load {
     requests: u64,
     errors: Errors,
     elapsed: Duration,
-    /// Answers read after this are not counted.
+    /// Answers read and connections ended after this are not counted.
     deadline: Instant,
 }
 
@@ -234,25 +232,13 @@ impl Load {
 
     /// Opens a connection in place of each closed one whose time has come.
     fn open_due(&mut self, engine: &mut Engine<Slot>, now: Instant) {
-        let mut waiting = Vec::new();
-        for at in std::mem::take(&mut self.reopen) {
-            if at > now {
-                waiting.push(at);
-                continue;
+        let depth = self.depth;
+        self.reopen.retain(|&at| {
+            if at <= now {
+                engine.open(Slot { started: VecDeque::with_capacity(depth), progressed_at: now }, b"");
             }
-            let slot = Slot { opened_at: now, started: VecDeque::with_capacity(self.depth), progressed_at: now };
-            match engine.open(slot) {
-                Ok(key) if engine.get(key).is_some_and(|open| open.conn.is_connected()) => {
-                    self.send_batch(engine, key, now)
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.errors.count(&e);
-                    waiting.push(now + RETRY_DELAY);
-                }
-            }
-        }
-        self.reopen.append(&mut waiting);
+            at > now
+        });
     }
 
     /// Writes the next request (or batch) and notes when each started.
@@ -260,7 +246,7 @@ impl Load {
         let Some(open) = engine.get_mut(key) else {
             return;
         };
-        let start = if self.mode == Mode::Close { open.state.opened_at } else { now };
+        let start = if self.mode == Mode::Close { open.opened_at } else { now };
         open.state.started.extend(std::iter::repeat_n(start, self.depth));
         open.state.progressed_at = now;
         if let Err(e) = engine.send(key, &self.batch) {
@@ -336,7 +322,10 @@ impl engine::Load<Slot> for Load {
         }
     }
 
-    fn ended(&mut self, _engine: &mut Engine<Slot>, key: usize, _gone: Open<Slot>, ending: Ending, now: Instant) {
+    fn ended(&mut self, _engine: &mut Engine<Slot>, key: usize, _gone: Gone<Slot>, ending: Ending, now: Instant) {
+        if now >= self.deadline {
+            return; // what ends after the deadline (a close after an uncounted answer) is not counted
+        }
         match ending {
             Ending::Closed { .. } => {
                 self.errors.io += 1;

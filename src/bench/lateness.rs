@@ -26,7 +26,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::ConnError;
-use super::engine::{Ending, Engine, Load, Open};
+use super::engine::{Ending, Engine, Gone, Load};
 use super::frame::Frame;
 use super::longpoll::default_topic;
 use super::report::{nearest_rank, round, Errors, Table};
@@ -38,7 +38,7 @@ use crate::config::parse_duration;
 const MIN_HOLD: Duration = Duration::from_secs(1);
 /// The longest `--spread`: the longest hold is then tether's default `--max-poll-timeout`, 120 s.
 const MAX_SPREAD: Duration = Duration::from_secs(119);
-/// Connections started per turn. Between batches the loop reads the answers already due, and
+/// Connections started per turn (the engine's budget). Between batches the loop reads the answers already due, and
 /// the server has fewer newcomers to accept before it reaches its timers: with 256 per turn (as
 /// `follow` opens), the polls whose deadline fell during the opening of 15,000 were answered up
 /// to 180–500 ms late, against 78–84 ms with 64 (docs/lab.md, `lateness`).
@@ -84,23 +84,32 @@ pub fn run(args: &LatenessArgs) -> Result<Outcome, String> {
     target.check_listening()?;
     let topic = args.topic.clone().unwrap_or_else(|| default_topic("lateness"));
     let holds = hold_times(args.clients, args.spread);
-    let mut run = Run::new(&target, &topic, &holds)?;
+    let (base, authority) = (target.base_path(), target.url.authority());
+    let mut engine = Engine::new(target.addr, CONNECTS_PER_TURN)?;
+    for (index, hold) in holds.iter().enumerate() {
+        let ms = hold.as_millis();
+        let request = format!("GET {base}/poll/{topic}?timeout={ms}ms HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        engine.open(index, request.as_bytes());
+    }
+    let mut polls = Polls {
+        holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Asking }).collect(),
+        ended: 0,
+        all_sent: None,
+        sent: 0,
+        errors: Errors::default(),
+    };
     let longest = MIN_HOLD + args.spread;
     let open_bound = OPEN_MIN + OPEN_PER_THOUSAND * (args.clients / 1000) as u32;
     let started = Instant::now();
     let deadline = started + open_bound + longest + GRACE;
     let progress = Progress::timed(longest, "lateness");
-    while run.polls.ended < holds.len() && Instant::now() < deadline {
-        if Instant::now() < started + open_bound {
-            run.open_batch();
-        }
-        run.turn(TICK.min(deadline.saturating_duration_since(Instant::now())))?;
-        let elapsed = started.elapsed();
-        progress.status(elapsed, format!("{} of {} polls ended", run.polls.ended, holds.len()));
+    while polls.ended < holds.len() && Instant::now() < deadline {
+        engine.turn(&mut polls, TICK.min(deadline.saturating_duration_since(Instant::now())))?;
+        progress.status(started.elapsed(), format!("{} of {} polls ended", polls.ended, holds.len()));
     }
     progress.finish();
     let stats = target.stats(&mut target.control())?;
-    Ok(outcome(args, &target, &topic, &run.polls.finish(started), &stats))
+    Ok(outcome(args, &target, &topic, &polls.finish(started), &stats))
 }
 
 /// `n` hold times, evenly spaced over `[MIN_HOLD, MIN_HOLD + spread]` in whole milliseconds,
@@ -119,9 +128,7 @@ fn hold_times(n: usize, spread: Duration) -> Vec<Duration> {
 /// Where one poll is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Not opened yet (connections open a batch per turn).
-    Waiting,
-    /// Connecting, or its request not yet written whole.
+    /// Waiting to connect, connecting, or its request not yet written whole.
     Asking,
     /// Its request written whole at `sent`: the hold runs.
     Held { sent: Instant },
@@ -136,16 +143,8 @@ struct Hold {
     phase: Phase,
 }
 
-/// The polls, on the lab's engine; a connection's state is its poll's index.
-struct Run {
-    engine: Engine<usize>,
-    polls: Polls,
-    /// Polls opened so far (they open in batches).
-    opened: usize,
-    requests: Vec<String>,
-}
-
-/// What became of each poll: the scenario's side of the engine.
+/// What became of each poll: the scenario's side of the engine, where a connection's state is
+/// its poll's index.
 struct Polls {
     holds: Vec<Hold>,
     /// Polls answered or failed.
@@ -155,61 +154,6 @@ struct Polls {
     all_sent: Option<Instant>,
     sent: usize,
     errors: Errors,
-}
-
-impl Run {
-    fn new(target: &Target, topic: &str, holds: &[Duration]) -> Result<Run, String> {
-        let (base, authority) = (target.base_path(), target.url.authority());
-        let requests = holds
-            .iter()
-            .map(|hold| {
-                let ms = hold.as_millis();
-                format!("GET {base}/poll/{topic}?timeout={ms}ms HTTP/1.1\r\nHost: {authority}\r\n\r\n")
-            })
-            .collect();
-        Ok(Run {
-            engine: Engine::new(target.addr)?,
-            polls: Polls {
-                holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Waiting }).collect(),
-                ended: 0,
-                all_sent: None,
-                sent: 0,
-                errors: Errors::default(),
-            },
-            opened: 0,
-            requests,
-        })
-    }
-
-    fn open_batch(&mut self) {
-        let end = (self.opened + CONNECTS_PER_TURN).min(self.requests.len());
-        for index in self.opened..end {
-            let engine = &mut self.engine;
-            self.polls.holds[index].phase = Phase::Asking;
-            let opened = engine.open(index);
-            let sent = opened.and_then(|key| match engine.send(key, self.requests[index].as_bytes()) {
-                Ok(()) => Ok(key),
-                Err(e) => {
-                    engine.close(key);
-                    Err(e)
-                }
-            });
-            match sent {
-                Ok(key) => {
-                    let out = engine.get(key).is_some_and(|open| open.conn.is_connected() && !open.conn.wants_write());
-                    if out {
-                        self.polls.held(index, Instant::now());
-                    }
-                }
-                Err(e) => self.polls.fail(index, &e),
-            }
-        }
-        self.opened = end;
-    }
-
-    fn turn(&mut self, wait: Duration) -> Result<(), String> {
-        self.engine.turn(&mut self.polls, wait).map(drop)
-    }
 }
 
 impl Polls {
@@ -225,7 +169,7 @@ impl Polls {
                     late.push((signed_us(at, deadline), during_opening));
                 }
                 Phase::Failed => {}
-                Phase::Waiting | Phase::Asking | Phase::Held { .. } => errors.timeout += 1,
+                Phase::Asking | Phase::Held { .. } => errors.timeout += 1,
             }
         }
         Measured {
@@ -284,12 +228,8 @@ impl Load<usize> for Polls {
         }
     }
 
-    fn ended(&mut self, _engine: &mut Engine<usize>, _key: usize, gone: Open<usize>, ending: Ending, _now: Instant) {
-        let error = match ending {
-            Ending::Closed { .. } => ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()),
-            Ending::Failed(e) => e,
-        };
-        self.fail(gone.state, &error);
+    fn ended(&mut self, _engine: &mut Engine<usize>, _key: usize, gone: Gone<usize>, ending: Ending, _now: Instant) {
+        self.fail(gone.state, &ending.into_error());
     }
 }
 

@@ -34,7 +34,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::ConnError;
-use super::engine::{self, Engine, Load, Open};
+use super::engine::{self, Engine, Gone, Load, Open};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::report::{human_us, round, Errors, Latency};
@@ -44,7 +44,7 @@ use crate::config::parse_duration;
 /// What each slowloris trickles, one byte at a time, over and over: header lines, never the
 /// blank line that would end the head.
 const TRICKLE: &[u8] = b"X-a: b\r\n";
-/// Slowloris connects started per turn: faster could overflow a listen backlog.
+/// Connects started per turn (the engine's budget): faster could overflow a listen backlog.
 const OPEN_PER_TURN: usize = 256;
 /// A slowloris whose connect has not completed within this has failed.
 const CONNECT_BOUND: Duration = Duration::from_secs(3);
@@ -95,15 +95,18 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
     let cpu_start = CpuSample::take(&pids);
     let mut next_fresh = started;
     let mut now = started;
+    for _ in 0..args.connections {
+        run.open_slow(now);
+    }
+    let mut ramped = false;
     while now < started + args.duration && !run.all_ended() {
-        for _ in 0..OPEN_PER_TURN.min(args.connections - run.watch.slow.len()) {
-            run.open_slow(now);
-        }
         run.trickle(now, now.saturating_duration_since(started), args.trickle);
-        // Fresh requests once every slowloris is open (the ramp is the generator's own work),
-        // each after the trickle so that its clock does not run while the generator writes.
-        if run.watch.slow.len() == args.connections && now >= next_fresh {
-            run.open_fresh(Instant::now());
+        // Fresh requests once every slowloris is connecting (the ramp is the generator's own
+        // work); each connects in the next turn, after the trickle, so that its clock does not
+        // run while the generator writes.
+        ramped = ramped || run.engine.waiting() == 0;
+        if ramped && now >= next_fresh {
+            run.open_fresh();
             next_fresh = (next_fresh + FRESH_EVERY).max(now); // behind: no burst to catch up
         }
         run.turn(next_fresh.saturating_duration_since(Instant::now()).min(TICK))?;
@@ -177,10 +180,11 @@ struct Slow {
     trickled: usize,
 }
 
-/// What a connection is: a slowloris (its index in `slow`) or a fresh request (when it began).
+/// What a connection is: a slowloris (its index in `slow`) or a fresh request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Slow(usize),
-    Fresh(Instant),
+    Fresh,
 }
 
 /// The slowloris and the fresh requests, on the lab's engine.
@@ -209,7 +213,7 @@ impl Run {
     fn new(target: &Target, connections: usize) -> Result<Run, String> {
         let (base, authority) = (target.base_path(), target.url.authority());
         Ok(Run {
-            engine: Engine::new(target.addr)?,
+            engine: Engine::new(target.addr, OPEN_PER_TURN)?,
             head: format!("GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\n").into_bytes(),
             request: format!("GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
                 .into_bytes(),
@@ -244,42 +248,24 @@ impl Run {
 
     fn open_slow(&mut self, now: Instant) {
         let index = self.watch.slow.len();
-        self.watch.slow.push(Slow { key: None, connected: false, opened: now, answer: None, ended: None, trickled: 0 });
-        let engine = &mut self.engine;
-        let opened = engine.open(Role::Slow(index)).and_then(|key| {
-            self.watch.slow[index].key = Some(key);
-            engine.send(key, &self.head)
+        let key = self.engine.open(Role::Slow(index), &self.head);
+        self.watch.slow.push(Slow {
+            key: Some(key),
+            connected: false,
+            opened: now,
+            answer: None,
+            ended: None,
+            trickled: 0,
         });
-        match opened {
-            Ok(()) => {
-                let key = self.watch.slow[index].key;
-                let connected = key.and_then(|key| engine.get(key)).is_some_and(|open| open.conn.is_connected());
-                self.watch.slow[index].connected = connected;
-            }
-            Err(e) => {
-                log::debug!("slowloris {index}: {e}");
-                self.watch.end(engine, index, Ending::of(&e), now);
-            }
-        }
     }
 
-    fn open_fresh(&mut self, now: Instant) {
+    fn open_fresh(&mut self) {
         if self.watch.fresh >= FRESH_IN_FLIGHT {
             return; // every one in flight ends by its timeout: the next tick finds room
         }
         self.fresh_opened += 1;
-        let engine = &mut self.engine;
-        let opened = engine.open(Role::Fresh(now)).and_then(|key| match engine.send(key, &self.request) {
-            Ok(()) => Ok(key),
-            Err(e) => {
-                engine.close(key);
-                Err(e)
-            }
-        });
-        match opened {
-            Ok(_) => self.watch.fresh += 1,
-            Err(e) => self.watch.errors.count(&e),
-        }
+        self.watch.fresh += 1;
+        self.engine.open(Role::Fresh, &self.request);
     }
 
     /// The bytes due by `elapsed`, spread evenly: slowloris i sends at i/N of each `period`, as
@@ -323,9 +309,9 @@ impl Run {
         let late: Vec<usize> = self
             .engine
             .states()
-            .filter(
-                |(_, open)| matches!(open.state, Role::Fresh(at) if now.saturating_duration_since(at) >= FRESH_TIMEOUT),
-            )
+            .filter(|(_, open)| {
+                open.state == Role::Fresh && now.saturating_duration_since(open.opened_at) >= FRESH_TIMEOUT
+            })
             .map(|(key, _)| key)
             .collect();
         for key in late {
@@ -376,18 +362,18 @@ impl Watch {
 
 impl Load<Role> for Watch {
     fn connected(&mut self, engine: &mut Engine<Role>, key: usize, _now: Instant) {
-        if let Some(Role::Slow(index)) = engine.get(key).map(|open| &open.state) {
-            self.slow[*index].connected = true;
+        if let Some(&Open { state: Role::Slow(index), opened_at, .. }) = engine.get(key) {
+            (self.slow[index].connected, self.slow[index].opened) = (true, opened_at);
         }
     }
 
     /// A slowloris' answer is noted (the close that follows ends it); a fresh request's is timed.
     fn answered(&mut self, engine: &mut Engine<Role>, key: usize, frame: &Frame, now: Instant) {
-        match engine.get(key).map(|open| &open.state) {
-            Some(Role::Slow(index)) => {
-                self.slow[*index].answer.get_or_insert(frame.status);
+        match engine.get(key).map(|open| (open.state, open.opened_at)) {
+            Some((Role::Slow(index), _)) => {
+                self.slow[index].answer.get_or_insert(frame.status);
             }
-            Some(&Role::Fresh(started)) => {
+            Some((Role::Fresh, started)) => {
                 if frame.status == 200 {
                     self.latency.record(now.saturating_duration_since(started));
                 } else {
@@ -404,7 +390,7 @@ impl Load<Role> for Watch {
         &mut self,
         engine: &mut Engine<Role>,
         _key: usize,
-        gone: Open<Role>,
+        gone: Gone<Role>,
         ending: engine::Ending,
         now: Instant,
     ) {
@@ -421,7 +407,7 @@ impl Load<Role> for Watch {
                 }
                 self.end(engine, index, Ending::of(&e), now);
             }
-            (Role::Fresh(_), ending) => {
+            (Role::Fresh, ending) => {
                 self.fresh -= 1;
                 match ending {
                     engine::Ending::Closed { .. } => self.errors.io += 1,
