@@ -392,11 +392,12 @@ mod tests {
             ending: Ending,
             _: Instant,
         ) {
-            self.0.push(format!("ended {} {ending:?} after {} bytes", gone.state, gone.received));
+            self.0.push(format!("ended {} {ending:?} after {} and {} bytes", gone.state, gone.sent, gone.received));
         }
     }
 
-    /// A scripted server answers twice in one write and closes: both answers, then the end.
+    /// A scripted server answers twice in one write and closes: the connect, the write, both
+    /// answers and the end reach the scenario in that order, with the bytes each way.
     #[test]
     fn answers_then_the_close_reach_the_scenario_and_the_key_is_released() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -426,7 +427,7 @@ mod tests {
                 "written one",
                 "answered 200 a",
                 "answered 503 b",
-                "ended one Closed { partial: false } after 78 bytes"
+                "ended one Closed { partial: false } after 18 and 78 bytes"
             ]
         );
         assert_eq!(engine.open("two", b""), key, "the key is free again after the batch");

@@ -31,7 +31,7 @@
 mod probe;
 mod summary;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -110,18 +110,18 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let requests = Requests::new(&target, args.topic.clone().unwrap_or_else(|| default_topic("exhaust")));
 
     // Before: the keep-alive connection, a /stats baseline, the topic's cursor.
-    let (early, reply) = probe::connect_and_exchange(target.addr, requests.stats.as_bytes(), CONTROL_TIMEOUT);
-    let mut early = early
+    let mut fill = Fill::new(target.addr)?;
+    let (early, reply) = fill.exchange(None, requests.stats.as_bytes());
+    let early = early
         .filter(|_| reply.is_ok())
         .ok_or_else(|| format!("GET {}/stats on {}: {}", target.base_path(), target.addr, reply.describe()))?;
-    let cursor = match probe::exchange(&mut early, requests.publish("warm-up").as_bytes(), CONTROL_TIMEOUT) {
-        Reply::Answer { status: 200, body, .. } => {
+    let cursor = match fill.exchange(Some(early), requests.publish("warm-up").as_bytes()) {
+        (_, Reply::Answer { status: 200, body, .. }) => {
             serde_json::from_slice::<Value>(&body).ok().and_then(|reply| reply["seq"].as_u64())
         }
-        reply => return Err(format!("the warm-up publish: {}", reply.describe())),
+        (_, reply) => return Err(format!("the warm-up publish: {}", reply.describe())),
     };
-
-    let mut fill = Fill::new(target.addr, requests.poll(cursor))?;
+    fill.request = requests.poll(cursor);
     let progress = Progress::new(max as u64, args.hang + args.window, "filling");
     let deadline = Instant::now() + FILL_MIN + FILL_PER_THOUSAND * (max / 1000) as u32 + args.hang;
     let mut fill_timed_out = false;
@@ -148,10 +148,10 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let held_at_limit = fill.newcomers.held;
 
     // At the limit: the old keep-alive connection, the CPU window, a publish to the held polls.
-    let keepalive = if probe::closed_while_idle(&early) {
-        Keepalive::ClosedWhileIdle
+    let keepalive = if fill.engine.get(early).is_none() {
+        Keepalive::ClosedWhileIdle // the server closed it while it sat idle
     } else {
-        Keepalive::Asked(probe::exchange(&mut early, requests.stats.as_bytes(), CONTROL_TIMEOUT))
+        Keepalive::Asked(fill.exchange(Some(early), requests.stats.as_bytes()).1)
     };
     let window_end = Instant::now() + args.window;
     for _ in 0..KNOCKERS {
@@ -167,7 +167,7 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let held_after_window = fill.newcomers.held;
 
     let early = matches!(&keepalive, Keepalive::Asked(reply) if reply.is_ok()).then_some(early);
-    let publish = publish(&mut fill, early, &requests, target.addr);
+    let publish = publish(&mut fill, early, &requests);
     if publish.reply.is_ok() {
         while fill.newcomers.held > 0 && publish.sent_at.elapsed() < DELIVERY_BOUND {
             fill.turn(TICK)?;
@@ -176,8 +176,9 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let last_delivery = fill.newcomers.last_delivery.map(|at| at.saturating_duration_since(publish.sent_at));
 
     // After: everything closed, a fresh request.
-    let counts = fill.close();
-    let after = fresh_request(target.addr, &requests);
+    fill.close_all();
+    let after = fresh_request(&mut fill, &requests);
+    let counts = fill.counts();
     let measured = Measured {
         max,
         open_file_limit,
@@ -245,9 +246,18 @@ impl Requests {
     }
 }
 
-/// The newcomers, on the lab's engine; a connection's state is its newcomer's index.
+/// What a connection is: a newcomer (its index in `probes`), or the keep-alive connection or
+/// another of the blocking exchanges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Newcomer(usize),
+    Control,
+}
+
+/// The newcomers and the control connections, on the lab's engine.
 struct Fill {
-    engine: Engine<usize>,
+    engine: Engine<Peer>,
+    /// What each newcomer writes once connected.
     request: Vec<u8>,
     newcomers: Newcomers,
 }
@@ -264,13 +274,16 @@ struct Newcomers {
     delivering: bool,
     last_delivery: Option<Instant>,
     counts: Counts,
+    /// The answer to the control exchange in flight, or how it failed, and when it was sent.
+    control: Option<Reply>,
+    control_sent: Instant,
 }
 
 impl Fill {
-    fn new(addr: SocketAddr, request: Vec<u8>) -> Result<Fill, String> {
+    fn new(addr: SocketAddr) -> Result<Fill, String> {
         Ok(Fill {
             engine: Engine::new(addr, WINDOW)?,
-            request,
+            request: Vec::new(),
             newcomers: Newcomers {
                 marker: String::new(),
                 probes: Vec::new(),
@@ -279,8 +292,38 @@ impl Fill {
                 delivering: false,
                 last_delivery: None,
                 counts: Counts::default(),
+                control: None,
+                control_sent: Instant::now(),
             },
         })
+    }
+
+    /// Sends `request` on the control connection `key` (a new one if `None` or closed) and
+    /// waits up to `CONTROL_TIMEOUT` for its answer, turning the newcomers meanwhile. Returns
+    /// the connection if it is still open, and the answer or how it failed.
+    fn exchange(&mut self, key: Option<usize>, request: &[u8]) -> (Option<usize>, Reply) {
+        let key = match key.filter(|&key| self.engine.get(key).is_some()) {
+            Some(key) => key,
+            None => self.engine.open(Peer::Control, b""),
+        };
+        (self.newcomers.control, self.newcomers.control_sent) = (None, Instant::now());
+        if let Err(e) = self.engine.send(key, request) {
+            self.engine.close(key);
+            return (None, Reply::Failed(probe::refusal(&Ending::Failed(e))));
+        }
+        let deadline = Instant::now() + CONTROL_TIMEOUT;
+        while self.newcomers.control.is_none() && Instant::now() < deadline {
+            let _ = self.turn(deadline.saturating_duration_since(Instant::now()).min(TICK));
+        }
+        let open = self.engine.get(key).map(|open| open.conn.is_connected());
+        match (self.newcomers.control.take(), open) {
+            (Some(reply), open) => (open.map(|_| key), reply),
+            (None, connected) => {
+                self.engine.close(key);
+                let refusal = if connected == Some(true) { Refusal::Hang } else { Refusal::ConnectTimeout };
+                (None, Reply::Failed(refusal))
+            }
+        }
     }
 
     /// Opens one newcomer (a knocker during the CPU window), refused at `deadline` if it is
@@ -292,7 +335,7 @@ impl Fill {
         if !knocker {
             n.counts.opened += 1;
         }
-        n.probes[index].key = Some(self.engine.open(index, &self.request));
+        n.probes[index].key = Some(self.engine.open(Peer::Newcomer(index), &self.request));
         n.waiting.push(index);
     }
 
@@ -327,8 +370,18 @@ impl Fill {
         true
     }
 
-    /// Closes every socket; what was counted stays.
-    fn close(self) -> Counts {
+    /// Closes every connection; what was counted stays.
+    fn close_all(&mut self) {
+        let keys: Vec<usize> = self.engine.states().map(|(key, _)| key).collect();
+        for key in keys {
+            self.engine.close(key);
+        }
+        for probe in &mut self.newcomers.probes {
+            probe.key = None;
+        }
+    }
+
+    fn counts(self) -> Counts {
         let mut counts = self.newcomers.counts;
         if let Some(first) = &mut counts.first_refusal {
             let before = &self.newcomers.probes[..first.newcomer - 1];
@@ -340,7 +393,7 @@ impl Fill {
 
 impl Newcomers {
     /// Counts what changed; an ended probe's connection is closed.
-    fn apply(&mut self, engine: &mut Engine<usize>, index: usize, update: Update) {
+    fn apply(&mut self, engine: &mut Engine<Peer>, index: usize, update: Update) {
         if update.held {
             self.held += 1;
             self.counts.held_peak = self.counts.held_peak.max(self.held);
@@ -389,43 +442,56 @@ impl Newcomers {
     }
 }
 
-impl Load<usize> for Newcomers {
-    fn connected(&mut self, engine: &mut Engine<usize>, key: usize, _now: Instant) {
-        if let Some(&index) = engine.get(key).map(|open| &open.state) {
+impl Load<Peer> for Newcomers {
+    fn connected(&mut self, engine: &mut Engine<Peer>, key: usize, _now: Instant) {
+        if let Some(Peer::Newcomer(index)) = engine.get(key).map(|open| open.state) {
             self.probes[index].connected();
         }
     }
 
-    fn answered(&mut self, engine: &mut Engine<usize>, key: usize, frame: &Frame, _now: Instant) {
-        let Some(&index) = engine.get(key).map(|open| &open.state) else {
-            return;
-        };
-        let (head, body) = (engine.head(key, frame), engine.body(key, frame));
-        let update = self.probes[index].answered(frame.status, head, body, &self.marker);
-        self.apply(engine, index, update);
+    fn answered(&mut self, engine: &mut Engine<Peer>, key: usize, frame: &Frame, now: Instant) {
+        match engine.get(key).map(|open| open.state) {
+            Some(Peer::Newcomer(index)) => {
+                let (head, body) = (engine.head(key, frame), engine.body(key, frame));
+                let update = self.probes[index].answered(frame.status, head, body, &self.marker);
+                self.apply(engine, index, update);
+            }
+            Some(Peer::Control) => {
+                let (status, body) = (frame.status, engine.body(key, frame).to_vec());
+                self.control = Some(Reply::Answer { status, body, took: now - self.control_sent });
+            }
+            None => {}
+        }
     }
 
-    fn ended(&mut self, engine: &mut Engine<usize>, _key: usize, gone: Gone<usize>, ending: Ending, _now: Instant) {
-        let probe = &mut self.probes[gone.state];
-        probe.key = None;
-        let end = probe.ended(&ending);
-        self.apply(engine, gone.state, Update { held: false, end: Some(end) });
+    fn ended(&mut self, engine: &mut Engine<Peer>, _key: usize, gone: Gone<Peer>, ending: Ending, _now: Instant) {
+        match gone.state {
+            Peer::Newcomer(index) => {
+                let probe = &mut self.probes[index];
+                probe.key = None;
+                let end = probe.ended(&ending);
+                self.apply(engine, index, Update { held: false, end: Some(end) });
+            }
+            Peer::Control => {
+                self.control.get_or_insert(Reply::Failed(probe::refusal(&ending)));
+            }
+        }
     }
 }
 
 /// Publishes the marker on the old keep-alive connection if it still works, else on a new
 /// connection once one held poll has been closed to make room.
 /// From here on an answer to a held poll is a delivery.
-fn publish(fill: &mut Fill, early: Option<TcpStream>, requests: &Requests, addr: SocketAddr) -> Publish {
+fn publish(fill: &mut Fill, early: Option<usize>, requests: &Requests) -> Publish {
     fill.newcomers.marker = requests.marker.clone();
     fill.newcomers.delivering = true;
     let request = requests.publish(&requests.marker);
     // What may still be delivered when a publish goes out: the polls held, and any already
     // answered by an earlier attempt that the server did take.
     let deliverable = |fill: &Fill| fill.newcomers.held + fill.newcomers.counts.delivered as usize;
-    if let Some(mut early) = early {
+    if let Some(early) = early {
         let (held, sent_at) = (deliverable(fill), Instant::now());
-        let reply = probe::exchange(&mut early, request.as_bytes(), CONTROL_TIMEOUT);
+        let (_, reply) = fill.exchange(Some(early), request.as_bytes());
         if reply.is_ok() {
             return Publish { via: "keepalive", reply, held, sent_at };
         }
@@ -436,7 +502,10 @@ fn publish(fill: &mut Fill, early: Option<TcpStream>, requests: &Requests, addr:
     let started = Instant::now();
     loop {
         let (held, sent_at) = (deliverable(fill), Instant::now());
-        let (_, reply) = probe::connect_and_exchange(addr, request.as_bytes(), CONTROL_TIMEOUT);
+        let (key, reply) = fill.exchange(None, request.as_bytes());
+        if let Some(key) = key {
+            fill.engine.close(key);
+        }
         if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
             return Publish { via: "new_connection", reply, held, sent_at };
         }
@@ -445,17 +514,21 @@ fn publish(fill: &mut Fill, early: Option<TcpStream>, requests: &Requests, addr:
     }
 }
 
-fn fresh_request(addr: SocketAddr, requests: &Requests) -> After {
+/// A fresh `GET /stats` on a new connection, retried for up to `RETRY_BOUND`.
+fn fresh_request(fill: &mut Fill, requests: &Requests) -> After {
     let started = Instant::now();
     let request = requests.stats.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (_, reply) = probe::connect_and_exchange(addr, request.as_bytes(), CONTROL_TIMEOUT);
+        let (key, reply) = fill.exchange(None, request.as_bytes());
+        if let Some(key) = key {
+            fill.engine.close(key);
+        }
         if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
             return After { reply, attempts, took: started.elapsed() };
         }
-        std::thread::sleep(RETRY_EVERY);
+        let _ = fill.turn(RETRY_EVERY);
     }
 }
 

@@ -1,6 +1,6 @@
 //! One client of `exhaust`, and what became of it: a newcomer on the lab's engine that asks for
-//! `/plaintext` and, in the same write, for a long poll; and the blocking keep-alive connection
-//! opened before filling.
+//! `/plaintext` and, in the same write, for a long poll; and what a control exchange (the
+//! keep-alive connection opened before filling, a publish, the fresh request) got back.
 //!
 //! ```text
 //!   Connecting --connect done--> Asking --200 to /plaintext--> Held --poll answered--> Done
@@ -15,20 +15,13 @@
 //!
 //! Invariants:
 //! - A `Probe` is the state machine only (no I/O): the engine's callbacks feed it.
-//! - The blocking exchange's input is capped (`MAX_INPUT`): a peer that sends more than one
-//!   small answer cannot make it buffer without bound.
 //! - A probe reports becoming held once and its end once; the driver keeps the counts.
 
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream as StdStream};
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use crate::bench::conn::ConnError;
 use crate::bench::engine::Ending;
-use crate::bench::frame;
-
-/// More unanswered input than this is not a small answer: the blocking exchange stops reading.
-const MAX_INPUT: usize = 64 * 1024;
 
 /// How a newcomer was refused, or how a held poll was lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,20 +112,8 @@ impl Probe {
 
     /// The connection ended: a refusal before the probe was held, a lost poll after.
     pub fn ended(&mut self, ending: &Ending) -> End {
-        let how = match ending {
-            Ending::Failed(ConnError::Connect(_)) => Refusal::ConnectError,
-            Ending::Failed(ConnError::Io(e))
-                if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) =>
-            {
-                Refusal::Reset
-            }
-            // The close, or bytes that are not a response: nothing more to read.
-            Ending::Closed { .. } | Ending::Failed(_) => Refusal::Closed,
-        };
-        let end = match self.stage {
-            Stage::Held => End::Lost(how),
-            _ => End::Refused(how),
-        };
+        let how = refusal(ending);
+        let end = if self.stage == Stage::Held { End::Lost(how) } else { End::Refused(how) };
         self.stage = Stage::Done;
         end
     }
@@ -167,7 +148,7 @@ fn retry_after(input: &[u8]) -> String {
         .map_or_else(|| "-".into(), |h| String::from_utf8_lossy(h.value).trim().to_string())
 }
 
-/// An answer on a blocking connection, or how it failed.
+/// The answer to a control exchange, or how it failed.
 #[derive(Debug)]
 pub enum Reply {
     Answer { status: u16, body: Vec<u8>, took: Duration },
@@ -205,72 +186,15 @@ impl Refusal {
     }
 }
 
-/// Whether the server has closed `stream` while it sat idle (a reclaim): a non-blocking read
-/// that sees the end of the stream or a reset.
-pub fn closed_while_idle(stream: &StdStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return true;
-    }
-    let mut byte = [0u8; 1];
-    let closed = match stream.peek(&mut byte) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != ErrorKind::WouldBlock,
-    };
-    closed || stream.set_nonblocking(false).is_err()
-}
-
-/// Sends `request` on a blocking connection and reads one answer, all within `timeout`.
-pub fn exchange(stream: &mut StdStream, request: &[u8], timeout: Duration) -> Reply {
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let _ = stream.set_write_timeout(Some(timeout));
-    if let Err(e) = stream.write_all(request) {
-        return Reply::Failed(failure(&e));
-    }
-    let mut input = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match frame::frame(&input) {
-            Ok(Some(frame)) => {
-                let body = input[frame.body.clone()].to_vec();
-                return Reply::Answer { status: frame.status, body, took: started.elapsed() };
-            }
-            Ok(None) => {}
-            Err(_) => return Reply::Failed(Refusal::Closed),
+/// How a connection's end refuses: a failed connect, a reset, or a close (or bytes that are
+/// not a response: nothing more can be read).
+pub fn refusal(ending: &Ending) -> Refusal {
+    match ending {
+        Ending::Failed(ConnError::Connect(_)) => Refusal::ConnectError,
+        Ending::Failed(ConnError::Io(e)) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+            Refusal::Reset
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || input.len() > MAX_INPUT {
-            return Reply::Failed(Refusal::Hang);
-        }
-        let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut buf) {
-            Ok(0) => return Reply::Failed(Refusal::Closed),
-            Ok(n) => input.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Reply::Failed(failure(&e)),
-        }
-    }
-}
-
-/// Connects with a bound, then `exchange`.
-pub fn connect_and_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> (Option<StdStream>, Reply) {
-    match StdStream::connect_timeout(&addr, timeout) {
-        Ok(mut stream) => {
-            let _ = stream.set_nodelay(true);
-            let reply = exchange(&mut stream, request, timeout);
-            (Some(stream), reply)
-        }
-        Err(e) if e.kind() == ErrorKind::TimedOut => (None, Reply::Failed(Refusal::ConnectTimeout)),
-        Err(_) => (None, Reply::Failed(Refusal::ConnectError)),
-    }
-}
-
-fn failure(error: &io::Error) -> Refusal {
-    match error.kind() {
-        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => Refusal::Reset,
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => Refusal::Hang,
-        _ => Refusal::Closed,
+        Ending::Closed { .. } | Ending::Failed(_) => Refusal::Closed,
     }
 }
 
