@@ -1,4 +1,4 @@
-//! Followers of one topic, and its publisher, on one reactor: the engine of `longpoll` and
+//! Followers of one topic, and its publisher, on the lab's engine: the load of `longpoll` and
 //! `realtime`.
 //!
 //! ```text
@@ -45,6 +45,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// Re-polls written per turn once the answers stop coming (about a millisecond of writes), so
 /// that answers still arriving are read between batches.
 const ASKS_PER_TURN: usize = 256;
+/// After the last scheduled publish, how long deliveries may still take.
+const GRACE: Duration = Duration::from_secs(5);
 /// A follower refused with 503 (at `--max-held`) asks again after this.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -147,8 +149,7 @@ enum Role {
 pub struct Follow {
     engine: Engine<Role>,
     publisher: usize,
-    /// Scheduled publish times, set by `start`; `publish_next` indexes the next one to write.
-    schedule: Vec<Instant>,
+    /// The next publish to write, in `Watch::schedule`.
     publish_next: usize,
     /// Every follower has been started (they connect in batches, the engine's budget).
     started: bool,
@@ -159,7 +160,7 @@ pub struct Follow {
 struct Watch {
     plan: Plan,
     followers: Vec<Follower>,
-    /// A copy of `Follow::schedule`, which delivery latencies are measured from.
+    /// Scheduled publish times, set by `run_schedule`: delivery latencies run from them.
     schedule: Vec<Instant>,
     /// (when, follower) for short polls waiting for their slot and refused polls retrying.
     due: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -190,7 +191,6 @@ impl Follow {
         let mut follow = Follow {
             engine,
             publisher,
-            schedule: Vec::new(),
             publish_next: 0,
             started: false,
             watch: Watch {
@@ -224,25 +224,23 @@ impl Follow {
         self.watch.followers.iter().filter(|f| f.key.is_some_and(connected)).count()
     }
 
-    /// Every follower has every message, and has asked again after its last answer.
-    pub fn all_delivered(&self) -> bool {
-        self.watch.complete == self.watch.followers.len() && self.watch.ask_queue.is_empty()
-    }
-
-    pub fn published(&self) -> usize {
-        self.publish_next
-    }
-
-    /// Schedules the M publishes, the first at `first`.
-    pub fn start(&mut self, first: Instant) {
-        let plan = &self.watch.plan;
-        self.schedule = (0..plan.messages).map(|i| first + plan.interval * i as u32).collect();
-        self.watch.schedule.clone_from(&self.schedule);
-    }
-
-    /// The scheduled time of the last publish (`None` before `start`).
-    pub fn last_publish(&self) -> Option<Instant> {
-        self.schedule.last().copied()
+    /// Publishes on schedule, starting one interval from now, until every follower has every
+    /// message (and has asked again after its last answer) or the last publish is `GRACE` old;
+    /// `progress` hears how many were published.
+    ///
+    /// # Errors
+    ///
+    /// As `turn`.
+    pub fn run_schedule(&mut self, mut progress: impl FnMut(u64)) -> Result<(), String> {
+        let (first, plan) = (Instant::now() + self.watch.plan.interval, &self.watch.plan);
+        self.watch.schedule = (0..plan.messages).map(|i| first + plan.interval * i as u32).collect();
+        let deadline = self.watch.schedule.last().copied().unwrap_or(first) + GRACE;
+        let all_delivered = |watch: &Watch| watch.complete == watch.followers.len() && watch.ask_queue.is_empty();
+        while !all_delivered(&self.watch) && Instant::now() < deadline {
+            self.turn(deadline.saturating_duration_since(Instant::now()))?;
+            progress(self.publish_next as u64);
+        }
+        Ok(())
     }
 
     /// One turn of the loop, sleeping at most `max_wait`: start followers, poll, dispatch,
@@ -257,7 +255,7 @@ impl Follow {
         }
         let now = Instant::now();
         let mut wake = now + max_wait.min(TICK);
-        if let Some(&at) = self.schedule.get(self.publish_next) {
+        if let Some(&at) = self.watch.schedule.get(self.publish_next) {
             wake = wake.min(at);
         }
         if let Some(Reverse((at, _))) = self.watch.due.peek() {
@@ -331,7 +329,7 @@ impl Follow {
     }
 
     fn publish_due(&mut self, now: Instant) -> Result<(), String> {
-        while let Some(&at) = self.schedule.get(self.publish_next) {
+        while let Some(&at) = self.watch.schedule.get(self.publish_next) {
             if at > now {
                 break;
             }

@@ -10,7 +10,8 @@
 //!   until every follower has every message, or the last publish + GRACE
 //! ```
 //!
-//! The phases here (`prepare`, `wait_ready`, `run_schedule`) are shared with `realtime`.
+//! The phases here (`prepare`, `wait_ready`) and `Follow::run_schedule` are shared with
+//! `realtime`.
 
 use std::fmt::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,8 +29,6 @@ use crate::config::parse_duration;
 /// How long a long poll asks to be held: longer than any sensible publish interval, shorter
 /// than tether's default `--max-poll-timeout` (120 s).
 pub const LONG_HOLD: Duration = Duration::from_secs(60);
-/// After the last scheduled publish, how long deliveries may still take.
-const GRACE: Duration = Duration::from_secs(5);
 /// How long followers may take to connect and be held (or connected), per thousand of them;
 /// at least `SETUP_MIN`.
 const SETUP_PER_THOUSAND: Duration = Duration::from_secs(2);
@@ -83,7 +82,7 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
     let peak_held = host::peak_rss_bytes(&pids);
     let progress = Progress::new(args.messages as u64, args.interval * args.messages as u32, "publishing");
-    run_schedule(&mut follow, args.interval, |published| progress.set(published))?;
+    follow.run_schedule(|published| progress.set(published))?;
     progress.finish();
     let followed = follow.finish();
     let after = target.stats(&mut control)?;
@@ -184,22 +183,6 @@ pub(super) fn wait_ready(
             return Err(format!("after {limit:?} only {} of {clients} followers are connected", follow.connected()));
         }
     }
-}
-
-/// Publishes on schedule, starting one interval from now, until every follower has every
-/// message or the last publish is `GRACE` old.
-pub(super) fn run_schedule(
-    follow: &mut Follow,
-    interval: Duration,
-    mut progress: impl FnMut(u64),
-) -> Result<(), String> {
-    follow.start(Instant::now() + interval);
-    let deadline = follow.last_publish().unwrap_or_else(Instant::now) + GRACE;
-    while !follow.all_delivered() && Instant::now() < deadline {
-        follow.turn(deadline.saturating_duration_since(Instant::now()))?;
-        progress(follow.published() as u64);
-    }
-    Ok(())
 }
 
 /// `Slab:` of `/proc/meminfo` in bytes: the kernel's object caches, host-wide (0 if unreadable).

@@ -20,7 +20,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::follow::{Follow, Followed, Style};
-use super::longpoll::{check_arguments, default_topic, prepare, run_schedule, wait_ready, LONG_HOLD};
+use super::longpoll::{check_arguments, default_topic, prepare, wait_ready, LONG_HOLD};
 use super::report::{self, Table};
 use super::{Outcome, OutputArgs, Progress, Target};
 use crate::config::parse_duration;
@@ -88,7 +88,7 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
         let before = target.stats(&mut control)?;
         wait_ready(&target, &mut control, &mut follow, style, &before)?;
         let offset = (i * args.messages) as u64;
-        run_schedule(&mut follow, publish_every, |published| progress.set(offset + published))?;
+        follow.run_schedule(|published| progress.set(offset + published))?;
         deliveries.push(Delivery { style, followed: follow.finish() });
     }
     progress.finish();
