@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
-use self::probe::{End, Probe, Refusal, Reply, Stage, Update};
+use self::probe::{End, Probe, Refusal, Reply, Stage};
 use self::summary::{outcome, After, Counts, Cpu, FirstRefusal, Keepalive, Measured, Publish};
 use super::engine::{Ending, Engine, Gone, Load};
 use super::frame::Frame;
@@ -347,7 +347,7 @@ impl Fill {
         for i in 0..n.waiting.len() {
             let index = n.waiting[i];
             if let Some(end) = n.probes[index].expire(now) {
-                n.apply(&mut self.engine, index, Update { held: false, end: Some(end) });
+                n.end(&mut self.engine, index, end);
             }
         }
         let probes = &n.probes;
@@ -392,15 +392,8 @@ impl Fill {
 }
 
 impl Newcomers {
-    /// Counts what changed; an ended probe's connection is closed.
-    fn apply(&mut self, engine: &mut Engine<Peer>, index: usize, update: Update) {
-        if update.held {
-            self.held += 1;
-            self.counts.held_peak = self.counts.held_peak.max(self.held);
-        }
-        let Some(end) = update.end else {
-            return;
-        };
+    /// Counts how a probe ended, and closes its connection.
+    fn end(&mut self, engine: &mut Engine<Peer>, index: usize, end: End) {
         let probe = &mut self.probes[index];
         if let Some(key) = probe.key.take() {
             engine.close(key);
@@ -453,8 +446,15 @@ impl Load<Peer> for Newcomers {
         match engine.get(key).map(|open| open.state) {
             Some(Peer::Newcomer(index)) => {
                 let (head, body) = (engine.head(key, frame), engine.body(key, frame));
-                let update = self.probes[index].answered(frame.status, head, body, &self.marker);
-                self.apply(engine, index, update);
+                let was_held = self.probes[index].was_held;
+                match self.probes[index].answered(frame.status, head, body, &self.marker) {
+                    Some(end) => self.end(engine, index, end),
+                    None if !was_held && self.probes[index].was_held => {
+                        self.held += 1;
+                        self.counts.held_peak = self.counts.held_peak.max(self.held);
+                    }
+                    None => {}
+                }
             }
             Some(Peer::Control) => {
                 let (status, body) = (frame.status, engine.body(key, frame).to_vec());
@@ -470,7 +470,7 @@ impl Load<Peer> for Newcomers {
                 let probe = &mut self.probes[index];
                 probe.key = None;
                 let end = probe.ended(&ending);
-                self.apply(engine, index, Update { held: false, end: Some(end) });
+                self.end(engine, index, end);
             }
             Peer::Control => {
                 self.control.get_or_insert(Reply::Failed(probe::refusal(&ending)));

@@ -151,8 +151,6 @@ pub struct Follow {
     publisher: usize,
     /// The next publish to write, in `Watch::schedule`.
     publish_next: usize,
-    /// Every follower has been started (they connect in batches, the engine's budget).
-    started: bool,
     watch: Watch,
 }
 
@@ -192,7 +190,6 @@ impl Follow {
             engine,
             publisher,
             publish_next: 0,
-            started: false,
             watch: Watch {
                 followers,
                 schedule: Vec::new(),
@@ -205,8 +202,10 @@ impl Follow {
                 plan,
             },
         };
-        // The publisher connects now, before the followers: it is part of the baseline.
+        // The publisher connects now: it is part of the baseline. The followers connect from the
+        // next turn on.
         follow.engine.turn(&mut follow.watch, Duration::ZERO)?;
+        follow.start_followers();
         Ok(follow)
     }
 
@@ -216,7 +215,7 @@ impl Follow {
 
     /// Every follower has a connection and its first poll is out or scheduled.
     pub fn all_started(&self) -> bool {
-        self.started && self.engine.waiting() == 0
+        self.engine.waiting() == 0
     }
 
     pub fn connected(&self) -> usize {
@@ -250,9 +249,6 @@ impl Follow {
     ///
     /// When the poll fails or the publisher's connection does: without it nothing is measured.
     pub fn turn(&mut self, max_wait: Duration) -> Result<(), String> {
-        if !self.started {
-            self.start_followers();
-        }
         let now = Instant::now();
         let mut wake = now + max_wait.min(TICK);
         if let Some(&at) = self.watch.schedule.get(self.publish_next) {
@@ -325,7 +321,6 @@ impl Follow {
                 }
             }
         }
-        self.started = true;
     }
 
     fn publish_due(&mut self, now: Instant) -> Result<(), String> {

@@ -91,13 +91,8 @@ pub fn run(args: &LatenessArgs) -> Result<Outcome, String> {
         let request = format!("GET {base}/poll/{topic}?timeout={ms}ms HTTP/1.1\r\nHost: {authority}\r\n\r\n");
         engine.open(index, request.as_bytes());
     }
-    let mut polls = Polls {
-        holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Asking }).collect(),
-        ended: 0,
-        all_sent: None,
-        sent: 0,
-        errors: Errors::default(),
-    };
+    let mut polls =
+        Polls { holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Asking }).collect(), ..Polls::default() };
     let longest = MIN_HOLD + args.spread;
     let open_bound = OPEN_MIN + OPEN_PER_THOUSAND * (args.clients / 1000) as u32;
     let started = Instant::now();
@@ -145,6 +140,7 @@ struct Hold {
 
 /// What became of each poll: the scenario's side of the engine, where a connection's state is
 /// its poll's index.
+#[derive(Default)]
 struct Polls {
     holds: Vec<Hold>,
     /// Polls answered or failed.

@@ -200,6 +200,7 @@ struct Run {
 }
 
 /// What became of the connections: the scenario's side of the engine.
+#[derive(Default)]
 struct Watch {
     slow: Vec<Slow>,
     ended: usize,
@@ -220,13 +221,7 @@ impl Run {
             connections,
             trickle_cursor: 0,
             fresh_opened: 0,
-            watch: Watch {
-                slow: Vec::with_capacity(connections),
-                ended: 0,
-                fresh: 0,
-                latency: Latency::default(),
-                errors: Errors::default(),
-            },
+            watch: Watch::default(),
         })
     }
 

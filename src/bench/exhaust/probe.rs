@@ -53,14 +53,6 @@ pub enum End {
     Lost(Refusal),
 }
 
-/// What one event changed: the probe became held, ended, or both (a poll refused or answered
-/// in the same read as its probe's answer).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Update {
-    pub held: bool,
-    pub end: Option<End>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Connecting,
@@ -92,22 +84,22 @@ impl Probe {
         }
     }
 
-    /// An answer: to the probe (`Asking`, 200: now held) or to the poll. `head` and `body` are
-    /// the response's; `marker` is the text a delivery must carry.
-    pub fn answered(&mut self, status: u16, head: &[u8], body: &[u8], marker: &str) -> Update {
+    /// An answer: to the probe (`Asking`, 200: now held, and `None`) or to the poll (its end).
+    /// `head` and `body` are the response's; `marker` is the text a delivery must carry.
+    pub fn answered(&mut self, status: u16, head: &[u8], body: &[u8], marker: &str) -> Option<End> {
         let end = match (self.stage, status) {
-            (Stage::Done, _) => return Update::default(),
+            (Stage::Done, _) => return None,
             (Stage::Connecting | Stage::Asking, 200) => {
                 self.stage = Stage::Held;
                 self.was_held = true;
-                return Update { held: true, end: None };
+                return None;
             }
             (_, 200) => End::Answered { marked: contains(body, marker.as_bytes()) },
             (_, 503) => End::Refused(Refusal::Unavailable { retry_after: retry_after(head) }),
             (_, status) => End::Refused(Refusal::Status(status)),
         };
         self.stage = Stage::Done;
-        Update { held: false, end: Some(end) }
+        Some(end)
     }
 
     /// The connection ended: a refusal before the probe was held, a lost poll after.
@@ -219,15 +211,15 @@ mod tests {
         let ok = b"HTTP/1.1 200 OK\r\n\r\n".as_slice();
         let mut probe = Probe::new(false, deadline);
         probe.connected();
-        assert_eq!(probe.answered(200, ok, b"ok", "mark 7"), Update { held: true, end: None });
+        assert_eq!((probe.answered(200, ok, b"ok", "mark 7"), probe.stage), (None, Stage::Held));
         let answered = probe.answered(200, ok, b"{\"data\":\"mark 7\"}", "mark 7");
-        assert_eq!(answered.end, Some(End::Answered { marked: true }));
+        assert_eq!(answered, Some(End::Answered { marked: true }));
         assert_eq!((probe.stage, probe.was_held), (Stage::Done, true));
 
         let mut refused = Probe::new(false, deadline);
         refused.connected();
         let busy = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\r\n".as_slice();
-        let end = refused.answered(503, busy, b"", "m").end;
+        let end = refused.answered(503, busy, b"", "m");
         assert_eq!(end, Some(End::Refused(Refusal::Unavailable { retry_after: "1".into() })));
 
         let mut lost = Probe::new(false, deadline);
