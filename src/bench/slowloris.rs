@@ -3,7 +3,7 @@
 //! other clients get meanwhile. The report says how and when the server ended each slowloris.
 //!
 //! ```text
-//!   open     N connections, OPEN_PER_TURN per turn; each writes at once
+//!   open     N connections, OPEN_PER_TURN per turn; each writes once connected
 //!              GET /plaintext HTTP/1.1\r\nHost: HOST\r\n             (no blank line)
 //!   trickle  every --trickle: one byte of "X-a: b\r\n" on each slowloris not yet answered,
 //!            slowloris i at i/N of the period
@@ -87,17 +87,14 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
     host::raise_open_file_limit();
     check_fd_budget("--connections", args.connections, args.connections + FRESH_IN_FLIGHT)?;
     let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
+    let started = Instant::now();
     let mut run = Run::new(&target, args.connections)?;
     // By time, not by slowloris ended: they end together, at the header timeout.
     let progress = Progress::timed(args.duration, "slowloris");
 
-    let started = Instant::now();
     let cpu_start = CpuSample::take(&pids);
     let mut next_fresh = started;
     let mut now = started;
-    for _ in 0..args.connections {
-        run.open_slow(now);
-    }
     let mut ramped = false;
     while now < started + args.duration && !run.all_ended() {
         run.trickle(now, now.saturating_duration_since(started), args.trickle);
@@ -180,6 +177,11 @@ struct Slow {
     trickled: usize,
 }
 
+/// A slowloris' request head, without the blank line that would end it.
+fn head(target: &Target) -> Vec<u8> {
+    format!("GET {}/plaintext HTTP/1.1\r\nHost: {}\r\n", target.base_path(), target.url.authority()).into_bytes()
+}
+
 /// What a connection is: a slowloris (its index in `slow`) or a fresh request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -190,9 +192,7 @@ enum Role {
 /// The slowloris and the fresh requests, on the lab's engine.
 struct Run {
     engine: Engine<Role>,
-    head: Vec<u8>,
     request: Vec<u8>,
-    connections: usize,
     /// Trickled bytes due so far, over all slowloris: the next goes to slowloris `cursor % N`.
     trickle_cursor: u128,
     fresh_opened: u64,
@@ -211,22 +211,34 @@ struct Watch {
 }
 
 impl Run {
+    /// Queues `connections` slowloris, which connect `OPEN_PER_TURN` per turn from the first.
     fn new(target: &Target, connections: usize) -> Result<Run, String> {
         let (base, authority) = (target.base_path(), target.url.authority());
+        let head = head(target);
+        let mut engine = Engine::new(target.addr, OPEN_PER_TURN)?;
+        let now = Instant::now();
+        let slow = (0..connections)
+            .map(|index| Slow {
+                key: Some(engine.open(Role::Slow(index), &head)),
+                connected: false,
+                opened: now,
+                answer: None,
+                ended: None,
+                trickled: 0,
+            })
+            .collect();
         Ok(Run {
-            engine: Engine::new(target.addr, OPEN_PER_TURN)?,
-            head: format!("GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\n").into_bytes(),
+            engine,
             request: format!("GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
                 .into_bytes(),
-            connections,
             trickle_cursor: 0,
             fresh_opened: 0,
-            watch: Watch::default(),
+            watch: Watch { slow, ..Watch::default() },
         })
     }
 
     fn all_ended(&self) -> bool {
-        self.watch.slow.len() == self.connections && self.watch.ended == self.connections
+        self.watch.ended == self.watch.slow.len()
     }
 
     /// The progress line: `5.0 s of 20 s: 1500 bytes trickled, 0 of 300 ended`.
@@ -237,21 +249,8 @@ impl Run {
             duration,
             self.watch.slow.iter().map(|slow| slow.trickled).sum::<usize>(),
             self.watch.ended,
-            self.connections
+            self.watch.slow.len()
         )
-    }
-
-    fn open_slow(&mut self, now: Instant) {
-        let index = self.watch.slow.len();
-        let key = self.engine.open(Role::Slow(index), &self.head);
-        self.watch.slow.push(Slow {
-            key: Some(key),
-            connected: false,
-            opened: now,
-            answer: None,
-            ended: None,
-            trickled: 0,
-        });
     }
 
     fn open_fresh(&mut self) {
@@ -267,15 +266,13 @@ impl Run {
     /// independent clients would, not all at once. Those still connecting after `CONNECT_BOUND`
     /// have failed. A generator that falls behind skips a round rather than catch up in a burst.
     fn trickle(&mut self, now: Instant, elapsed: Duration, period: Duration) {
-        let n = self.connections as u128;
+        let n = self.watch.slow.len() as u128;
         let due = elapsed.as_nanos() * n / period.as_nanos();
         self.trickle_cursor = self.trickle_cursor.max(due.saturating_sub(n));
         while self.trickle_cursor < due {
             let index = (self.trickle_cursor % n) as usize;
             self.trickle_cursor += 1;
-            let Some(slow) = self.watch.slow.get_mut(index) else {
-                continue; // not opened yet
-            };
+            let slow = &mut self.watch.slow[index];
             let Some(key) = slow.key else {
                 continue; // ended
             };
@@ -537,7 +534,7 @@ mod tests {
     #[test]
     fn the_trickle_never_ends_the_head() {
         let target = Target::parse("http://127.0.0.1:8080").unwrap();
-        let mut head = Run::new(&target, 1).unwrap().head;
+        let mut head = head(&target);
         assert!(head.ends_with(b"Host: 127.0.0.1:8080\r\n"));
         for i in 0..10 * TRICKLE.len() {
             head.push(TRICKLE[i % TRICKLE.len()]);
@@ -560,7 +557,7 @@ mod tests {
     #[test]
     fn progress_moves_with_time_and_bytes_before_any_slowloris_ends() {
         let target = Target::parse("http://127.0.0.1:8080").unwrap();
-        let mut run = Run::new(&target, 300).unwrap();
+        let mut run = Run::new(&target, 298).unwrap();
         let trickled =
             |n| Slow { key: None, connected: true, opened: Instant::now(), answer: None, ended: None, trickled: n };
         run.watch.slow.extend([trickled(7000), trickled(500)]);
