@@ -202,7 +202,7 @@ impl Conn {
     }
 
     /// The next whole response in the input, if one has arrived. Its body is
-    /// `self.body(&frame)` until `consume(&frame)`.
+    /// `self.bytes(&frame.body)` until `consume(&frame)`.
     ///
     /// # Errors
     ///
@@ -211,12 +211,10 @@ impl Conn {
         frame::frame(&self.input[self.start..self.end]).map_err(ConnError::Frame)
     }
 
-    pub fn body(&self, frame: &Frame) -> &[u8] {
-        &self.input[self.start + frame.body.start..self.start + frame.body.end]
-    }
-
-    pub fn head(&self, frame: &Frame) -> &[u8] {
-        &self.input[self.start..self.start + frame.body.start]
+    /// Bytes of the response at the front of the input, at `at` within it (a frame's body or
+    /// header value).
+    pub fn bytes(&self, at: &std::ops::Range<usize>) -> &[u8] {
+        &self.input[self.start + at.start..self.start + at.end]
     }
 
     pub fn consume(&mut self, frame: &Frame) {

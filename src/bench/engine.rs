@@ -30,6 +30,7 @@
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -78,8 +79,8 @@ pub trait Load<S> {
     /// Everything queued on `key` has been written: the request given to `open`, or what a
     /// `send` could not write at once.
     fn written(&mut self, _engine: &mut Engine<S>, _key: usize, _now: Instant) {}
-    /// A whole response arrived on `key`: its bytes are `engine.head(key, frame)` and
-    /// `engine.body(key, frame)` until the callback returns, when it is consumed.
+    /// A whole response arrived on `key`: its bytes are `engine.body(key, frame)` and
+    /// `engine.bytes(key, range)` until the callback returns, when it is consumed.
     fn answered(&mut self, engine: &mut Engine<S>, key: usize, frame: &Frame, now: Instant);
     /// `key` ended (its connect failed, or the connection did); its state is handed back.
     fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, ending: Ending, now: Instant);
@@ -196,12 +197,12 @@ impl<S> Engine<S> {
 
     /// The body of a response framed on `key` (empty for a closed key).
     pub fn body(&self, key: usize, frame: &Frame) -> &[u8] {
-        self.get(key).map_or(&[], |open| open.conn.body(frame))
+        self.bytes(key, &frame.body)
     }
 
-    /// The head of a response framed on `key` (empty for a closed key).
-    pub fn head(&self, key: usize, frame: &Frame) -> &[u8] {
-        self.get(key).map_or(&[], |open| open.conn.head(frame))
+    /// Bytes of a response framed on `key`, at `at` (a header value located by the frame).
+    pub fn bytes(&self, key: usize, at: &Range<usize>) -> &[u8] {
+        self.get(key).map_or(&[], |open| open.conn.bytes(at))
     }
 
     /// Closes `key` now (or forgets it, if it is still waiting to connect): its socket is

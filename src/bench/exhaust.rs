@@ -445,9 +445,10 @@ impl Load<Peer> for Newcomers {
     fn answered(&mut self, engine: &mut Engine<Peer>, key: usize, frame: &Frame, now: Instant) {
         match engine.get(key).map(|open| open.state) {
             Some(Peer::Newcomer(index)) => {
-                let (head, body) = (engine.head(key, frame), engine.body(key, frame));
+                let retry_after = frame.retry_after.as_ref().map(|at| engine.bytes(key, at));
+                let body = engine.body(key, frame);
                 let was_held = self.probes[index].was_held;
-                match self.probes[index].answered(frame.status, head, body, &self.marker) {
+                match self.probes[index].answered(frame.status, retry_after, body, &self.marker) {
                     Some(end) => self.end(engine, index, end),
                     None if !was_held && self.probes[index].was_held => {
                         self.held += 1;

@@ -85,8 +85,8 @@ impl Probe {
     }
 
     /// An answer: to the probe (`Asking`, 200: now held, and `None`) or to the poll (its end).
-    /// `head` and `body` are the response's; `marker` is the text a delivery must carry.
-    pub fn answered(&mut self, status: u16, head: &[u8], body: &[u8], marker: &str) -> Option<End> {
+    /// `body` and `retry_after` are the response's; `marker` is the text a delivery must carry.
+    pub fn answered(&mut self, status: u16, retry_after: Option<&[u8]>, body: &[u8], marker: &str) -> Option<End> {
         let end = match (self.stage, status) {
             (Stage::Done, _) => return None,
             (Stage::Connecting | Stage::Asking, 200) => {
@@ -95,7 +95,10 @@ impl Probe {
                 return None;
             }
             (_, 200) => End::Answered { marked: contains(body, marker.as_bytes()) },
-            (_, 503) => End::Refused(Refusal::Unavailable { retry_after: retry_after(head) }),
+            (_, 503) => {
+                let retry_after = retry_after.map_or("-".into(), |value| String::from_utf8_lossy(value).into_owned());
+                End::Refused(Refusal::Unavailable { retry_after })
+            }
             (_, status) => End::Refused(Refusal::Status(status)),
         };
         self.stage = Stage::Done;
@@ -125,19 +128,6 @@ impl Probe {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The `Retry-After` of a response head, or "-".
-fn retry_after(input: &[u8]) -> String {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut head = httparse::Response::new(&mut headers);
-    if head.parse(input).is_err() {
-        return "-".into();
-    }
-    head.headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
-        .map_or_else(|| "-".into(), |h| String::from_utf8_lossy(h.value).trim().to_string())
 }
 
 /// The answer to a control exchange, or how it failed.
@@ -195,12 +185,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_is_read_from_the_head() {
-        assert_eq!(
-            retry_after(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 3\r\n\r\n"),
-            "2"
-        );
-        assert_eq!(retry_after(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"), "-");
+    fn a_delivery_carries_the_marker() {
         assert!(contains(b"{\"data\":\"mark 7\"}", b"mark 7") && !contains(b"mark", b"mark 7"));
     }
 
@@ -208,23 +193,24 @@ mod tests {
     #[test]
     fn a_probe_is_held_then_answered_refused_or_lost() {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let ok = b"HTTP/1.1 200 OK\r\n\r\n".as_slice();
         let mut probe = Probe::new(false, deadline);
         probe.connected();
-        assert_eq!((probe.answered(200, ok, b"ok", "mark 7"), probe.stage), (None, Stage::Held));
-        let answered = probe.answered(200, ok, b"{\"data\":\"mark 7\"}", "mark 7");
+        assert_eq!((probe.answered(200, None, b"ok", "mark 7"), probe.stage), (None, Stage::Held));
+        let answered = probe.answered(200, None, b"{\"data\":\"mark 7\"}", "mark 7");
         assert_eq!(answered, Some(End::Answered { marked: true }));
         assert_eq!((probe.stage, probe.was_held), (Stage::Done, true));
 
         let mut refused = Probe::new(false, deadline);
         refused.connected();
-        let busy = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\r\n".as_slice();
-        let end = refused.answered(503, busy, b"", "m");
+        let end = refused.answered(503, Some(b"1"), b"", "m");
         assert_eq!(end, Some(End::Refused(Refusal::Unavailable { retry_after: "1".into() })));
+        let mut refused = Probe::new(false, deadline);
+        let end = refused.answered(503, None, b"", "m");
+        assert_eq!(end, Some(End::Refused(Refusal::Unavailable { retry_after: "-".into() })));
 
         let mut lost = Probe::new(false, deadline);
         lost.connected();
-        lost.answered(200, ok, b"ok", "m");
+        lost.answered(200, None, b"ok", "m");
         let reset = Ending::Failed(ConnError::Io(ErrorKind::ConnectionReset.into()));
         assert_eq!(lost.ended(&reset), End::Lost(Refusal::Reset));
         let closed = Ending::Closed { partial: false };
