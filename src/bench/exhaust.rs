@@ -111,15 +111,15 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
 
     // Before: the keep-alive connection, a /stats baseline, the topic's cursor.
     let mut fill = Fill::new(target.addr)?;
-    let (early, reply) = fill.exchange(None, requests.stats.as_bytes());
-    let early = early
-        .filter(|_| reply.is_ok())
-        .ok_or_else(|| format!("GET {}/stats on {}: {}", target.base_path(), target.addr, reply.describe()))?;
-    let cursor = match fill.exchange(Some(early), requests.publish("warm-up").as_bytes()) {
-        (_, Reply::Answer { status: 200, body, .. }) => {
+    let reply = fill.exchange(true, requests.stats.as_bytes());
+    if !reply.is_ok() || fill.newcomers.control_key.is_none() {
+        return Err(format!("GET {}/stats on {}: {}", target.base_path(), target.addr, reply.describe()));
+    }
+    let cursor = match fill.exchange(false, requests.publish("warm-up").as_bytes()) {
+        Reply::Answer { status: 200, body, .. } => {
             serde_json::from_slice::<Value>(&body).ok().and_then(|reply| reply["seq"].as_u64())
         }
-        (_, reply) => return Err(format!("the warm-up publish: {}", reply.describe())),
+        reply => return Err(format!("the warm-up publish: {}", reply.describe())),
     };
     fill.request = requests.poll(cursor);
     let progress = Progress::new(max as u64, args.hang + args.window, "filling");
@@ -148,10 +148,10 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let held_at_limit = fill.newcomers.held;
 
     // At the limit: the old keep-alive connection, the CPU window, a publish to the held polls.
-    let keepalive = if fill.engine.get(early).is_none() {
+    let keepalive = if fill.newcomers.control_key.is_none() {
         Keepalive::ClosedWhileIdle // the server closed it while it sat idle
     } else {
-        Keepalive::Asked(fill.exchange(Some(early), requests.stats.as_bytes()).1)
+        Keepalive::Asked(fill.exchange(false, requests.stats.as_bytes()))
     };
     let window_end = Instant::now() + args.window;
     for _ in 0..KNOCKERS {
@@ -166,8 +166,8 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let cpu = Cpu { pids, percent: cpu_start.percent_until(&cpu_end), window: args.window };
     let held_after_window = fill.newcomers.held;
 
-    let early = matches!(&keepalive, Keepalive::Asked(reply) if reply.is_ok()).then_some(early);
-    let publish = publish(&mut fill, early, &requests);
+    let early_works = matches!(&keepalive, Keepalive::Asked(reply) if reply.is_ok());
+    let publish = publish(&mut fill, early_works, &requests);
     if publish.reply.is_ok() {
         while fill.newcomers.held > 0 && publish.sent_at.elapsed() < DELIVERY_BOUND {
             fill.turn(TICK)?;
@@ -274,6 +274,8 @@ struct Newcomers {
     delivering: bool,
     last_delivery: Option<Instant>,
     counts: Counts,
+    /// The control connection, while it is open.
+    control_key: Option<usize>,
     /// The answer to the control exchange in flight, or how it failed, and when it was sent.
     control: Option<Reply>,
     control_sent: Instant,
@@ -292,37 +294,40 @@ impl Fill {
                 delivering: false,
                 last_delivery: None,
                 counts: Counts::default(),
+                control_key: None,
                 control: None,
                 control_sent: Instant::now(),
             },
         })
     }
 
-    /// Sends `request` on the control connection `key` (a new one if `None` or closed) and
-    /// waits up to `CONTROL_TIMEOUT` for its answer, turning the newcomers meanwhile. Returns
-    /// the connection if it is still open, and the answer or how it failed.
-    fn exchange(&mut self, key: Option<usize>, request: &[u8]) -> (Option<usize>, Reply) {
-        let key = match key.filter(|&key| self.engine.get(key).is_some()) {
-            Some(key) => key,
-            None => self.engine.open(Peer::Control, b""),
-        };
+    /// Sends `request` on the control connection (kept open between exchanges: the keep-alive
+    /// connection opened before filling), or on a new one when `fresh` or when it is gone, and
+    /// waits up to `CONTROL_TIMEOUT` for the answer, turning the newcomers meanwhile.
+    fn exchange(&mut self, fresh: bool, request: &[u8]) -> Reply {
+        if fresh {
+            self.close_control();
+        }
+        let key = *self.newcomers.control_key.get_or_insert_with(|| self.engine.open(Peer::Control, b""));
         (self.newcomers.control, self.newcomers.control_sent) = (None, Instant::now());
         if let Err(e) = self.engine.send(key, request) {
-            self.engine.close(key);
-            return (None, Reply::Failed(probe::refusal(&Ending::Failed(e))));
+            self.close_control();
+            return Reply::Failed(probe::refusal(&Ending::Failed(e)));
         }
         let deadline = Instant::now() + CONTROL_TIMEOUT;
         while self.newcomers.control.is_none() && Instant::now() < deadline {
             let _ = self.turn(deadline.saturating_duration_since(Instant::now()).min(TICK));
         }
-        let open = self.engine.get(key).map(|open| open.conn.is_connected());
-        match (self.newcomers.control.take(), open) {
-            (Some(reply), open) => (open.map(|_| key), reply),
-            (None, connected) => {
-                self.engine.close(key);
-                let refusal = if connected == Some(true) { Refusal::Hang } else { Refusal::ConnectTimeout };
-                (None, Reply::Failed(refusal))
-            }
+        self.newcomers.control.take().unwrap_or_else(|| {
+            let connected = self.engine.get(key).is_some_and(|open| open.conn.is_connected());
+            self.close_control();
+            Reply::Failed(if connected { Refusal::Hang } else { Refusal::ConnectTimeout })
+        })
+    }
+
+    fn close_control(&mut self) {
+        if let Some(key) = self.newcomers.control_key.take() {
+            self.engine.close(key);
         }
     }
 
@@ -379,6 +384,7 @@ impl Fill {
         for probe in &mut self.newcomers.probes {
             probe.key = None;
         }
+        self.newcomers.control_key = None;
     }
 
     fn counts(self) -> Counts {
@@ -474,6 +480,7 @@ impl Load<Peer> for Newcomers {
                 self.end(engine, index, end);
             }
             Peer::Control => {
+                self.control_key = None;
                 self.control.get_or_insert(Reply::Failed(probe::refusal(&ending)));
             }
         }
@@ -483,16 +490,16 @@ impl Load<Peer> for Newcomers {
 /// Publishes the marker on the old keep-alive connection if it still works, else on a new
 /// connection once one held poll has been closed to make room.
 /// From here on an answer to a held poll is a delivery.
-fn publish(fill: &mut Fill, early: Option<usize>, requests: &Requests) -> Publish {
+fn publish(fill: &mut Fill, early_works: bool, requests: &Requests) -> Publish {
     fill.newcomers.marker = requests.marker.clone();
     fill.newcomers.delivering = true;
     let request = requests.publish(&requests.marker);
     // What may still be delivered when a publish goes out: the polls held, and any already
     // answered by an earlier attempt that the server did take.
     let deliverable = |fill: &Fill| fill.newcomers.held + fill.newcomers.counts.delivered as usize;
-    if let Some(early) = early {
+    if early_works {
         let (held, sent_at) = (deliverable(fill), Instant::now());
-        let (_, reply) = fill.exchange(Some(early), request.as_bytes());
+        let reply = fill.exchange(false, request.as_bytes());
         if reply.is_ok() {
             return Publish { via: "keepalive", reply, held, sent_at };
         }
@@ -503,10 +510,8 @@ fn publish(fill: &mut Fill, early: Option<usize>, requests: &Requests) -> Publis
     let started = Instant::now();
     loop {
         let (held, sent_at) = (deliverable(fill), Instant::now());
-        let (key, reply) = fill.exchange(None, request.as_bytes());
-        if let Some(key) = key {
-            fill.engine.close(key);
-        }
+        let reply = fill.exchange(true, request.as_bytes());
+        fill.close_control();
         if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
             return Publish { via: "new_connection", reply, held, sent_at };
         }
@@ -522,10 +527,8 @@ fn fresh_request(fill: &mut Fill, requests: &Requests) -> After {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (key, reply) = fill.exchange(None, request.as_bytes());
-        if let Some(key) = key {
-            fill.engine.close(key);
-        }
+        let reply = fill.exchange(true, request.as_bytes());
+        fill.close_control();
         if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
             return After { reply, attempts, took: started.elapsed() };
         }
