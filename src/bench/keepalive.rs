@@ -125,7 +125,7 @@ pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
         let offset = args.duration * i as u32;
         let time_wait_before = crate::stats::sockstat().tcp_time_wait;
         let mut engine = Engine::new(target.addr, usize::MAX)?;
-        let mut load = Load::new(&target, args, mode);
+        let mut load = ClosedLoop::new(&target, args, mode);
         load.run(&mut engine, args.duration, |elapsed| progress.set((offset + elapsed).as_millis() as u64))?;
         results.push(Measured {
             mode,
@@ -164,7 +164,7 @@ struct Slot {
 }
 
 /// The closed loop of one mode, on the engine.
-struct Load {
+struct ClosedLoop {
     mode: Mode,
     /// What one turn of the loop writes: one request, or `--pipeline` of them.
     batch: Vec<u8>,
@@ -180,14 +180,14 @@ struct Load {
     deadline: Instant,
 }
 
-impl Load {
-    fn new(target: &Target, args: &KeepaliveArgs, mode: Mode) -> Load {
+impl ClosedLoop {
+    fn new(target: &Target, args: &KeepaliveArgs, mode: Mode) -> ClosedLoop {
         let close = if mode == Mode::Close { "Connection: close\r\n" } else { "" };
         // The same request as wrk's, so that both ask the server for the same work.
         let request =
             format!("GET {} HTTP/1.1\r\nHost: {}\r\n{close}\r\n", target.url.target(), target.url.authority());
         let depth = if mode == Mode::Pipelined { args.pipeline } else { 1 };
-        Load {
+        ClosedLoop {
             mode,
             batch: request.repeat(depth).into_bytes(),
             depth,
@@ -281,7 +281,7 @@ impl Load {
     }
 }
 
-impl engine::Load<Slot> for Load {
+impl engine::Load<Slot> for ClosedLoop {
     fn connected(&mut self, engine: &mut Engine<Slot>, key: usize, now: Instant) {
         self.send_batch(engine, key, now);
     }
