@@ -45,6 +45,12 @@ const TICK: Duration = Duration::from_millis(100);
 /// Re-polls written per turn once the answers stop coming (about a millisecond of writes), so
 /// that answers still arriving are read between batches.
 const ASKS_PER_TURN: usize = 256;
+/// How long followers may take to connect and be held (or connected), per thousand of them;
+/// at least `SETUP_MIN`.
+const SETUP_PER_THOUSAND: Duration = Duration::from_secs(2);
+const SETUP_MIN: Duration = Duration::from_secs(10);
+/// How often the server's count of held polls is read while waiting for them.
+const STATS_EVERY: Duration = Duration::from_millis(50);
 /// After the last scheduled publish, how long deliveries may still take.
 const GRACE: Duration = Duration::from_secs(5);
 /// A follower refused with 503 (at `--max-held`) asks again after this.
@@ -209,16 +215,54 @@ impl Follow {
         Ok(follow)
     }
 
-    pub fn clients(&self) -> usize {
-        self.watch.followers.len()
+    /// Turns the loop until every follower is ready: its poll held by the server (long), or its
+    /// connection open (short). `held` reads how many polls the server holds, `held_before`
+    /// what it held before the followers opened.
+    ///
+    /// # Errors
+    ///
+    /// As `turn`, or when they are not ready within `SETUP_MIN` (`SETUP_PER_THOUSAND` per
+    /// thousand followers).
+    pub fn wait_ready(
+        &mut self,
+        held_before: u64,
+        mut held: impl FnMut() -> Result<u64, String>,
+    ) -> Result<(), String> {
+        let clients = self.watch.followers.len();
+        let limit = SETUP_MIN.max(SETUP_PER_THOUSAND * (clients / 1000 + 1) as u32);
+        let deadline = Instant::now() + limit;
+        let mut next_check = Instant::now();
+        loop {
+            self.turn(STATS_EVERY)?;
+            let now = Instant::now();
+            // Every follower has a connection and its first poll is out or scheduled.
+            if self.engine.waiting() == 0 && now >= next_check {
+                next_check = now + STATS_EVERY;
+                let ready = match self.watch.plan.style {
+                    Style::Long { .. } => {
+                        let held = held()?;
+                        if now >= deadline {
+                            let ours = held.saturating_sub(held_before);
+                            return Err(format!(
+                                "after {limit:?} the server holds {held} polls, {ours} of ours (see --max-held and \
+                                 the open-file limit)"
+                            ));
+                        }
+                        held >= held_before + clients as u64
+                    }
+                    Style::Short { .. } => self.connected() == clients,
+                };
+                if ready {
+                    return Ok(());
+                }
+            }
+            if now >= deadline {
+                return Err(format!("after {limit:?} only {} of {clients} followers are connected", self.connected()));
+            }
+        }
     }
 
-    /// Every follower has a connection and its first poll is out or scheduled.
-    pub fn all_started(&self) -> bool {
-        self.engine.waiting() == 0
-    }
-
-    pub fn connected(&self) -> usize {
+    fn connected(&self) -> usize {
         let connected = |key: usize| self.engine.get(key).is_some_and(|open| open.conn.is_connected());
         self.watch.followers.iter().filter(|f| f.key.is_some_and(connected)).count()
     }

@@ -10,11 +10,10 @@
 //!   until every follower has every message, or the last publish + GRACE
 //! ```
 //!
-//! The phases here (`prepare`, `wait_ready`) and `Follow::run_schedule` are shared with
-//! `realtime`.
+//! `prepare`, `Follow::wait_ready` and `Follow::run_schedule` are shared with `realtime`.
 
 use std::fmt::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use serde_json::{json, Value};
@@ -29,12 +28,6 @@ use crate::config::parse_duration;
 /// How long a long poll asks to be held: longer than any sensible publish interval, shorter
 /// than tether's default `--max-poll-timeout` (120 s).
 pub const LONG_HOLD: Duration = Duration::from_secs(60);
-/// How long followers may take to connect and be held (or connected), per thousand of them;
-/// at least `SETUP_MIN`.
-const SETUP_PER_THOUSAND: Duration = Duration::from_secs(2);
-const SETUP_MIN: Duration = Duration::from_secs(10);
-/// How often `/stats` is read while waiting for the polls to be held.
-const STATS_EVERY: Duration = Duration::from_millis(50);
 /// The longest publish schedule accepted: every run is bounded.
 const MAX_SCHEDULE: Duration = Duration::from_secs(3600);
 
@@ -76,7 +69,7 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     target.stats(&mut control)?;
     let before = target.stats(&mut control)?;
     let slab_before = meminfo_slab_bytes();
-    wait_ready(&target, &mut control, &mut follow, Style::Long { hold: LONG_HOLD }, &before)?;
+    follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
     let held = target.stats(&mut control)?;
     let slab_held = meminfo_slab_bytes();
     let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
@@ -140,49 +133,6 @@ pub(super) fn prepare(
         style: Style::Long { hold: LONG_HOLD },
         after,
     })
-}
-
-/// Turns the loop until every follower is ready: its poll held by the server (long), or its
-/// connection open (short). `before` is the `/stats` taken before the followers opened.
-pub(super) fn wait_ready(
-    target: &Target,
-    control: &mut Client,
-    follow: &mut Follow,
-    style: Style,
-    before: &Value,
-) -> Result<(), String> {
-    let clients = follow.clients();
-    let limit = SETUP_MIN.max(SETUP_PER_THOUSAND * (clients / 1000 + 1) as u32);
-    let deadline = Instant::now() + limit;
-    let want_held = stat(before, "/polls/held") + clients as u64;
-    let mut next_check = Instant::now();
-    loop {
-        follow.turn(STATS_EVERY)?;
-        let now = Instant::now();
-        if follow.all_started() && now >= next_check {
-            next_check = now + STATS_EVERY;
-            let ready = match style {
-                Style::Long { .. } => {
-                    let held = stat(&target.stats(control)?, "/polls/held");
-                    if now >= deadline {
-                        return Err(format!(
-                            "after {limit:?} the server holds {held} polls, {} of ours (see --max-held and \
-                             the open-file limit)",
-                            held.saturating_sub(want_held - clients as u64)
-                        ));
-                    }
-                    held >= want_held
-                }
-                Style::Short { .. } => follow.connected() == clients,
-            };
-            if ready {
-                return Ok(());
-            }
-        }
-        if now >= deadline {
-            return Err(format!("after {limit:?} only {} of {clients} followers are connected", follow.connected()));
-        }
-    }
 }
 
 /// `Slab:` of `/proc/meminfo` in bytes: the kernel's object caches, host-wide (0 if unreadable).
