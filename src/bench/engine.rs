@@ -223,6 +223,15 @@ impl<S> Engine<S> {
         }
     }
 
+    /// Closes every connection, open or waiting to connect.
+    pub fn close_all(&mut self) {
+        self.waiting.clear(); // so that closing each is not a search of the queue
+        let keys: Vec<usize> = self.entries.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key);
+        }
+    }
+
     /// One turn: sleeps until an event or for `sleep`, then hands every event's happenings to
     /// `load`. Returns how many answers were handed over.
     ///

@@ -377,10 +377,7 @@ impl Fill {
 
     /// Closes every connection; what was counted stays.
     fn close_all(&mut self) {
-        let keys: Vec<usize> = self.engine.states().map(|(key, _)| key).collect();
-        for key in keys {
-            self.engine.close(key);
-        }
+        self.engine.close_all();
         for probe in &mut self.newcomers.probes {
             probe.key = None;
         }
