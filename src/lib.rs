@@ -21,7 +21,9 @@
 //! - The client side: `client` is a blocking HTTP/1.1 client that reuses its connection,
 //!   `commands` runs `tether publish` and `tether poll` on it, `backoff` times their retries.
 //! - The lab: `bench` is a single-threaded mio load generator in the server's style, which
-//!   measures keep-alive against close-per-request and long polling against short polling.
+//!   measures keep-alive against close-per-request, long polling against short polling, and
+//!   what idle connections cost. One engine (one loop, one connection type, one response
+//!   reader) runs every scenario; the server core does not depend on it.
 
 pub mod backoff;
 pub mod bench;

@@ -250,6 +250,32 @@ fn slowloris_connections_are_answered_408_and_closed_at_the_header_timeout() {
     assert!(json["cpu"]["percent"].is_number(), "the CPU of --server-pid is read: {json}");
 }
 
+#[test]
+fn idle_leaves_every_connection_open_and_reports_what_each_costs() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}/plaintext", server.addr);
+    let args = ["idle", "--url", &url, "--connections", "40", "--settle", "200ms", "--server-pid"];
+    let json = bench_json(&[&args[..], &[&server.pid().to_string()]].concat());
+    assert_eq!(json["scenario"], "idle");
+    assert_eq!((u(&json, "/idle"), u(&json, "/still_open"), u(&json, "/errors")), (40, 40, 0), "{json}");
+    for figure in ["server_rss", "kernel_slab", "kernel_sunreclaim", "tcp_mem"] {
+        let growth = &json["figures"][figure];
+        assert!(growth["before"].is_u64() && growth["per_connection"].is_number(), "{figure}: {json}");
+    }
+    assert!(u(&json, "/tcp_inuse/after") >= 80, "both ends of 40 connections are sockets in use: {json}");
+    assert_eq!(json["pids"][0].as_i64(), Some(i64::from(server.pid())), "{json}");
+}
+
+#[test]
+fn idle_against_a_server_that_closes_after_one_request_fails_and_says_so() {
+    let server = Server::start(&["--max-requests", "1"]);
+    let url = format!("http://{}/plaintext", server.addr);
+    let output = bench(&["idle", "--url", &url, "--connections", "5", "--settle", "100ms"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "nothing stayed idle, so it fails: {stdout}");
+    assert!(stderr.contains("no connection") && stdout.contains("0 of 5 idle"), "{stdout}\n{stderr}");
+}
+
 /// The `--help` of `tether bench SCENARIO`.
 fn help(scenario: &str) -> String {
     let output = bench(&[scenario, "--help"]);

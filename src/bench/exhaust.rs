@@ -25,21 +25,22 @@
 //!   process holds them all: `--max` above that is lowered, and the report says so.
 //! - Bounded in time: the fill by `FILL_MIN` plus `FILL_PER_THOUSAND`; every newcomer by
 //!   `--hang`; the window by `--window`; every blocking request by `CONTROL_TIMEOUT`.
-//! - A probe's token is its index in `probes`, never reused: an event for a probe already
-//!   dropped finds `None`.
+//! - A newcomer is known by its index in `probes`, never reused; its connection is closed when
+//!   it ends.
 
 mod probe;
 mod summary;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use mio::{Events, Poll, Token};
 use serde_json::Value;
 
-use self::probe::{End, Probe, Refusal, Reply, Stage, Update};
+use self::probe::{End, Probe, Refusal, Reply, Stage};
 use self::summary::{outcome, After, Counts, Cpu, FirstRefusal, Keepalive, Measured, Publish};
+use super::engine::{Ending, Engine, Gone, Load};
+use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::longpoll::default_topic;
 use super::{Outcome, Progress, Target, SPARE_FDS};
@@ -65,7 +66,6 @@ const RETRY_BOUND: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 /// The hold a poll asks for: tether's default `--max-poll-timeout`, longer than any run here.
 const HOLD: &str = "120s";
-const EVENTS_CAPACITY: usize = 1024;
 
 #[derive(Args, Debug)]
 pub struct ExhaustArgs {
@@ -110,45 +110,48 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let requests = Requests::new(&target, args.topic.clone().unwrap_or_else(|| default_topic("exhaust")));
 
     // Before: the keep-alive connection, a /stats baseline, the topic's cursor.
-    let (early, reply) = probe::connect_and_exchange(target.addr, requests.stats.as_bytes(), CONTROL_TIMEOUT);
-    let mut early = early
-        .filter(|_| reply.is_ok())
-        .ok_or_else(|| format!("GET {}/stats on {}: {}", target.base_path(), target.addr, reply.describe()))?;
-    let cursor = match probe::exchange(&mut early, requests.publish("warm-up").as_bytes(), CONTROL_TIMEOUT) {
+    let mut fill = Fill::new(target.addr)?;
+    let reply = fill.exchange(true, requests.stats.as_bytes());
+    if !reply.is_ok() || fill.newcomers.control_key.is_none() {
+        return Err(format!("GET {}/stats on {}: {}", target.base_path(), target.addr, reply.describe()));
+    }
+    let cursor = match fill.exchange(false, requests.publish("warm-up").as_bytes()) {
         Reply::Answer { status: 200, body, .. } => {
             serde_json::from_slice::<Value>(&body).ok().and_then(|reply| reply["seq"].as_u64())
         }
         reply => return Err(format!("the warm-up publish: {}", reply.describe())),
     };
-
-    let mut fill = Fill::new(target.addr, requests.poll(cursor))?;
+    fill.request = requests.poll(cursor);
     let progress = Progress::new(max as u64, args.hang + args.window, "filling");
     let deadline = Instant::now() + FILL_MIN + FILL_PER_THOUSAND * (max / 1000) as u32 + args.hang;
     let mut fill_timed_out = false;
     loop {
-        let opening = fill.counts.opened < max && !fill.enough_refusals(args.refusals);
-        if !opening && fill.waiting.is_empty() {
+        let opening = fill.newcomers.counts.opened < max && !fill.newcomers.enough_refusals(args.refusals);
+        if !opening && fill.newcomers.waiting.is_empty() {
             break;
         }
         if Instant::now() >= deadline {
             fill_timed_out = true;
             break;
         }
-        while opening && fill.waiting.len() < WINDOW && fill.counts.opened < max && !fill.enough_refusals(args.refusals)
+        while opening
+            && fill.newcomers.waiting.len() < WINDOW
+            && fill.newcomers.counts.opened < max
+            && !fill.newcomers.enough_refusals(args.refusals)
         {
             fill.open(false, Instant::now() + args.hang);
         }
         fill.turn(TICK)?;
-        progress.set(fill.counts.opened as u64);
+        progress.set(fill.newcomers.counts.opened as u64);
     }
     progress.finish();
-    let held_at_limit = fill.held;
+    let held_at_limit = fill.newcomers.held;
 
     // At the limit: the old keep-alive connection, the CPU window, a publish to the held polls.
-    let keepalive = if probe::closed_while_idle(&early) {
-        Keepalive::ClosedWhileIdle
+    let keepalive = if fill.newcomers.control_key.is_none() {
+        Keepalive::ClosedWhileIdle // the server closed it while it sat idle
     } else {
-        Keepalive::Asked(probe::exchange(&mut early, requests.stats.as_bytes(), CONTROL_TIMEOUT))
+        Keepalive::Asked(fill.exchange(false, requests.stats.as_bytes()))
     };
     let window_end = Instant::now() + args.window;
     for _ in 0..KNOCKERS {
@@ -161,20 +164,21 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let cpu_end = CpuSample::take(&pids);
     fill.turn(Duration::ZERO)?; // the knockers still waiting are past their deadline
     let cpu = Cpu { pids, percent: cpu_start.percent_until(&cpu_end), window: args.window };
-    let held_after_window = fill.held;
+    let held_after_window = fill.newcomers.held;
 
-    let early = matches!(&keepalive, Keepalive::Asked(reply) if reply.is_ok()).then_some(early);
-    let publish = publish(&mut fill, early, &requests, target.addr);
+    let early_works = matches!(&keepalive, Keepalive::Asked(reply) if reply.is_ok());
+    let publish = publish(&mut fill, early_works, &requests);
     if publish.reply.is_ok() {
-        while fill.held > 0 && publish.sent_at.elapsed() < DELIVERY_BOUND {
+        while fill.newcomers.held > 0 && publish.sent_at.elapsed() < DELIVERY_BOUND {
             fill.turn(TICK)?;
         }
     }
-    let last_delivery = fill.last_delivery.map(|at| at.saturating_duration_since(publish.sent_at));
+    let last_delivery = fill.newcomers.last_delivery.map(|at| at.saturating_duration_since(publish.sent_at));
 
     // After: everything closed, a fresh request.
-    let counts = fill.close();
-    let after = fresh_request(target.addr, &requests);
+    fill.close_all();
+    let after = fresh_request(&mut fill, &requests);
+    let counts = fill.counts();
     let measured = Measured {
         max,
         open_file_limit,
@@ -242,112 +246,167 @@ impl Requests {
     }
 }
 
-/// The newcomers on one reactor.
+/// What a connection is: a newcomer (its index in `probes`), or the keep-alive connection or
+/// another of the blocking exchanges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Newcomer(usize),
+    Control,
+}
+
+/// The newcomers and the control connections, on the lab's engine.
 struct Fill {
-    poll: Poll,
-    events: Events,
-    addr: SocketAddr,
+    engine: Engine<Peer>,
+    /// What each newcomer writes once connected.
     request: Vec<u8>,
+    newcomers: Newcomers,
+}
+
+/// What became of each newcomer: the scenario's side of the engine.
+struct Newcomers {
     marker: String,
-    probes: Vec<Option<Probe>>,
+    /// By index, in the order opened; never removed, so an index is never reused.
+    probes: Vec<Probe>,
     /// Probes connecting or asking: their deadlines are checked every turn.
     waiting: Vec<usize>,
     held: usize,
-    /// By key: whether the probe was ever held.
-    ever_held: Vec<bool>,
     /// Once the message is published, an answer to a held poll is a delivery.
     delivering: bool,
     last_delivery: Option<Instant>,
     counts: Counts,
+    /// The control connection, while it is open.
+    control_key: Option<usize>,
+    /// The answer to the control exchange in flight, or how it failed, and when it was sent.
+    control: Option<Reply>,
+    control_sent: Instant,
 }
 
 impl Fill {
-    fn new(addr: SocketAddr, request: Vec<u8>) -> Result<Fill, String> {
+    fn new(addr: SocketAddr) -> Result<Fill, String> {
         Ok(Fill {
-            poll: Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?,
-            events: Events::with_capacity(EVENTS_CAPACITY),
-            addr,
-            request,
-            marker: String::new(),
-            probes: Vec::new(),
-            waiting: Vec::new(),
-            held: 0,
-            ever_held: Vec::new(),
-            delivering: false,
-            last_delivery: None,
-            counts: Counts::default(),
+            engine: Engine::new(addr, WINDOW)?,
+            request: Vec::new(),
+            newcomers: Newcomers {
+                marker: String::new(),
+                probes: Vec::new(),
+                waiting: Vec::new(),
+                held: 0,
+                delivering: false,
+                last_delivery: None,
+                counts: Counts::default(),
+                control_key: None,
+                control: None,
+                control_sent: Instant::now(),
+            },
         })
+    }
+
+    /// Sends `request` on the control connection (kept open between exchanges: the keep-alive
+    /// connection opened before filling), or on a new one when `fresh` or when it is gone, and
+    /// waits up to `CONTROL_TIMEOUT` for the answer, turning the newcomers meanwhile.
+    fn exchange(&mut self, fresh: bool, request: &[u8]) -> Reply {
+        if fresh {
+            self.close_control();
+        }
+        let key = *self.newcomers.control_key.get_or_insert_with(|| self.engine.open(Peer::Control, b""));
+        (self.newcomers.control, self.newcomers.control_sent) = (None, Instant::now());
+        if let Err(e) = self.engine.send(key, request) {
+            self.close_control();
+            return Reply::Failed(probe::refusal(&Ending::Failed(e)));
+        }
+        let deadline = Instant::now() + CONTROL_TIMEOUT;
+        while self.newcomers.control.is_none() && Instant::now() < deadline {
+            let _ = self.turn(deadline.saturating_duration_since(Instant::now()).min(TICK));
+        }
+        self.newcomers.control.take().unwrap_or_else(|| {
+            let connected = self.engine.get(key).is_some_and(|open| open.conn.is_connected());
+            self.close_control();
+            Reply::Failed(if connected { Refusal::Hang } else { Refusal::ConnectTimeout })
+        })
+    }
+
+    fn close_control(&mut self) {
+        if let Some(key) = self.newcomers.control_key.take() {
+            self.engine.close(key);
+        }
     }
 
     /// Opens one newcomer (a knocker during the CPU window), refused at `deadline` if it is
     /// not held by then.
     fn open(&mut self, knocker: bool, deadline: Instant) {
-        let key = self.probes.len();
-        self.ever_held.push(false);
+        let n = &mut self.newcomers;
+        let index = n.probes.len();
+        n.probes.push(Probe::new(knocker, deadline));
         if !knocker {
-            self.counts.opened += 1;
+            n.counts.opened += 1;
         }
-        match Probe::open(self.poll.registry(), self.addr, Token(key), &self.request, deadline) {
-            Ok(mut probe) => {
-                probe.knocker = knocker;
-                self.probes.push(Some(probe));
-                self.waiting.push(key);
-            }
-            Err(e) => {
-                log::debug!("newcomer {key}: {e}");
-                self.probes.push(None);
-                self.refuse(key, knocker, Refusal::ConnectError);
-            }
-        }
+        n.probes[index].key = Some(self.engine.open(Peer::Newcomer(index), &self.request));
+        n.waiting.push(index);
     }
 
     /// One turn: poll, dispatch, expire.
     fn turn(&mut self, wait: Duration) -> Result<(), String> {
-        if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(format!("poll failed: {e}"));
-            }
-        }
-        let keys: Vec<usize> = self.events.iter().map(|event| event.token().0).collect();
-        for key in keys {
-            let Some(probe) = self.probes.get_mut(key).and_then(Option::as_mut) else {
-                continue; // ended and dropped already
-            };
-            let update = probe.on_event(&self.marker);
-            self.apply(key, update);
-        }
+        self.engine.turn(&mut self.newcomers, wait)?;
+        let n = &mut self.newcomers;
         let now = Instant::now();
-        for i in 0..self.waiting.len() {
-            let key = self.waiting[i];
-            if let Some(end) = self.probes[key].as_mut().and_then(|probe| probe.expire(now)) {
-                self.apply(key, Update { held: false, end: Some(end) });
+        for i in 0..n.waiting.len() {
+            let index = n.waiting[i];
+            if let Some(end) = n.probes[index].expire(now) {
+                n.end(&mut self.engine, index, end);
             }
         }
-        let probes = &self.probes;
-        self.waiting.retain(|&key| {
-            probes[key].as_ref().is_some_and(|probe| matches!(probe.stage, Stage::Connecting | Stage::Asking))
-        });
+        let probes = &n.probes;
+        n.waiting.retain(|&index| matches!(probes[index].stage, Stage::Connecting | Stage::Asking));
         Ok(())
     }
 
-    /// Counts what changed; an ended probe is dropped, which closes its socket.
-    fn apply(&mut self, key: usize, update: Update) {
-        if update.held {
-            self.ever_held[key] = true;
-            self.held += 1;
-            self.counts.held_peak = self.counts.held_peak.max(self.held);
+    /// Closes one held poll, so that a server at its limit has room for one more connection.
+    fn release_one(&mut self) -> bool {
+        let n = &mut self.newcomers;
+        let Some(probe) = n.probes.iter_mut().find(|p| p.stage == Stage::Held) else {
+            return false;
+        };
+        probe.stage = Stage::Done;
+        if let Some(key) = probe.key.take() {
+            self.engine.close(key);
         }
-        let Some(end) = update.end else {
-            return;
-        };
-        let Some(probe) = self.probes[key].take() else {
-            return;
-        };
+        n.held -= 1;
+        n.counts.released += 1;
+        true
+    }
+
+    /// Closes every connection; what was counted stays.
+    fn close_all(&mut self) {
+        self.engine.close_all();
+        for probe in &mut self.newcomers.probes {
+            probe.key = None;
+        }
+        self.newcomers.control_key = None;
+    }
+
+    fn counts(self) -> Counts {
+        let mut counts = self.newcomers.counts;
+        if let Some(first) = &mut counts.first_refusal {
+            let before = &self.newcomers.probes[..first.newcomer - 1];
+            first.held = before.iter().filter(|probe| probe.was_held).count();
+        }
+        counts
+    }
+}
+
+impl Newcomers {
+    /// Counts how a probe ended, and closes its connection.
+    fn end(&mut self, engine: &mut Engine<Peer>, index: usize, end: End) {
+        let probe = &mut self.probes[index];
+        if let Some(key) = probe.key.take() {
+            engine.close(key);
+        }
         if probe.was_held {
             self.held -= 1;
         }
+        let knocker = probe.knocker;
         match end {
-            End::Refused(refusal) => self.refuse(key, probe.knocker, refusal),
+            End::Refused(refusal) => self.refuse(index, knocker, refusal),
             End::Lost(refusal) => self.counts.lost.add(&refusal),
             End::Answered { marked } if self.delivering => {
                 if marked {
@@ -361,14 +420,14 @@ impl Fill {
         }
     }
 
-    /// Counts a refusal of probe `key`; newcomers are numbered from 1 in the order opened.
-    fn refuse(&mut self, key: usize, knocker: bool, refusal: Refusal) {
+    /// Counts a refusal of newcomer `index`; newcomers are numbered from 1 in the order opened.
+    fn refuse(&mut self, index: usize, knocker: bool, refusal: Refusal) {
         if knocker {
             self.counts.knocked.add(&refusal);
             return;
         }
-        if self.counts.first_refusal.as_ref().is_none_or(|first| key + 1 < first.newcomer) {
-            self.counts.first_refusal = Some(FirstRefusal { held: 0, newcomer: key + 1, kind: refusal.clone() });
+        if self.counts.first_refusal.as_ref().is_none_or(|first| index + 1 < first.newcomer) {
+            self.counts.first_refusal = Some(FirstRefusal { held: 0, newcomer: index + 1, kind: refusal.clone() });
         }
         self.counts.refused.add(&refusal);
     }
@@ -377,40 +436,67 @@ impl Fill {
     fn enough_refusals(&self, wanted: usize) -> bool {
         self.counts.first_refusal.is_some() && self.counts.refused.total() as usize + self.waiting.len() >= wanted
     }
+}
 
-    /// Closes one held poll, so that a server at its limit has room for one more connection.
-    fn release_one(&mut self) -> bool {
-        let Some(slot) = self.probes.iter_mut().find(|p| p.as_ref().is_some_and(|p| p.stage == Stage::Held)) else {
-            return false;
-        };
-        *slot = None;
-        self.held -= 1;
-        self.counts.released += 1;
-        true
+impl Load<Peer> for Newcomers {
+    fn connected(&mut self, engine: &mut Engine<Peer>, key: usize, _now: Instant) {
+        if let Some(Peer::Newcomer(index)) = engine.get(key).map(|open| open.state) {
+            self.probes[index].connected();
+        }
     }
 
-    /// Closes every socket; what was counted stays.
-    fn close(mut self) -> Counts {
-        if let Some(first) = &mut self.counts.first_refusal {
-            first.held = self.ever_held[..first.newcomer - 1].iter().filter(|&&held| held).count();
+    fn answered(&mut self, engine: &mut Engine<Peer>, key: usize, frame: &Frame, now: Instant) {
+        match engine.get(key).map(|open| open.state) {
+            Some(Peer::Newcomer(index)) => {
+                let retry_after = frame.retry_after.as_ref().map(|at| engine.bytes(key, at));
+                let body = engine.body(key, frame);
+                let was_held = self.probes[index].was_held;
+                match self.probes[index].answered(frame.status, retry_after, body, &self.marker) {
+                    Some(end) => self.end(engine, index, end),
+                    None if !was_held && self.probes[index].was_held => {
+                        self.held += 1;
+                        self.counts.held_peak = self.counts.held_peak.max(self.held);
+                    }
+                    None => {}
+                }
+            }
+            Some(Peer::Control) => {
+                let (status, body) = (frame.status, engine.body(key, frame).to_vec());
+                self.control = Some(Reply::Answer { status, body, took: now - self.control_sent });
+            }
+            None => {}
         }
-        self.counts
+    }
+
+    fn ended(&mut self, engine: &mut Engine<Peer>, _key: usize, gone: Gone<Peer>, ending: Ending, _now: Instant) {
+        match gone.state {
+            Peer::Newcomer(index) => {
+                let probe = &mut self.probes[index];
+                probe.key = None;
+                let end = probe.ended(&ending);
+                self.end(engine, index, end);
+            }
+            Peer::Control => {
+                self.control_key = None;
+                self.control.get_or_insert(Reply::Failed(probe::refusal(&ending)));
+            }
+        }
     }
 }
 
 /// Publishes the marker on the old keep-alive connection if it still works, else on a new
 /// connection once one held poll has been closed to make room.
 /// From here on an answer to a held poll is a delivery.
-fn publish(fill: &mut Fill, early: Option<TcpStream>, requests: &Requests, addr: SocketAddr) -> Publish {
-    fill.marker = requests.marker.clone();
-    fill.delivering = true;
+fn publish(fill: &mut Fill, early_works: bool, requests: &Requests) -> Publish {
+    fill.newcomers.marker = requests.marker.clone();
+    fill.newcomers.delivering = true;
     let request = requests.publish(&requests.marker);
     // What may still be delivered when a publish goes out: the polls held, and any already
     // answered by an earlier attempt that the server did take.
-    let deliverable = |fill: &Fill| fill.held + fill.counts.delivered as usize;
-    if let Some(mut early) = early {
+    let deliverable = |fill: &Fill| fill.newcomers.held + fill.newcomers.counts.delivered as usize;
+    if early_works {
         let (held, sent_at) = (deliverable(fill), Instant::now());
-        let reply = probe::exchange(&mut early, request.as_bytes(), CONTROL_TIMEOUT);
+        let reply = fill.exchange(false, request.as_bytes());
         if reply.is_ok() {
             return Publish { via: "keepalive", reply, held, sent_at };
         }
@@ -421,7 +507,8 @@ fn publish(fill: &mut Fill, early: Option<TcpStream>, requests: &Requests, addr:
     let started = Instant::now();
     loop {
         let (held, sent_at) = (deliverable(fill), Instant::now());
-        let (_, reply) = probe::connect_and_exchange(addr, request.as_bytes(), CONTROL_TIMEOUT);
+        let reply = fill.exchange(true, request.as_bytes());
+        fill.close_control();
         if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
             return Publish { via: "new_connection", reply, held, sent_at };
         }
@@ -430,17 +517,19 @@ fn publish(fill: &mut Fill, early: Option<TcpStream>, requests: &Requests, addr:
     }
 }
 
-fn fresh_request(addr: SocketAddr, requests: &Requests) -> After {
+/// A fresh `GET /stats` on a new connection, retried for up to `RETRY_BOUND`.
+fn fresh_request(fill: &mut Fill, requests: &Requests) -> After {
     let started = Instant::now();
     let request = requests.stats.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (_, reply) = probe::connect_and_exchange(addr, request.as_bytes(), CONTROL_TIMEOUT);
+        let reply = fill.exchange(true, request.as_bytes());
+        fill.close_control();
         if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
             return After { reply, attempts, took: started.elapsed() };
         }
-        std::thread::sleep(RETRY_EVERY);
+        let _ = fill.turn(RETRY_EVERY);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Followers of one topic, and its publisher, on one reactor: the engine of `longpoll` and
+//! Followers of one topic, and its publisher, on the lab's engine: the load of `longpoll` and
 //! `realtime`.
 //!
 //! ```text
@@ -15,8 +15,8 @@
 //! trick is the one repeated message in every answer (its bytes are counted; `docs/lab.md`).
 //!
 //! Invariants:
-//! - A follower's token is its index, the publisher's is `PUBLISHER`. A follower's socket is
-//!   dropped only in `reap`, after the event batch, so no event of this batch reaches a newer one.
+//! - On the lab's engine (`engine`), a connection is the publisher or a follower (its index); a
+//!   follower whose connection ends asks again on a new one.
 //! - Delivery latency of message i runs from its *scheduled* publish time, not from when the
 //!   publish was written: a late publisher or a slow server is charged to the latency instead of
 //!   hidden (no coordinated omission).
@@ -30,14 +30,13 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token};
 use serde::Deserialize;
 
-use super::conn::{Conn, ConnError};
+use super::conn::ConnError;
+use super::engine::{self, Ending, Engine, Gone, Load};
+use super::frame::{Frame, FrameError};
 use super::report::{Errors, Latency, Traffic};
 
-/// The publisher's token, outside the followers' index range.
-const PUBLISHER: Token = Token(usize::MAX);
 /// Connections started per turn: opening faster than the server accepts overflows its listen
 /// backlog and costs each dropped connection a 1 s SYN retransmit.
 const CONNECTS_PER_TURN: usize = 256;
@@ -46,13 +45,16 @@ const TICK: Duration = Duration::from_millis(100);
 /// Re-polls written per turn once the answers stop coming (about a millisecond of writes), so
 /// that answers still arriving are read between batches.
 const ASKS_PER_TURN: usize = 256;
-/// epoll sleeps in whole milliseconds, rounded up, so a publish timed by it alone would go out
-/// up to a millisecond late, and that lateness would be charged to the server. The loop sleeps
-/// until this long before a due time, then polls without sleeping until it comes.
-const SPIN: Duration = Duration::from_millis(1);
+/// How long followers may take to connect and be held (or connected), per thousand of them;
+/// at least `SETUP_MIN`.
+const SETUP_PER_THOUSAND: Duration = Duration::from_secs(2);
+const SETUP_MIN: Duration = Duration::from_secs(10);
+/// How often the server's count of held polls is read while waiting for them.
+const STATS_EVERY: Duration = Duration::from_millis(50);
+/// After the last scheduled publish, how long deliveries may still take.
+const GRACE: Duration = Duration::from_secs(5);
 /// A follower refused with 503 (at `--max-held`) asks again after this.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-const EVENTS_CAPACITY: usize = 4096;
 
 /// How followers ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,11 +110,6 @@ struct Message {
     data: String,
 }
 
-/// How long `poll` may sleep to wake no later than `due` from now (see `SPIN`).
-fn sleep_before(due: Duration) -> Duration {
-    due.saturating_sub(SPIN)
-}
-
 /// The text of message `index`, and back.
 fn message_data(index: usize) -> String {
     format!("message {index}")
@@ -133,12 +130,11 @@ enum Phase {
     /// Long polling: answered; its next poll waits in `ask_queue` until the answers stop
     /// coming (see `turn`).
     Answered,
-    /// The connection ended this turn; `reap` drops it and the follower asks again.
-    Closed,
 }
 
 struct Follower {
-    conn: Option<Conn>,
+    /// Its connection's key in the engine, while it has one.
+    key: Option<usize>,
     phase: Phase,
     /// The last sequence number seen.
     cursor: u64,
@@ -149,25 +145,38 @@ struct Follower {
     slot: Instant,
 }
 
+/// What a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Publisher,
+    Follower(usize),
+}
+
 pub struct Follow {
-    poll: Poll,
+    engine: Engine<Role>,
+    publisher: usize,
+    /// The next publish to write, in `Watch::schedule`.
+    publish_next: usize,
+    watch: Watch,
+}
+
+/// The followers and what they received: the scenario's side of the engine.
+struct Watch {
     plan: Plan,
     followers: Vec<Follower>,
-    publisher: Conn,
-    /// Scheduled publish times, set by `start`; `publish_next` indexes the next one to write.
+    /// Scheduled publish times, set by `run_schedule`: delivery latencies run from them.
     schedule: Vec<Instant>,
-    publish_next: usize,
-    /// Followers started so far (they open in batches).
-    started: usize,
     /// (when, follower) for short polls waiting for their slot and refused polls retrying.
     due: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Long polling: answered followers whose next polls wait until a poll finds no more
     /// answers to read.
     ask_queue: Vec<usize>,
-    reap_queue: Vec<usize>,
     complete: usize,
+    /// Followers' answers read in this turn.
+    answers: usize,
+    /// Why the run cannot go on: the publisher's connection failed, or a publish was refused.
+    fatal: Option<String>,
     out: Followed,
-    events: Events,
 }
 
 impl Follow {
@@ -177,198 +186,219 @@ impl Follow {
     ///
     /// When the poll or the publisher's connection cannot be made.
     pub fn new(plan: Plan) -> Result<Follow, String> {
-        let poll = Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?;
-        let publisher = Conn::open(poll.registry(), plan.addr, PUBLISHER).map_err(|e| format!("publisher: {e}"))?;
+        let mut engine = Engine::new(plan.addr, CONNECTS_PER_TURN)?;
+        let publisher = engine.open(Role::Publisher, b"");
         let now = Instant::now();
         let followers = (0..plan.clients)
-            .map(|_| Follower { conn: None, phase: Phase::Idle, cursor: plan.after, epoch: None, next: 0, slot: now })
+            .map(|_| Follower { key: None, phase: Phase::Idle, cursor: plan.after, epoch: None, next: 0, slot: now })
             .collect();
-        Ok(Follow {
-            poll,
-            followers,
+        let mut follow = Follow {
+            engine,
             publisher,
-            schedule: Vec::new(),
             publish_next: 0,
-            started: 0,
-            due: BinaryHeap::new(),
-            ask_queue: Vec::new(),
-            reap_queue: Vec::new(),
-            complete: if plan.messages == 0 { plan.clients } else { 0 },
-            out: Followed::default(),
-            events: Events::with_capacity(EVENTS_CAPACITY),
-            plan,
-        })
+            watch: Watch {
+                followers,
+                schedule: Vec::new(),
+                due: BinaryHeap::new(),
+                ask_queue: Vec::new(),
+                complete: if plan.messages == 0 { plan.clients } else { 0 },
+                answers: 0,
+                fatal: None,
+                out: Followed::default(),
+                plan,
+            },
+        };
+        // The publisher connects now: it is part of the baseline. The followers connect from the
+        // next turn on.
+        follow.engine.turn(&mut follow.watch, Duration::ZERO)?;
+        follow.start_followers();
+        Ok(follow)
     }
 
-    pub fn clients(&self) -> usize {
-        self.followers.len()
+    /// Turns the loop until every follower is ready: its poll held by the server (long), or its
+    /// connection open (short). `held` reads how many polls the server holds, `held_before`
+    /// what it held before the followers opened.
+    ///
+    /// # Errors
+    ///
+    /// As `turn`, or when they are not ready within `SETUP_MIN` (`SETUP_PER_THOUSAND` per
+    /// thousand followers).
+    pub fn wait_ready(
+        &mut self,
+        held_before: u64,
+        mut held: impl FnMut() -> Result<u64, String>,
+    ) -> Result<(), String> {
+        let clients = self.watch.followers.len();
+        let limit = SETUP_MIN.max(SETUP_PER_THOUSAND * (clients / 1000 + 1) as u32);
+        let deadline = Instant::now() + limit;
+        let mut next_check = Instant::now();
+        loop {
+            self.turn(STATS_EVERY)?;
+            let now = Instant::now();
+            // Every follower has a connection and its first poll is out or scheduled.
+            if self.engine.waiting() == 0 && now >= next_check {
+                next_check = now + STATS_EVERY;
+                let ready = match self.watch.plan.style {
+                    Style::Long { .. } => {
+                        let held = held()?;
+                        if now >= deadline {
+                            let ours = held.saturating_sub(held_before);
+                            return Err(format!(
+                                "after {limit:?} the server holds {held} polls, {ours} of ours (see --max-held and \
+                                 the open-file limit)"
+                            ));
+                        }
+                        held >= held_before + clients as u64
+                    }
+                    Style::Short { .. } => self.connected() == clients,
+                };
+                if ready {
+                    return Ok(());
+                }
+            }
+            if now >= deadline {
+                return Err(format!("after {limit:?} only {} of {clients} followers are connected", self.connected()));
+            }
+        }
     }
 
-    /// Every follower has a connection and its first poll is out or scheduled.
-    pub fn all_started(&self) -> bool {
-        self.started == self.followers.len()
+    fn connected(&self) -> usize {
+        let connected = |key: usize| self.engine.get(key).is_some_and(|open| open.conn.is_connected());
+        self.watch.followers.iter().filter(|f| f.key.is_some_and(connected)).count()
     }
 
-    pub fn connected(&self) -> usize {
-        self.followers.iter().filter(|f| f.conn.as_ref().is_some_and(Conn::is_connected)).count()
-    }
-
-    /// Every follower has every message, and has asked again after its last answer.
-    pub fn all_delivered(&self) -> bool {
-        self.complete == self.followers.len() && self.ask_queue.is_empty()
-    }
-
-    pub fn published(&self) -> usize {
-        self.publish_next
-    }
-
-    /// Schedules the M publishes, the first at `first`.
-    pub fn start(&mut self, first: Instant) {
-        self.schedule = (0..self.plan.messages).map(|i| first + self.plan.interval * i as u32).collect();
-    }
-
-    /// The scheduled time of the last publish (`None` before `start`).
-    pub fn last_publish(&self) -> Option<Instant> {
-        self.schedule.last().copied()
+    /// Publishes on schedule, starting one interval from now, until every follower has every
+    /// message (and has asked again after its last answer) or the last publish is `GRACE` old;
+    /// `progress` hears how many were published.
+    ///
+    /// # Errors
+    ///
+    /// As `turn`.
+    pub fn run_schedule(&mut self, mut progress: impl FnMut(u64)) -> Result<(), String> {
+        let (first, plan) = (Instant::now() + self.watch.plan.interval, &self.watch.plan);
+        self.watch.schedule = (0..plan.messages).map(|i| first + plan.interval * i as u32).collect();
+        let deadline = self.watch.schedule.last().copied().unwrap_or(first) + GRACE;
+        let all_delivered = |watch: &Watch| watch.complete == watch.followers.len() && watch.ask_queue.is_empty();
+        while !all_delivered(&self.watch) && Instant::now() < deadline {
+            self.turn(deadline.saturating_duration_since(Instant::now()))?;
+            progress(self.publish_next as u64);
+        }
+        Ok(())
     }
 
     /// One turn of the loop, sleeping at most `max_wait`: start followers, poll, dispatch,
-    /// write due publishes and polls, reap.
+    /// write due publishes and polls.
     ///
     /// # Errors
     ///
     /// When the poll fails or the publisher's connection does: without it nothing is measured.
     pub fn turn(&mut self, max_wait: Duration) -> Result<(), String> {
-        self.start_followers()?;
         let now = Instant::now();
         let mut wake = now + max_wait.min(TICK);
-        if let Some(&at) = self.schedule.get(self.publish_next) {
+        if let Some(&at) = self.watch.schedule.get(self.publish_next) {
             wake = wake.min(at);
         }
-        if let Some(Reverse((at, _))) = self.due.peek() {
+        if let Some(Reverse((at, _))) = self.watch.due.peek() {
             wake = wake.min(*at);
         }
         // With re-polls waiting, look for more answers without sleeping.
-        let sleep =
-            if self.ask_queue.is_empty() { sleep_before(wake.saturating_duration_since(now)) } else { Duration::ZERO };
-        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        let polled = self.poll.poll(&mut events, Some(sleep));
-        if let Err(e) = polled {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(format!("poll failed: {e}"));
-            }
+        let sleep = if self.watch.ask_queue.is_empty() { engine::sleep_before(wake) } else { Duration::ZERO };
+        self.watch.answers = 0;
+        self.engine.turn(&mut self.watch, sleep)?;
+        if let Some(fatal) = self.watch.fatal.take() {
+            return Err(fatal);
         }
-        let mut answers = 0;
-        for event in events.iter() {
-            // One clock reading per event: the arrival time of this follower's answer.
-            let now = Instant::now();
-            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-            if event.token() == PUBLISHER {
-                self.on_publisher(readable)?;
-            } else if let Some(follower) = self.followers.get_mut(event.token().0) {
-                let key = event.token().0;
-                match (follower.phase, follower.conn.as_mut()) {
-                    (Phase::Asking, _) => {
-                        answers += 1;
-                        self.on_follower(key, readable, now);
-                    }
-                    // A short poller's connect completes while it waits for its first slot.
-                    (Phase::Waiting, Some(conn)) => {
-                        if let Err(e) = conn.finish_connect() {
-                            self.fail(key, &e);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        self.events = events;
         // Re-polls wait until a poll finds no answer to read, and then go out a batch per turn:
         // during a fan-out each answer is timed when it arrives, not after thousands of
         // re-poll writes. The wait is bounded by the fan-out itself; a message published
         // meanwhile is answered at once when the re-poll arrives, since its cursor is behind.
-        if answers == 0 {
-            let batch = self.ask_queue.len().min(ASKS_PER_TURN);
-            let keys: Vec<usize> = self.ask_queue.drain(..batch).collect();
-            for key in keys {
-                if self.followers[key].phase == Phase::Answered {
-                    self.ask(key);
+        let watch = &mut self.watch;
+        if watch.answers == 0 {
+            let batch = watch.ask_queue.len().min(ASKS_PER_TURN);
+            let indexes: Vec<usize> = watch.ask_queue.drain(..batch).collect();
+            for index in indexes {
+                if watch.followers[index].phase == Phase::Answered {
+                    watch.ask(&mut self.engine, index);
                 }
             }
         }
         let now = Instant::now();
         self.publish_due(now)?;
-        while let Some(&Reverse((at, key))) = self.due.peek() {
+        while let Some(&Reverse((at, index))) = self.watch.due.peek() {
             if at > now {
                 break;
             }
-            self.due.pop();
-            if self.followers[key].phase == Phase::Waiting {
-                self.ask(key);
+            self.watch.due.pop();
+            if self.watch.followers[index].phase == Phase::Waiting {
+                self.watch.ask(&mut self.engine, index);
             }
         }
-        self.reap();
         Ok(())
     }
 
     /// Ends the run: counts what every connection carried and every message still missing.
     pub fn finish(mut self) -> Followed {
-        for follower in &mut self.followers {
-            if let Some(conn) = follower.conn.take() {
-                self.out.traffic.sent += conn.sent;
-                self.out.traffic.received += conn.received;
+        let watch = &mut self.watch;
+        for follower in &mut watch.followers {
+            if let Some(gone) = follower.key.take().and_then(|key| self.engine.close(key)) {
+                watch.out.traffic.sent += gone.sent;
+                watch.out.traffic.received += gone.received;
             }
-            self.out.errors.delivery += (self.plan.messages - follower.next.min(self.plan.messages)) as u64;
+            watch.out.errors.delivery += (watch.plan.messages - follower.next.min(watch.plan.messages)) as u64;
         }
-        self.out
+        self.watch.out
     }
 
-    fn start_followers(&mut self) -> Result<(), String> {
-        let end = (self.started + CONNECTS_PER_TURN).min(self.followers.len());
-        for key in self.started..end {
-            self.open(key)?;
-            match self.plan.style {
-                Style::Long { .. } => self.ask(key),
+    fn start_followers(&mut self) {
+        let watch = &mut self.watch;
+        let clients = watch.followers.len();
+        for index in 0..clients {
+            match watch.plan.style {
+                Style::Long { .. } => watch.ask(&mut self.engine, index),
                 Style::Short { every } => {
-                    // Slots spread evenly over one period, as independent clients would be.
-                    let offset = every.mul_f64(key as f64 / self.followers.len() as f64);
-                    let slot = Instant::now() + offset;
-                    self.followers[key].slot = slot;
-                    self.wait_until(key, slot);
+                    // A connection now, its polls at slots spread evenly over one period, as
+                    // independent clients would be.
+                    watch.open(&mut self.engine, index, b"");
+                    let slot = Instant::now() + every.mul_f64(index as f64 / clients as f64);
+                    watch.followers[index].slot = slot;
+                    watch.wait_until(index, slot);
                 }
             }
         }
-        self.started = end;
-        Ok(())
     }
 
-    fn open(&mut self, key: usize) -> Result<(), String> {
-        let conn = Conn::open(self.poll.registry(), self.plan.addr, Token(key)).map_err(|e| match &e {
-            ConnError::Connect(io) if io.raw_os_error() == Some(libc::EMFILE) => {
-                format!("follower {key}: out of open files ({io}); lower --clients")
+    fn publish_due(&mut self, now: Instant) -> Result<(), String> {
+        while let Some(&at) = self.watch.schedule.get(self.publish_next) {
+            if at > now {
+                break;
             }
-            _ => format!("follower {key}: {e}"),
-        })?;
-        self.followers[key].conn = Some(conn);
-        self.out.opened += 1;
-        Ok(())
-    }
-
-    /// Writes the follower's next poll, on a new connection if its last one ended (the request
-    /// is queued until the connect completes).
-    fn ask(&mut self, key: usize) {
-        if self.followers[key].conn.is_none() {
-            if let Err(e) = self.open(key) {
-                log::debug!("{e}");
-                self.out.errors.connect += 1;
-                return self.wait_until(key, Instant::now() + RETRY_AFTER);
-            }
+            let data = message_data(self.publish_next);
+            let plan = &self.watch.plan;
+            let request = format!(
+                "POST {}/publish/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
+                plan.base_path,
+                plan.topic,
+                plan.authority,
+                data.len()
+            );
+            // Written even if earlier replies are outstanding (pipelined): the schedule is kept.
+            self.engine.send(self.publisher, request.as_bytes()).map_err(|e| format!("publisher: {e}"))?;
+            self.publish_next += 1;
         }
+        Ok(())
+    }
+}
+
+impl Watch {
+    fn open(&mut self, engine: &mut Engine<Role>, index: usize, request: &[u8]) {
+        self.followers[index].key = Some(engine.open(Role::Follower(index), request));
+        self.out.opened += 1;
+    }
+
+    /// Writes the follower's next poll, on a new connection if its last one ended.
+    fn ask(&mut self, engine: &mut Engine<Role>, index: usize) {
         let plan = &self.plan;
-        let follower = &mut self.followers[key];
-        let Some(conn) = follower.conn.as_mut() else {
-            return;
-        };
+        let follower = &mut self.followers[index];
         let mut request = String::with_capacity(160);
         let (after, hold) = match plan.style {
             Style::Long { hold } => (follower.cursor, Some(hold)),
@@ -383,86 +413,26 @@ impl Follow {
             let _ = write!(request, "&timeout={}ms", hold.as_millis());
         }
         let _ = write!(request, " HTTP/1.1\r\nHost: {}\r\n\r\n", plan.authority);
-        conn.queue(request.as_bytes());
         follower.phase = Phase::Asking;
         self.out.traffic.requests += 1;
-        if let Err(e) = conn.flush() {
-            self.fail(key, &e);
+        match follower.key {
+            Some(key) => {
+                if let Err(e) = engine.send(key, request.as_bytes()) {
+                    self.fail(engine, index, &e);
+                }
+            }
+            None => self.open(engine, index, request.as_bytes()),
         }
     }
 
-    fn wait_until(&mut self, key: usize, at: Instant) {
-        self.followers[key].phase = Phase::Waiting;
-        self.due.push(Reverse((at, key)));
-    }
-
-    fn on_follower(&mut self, key: usize, readable: bool, now: Instant) {
-        let Some(conn) = self.followers[key].conn.as_mut() else {
-            return;
-        };
-        if let Err(e) = conn.flush() {
-            return self.fail(key, &e);
-        }
-        if !readable {
-            return;
-        }
-        let eof = match conn.fill() {
-            Ok(eof) => eof,
-            Err(e) => return self.fail(key, &e),
-        };
-        let frame = match conn.next_response() {
-            Ok(Some(frame)) => frame,
-            Ok(None) if eof => return self.fail(key, &ConnError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok(None) => return,
-            Err(e) => return self.fail(key, &e),
-        };
-        let retry = if frame.status == 200 {
-            let parsed = serde_json::from_slice::<Answer>(conn.body(&frame));
-            match parsed {
-                Ok(answer) => {
-                    self.take_answer(key, &answer, now);
-                    false
-                }
-                Err(_) => {
-                    self.out.errors.malformed += 1;
-                    false
-                }
-            }
-        } else {
-            self.out.errors.status += 1;
-            true // 503 at --max-held: come back later, as Retry-After says
-        };
-        let Some(conn) = self.followers[key].conn.as_mut() else {
-            return;
-        };
-        conn.consume(&frame);
-        if frame.close || conn.has_partial_input() {
-            // The server ends the connection (--max-requests, a drain): reap replaces it.
-            self.followers[key].phase = Phase::Closed;
-            self.reap_queue.push(key);
-            return;
-        }
-        match (self.plan.style, retry) {
-            (_, true) => self.wait_until(key, now + RETRY_AFTER),
-            (Style::Long { .. }, false) => {
-                self.followers[key].phase = Phase::Answered;
-                self.ask_queue.push(key);
-            }
-            (Style::Short { every }, false) => {
-                let follower = &mut self.followers[key];
-                // The next slot after now: a slow answer skips slots, as setInterval would.
-                while follower.slot <= now {
-                    follower.slot += every;
-                }
-                let slot = follower.slot;
-                self.wait_until(key, slot);
-            }
-        }
+    fn wait_until(&mut self, index: usize, at: Instant) {
+        self.followers[index].phase = Phase::Waiting;
+        self.due.push(Reverse((at, index)));
     }
 
     /// Records each new message of an answer and moves the follower's cursor.
-    fn take_answer(&mut self, key: usize, answer: &Answer, now: Instant) {
-        let follower = &mut self.followers[key];
+    fn take_answer(&mut self, index: usize, answer: &Answer, now: Instant) {
+        let follower = &mut self.followers[index];
         let out = &mut self.out;
         follower.epoch = Some(answer.epoch.clone());
         out.errors.delivery += answer.missed;
@@ -473,17 +443,17 @@ impl Follow {
             }
             fresh += 1;
             match message_index(&message.data) {
-                Some(index) if index == follower.next && index < self.schedule.len() => {
-                    out.latency.record(now.saturating_duration_since(self.schedule[index]));
+                Some(i) if i == follower.next && i < self.schedule.len() => {
+                    out.latency.record(now.saturating_duration_since(self.schedule[i]));
                     out.delivered += 1;
                     follower.next += 1;
                     if follower.next == self.plan.messages {
                         self.complete += 1;
                     }
                 }
-                Some(index) => {
+                Some(i) => {
                     out.errors.delivery += 1;
-                    follower.next = follower.next.max(index + 1);
+                    follower.next = follower.next.max(i + 1);
                 }
                 None => out.errors.delivery += 1,
             }
@@ -496,74 +466,114 @@ impl Follow {
         follower.cursor = answer.cursor;
     }
 
-    fn fail(&mut self, key: usize, error: &ConnError) {
-        let errors = &mut self.out.errors;
-        match error {
-            ConnError::Connect(_) => errors.connect += 1,
-            ConnError::Io(_) => errors.io += 1,
-            ConnError::Frame(_) => errors.malformed += 1,
-        }
-        log::debug!("follower {key}: {error}");
-        self.followers[key].phase = Phase::Closed;
-        self.reap_queue.push(key);
-    }
-
-    /// Drops the connections that ended this turn; their followers ask again on new ones.
-    fn reap(&mut self) {
-        for key in std::mem::take(&mut self.reap_queue) {
-            if let Some(conn) = self.followers[key].conn.take() {
-                self.out.traffic.sent += conn.sent;
-                self.out.traffic.received += conn.received;
+    /// After an answer: the next poll at once (long), at the next slot (short), or after
+    /// `RETRY_AFTER` when refused.
+    fn next_poll(&mut self, index: usize, retry: bool, now: Instant) {
+        match (self.plan.style, retry) {
+            (_, true) => self.wait_until(index, now + RETRY_AFTER),
+            (Style::Long { .. }, false) => {
+                self.followers[index].phase = Phase::Answered;
+                self.ask_queue.push(index);
             }
-            // `ask` opens the new connection.
-            match self.plan.style {
-                Style::Long { .. } => self.ask(key),
-                Style::Short { .. } => {
-                    let slot = self.followers[key].slot.max(Instant::now());
-                    self.wait_until(key, slot);
+            (Style::Short { every }, false) => {
+                let follower = &mut self.followers[index];
+                // The next slot after now: a slow answer skips slots, as setInterval would.
+                while follower.slot <= now {
+                    follower.slot += every;
                 }
+                let slot = follower.slot;
+                self.wait_until(index, slot);
             }
         }
     }
 
-    fn publish_due(&mut self, now: Instant) -> Result<(), String> {
-        while let Some(&at) = self.schedule.get(self.publish_next) {
-            if at > now {
-                break;
-            }
-            let data = message_data(self.publish_next);
-            let request = format!(
-                "POST {}/publish/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
-                self.plan.base_path,
-                self.plan.topic,
-                self.plan.authority,
-                data.len()
-            );
-            // Written even if earlier replies are outstanding (pipelined): the schedule is kept.
-            self.publisher.queue(request.as_bytes());
-            self.publish_next += 1;
+    /// Closes the follower's connection, if it has one, and counts what it carried.
+    fn close(&mut self, engine: &mut Engine<Role>, index: usize) {
+        if let Some(gone) = self.followers[index].key.take().and_then(|key| engine.close(key)) {
+            self.out.traffic.sent += gone.sent;
+            self.out.traffic.received += gone.received;
         }
-        self.publisher.flush().map_err(|e| format!("publisher: {e}"))
     }
 
-    fn on_publisher(&mut self, readable: bool) -> Result<(), String> {
-        let failed = |e: ConnError| format!("the publisher's connection failed: {e}");
-        self.publisher.flush().map_err(failed)?;
-        if !readable {
-            return Ok(());
-        }
-        let eof = self.publisher.fill().map_err(failed)?;
-        while let Some(frame) = self.publisher.next_response().map_err(failed)? {
-            if frame.status != 200 {
-                let body = String::from_utf8_lossy(self.publisher.body(&frame)).trim().to_string();
-                return Err(format!("a publish was answered {}: {body}", frame.status));
+    /// The follower's connection is of no further use: it asks again on a new one (after
+    /// `RETRY_AFTER` when the connect failed). Out of open files, the run cannot go on.
+    fn fail(&mut self, engine: &mut Engine<Role>, index: usize, error: &ConnError) {
+        self.out.errors.count(error);
+        log::debug!("follower {index}: {error}");
+        self.close(engine, index);
+        match error {
+            ConnError::Connect(io) if io.raw_os_error() == Some(libc::EMFILE) => {
+                self.fatal.get_or_insert(format!("follower {index}: out of open files ({io}); lower --clients"));
             }
-            self.publisher.consume(&frame);
+            ConnError::Connect(_) => self.wait_until(index, Instant::now() + RETRY_AFTER),
+            _ => self.reask(engine, index),
         }
-        if eof {
-            return Err("the server closed the publisher's connection".into());
+    }
+
+    /// Asks again on a new connection: at once (long), or at its slot (short).
+    fn reask(&mut self, engine: &mut Engine<Role>, index: usize) {
+        match self.plan.style {
+            Style::Long { .. } => self.ask(engine, index),
+            Style::Short { .. } => {
+                let slot = self.followers[index].slot.max(Instant::now());
+                self.wait_until(index, slot);
+            }
         }
-        Ok(())
+    }
+
+    fn publisher_answered(&mut self, engine: &Engine<Role>, key: usize, frame: &Frame) {
+        if frame.status != 200 && self.fatal.is_none() {
+            let body = String::from_utf8_lossy(engine.body(key, frame)).trim().to_string();
+            self.fatal = Some(format!("a publish was answered {}: {body}", frame.status));
+        }
+    }
+}
+
+impl Load<Role> for Watch {
+    fn answered(&mut self, engine: &mut Engine<Role>, key: usize, frame: &Frame, now: Instant) {
+        let index = match engine.get(key).map(|open| open.state) {
+            Some(Role::Publisher) => return self.publisher_answered(engine, key, frame),
+            Some(Role::Follower(index)) => index,
+            None => return,
+        };
+        if self.followers[index].phase != Phase::Asking {
+            // An answer nobody asked for: the connection is out of step.
+            return self.fail(engine, index, &ConnError::Frame(FrameError::Malformed));
+        }
+        self.answers += 1;
+        let retry = if frame.status == 200 {
+            match serde_json::from_slice::<Answer>(engine.body(key, frame)) {
+                Ok(answer) => self.take_answer(index, &answer, now),
+                Err(_) => self.out.errors.malformed += 1,
+            }
+            false
+        } else {
+            self.out.errors.status += 1;
+            true // 503 at --max-held: come back later, as Retry-After says
+        };
+        if frame.close {
+            // The server ends the connection (--max-requests, a drain): the next poll goes
+            // out on a new one.
+            self.close(engine, index);
+        }
+        self.next_poll(index, retry, now);
+    }
+
+    fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Gone<Role>, ending: Ending, _now: Instant) {
+        let index = match gone.state {
+            Role::Publisher => {
+                self.fatal.get_or_insert(match ending {
+                    Ending::Closed { .. } => "the server closed the publisher's connection".into(),
+                    Ending::Failed(e) => format!("the publisher's connection failed: {e}"),
+                });
+                return;
+            }
+            Role::Follower(index) => index,
+        };
+        self.followers[index].key = None;
+        self.out.traffic.sent += gone.sent;
+        self.out.traffic.received += gone.received;
+        self.fail(engine, index, &ending.into_error());
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Frame {
     /// The server ends the connection after this response (`Connection: close`, or HTTP/1.0
     /// without `keep-alive`).
     pub close: bool,
+    /// Where the value of `Retry-After`, if any, lies in the buffer (a refusal says when to
+    /// come back).
+    pub retry_after: Option<Range<usize>>,
 }
 
 /// Why bytes are not a response the generator can frame.
@@ -79,6 +82,7 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
     };
     let mut length = None;
     let mut close = None;
+    let mut retry_after = None;
     for header in head.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
             let value = parse_length(header.value).ok_or(FrameError::Malformed)?;
@@ -87,6 +91,11 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
                 return Err(FrameError::Malformed);
             }
             length = Some(value);
+        } else if header.name.eq_ignore_ascii_case("retry-after") {
+            // httparse's values borrow from `input`: the offset is where this one starts.
+            let value = header.value.trim_ascii();
+            let start = value.as_ptr() as usize - input.as_ptr() as usize;
+            retry_after = Some(start..start + value.len());
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(FrameError::Unframed);
         } else if header.name.eq_ignore_ascii_case("connection") {
@@ -111,7 +120,7 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
         None => return Err(FrameError::Unframed),
     };
     let len = head_len + body_len;
-    Ok((input.len() >= len).then_some(Frame { status, len, body: head_len..len, close }))
+    Ok((input.len() >= len).then_some(Frame { status, len, body: head_len..len, close, retry_after }))
 }
 
 /// A Content-Length value: digits only, no sign, no spaces inside.
@@ -153,6 +162,14 @@ mod tests {
         assert!(!close("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
         assert!(close("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
         assert!(!close("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn retry_after_is_located_in_the_head() {
+        let busy = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After:  2 \r\nContent-Length: 0\r\n\r\n";
+        let refused = frame(busy).unwrap().unwrap();
+        assert_eq!(refused.retry_after.map(|at| &busy[at]), Some(b"2".as_slice()));
+        assert_eq!(frame(OK).unwrap().unwrap().retry_after, None);
     }
 
     #[test]

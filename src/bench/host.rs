@@ -1,6 +1,7 @@
-//! What `exhaust`, `slowloris` and `longpoll` read about this machine rather than the server's
-//! answers: the generator's own open-file limit (raised to the hard limit), which process
-//! listens on the target's port, how much CPU time that process has used, and its peak RSS.
+//! The lab's one reader of host figures, what scenarios read about this machine rather than the
+//! server's answers: the generator's own open-file limit (raised to the hard limit), which
+//! process listens on the target's port, its CPU time, its RSS and peak RSS, and the kernel's
+//! memory (`/proc/meminfo`, `/proc/slabinfo`; sockets come from `crate::stats::sockstat`).
 //!
 //! Invariants:
 //! - Only `/proc` is read and only this process's own limit is changed; nothing is signalled.
@@ -145,18 +146,60 @@ pub fn ticks_per_second() -> u64 {
 /// The peak resident memory (`VmHWM` of `/proc/PID/status`) of the processes `pids`, summed, in
 /// bytes; `None` without a pid or when one cannot be read.
 pub fn peak_rss_bytes(pids: &[i32]) -> Option<u64> {
+    status_bytes(pids, "VmHWM:")
+}
+
+/// The resident memory (`VmRSS`) of the processes `pids`, summed, in bytes.
+pub fn rss_bytes(pids: &[i32]) -> Option<u64> {
+    status_bytes(pids, "VmRSS:")
+}
+
+fn status_bytes(pids: &[i32], key: &str) -> Option<u64> {
     if pids.is_empty() {
         return None;
     }
     pids.iter()
-        .map(|pid| status_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmHWM:"))
+        .map(|pid| kib_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, key))
         .sum::<Option<u64>>()
         .map(|kib| kib * 1024)
 }
 
-/// The figure in KiB on the `key` line of a `/proc/PID/status` (`VmHWM:   5424 kB`).
-fn status_kib(status: &str, key: &str) -> Option<u64> {
-    status.lines().find_map(|line| line.strip_prefix(key))?.split_whitespace().next()?.parse().ok()
+/// A `/proc/meminfo` figure (`Slab:`, `SUnreclaim:`) in bytes: host-wide.
+pub fn meminfo_bytes(key: &str) -> Option<u64> {
+    kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, key).map(|kib| kib * 1024)
+}
+
+/// The figure in KiB on the `key` line of a `/proc/PID/status` or `/proc/meminfo`
+/// (`VmHWM:   5424 kB`).
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| line.strip_prefix(key))?.split_whitespace().next()?.parse().ok()
+}
+
+/// One slab cache of `/proc/slabinfo` (root only): its active objects and their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlabCache {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// The caches `names` of `/proc/slabinfo`, each `None` where unreadable or absent.
+pub fn slab_caches(names: &[&str]) -> Vec<Option<SlabCache>> {
+    let text = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    names.iter().map(|name| slab_cache(&text, name)).collect()
+}
+
+/// `name active_objs num_objs objsize ...`.
+fn slab_cache(slabinfo: &str, name: &str) -> Option<SlabCache> {
+    let line = slabinfo.lines().find(|line| line.split_whitespace().next() == Some(name))?;
+    let mut fields = line.split_whitespace().skip(1).map(|n| n.parse::<u64>().ok());
+    let (objects, _total, size) = (fields.next()??, fields.next()??, fields.next()??);
+    Some(SlabCache { objects, bytes: objects * size })
+}
+
+/// How many other caches SLUB merged into `name` (`/sys/kernel/slab/NAME/aliases`): their
+/// objects count in its figures too.
+pub fn slab_aliases(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/kernel/slab/{name}/aliases")).ok()?.trim().parse().ok()
 }
 
 fn cpu_ticks(pid: i32) -> Option<u64> {
@@ -216,10 +259,21 @@ mod tests {
 
     #[test]
     fn the_peak_rss_is_read_in_kib() {
-        assert_eq!(status_kib("Name:\ttether\nVmHWM:\t    5424 kB\nVmRSS:\t 5000 kB\n", "VmHWM:"), Some(5424));
-        assert_eq!(status_kib("Name:\ttether\n", "VmHWM:"), None);
-        assert!(peak_rss_bytes(&[std::process::id() as i32]).is_some_and(|bytes| bytes > 0));
+        assert_eq!(kib_field("Name:\ttether\nVmHWM:\t    5424 kB\nVmRSS:\t 5000 kB\n", "VmHWM:"), Some(5424));
+        assert_eq!(kib_field("Name:\ttether\n", "VmHWM:"), None);
+        let me = [std::process::id() as i32];
+        assert!(peak_rss_bytes(&me).is_some_and(|peak| peak > 0) && rss_bytes(&me).is_some_and(|rss| rss > 0));
         assert_eq!(peak_rss_bytes(&[]), None);
+        assert!(meminfo_bytes("Slab:").is_some_and(|bytes| bytes > 0));
+    }
+
+    #[test]
+    fn slab_caches_count_active_objects_times_their_size() {
+        let slabinfo = "slabinfo - version: 2.1\n\
+                        TCP                 30     32   2368   13    8 : tunables 0 0 0\n\
+                        filp              4000   4100    256   16    1 : tunables 0 0 0\n";
+        assert_eq!(slab_cache(slabinfo, "TCP"), Some(SlabCache { objects: 30, bytes: 30 * 2368 }));
+        assert_eq!(slab_cache(slabinfo, "dentry"), None);
     }
 
     #[test]

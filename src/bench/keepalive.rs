@@ -7,14 +7,13 @@
 //!   pipelined   connect once; --pipeline requests in one write, their answers, again
 //! ```
 //!
-//! The reactor mirrors the server's, in named phases: `poll`, `dispatch` (connects completing,
-//! answers arriving, the next request written at once), `expire` (every `TICK`: connections
-//! with no answer within `RESPONSE_TIMEOUT`), `reopen` (replace the connections that closed).
+//! On the lab's engine (`engine`): an answer sends the next request at once; every `TICK`,
+//! connections with no answer within `RESPONSE_TIMEOUT` are replaced; a connection that ended
+//! is replaced after the turn (after `RETRY_DELAY` if it failed).
 //!
 //! Invariants:
-//! - A connection's token is its slot index. A slot's socket is replaced only in `reopen`, after
-//!   the event batch, so no event of this batch can reach the newer socket.
-//! - A slot keeps one start time per request in flight, oldest first; answers arrive in request
+//! - `--connections` connections are open or about to be reopened at any time.
+//! - A connection keeps one start time per request in flight, oldest first; answers arrive in request
 //!   order (HTTP/1.1), so each answer takes the oldest. Latency runs from the write of the
 //!   request (keep-alive, pipelined) or from the connect (close: the handshake is part of what
 //!   close costs) to the last byte of the answer.
@@ -26,14 +25,14 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use mio::{Events, Poll, Token};
 use serde_json::{json, Value};
 
-use super::conn::{Conn, ConnError};
+use super::conn::ConnError;
+use super::engine::{self, Ending, Engine, Gone};
+use super::frame::Frame;
 use super::report::{self, Errors, Latency, Table};
 use super::{check_fd_budget, Outcome, OutputArgs, Progress, Target};
 use crate::config::parse_duration;
@@ -45,7 +44,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A slot whose connection failed waits this long (to the next turn after it) before opening
 /// another: a server that is gone must not turn the loop into a spin of refused connects.
 const RETRY_DELAY: Duration = Duration::from_millis(10);
-const EVENTS_CAPACITY: usize = 1024;
 
 #[derive(Args, Debug)]
 pub struct KeepaliveArgs {
@@ -126,14 +124,15 @@ pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
         progress.message(mode.name());
         let offset = args.duration * i as u32;
         let time_wait_before = crate::stats::sockstat().tcp_time_wait;
-        let mut load = Load::new(&target, args, mode)?;
-        load.run(args.duration, |elapsed| progress.set((offset + elapsed).as_millis() as u64))?;
+        let mut engine = Engine::new(target.addr, usize::MAX)?;
+        let mut load = ClosedLoop::new(&target, args, mode);
+        load.run(&mut engine, args.duration, |elapsed| progress.set((offset + elapsed).as_millis() as u64))?;
         results.push(Measured {
             mode,
             requests: load.requests,
             elapsed: load.elapsed,
             latency: load.latency,
-            opened: load.opened,
+            opened: engine.opened,
             errors: load.errors,
             time_wait_before,
             time_wait_after: crate::stats::sockstat().tcp_time_wait,
@@ -156,284 +155,186 @@ fn preflight(target: &Target) -> Result<(), String> {
     Ok(())
 }
 
-/// Where a slot's connection is in its cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// The connect has not completed yet.
-    Connecting,
-    /// Requests written (or waiting for room to be), their answers due.
-    Awaiting,
-    /// Closed during this turn; `reopen` replaces it.
-    Closed,
-}
-
+/// A connection of the closed loop.
 struct Slot {
-    conn: Option<Conn>,
-    phase: Phase,
-    /// When the current connect began: a close-mode request's latency starts here.
-    opened_at: Instant,
     /// The start time of each request in flight, oldest first.
     started: VecDeque<Instant>,
-    /// The last connect, write or answer: a slot quiet for `RESPONSE_TIMEOUT` has stalled.
+    /// The last connect, write or answer: a connection quiet for `RESPONSE_TIMEOUT` has stalled.
     progressed_at: Instant,
-    /// After a failure, `reopen` leaves the slot closed until then.
-    retry_at: Instant,
 }
 
-/// The closed-loop engine of one mode.
-struct Load {
-    poll: Poll,
-    addr: SocketAddr,
+/// The closed loop of one mode, on the engine.
+struct ClosedLoop {
     mode: Mode,
     /// What one turn of the loop writes: one request, or `--pipeline` of them.
     batch: Vec<u8>,
     depth: usize,
-    slots: Vec<Slot>,
-    reopen: Vec<usize>,
+    /// When each connection to open (in place of one closed) may be opened: at once, or after
+    /// `RETRY_DELAY` when the last one failed.
+    reopen: Vec<Instant>,
     latency: Latency,
     requests: u64,
-    opened: u64,
     errors: Errors,
     elapsed: Duration,
+    /// Answers read and connections ended after this are not counted.
+    deadline: Instant,
 }
 
-impl Load {
-    fn new(target: &Target, args: &KeepaliveArgs, mode: Mode) -> Result<Load, String> {
-        let poll = Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?;
+impl ClosedLoop {
+    fn new(target: &Target, args: &KeepaliveArgs, mode: Mode) -> ClosedLoop {
         let close = if mode == Mode::Close { "Connection: close\r\n" } else { "" };
         // The same request as wrk's, so that both ask the server for the same work.
         let request =
             format!("GET {} HTTP/1.1\r\nHost: {}\r\n{close}\r\n", target.url.target(), target.url.authority());
         let depth = if mode == Mode::Pipelined { args.pipeline } else { 1 };
-        let now = Instant::now();
-        let slots = (0..args.connections)
-            .map(|_| Slot {
-                conn: None,
-                phase: Phase::Closed,
-                opened_at: now,
-                started: VecDeque::with_capacity(depth),
-                progressed_at: now,
-                retry_at: now,
-            })
-            .collect();
-        Ok(Load {
-            poll,
-            addr: target.addr,
+        ClosedLoop {
             mode,
             batch: request.repeat(depth).into_bytes(),
             depth,
-            slots,
-            reopen: (0..args.connections).collect(),
+            reopen: vec![Instant::now(); args.connections],
             latency: Latency::default(),
             requests: 0,
-            opened: 0,
             errors: Errors::default(),
             elapsed: Duration::ZERO,
-        })
+            deadline: Instant::now(),
+        }
     }
 
     /// Runs the loop for `duration`; `tick` hears the elapsed time every `TICK`.
-    fn run(&mut self, duration: Duration, mut tick: impl FnMut(Duration)) -> Result<(), String> {
-        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+    fn run(
+        &mut self,
+        engine: &mut Engine<Slot>,
+        duration: Duration,
+        mut tick: impl FnMut(Duration),
+    ) -> Result<(), String> {
         let started = Instant::now();
         let deadline = started + duration;
+        self.deadline = deadline;
         let mut next_tick = started + TICK;
-        self.reopen(started);
+        self.open_due(engine, started);
         loop {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            let timeout = next_tick.min(deadline).saturating_duration_since(now);
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(format!("poll failed: {e}"));
-                }
-            }
+            engine.turn(self, next_tick.min(deadline).saturating_duration_since(now))?;
             let now = Instant::now();
-            if now >= deadline {
-                break; // answers that came in after the deadline do not count
-            }
-            self.dispatch(&events);
             if now >= next_tick {
-                self.expire(now);
+                self.expire(engine, now);
                 tick(now - started);
                 next_tick = now + TICK;
             }
-            self.reopen(now);
+            self.open_due(engine, now);
         }
         self.elapsed = deadline - started;
         Ok(())
     }
 
-    fn dispatch(&mut self, events: &Events) {
-        for event in events.iter() {
-            // One clock reading per event: it ends this connection's answers and starts its
-            // next request.
-            let now = Instant::now();
-            let key = event.token().0;
-            let Some(slot) = self.slots.get_mut(key) else {
-                continue;
-            };
-            match slot.phase {
-                Phase::Closed => {}
-                Phase::Connecting => {
-                    if event.is_writable() || event.is_error() || event.is_read_closed() {
-                        self.finish_connect(key, now);
-                    }
-                }
-                Phase::Awaiting => {
-                    if event.is_writable() || event.is_error() {
-                        self.flush(key, now);
-                    }
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        self.read_answers(key, now);
-                    }
-                }
+    /// Opens a connection in place of each closed one whose time has come.
+    fn open_due(&mut self, engine: &mut Engine<Slot>, now: Instant) {
+        let depth = self.depth;
+        self.reopen.retain(|&at| {
+            if at <= now {
+                engine.open(Slot { started: VecDeque::with_capacity(depth), progressed_at: now }, b"");
             }
-        }
-    }
-
-    fn finish_connect(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.slots[key].conn.as_mut() else {
-            return;
-        };
-        match conn.finish_connect() {
-            Ok(true) => self.send_batch(key, now),
-            Ok(false) => {} // spurious: still connecting
-            Err(e) => self.fail(key, &e),
-        }
+            at > now
+        });
     }
 
     /// Writes the next request (or batch) and notes when each started.
-    fn send_batch(&mut self, key: usize, now: Instant) {
-        let slot = &mut self.slots[key];
-        let Some(conn) = slot.conn.as_mut() else {
+    fn send_batch(&mut self, engine: &mut Engine<Slot>, key: usize, now: Instant) {
+        let Some(open) = engine.get_mut(key) else {
             return;
         };
-        let start = if self.mode == Mode::Close { slot.opened_at } else { now };
-        slot.started.extend(std::iter::repeat_n(start, self.depth));
-        slot.phase = Phase::Awaiting;
-        slot.progressed_at = now;
-        conn.queue(&self.batch);
-        self.flush(key, now);
-    }
-
-    fn flush(&mut self, key: usize, now: Instant) {
-        let slot = &mut self.slots[key];
-        let Some(conn) = slot.conn.as_mut() else {
-            return;
-        };
-        match conn.flush() {
-            Ok(()) => slot.progressed_at = now,
-            Err(e) => self.fail(key, &e),
-        }
-    }
-
-    /// Reads, records every whole answer, and sends the next batch once all are in.
-    fn read_answers(&mut self, key: usize, now: Instant) {
-        let slot = &mut self.slots[key];
-        let Some(conn) = slot.conn.as_mut() else {
-            return;
-        };
-        let eof = match conn.fill() {
-            Ok(eof) => eof,
-            Err(e) => return self.fail(key, &e),
-        };
-        loop {
-            let frame = match conn.next_response() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => return self.fail(key, &e),
-            };
-            conn.consume(&frame);
-            slot.progressed_at = now;
-            // An answer nobody asked for has no start time; the connection is out of step.
-            let Some(start) = slot.started.pop_front() else {
-                self.errors.malformed += 1;
-                return self.close(key);
-            };
-            self.latency.record(now - start);
-            self.requests += 1;
-            if !(200..300).contains(&frame.status) {
-                self.errors.status += 1;
-            }
-            if frame.close || self.mode == Mode::Close {
-                // The server ends the connection (close mode, or --max-requests reached): a new
-                // one replaces it, as a browser would open one. Requests pipelined behind this
-                // answer go unanswered, as the server announced; they are not errors.
-                return self.close(key);
-            }
-        }
-        if eof {
-            self.errors.io += 1;
-            self.close(key);
-        } else if slot.started.is_empty() {
-            self.send_batch(key, now);
+        let start = if self.mode == Mode::Close { open.opened_at } else { now };
+        open.state.started.extend(std::iter::repeat_n(start, self.depth));
+        open.state.progressed_at = now;
+        if let Err(e) = engine.send(key, &self.batch) {
+            self.fail(engine, key, &e, now);
         }
     }
 
     /// Replaces connections that made no progress for `RESPONSE_TIMEOUT`.
-    fn expire(&mut self, now: Instant) {
-        for key in 0..self.slots.len() {
-            let slot = &self.slots[key];
-            if slot.phase != Phase::Closed && now.duration_since(slot.progressed_at) >= RESPONSE_TIMEOUT {
-                self.errors.timeout += 1;
-                self.close(key);
-            }
+    fn expire(&mut self, engine: &mut Engine<Slot>, now: Instant) {
+        let stalled: Vec<usize> = engine
+            .states()
+            .filter(|(_, open)| now.duration_since(open.state.progressed_at) >= RESPONSE_TIMEOUT)
+            .map(|(key, _)| key)
+            .collect();
+        for key in stalled {
+            self.errors.timeout += 1;
+            self.replace(engine, key, now);
         }
     }
 
-    fn fail(&mut self, key: usize, error: &ConnError) {
-        self.count(error);
+    fn fail(&mut self, engine: &mut Engine<Slot>, key: usize, error: &ConnError, now: Instant) {
+        self.errors.count(error);
         log::debug!("connection {key}: {error}");
-        self.slots[key].retry_at = Instant::now() + RETRY_DELAY;
-        self.close(key);
+        engine.close(key);
+        self.reopen.push(now + RETRY_DELAY);
     }
 
-    fn count(&mut self, error: &ConnError) {
-        match error {
-            ConnError::Connect(_) => self.errors.connect += 1,
-            ConnError::Io(_) => self.errors.io += 1,
-            ConnError::Frame(_) => self.errors.malformed += 1,
+    /// Closes a connection; a new one replaces it at once.
+    fn replace(&mut self, engine: &mut Engine<Slot>, key: usize, now: Instant) {
+        engine.close(key);
+        self.reopen.push(now);
+    }
+}
+
+impl engine::Load<Slot> for ClosedLoop {
+    fn connected(&mut self, engine: &mut Engine<Slot>, key: usize, now: Instant) {
+        self.send_batch(engine, key, now);
+    }
+
+    fn written(&mut self, engine: &mut Engine<Slot>, key: usize, now: Instant) {
+        if let Some(open) = engine.get_mut(key) {
+            open.state.progressed_at = now;
         }
     }
 
-    /// Marks a slot closed; its socket is dropped and replaced in `reopen`.
-    fn close(&mut self, key: usize) {
-        let slot = &mut self.slots[key];
-        if slot.phase != Phase::Closed {
-            slot.phase = Phase::Closed;
-            slot.started.clear();
-            self.reopen.push(key);
+    /// Records the answer, and sends the next batch once all are in.
+    fn answered(&mut self, engine: &mut Engine<Slot>, key: usize, frame: &Frame, now: Instant) {
+        let Some(open) = engine.get_mut(key) else {
+            return;
+        };
+        if now >= self.deadline {
+            return;
+        }
+        open.state.progressed_at = now;
+        // An answer nobody asked for has no start time; the connection is out of step.
+        let Some(start) = open.state.started.pop_front() else {
+            self.errors.malformed += 1;
+            return self.replace(engine, key, now);
+        };
+        let all_in = open.state.started.is_empty();
+        self.latency.record(now - start);
+        self.requests += 1;
+        if !(200..300).contains(&frame.status) {
+            self.errors.status += 1;
+        }
+        if frame.close || self.mode == Mode::Close {
+            // The server ends the connection (close mode, or --max-requests reached): a new
+            // one replaces it, as a browser would open one. Requests pipelined behind this
+            // answer go unanswered, as the server announced; they are not errors.
+            self.replace(engine, key, now);
+        } else if all_in {
+            self.send_batch(engine, key, now);
         }
     }
 
-    /// Opens a new connection in every slot closed this turn. Dropping the old socket closes
-    /// it, which also removes it from the poll.
-    fn reopen(&mut self, now: Instant) {
-        for key in std::mem::take(&mut self.reopen) {
-            self.slots[key].conn = None;
-            if self.slots[key].retry_at > now {
-                self.reopen.push(key);
-                continue;
+    fn ended(&mut self, _engine: &mut Engine<Slot>, key: usize, _gone: Gone<Slot>, ending: Ending, now: Instant) {
+        if now >= self.deadline {
+            return; // what ends after the deadline (a close after an uncounted answer) is not counted
+        }
+        match ending {
+            Ending::Closed { .. } => {
+                self.errors.io += 1;
+                self.reopen.push(now);
             }
-            match Conn::open(self.poll.registry(), self.addr, Token(key)) {
-                Ok(conn) => {
-                    self.opened += 1;
-                    let connected = conn.is_connected();
-                    let slot = &mut self.slots[key];
-                    (slot.conn, slot.phase, slot.opened_at, slot.progressed_at) =
-                        (Some(conn), Phase::Connecting, now, now);
-                    if connected {
-                        self.send_batch(key, now);
-                    }
-                }
-                Err(e) => {
-                    self.count(&e);
-                    self.slots[key].retry_at = now + RETRY_DELAY;
-                    self.reopen.push(key);
-                }
+            Ending::Failed(e) => {
+                self.errors.count(&e);
+                log::debug!("connection {key}: {e}");
+                self.reopen.push(now + RETRY_DELAY);
             }
         }
     }

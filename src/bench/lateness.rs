@@ -12,8 +12,7 @@
 //! ```
 //!
 //! Invariants:
-//! - A poll's token is its index, never reused; its socket is dropped once it has ended, and a
-//!   later event for it finds it ended.
+//! - A poll's connection is closed once it has ended, and never reopened: one answer each.
 //! - A hold is timed from the moment its request was written whole. The server reads it later,
 //!   never earlier, so the generator's own delays can make an answer look late but never early:
 //!   an answer early by more than `EARLY_SLACK` is the server's doing.
@@ -21,14 +20,14 @@
 //! - Bounded: N sockets (checked against the open-file limit); the run as above.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use mio::{Events, Poll, Token};
 use serde_json::{json, Value};
 
-use super::conn::{Conn, ConnError};
+use super::conn::ConnError;
+use super::engine::{Ending, Engine, Gone, Load};
+use super::frame::Frame;
 use super::longpoll::default_topic;
 use super::report::{nearest_rank, round, Errors, Table};
 use super::{check_fd_budget, stat, Outcome, Progress, Target};
@@ -39,7 +38,7 @@ use crate::config::parse_duration;
 const MIN_HOLD: Duration = Duration::from_secs(1);
 /// The longest `--spread`: the longest hold is then tether's default `--max-poll-timeout`, 120 s.
 const MAX_SPREAD: Duration = Duration::from_secs(119);
-/// Connections started per turn. Between batches the loop reads the answers already due, and
+/// Connections started per turn (the engine's budget). Between batches the loop reads the answers already due, and
 /// the server has fewer newcomers to accept before it reaches its timers: with 256 per turn (as
 /// `follow` opens), the polls whose deadline fell during the opening of 15,000 were answered up
 /// to 180–500 ms late, against 78–84 ms with 64 (docs/lab.md, `lateness`).
@@ -55,7 +54,6 @@ const EARLY_SLACK: Duration = Duration::from_millis(1);
 const TICK: Duration = Duration::from_millis(100);
 /// Fixed, so that every run hands out the same hold times in the same order.
 const SHUFFLE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
-const EVENTS_CAPACITY: usize = 4096;
 
 #[derive(Args, Debug)]
 pub struct LatenessArgs {
@@ -86,23 +84,27 @@ pub fn run(args: &LatenessArgs) -> Result<Outcome, String> {
     target.check_listening()?;
     let topic = args.topic.clone().unwrap_or_else(|| default_topic("lateness"));
     let holds = hold_times(args.clients, args.spread);
-    let mut run = Run::new(&target, &topic, &holds)?;
+    let (base, authority) = (target.base_path(), target.url.authority());
+    let mut engine = Engine::new(target.addr, CONNECTS_PER_TURN)?;
+    for (index, hold) in holds.iter().enumerate() {
+        let ms = hold.as_millis();
+        let request = format!("GET {base}/poll/{topic}?timeout={ms}ms HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        engine.open(index, request.as_bytes());
+    }
+    let mut polls =
+        Polls { holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Asking }).collect(), ..Polls::default() };
     let longest = MIN_HOLD + args.spread;
     let open_bound = OPEN_MIN + OPEN_PER_THOUSAND * (args.clients / 1000) as u32;
     let started = Instant::now();
     let deadline = started + open_bound + longest + GRACE;
     let progress = Progress::timed(longest, "lateness");
-    while run.ended < holds.len() && Instant::now() < deadline {
-        if Instant::now() < started + open_bound {
-            run.open_batch();
-        }
-        run.turn(TICK.min(deadline.saturating_duration_since(Instant::now())))?;
-        let elapsed = started.elapsed();
-        progress.status(elapsed, format!("{} of {} polls ended", run.ended, holds.len()));
+    while polls.ended < holds.len() && Instant::now() < deadline {
+        engine.turn(&mut polls, TICK.min(deadline.saturating_duration_since(Instant::now())))?;
+        progress.status(started.elapsed(), format!("{} of {} polls ended", polls.ended, holds.len()));
     }
     progress.finish();
     let stats = target.stats(&mut target.control())?;
-    Ok(outcome(args, &target, &topic, &run.finish(started), &stats))
+    Ok(outcome(args, &target, &topic, &polls.finish(started), &stats))
 }
 
 /// `n` hold times, evenly spaced over `[MIN_HOLD, MIN_HOLD + spread]` in whole milliseconds,
@@ -121,9 +123,7 @@ fn hold_times(n: usize, spread: Duration) -> Vec<Duration> {
 /// Where one poll is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Not opened yet (connections open a batch per turn).
-    Waiting,
-    /// Connecting, or its request not yet written whole.
+    /// Waiting to connect, connecting, or its request not yet written whole.
     Asking,
     /// Its request written whole at `sent`: the hold runs.
     Held { sent: Instant },
@@ -136,123 +136,80 @@ enum Phase {
 struct Hold {
     hold: Duration,
     phase: Phase,
-    conn: Option<Conn>,
 }
 
-/// The polls on one reactor.
-struct Run {
-    poll: Poll,
-    events: Events,
-    addr: SocketAddr,
+/// What became of each poll: the scenario's side of the engine, where a connection's state is
+/// its poll's index.
+#[derive(Default)]
+struct Polls {
     holds: Vec<Hold>,
-    /// Polls opened so far (they open in batches), and polls answered or failed.
-    opened: usize,
+    /// Polls answered or failed.
     ended: usize,
     /// When the last request was written whole: deadlines before it fell while connections were
     /// still being opened, when the server had accepting and parsing to do as well.
     all_sent: Option<Instant>,
     sent: usize,
     errors: Errors,
-    requests: Vec<String>,
 }
 
-impl Run {
-    fn new(target: &Target, topic: &str, holds: &[Duration]) -> Result<Run, String> {
-        let (base, authority) = (target.base_path(), target.url.authority());
-        let requests = holds
-            .iter()
-            .map(|hold| {
-                let ms = hold.as_millis();
-                format!("GET {base}/poll/{topic}?timeout={ms}ms HTTP/1.1\r\nHost: {authority}\r\n\r\n")
-            })
-            .collect();
-        Ok(Run {
-            poll: Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?,
-            events: Events::with_capacity(EVENTS_CAPACITY),
-            addr: target.addr,
-            holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Waiting, conn: None }).collect(),
-            opened: 0,
-            ended: 0,
-            all_sent: None,
-            sent: 0,
-            errors: Errors::default(),
-            requests,
-        })
-    }
-
-    fn open_batch(&mut self) {
-        let end = (self.opened + CONNECTS_PER_TURN).min(self.holds.len());
-        for key in self.opened..end {
-            match Conn::open(self.poll.registry(), self.addr, Token(key)) {
-                Ok(mut conn) => {
-                    conn.queue(self.requests[key].as_bytes());
-                    self.holds[key].conn = Some(conn);
-                    self.holds[key].phase = Phase::Asking;
-                    self.service(key, false, Instant::now());
+impl Polls {
+    /// Ends the run: every poll still open is counted as unanswered in time.
+    fn finish(&self, started: Instant) -> Measured {
+        let mut late = Vec::new();
+        let mut errors = self.errors;
+        for hold in &self.holds {
+            match hold.phase {
+                Phase::Answered { sent, at } => {
+                    let deadline = sent + hold.hold;
+                    let during_opening = self.all_sent.is_none_or(|all| deadline < all);
+                    late.push((signed_us(at, deadline), during_opening));
                 }
-                Err(e) => self.fail(key, &e),
+                Phase::Failed => {}
+                Phase::Asking | Phase::Held { .. } => errors.timeout += 1,
             }
         }
-        self.opened = end;
+        Measured {
+            clients: self.holds.len(),
+            opening: self.all_sent.map(|all| all.saturating_duration_since(started)),
+            groups: Group::split(&late),
+            errors,
+        }
     }
 
-    /// One turn: poll, then service each poll with an event.
-    fn turn(&mut self, wait: Duration) -> Result<(), String> {
-        if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(format!("poll failed: {e}"));
-            }
-        }
-        let events: Vec<(usize, bool)> = self
-            .events
-            .iter()
-            .map(|event| (event.token().0, event.is_readable() || event.is_read_closed() || event.is_error()))
-            .collect();
-        for (key, readable) in events {
-            // One clock reading per event: the arrival time of this poll's answer.
-            let now = Instant::now();
-            if key < self.holds.len() {
-                self.service(key, readable, now);
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes what is queued (noting when the request is out whole) and reads the answer.
-    fn service(&mut self, key: usize, readable: bool, now: Instant) {
-        let hold = &mut self.holds[key];
-        let Some(conn) = hold.conn.as_mut() else {
-            return; // ended already
-        };
-        if let Err(e) = conn.flush() {
-            return self.fail(key, &e);
-        }
-        if hold.phase == Phase::Asking && conn.is_connected() && !conn.wants_write() {
+    /// The request of poll `index` is out whole: its hold runs from `now`.
+    fn held(&mut self, index: usize, now: Instant) {
+        let hold = &mut self.holds[index];
+        if hold.phase == Phase::Asking {
             hold.phase = Phase::Held { sent: now };
             self.sent += 1;
             if self.sent == self.holds.len() {
                 self.all_sent = Some(now);
             }
         }
-        if !readable {
-            return;
+    }
+
+    fn fail(&mut self, index: usize, error: &ConnError) {
+        self.errors.count(error);
+        log::debug!("poll {index}: {error}");
+        self.holds[index].phase = Phase::Failed;
+        self.ended += 1;
+    }
+}
+
+impl Load<usize> for Polls {
+    fn written(&mut self, engine: &mut Engine<usize>, key: usize, now: Instant) {
+        if let Some(index) = engine.get(key).map(|open| open.state) {
+            self.held(index, now);
         }
-        let Some(conn) = self.holds[key].conn.as_mut() else {
+    }
+
+    /// The one answer a poll gets: a `timeout` at its deadline, or anything else, a failure.
+    fn answered(&mut self, engine: &mut Engine<usize>, key: usize, frame: &Frame, now: Instant) {
+        let timed_out = frame.status == 200 && is_timeout_answer(engine.body(key, frame));
+        let Some(index) = engine.close(key).map(|open| open.state) else {
             return;
         };
-        let eof = match conn.fill() {
-            Ok(eof) => eof,
-            Err(e) => return self.fail(key, &e),
-        };
-        let frame = match conn.next_response() {
-            Ok(Some(frame)) => frame,
-            Ok(None) if eof => return self.fail(key, &ConnError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok(None) => return,
-            Err(e) => return self.fail(key, &e),
-        };
-        let timed_out = frame.status == 200 && is_timeout_answer(conn.body(&frame));
-        let hold = &mut self.holds[key];
-        hold.conn = None;
+        let hold = &mut self.holds[index];
         self.ended += 1;
         match (hold.phase, timed_out) {
             (Phase::Held { sent }, true) => hold.phase = Phase::Answered { sent, at: now },
@@ -267,40 +224,8 @@ impl Run {
         }
     }
 
-    fn fail(&mut self, key: usize, error: &ConnError) {
-        match error {
-            ConnError::Connect(_) => self.errors.connect += 1,
-            ConnError::Io(_) => self.errors.io += 1,
-            ConnError::Frame(_) => self.errors.malformed += 1,
-        }
-        log::debug!("poll {key}: {error}");
-        let hold = &mut self.holds[key];
-        hold.conn = None;
-        hold.phase = Phase::Failed;
-        self.ended += 1;
-    }
-
-    /// Ends the run: every poll still open is counted as unanswered in time.
-    fn finish(mut self, started: Instant) -> Measured {
-        let mut late = Vec::new();
-        for hold in &mut self.holds {
-            match hold.phase {
-                Phase::Answered { sent, at } => {
-                    let deadline = sent + hold.hold;
-                    let during_opening = self.all_sent.is_none_or(|all| deadline < all);
-                    late.push((signed_us(at, deadline), during_opening));
-                }
-                Phase::Failed => {}
-                Phase::Waiting | Phase::Asking | Phase::Held { .. } => self.errors.timeout += 1,
-            }
-            hold.conn = None;
-        }
-        Measured {
-            clients: self.holds.len(),
-            opening: self.all_sent.map(|all| all.saturating_duration_since(started)),
-            groups: Group::split(&late),
-            errors: self.errors,
-        }
+    fn ended(&mut self, _engine: &mut Engine<usize>, _key: usize, gone: Gone<usize>, ending: Ending, _now: Instant) {
+        self.fail(gone.state, &ending.into_error());
     }
 }
 

@@ -10,10 +10,10 @@
 //!   until every follower has every message, or the last publish + GRACE
 //! ```
 //!
-//! The phases here (`prepare`, `wait_ready`, `run_schedule`) are shared with `realtime`.
+//! `prepare`, `Follow::wait_ready` and `Follow::run_schedule` are shared with `realtime`.
 
 use std::fmt::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use serde_json::{json, Value};
@@ -28,14 +28,6 @@ use crate::config::parse_duration;
 /// How long a long poll asks to be held: longer than any sensible publish interval, shorter
 /// than tether's default `--max-poll-timeout` (120 s).
 pub const LONG_HOLD: Duration = Duration::from_secs(60);
-/// After the last scheduled publish, how long deliveries may still take.
-const GRACE: Duration = Duration::from_secs(5);
-/// How long followers may take to connect and be held (or connected), per thousand of them;
-/// at least `SETUP_MIN`.
-const SETUP_PER_THOUSAND: Duration = Duration::from_secs(2);
-const SETUP_MIN: Duration = Duration::from_secs(10);
-/// How often `/stats` is read while waiting for the polls to be held.
-const STATS_EVERY: Duration = Duration::from_millis(50);
 /// The longest publish schedule accepted: every run is bounded.
 const MAX_SCHEDULE: Duration = Duration::from_secs(3600);
 
@@ -77,13 +69,13 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     target.stats(&mut control)?;
     let before = target.stats(&mut control)?;
     let slab_before = meminfo_slab_bytes();
-    wait_ready(&target, &mut control, &mut follow, Style::Long { hold: LONG_HOLD }, &before)?;
+    follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
     let held = target.stats(&mut control)?;
     let slab_held = meminfo_slab_bytes();
     let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
     let peak_held = host::peak_rss_bytes(&pids);
     let progress = Progress::new(args.messages as u64, args.interval * args.messages as u32, "publishing");
-    run_schedule(&mut follow, args.interval, |published| progress.set(published))?;
+    follow.run_schedule(|published| progress.set(published))?;
     progress.finish();
     let followed = follow.finish();
     let after = target.stats(&mut control)?;
@@ -143,70 +135,9 @@ pub(super) fn prepare(
     })
 }
 
-/// Turns the loop until every follower is ready: its poll held by the server (long), or its
-/// connection open (short). `before` is the `/stats` taken before the followers opened.
-pub(super) fn wait_ready(
-    target: &Target,
-    control: &mut Client,
-    follow: &mut Follow,
-    style: Style,
-    before: &Value,
-) -> Result<(), String> {
-    let clients = follow.clients();
-    let limit = SETUP_MIN.max(SETUP_PER_THOUSAND * (clients / 1000 + 1) as u32);
-    let deadline = Instant::now() + limit;
-    let want_held = stat(before, "/polls/held") + clients as u64;
-    let mut next_check = Instant::now();
-    loop {
-        follow.turn(STATS_EVERY)?;
-        let now = Instant::now();
-        if follow.all_started() && now >= next_check {
-            next_check = now + STATS_EVERY;
-            let ready = match style {
-                Style::Long { .. } => {
-                    let held = stat(&target.stats(control)?, "/polls/held");
-                    if now >= deadline {
-                        return Err(format!(
-                            "after {limit:?} the server holds {held} polls, {} of ours (see --max-held and \
-                             the open-file limit)",
-                            held.saturating_sub(want_held - clients as u64)
-                        ));
-                    }
-                    held >= want_held
-                }
-                Style::Short { .. } => follow.connected() == clients,
-            };
-            if ready {
-                return Ok(());
-            }
-        }
-        if now >= deadline {
-            return Err(format!("after {limit:?} only {} of {clients} followers are connected", follow.connected()));
-        }
-    }
-}
-
-/// Publishes on schedule, starting one interval from now, until every follower has every
-/// message or the last publish is `GRACE` old.
-pub(super) fn run_schedule(
-    follow: &mut Follow,
-    interval: Duration,
-    mut progress: impl FnMut(u64),
-) -> Result<(), String> {
-    follow.start(Instant::now() + interval);
-    let deadline = follow.last_publish().unwrap_or_else(Instant::now) + GRACE;
-    while !follow.all_delivered() && Instant::now() < deadline {
-        follow.turn(deadline.saturating_duration_since(Instant::now()))?;
-        progress(follow.published() as u64);
-    }
-    Ok(())
-}
-
-/// `Slab:` of `/proc/meminfo` in bytes: the kernel's object caches, host-wide.
-pub(super) fn meminfo_slab_bytes() -> i64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kb = text.lines().find_map(|l| l.strip_prefix("Slab:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
-    kb.map_or(0, |kb: i64| kb * 1024)
+/// `Slab:` of `/proc/meminfo` in bytes: the kernel's object caches, host-wide (0 if unreadable).
+fn meminfo_slab_bytes() -> i64 {
+    host::meminfo_bytes("Slab:").map_or(0, |bytes| bytes as i64)
 }
 
 /// What the held polls cost the server, from its `/stats` before and after.

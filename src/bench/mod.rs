@@ -13,6 +13,8 @@
 //!              works, its CPU at the limit
 //!   slowloris  N connections trickle a request head that never ends: how and when the server
 //!              ends them, what fresh requests wait meanwhile
+//!   idle       N keep-alive connections asked once and left idle: the server's RSS and the
+//!              kernel's memory per connection
 //! ```
 //!
 //! Who owns what: `conn` is one non-blocking client connection, `frame` finds where a response
@@ -41,10 +43,12 @@ use serde_json::Value;
 use crate::client::{Client, Url};
 
 mod conn;
+mod engine;
 mod exhaust;
 mod follow;
 mod frame;
 mod host;
+mod idle;
 mod keepalive;
 mod lateness;
 mod longpoll;
@@ -54,6 +58,7 @@ mod report;
 mod slowloris;
 
 pub use exhaust::ExhaustArgs;
+pub use idle::IdleArgs;
 pub use keepalive::KeepaliveArgs;
 pub use lateness::LatenessArgs;
 pub use longpoll::LongpollArgs;
@@ -92,6 +97,9 @@ pub enum Scenario {
     /// Connections that send a request head one byte at a time and never finish it: how and
     /// when the server ends them, and what fresh requests wait meanwhile.
     Slowloris(SlowlorisArgs),
+    /// N keep-alive connections asked once and left idle: what each costs the server's RSS and
+    /// the kernel's memory.
+    Idle(IdleArgs),
 }
 
 /// The options every scenario shares.
@@ -115,6 +123,7 @@ impl Scenario {
             Scenario::Lateness(args) => OutputArgs { json: args.json, plot: None },
             Scenario::Exhaust(args) => OutputArgs { json: args.json, plot: None },
             Scenario::Slowloris(args) => OutputArgs { json: args.json, plot: None },
+            Scenario::Idle(args) => OutputArgs { json: args.json, plot: None },
         }
     }
 }
@@ -138,6 +147,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Lateness(args) => lateness::run(args)?,
         Scenario::Exhaust(args) => exhaust::run(args)?,
         Scenario::Slowloris(args) => slowloris::run(args)?,
+        Scenario::Idle(args) => idle::run(args)?,
     };
     emit(&outcome, &output, &mut std::io::stdout().lock())
 }

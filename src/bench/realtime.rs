@@ -20,9 +20,9 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::follow::{Follow, Followed, Style};
-use super::longpoll::{check_arguments, default_topic, prepare, run_schedule, wait_ready, LONG_HOLD};
+use super::longpoll::{check_arguments, default_topic, prepare, LONG_HOLD};
 use super::report::{self, Table};
-use super::{Outcome, OutputArgs, Progress, Target};
+use super::{stat, Outcome, OutputArgs, Progress, Target};
 use crate::config::parse_duration;
 
 /// By default, messages are published once per this many short polls.
@@ -86,9 +86,9 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
             prepare(&target, &mut control, &format!("{prefix}-{name}"), args.clients, args.messages, publish_every)?;
         let mut follow = Follow::new(super::follow::Plan { style, ..plan })?;
         let before = target.stats(&mut control)?;
-        wait_ready(&target, &mut control, &mut follow, style, &before)?;
+        follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
         let offset = (i * args.messages) as u64;
-        run_schedule(&mut follow, publish_every, |published| progress.set(offset + published))?;
+        follow.run_schedule(|published| progress.set(offset + published))?;
         deliveries.push(Delivery { style, followed: follow.finish() });
     }
     progress.finish();

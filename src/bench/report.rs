@@ -13,6 +13,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use super::conn::ConnError;
+
 /// The longest latency kept exactly: an hour, in nanoseconds.
 const MAX_RECORDED_NS: u64 = 3_600_000_000_000;
 
@@ -119,6 +121,15 @@ pub struct Errors {
 }
 
 impl Errors {
+    /// Counts a connection's failure under its kind.
+    pub fn count(&mut self, error: &ConnError) {
+        match error {
+            ConnError::Connect(_) => self.connect += 1,
+            ConnError::Io(_) => self.io += 1,
+            ConnError::Frame(_) => self.malformed += 1,
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.connect + self.io + self.malformed + self.timeout + self.status + self.delivery
     }

@@ -3,7 +3,7 @@
 //! other clients get meanwhile. The report says how and when the server ended each slowloris.
 //!
 //! ```text
-//!   open     N connections, OPEN_PER_TURN per turn; each writes at once
+//!   open     N connections, OPEN_PER_TURN per turn; each writes once connected
 //!              GET /plaintext HTTP/1.1\r\nHost: HOST\r\n             (no blank line)
 //!   trickle  every --trickle: one byte of "X-a: b\r\n" on each slowloris not yet answered,
 //!            slowloris i at i/N of the period
@@ -22,23 +22,20 @@
 //!   its hard limit first) plus at most `FRESH_IN_FLIGHT` fresh requests.
 //! - Bounded in time: `--duration`, then at most `FRESH_TIMEOUT`; a slowloris not connected
 //!   within `CONNECT_BOUND` (checked at each trickle) has failed.
-//! - Tokens: a slowloris' token is its index in `slow`, below N, never reused; a fresh request's
-//!   is N plus its slab key, and it leaves the slab only in `reap`, after the event batch, so no
-//!   stale event reaches a reused key.
+//! - On the lab's engine (`engine`), a connection is a `Role`: a slowloris (its index in
+//!   `slow`) or a fresh request; the engine's keys are never what a slowloris is known by.
 //! - A slowloris ends once; its socket is dropped then, which also ends a lingering close.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::io::ErrorKind;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use mio::{Events, Poll, Token};
 use serde_json::{json, Value};
-use slab::Slab;
 
-use super::conn::{Conn, ConnError};
+use super::conn::ConnError;
+use super::engine::{self, Engine, Gone, Load, Open};
+use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::report::{human_us, round, Errors, Latency};
 use super::{check_fd_budget, Outcome, Progress, Target};
@@ -47,7 +44,7 @@ use crate::config::parse_duration;
 /// What each slowloris trickles, one byte at a time, over and over: header lines, never the
 /// blank line that would end the head.
 const TRICKLE: &[u8] = b"X-a: b\r\n";
-/// Slowloris connects started per turn: faster could overflow a listen backlog.
+/// Connects started per turn (the engine's budget): faster could overflow a listen backlog.
 const OPEN_PER_TURN: usize = 256;
 /// A slowloris whose connect has not completed within this has failed.
 const CONNECT_BOUND: Duration = Duration::from_secs(3);
@@ -58,7 +55,6 @@ const FRESH_TIMEOUT: Duration = Duration::from_secs(2);
 const FRESH_IN_FLIGHT: usize = (FRESH_TIMEOUT.as_millis() / FRESH_EVERY.as_millis()) as usize + 1;
 /// The longest the loop sleeps, so trickles and fresh requests go out on time.
 const TICK: Duration = Duration::from_millis(10);
-const EVENTS_CAPACITY: usize = 1024;
 /// The `answer` of a slowloris that received bytes which do not frame as a response.
 const UNFRAMED: u16 = 0;
 
@@ -91,23 +87,23 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
     host::raise_open_file_limit();
     check_fd_budget("--connections", args.connections, args.connections + FRESH_IN_FLIGHT)?;
     let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
+    let started = Instant::now();
     let mut run = Run::new(&target, args.connections)?;
     // By time, not by slowloris ended: they end together, at the header timeout.
     let progress = Progress::timed(args.duration, "slowloris");
 
-    let started = Instant::now();
     let cpu_start = CpuSample::take(&pids);
     let mut next_fresh = started;
     let mut now = started;
+    let mut ramped = false;
     while now < started + args.duration && !run.all_ended() {
-        for _ in 0..OPEN_PER_TURN.min(args.connections - run.slow.len()) {
-            run.open_slow(now);
-        }
         run.trickle(now, now.saturating_duration_since(started), args.trickle);
-        // Fresh requests once every slowloris is open (the ramp is the generator's own work),
-        // each after the trickle so that its clock does not run while the generator writes.
-        if run.slow.len() == args.connections && now >= next_fresh {
-            run.open_fresh(Instant::now());
+        // Fresh requests once every slowloris is connecting (the ramp is the generator's own
+        // work); each connects in the next turn, after the trickle, so that its clock does not
+        // run while the generator writes.
+        ramped = ramped || run.engine.waiting() == 0;
+        if ramped && now >= next_fresh {
+            run.open_fresh();
             next_fresh = (next_fresh + FRESH_EVERY).max(now); // behind: no burst to catch up
         }
         run.turn(next_fresh.saturating_duration_since(Instant::now()).min(TICK))?;
@@ -118,10 +114,10 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
     progress.finish();
     let ran =
         Ran { took: started.elapsed(), all_closed: run.all_ended(), cpu: cpu_start.percent_until(&cpu_end), pids };
-    let tally = run.tally();
+    let tally = run.watch.tally();
     // The fresh requests in flight are answered or time out; the slowloris stay open meanwhile.
     let last = Instant::now() + FRESH_TIMEOUT + TICK;
-    while !run.fresh.is_empty() && Instant::now() < last {
+    while run.watch.fresh > 0 && Instant::now() < last {
         run.turn(TICK)?;
     }
     Ok(outcome(args, &target, &tally, &run, &ran))
@@ -169,7 +165,10 @@ impl Ending {
 }
 
 struct Slow {
-    conn: Option<Conn>,
+    /// Its connection's key in the engine until it ends.
+    key: Option<usize>,
+    /// Its connect completed; one that never did has failed.
+    connected: bool,
     opened: Instant,
     /// The status of what the server answered before its close (`UNFRAMED` for bytes that are
     /// not a response).
@@ -178,97 +177,68 @@ struct Slow {
     trickled: usize,
 }
 
-impl Slow {
-    /// Writes what is queued and reads what came; the ending, if this was it.
-    fn service(&mut self) -> Option<Ending> {
-        let conn = self.conn.as_mut()?;
-        let closed = match conn.flush().and_then(|()| drain(conn)) {
-            Ok(closed) => closed,
-            Err(e) => return Some(Ending::of(&e)),
-        };
-        match conn.next_response() {
-            Ok(Some(frame)) => {
-                self.answer.get_or_insert(frame.status);
-                conn.consume(&frame);
-            }
-            Ok(None) if !closed || !conn.has_partial_input() => {}
-            Ok(None) | Err(_) => {
-                self.answer.get_or_insert(UNFRAMED);
-            }
-        }
-        closed.then_some(Ending::Closed)
-    }
-
-    /// One more byte, unless the head is still going out or the server has answered.
-    fn trickle(&mut self) -> Option<Ending> {
-        let conn = self.conn.as_mut().filter(|c| c.is_connected() && !c.wants_write() && self.answer.is_none())?;
-        conn.queue(&TRICKLE[self.trickled % TRICKLE.len()..][..1]);
-        self.trickled += 1;
-        conn.flush().err().map(|e| Ending::of(&e))
-    }
+/// A slowloris' request head, without the blank line that would end it.
+fn head(target: &Target) -> Vec<u8> {
+    format!("GET {}/plaintext HTTP/1.1\r\nHost: {}\r\n", target.base_path(), target.url.authority()).into_bytes()
 }
 
-/// Reads until the socket is drained: a short read may leave the server's FIN unseen, and an
-/// edge-triggered socket reports no new edge for it. `Ok(true)` at the server's close.
-fn drain(conn: &mut Conn) -> Result<bool, ConnError> {
-    loop {
-        let before = conn.received;
-        if conn.fill()? {
-            return Ok(true);
-        }
-        if conn.received == before {
-            return Ok(false);
-        }
-    }
+/// What a connection is: a slowloris (its index in `slow`) or a fresh request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Slow(usize),
+    Fresh,
 }
 
-struct Fresh {
-    conn: Conn,
-    started: Instant,
-    done: bool,
-}
-
-/// The slowloris and the fresh requests, on one reactor.
+/// The slowloris and the fresh requests, on the lab's engine.
 struct Run {
-    poll: Poll,
-    events: Events,
-    addr: SocketAddr,
-    head: Vec<u8>,
+    engine: Engine<Role>,
     request: Vec<u8>,
-    connections: usize,
-    slow: Vec<Slow>,
-    ended: usize,
     /// Trickled bytes due so far, over all slowloris: the next goes to slowloris `cursor % N`.
     trickle_cursor: u128,
-    fresh: Slab<Fresh>,
     fresh_opened: u64,
+    watch: Watch,
+}
+
+/// What became of the connections: the scenario's side of the engine.
+#[derive(Default)]
+struct Watch {
+    slow: Vec<Slow>,
+    ended: usize,
+    /// Fresh requests in flight.
+    fresh: usize,
     latency: Latency,
     errors: Errors,
 }
 
 impl Run {
+    /// Queues `connections` slowloris, which connect `OPEN_PER_TURN` per turn from the first.
     fn new(target: &Target, connections: usize) -> Result<Run, String> {
         let (base, authority) = (target.base_path(), target.url.authority());
+        let head = head(target);
+        let mut engine = Engine::new(target.addr, OPEN_PER_TURN)?;
+        let now = Instant::now();
+        let slow = (0..connections)
+            .map(|index| Slow {
+                key: Some(engine.open(Role::Slow(index), &head)),
+                connected: false,
+                opened: now,
+                answer: None,
+                ended: None,
+                trickled: 0,
+            })
+            .collect();
         Ok(Run {
-            poll: Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?,
-            events: Events::with_capacity(EVENTS_CAPACITY),
-            addr: target.addr,
-            head: format!("GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\n").into_bytes(),
+            engine,
             request: format!("GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
                 .into_bytes(),
-            connections,
-            slow: Vec::with_capacity(connections),
-            ended: 0,
             trickle_cursor: 0,
-            fresh: Slab::with_capacity(FRESH_IN_FLIGHT),
             fresh_opened: 0,
-            latency: Latency::default(),
-            errors: Errors::default(),
+            watch: Watch { slow, ..Watch::default() },
         })
     }
 
     fn all_ended(&self) -> bool {
-        self.slow.len() == self.connections && self.ended == self.connections
+        self.watch.ended == self.watch.slow.len()
     }
 
     /// The progress line: `5.0 s of 20 s: 1500 bytes trickled, 0 of 300 ended`.
@@ -277,110 +247,83 @@ impl Run {
             "{:.1} s of {:?}: {} bytes trickled, {} of {} ended",
             elapsed.as_secs_f64(),
             duration,
-            self.slow.iter().map(|slow| slow.trickled).sum::<usize>(),
-            self.ended,
-            self.connections
+            self.watch.slow.iter().map(|slow| slow.trickled).sum::<usize>(),
+            self.watch.ended,
+            self.watch.slow.len()
         )
     }
 
-    fn open_slow(&mut self, now: Instant) {
-        let key = self.slow.len();
-        let conn = Conn::open(self.poll.registry(), self.addr, Token(key))
-            .inspect_err(|e| log::debug!("slowloris {key}: {e}"))
-            .ok();
-        self.slow.push(Slow { conn, opened: now, answer: None, ended: None, trickled: 0 });
-        let ending = match self.slow[key].conn.as_mut() {
-            Some(conn) => {
-                conn.queue(&self.head);
-                self.slow[key].service()
-            }
-            None => Some(Ending::ConnectFailed),
-        };
-        if let Some(ending) = ending {
-            self.end(key, ending, now);
-        }
-    }
-
-    fn open_fresh(&mut self, now: Instant) {
-        if self.fresh.len() >= FRESH_IN_FLIGHT {
+    fn open_fresh(&mut self) {
+        if self.watch.fresh >= FRESH_IN_FLIGHT {
             return; // every one in flight ends by its timeout: the next tick finds room
         }
         self.fresh_opened += 1;
-        let entry = self.fresh.vacant_entry();
-        let token = Token(self.connections + entry.key());
-        let opened = Conn::open(self.poll.registry(), self.addr, token).and_then(|mut conn| {
-            conn.queue(&self.request);
-            conn.flush().map(|()| conn)
-        });
-        match opened {
-            Ok(conn) => {
-                entry.insert(Fresh { conn, started: now, done: false });
-            }
-            Err(e) => {
-                count_error(&mut self.errors, &e);
-            }
-        }
+        self.watch.fresh += 1;
+        self.engine.open(Role::Fresh, &self.request);
     }
 
     /// The bytes due by `elapsed`, spread evenly: slowloris i sends at i/N of each `period`, as
     /// independent clients would, not all at once. Those still connecting after `CONNECT_BOUND`
     /// have failed. A generator that falls behind skips a round rather than catch up in a burst.
     fn trickle(&mut self, now: Instant, elapsed: Duration, period: Duration) {
-        let n = self.connections as u128;
+        let n = self.watch.slow.len() as u128;
         let due = elapsed.as_nanos() * n / period.as_nanos();
         self.trickle_cursor = self.trickle_cursor.max(due.saturating_sub(n));
         while self.trickle_cursor < due {
-            let key = (self.trickle_cursor % n) as usize;
+            let index = (self.trickle_cursor % n) as usize;
             self.trickle_cursor += 1;
-            let Some(slow) = self.slow.get_mut(key) else {
-                continue; // not opened yet
+            let slow = &mut self.watch.slow[index];
+            let Some(key) = slow.key else {
+                continue; // ended
             };
-            let connecting = slow.conn.as_ref().is_some_and(|c| !c.is_connected());
-            let ending = if connecting && now.saturating_duration_since(slow.opened) >= CONNECT_BOUND {
-                Some(Ending::ConnectFailed)
-            } else {
-                slow.trickle()
-            };
-            if let Some(ending) = ending {
-                self.end(key, ending, now);
+            if !slow.connected {
+                if now.saturating_duration_since(slow.opened) >= CONNECT_BOUND {
+                    self.watch.end(&mut self.engine, index, Ending::ConnectFailed, now);
+                }
+                continue;
+            }
+            let idle = self.engine.get(key).is_some_and(|open| !open.conn.wants_write());
+            if !idle || slow.answer.is_some() {
+                continue; // the head is still going out, or the server has answered
+            }
+            let byte = &TRICKLE[slow.trickled % TRICKLE.len()..][..1];
+            slow.trickled += 1;
+            if let Err(e) = self.engine.send(key, byte) {
+                self.watch.end(&mut self.engine, index, Ending::of(&e), now);
             }
         }
     }
 
-    /// One turn: poll, dispatch, expire (fresh requests), reap.
+    /// One turn of the engine, then the fresh requests past their timeout end.
     fn turn(&mut self, wait: Duration) -> Result<(), String> {
-        if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
-            if e.kind() != ErrorKind::Interrupted {
-                return Err(format!("poll failed: {e}"));
-            }
-        }
+        self.engine.turn(&mut self.watch, wait)?;
         let now = Instant::now();
-        let keys: Vec<usize> = self.events.iter().map(|event| event.token().0).collect();
-        for key in keys {
-            if key < self.connections {
-                if let Some(ending) = self.slow.get_mut(key).and_then(Slow::service) {
-                    self.end(key, ending, now);
-                }
-            } else if let Some(fresh) = self.fresh.get_mut(key - self.connections).filter(|f| !f.done) {
-                fresh.done = answer(fresh, now, &mut self.latency, &mut self.errors);
-            }
+        let late: Vec<usize> = self
+            .engine
+            .states()
+            .filter(|(_, open)| {
+                open.state == Role::Fresh && now.saturating_duration_since(open.opened_at) >= FRESH_TIMEOUT
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in late {
+            self.engine.close(key);
+            self.watch.fresh -= 1;
+            self.watch.errors.timeout += 1;
         }
-        for (_, fresh) in self.fresh.iter_mut().filter(|(_, f)| !f.done) {
-            if now.saturating_duration_since(fresh.started) >= FRESH_TIMEOUT {
-                self.errors.timeout += 1;
-                fresh.done = true;
-            }
-        }
-        self.fresh.retain(|_, fresh| !fresh.done);
         Ok(())
     }
+}
 
+impl Watch {
     /// Notes a slowloris' end and closes its socket.
-    fn end(&mut self, key: usize, ending: Ending, now: Instant) {
-        let slow = &mut self.slow[key];
+    fn end(&mut self, engine: &mut Engine<Role>, index: usize, ending: Ending, now: Instant) {
+        let slow = &mut self.slow[index];
         if slow.ended.is_none() {
             slow.ended = Some((ending, now));
-            slow.conn = None;
+            if let Some(key) = slow.key.take() {
+                engine.close(key);
+            }
             self.ended += 1;
         }
     }
@@ -397,7 +340,7 @@ impl Run {
                 (Some((Ending::Closed, _)), None) => tally.close_without_answer += 1,
                 (Some((Ending::Reset, _)), _) => tally.reset += 1,
                 (Some((Ending::ConnectFailed, _)), _) => tally.connect_failed += 1,
-                (None, _) if slow.conn.as_ref().is_some_and(Conn::is_connected) => tally.still_open += 1,
+                (None, _) if slow.connected => tally.still_open += 1,
                 (None, _) => tally.connect_failed += 1,
             }
             if let Some((Ending::Closed | Ending::Reset, at)) = slow.ended {
@@ -409,30 +352,62 @@ impl Run {
     }
 }
 
-/// Reads a fresh request's answer: whether it is done, counted as a latency or an error.
-fn answer(fresh: &mut Fresh, now: Instant, latency: &mut Latency, errors: &mut Errors) -> bool {
-    let conn = &mut fresh.conn;
-    let closed = match conn.flush().and_then(|()| drain(conn)) {
-        Ok(closed) => closed,
-        Err(e) => return count_error(errors, &e),
-    };
-    match conn.next_response() {
-        Ok(Some(frame)) if frame.status == 200 => latency.record(now.saturating_duration_since(fresh.started)),
-        Ok(Some(_)) => errors.status += 1,
-        Ok(None) if closed => errors.io += 1,
-        Ok(None) => return false,
-        Err(e) => return count_error(errors, &e),
+impl Load<Role> for Watch {
+    fn connected(&mut self, engine: &mut Engine<Role>, key: usize, _now: Instant) {
+        if let Some(&Open { state: Role::Slow(index), opened_at, .. }) = engine.get(key) {
+            (self.slow[index].connected, self.slow[index].opened) = (true, opened_at);
+        }
     }
-    true
-}
 
-fn count_error(errors: &mut Errors, error: &ConnError) -> bool {
-    match error {
-        ConnError::Connect(_) => errors.connect += 1,
-        ConnError::Io(_) => errors.io += 1,
-        ConnError::Frame(_) => errors.malformed += 1,
+    /// A slowloris' answer is noted (the close that follows ends it); a fresh request's is timed.
+    fn answered(&mut self, engine: &mut Engine<Role>, key: usize, frame: &Frame, now: Instant) {
+        match engine.get(key).map(|open| (open.state, open.opened_at)) {
+            Some((Role::Slow(index), _)) => {
+                self.slow[index].answer.get_or_insert(frame.status);
+            }
+            Some((Role::Fresh, started)) => {
+                if frame.status == 200 {
+                    self.latency.record(now.saturating_duration_since(started));
+                } else {
+                    self.errors.status += 1;
+                }
+                engine.close(key);
+                self.fresh -= 1;
+            }
+            None => {}
+        }
     }
-    true
+
+    fn ended(
+        &mut self,
+        engine: &mut Engine<Role>,
+        _key: usize,
+        gone: Gone<Role>,
+        ending: engine::Ending,
+        now: Instant,
+    ) {
+        match (gone.state, ending) {
+            (Role::Slow(index), engine::Ending::Closed { partial }) => {
+                if partial {
+                    self.slow[index].answer.get_or_insert(UNFRAMED);
+                }
+                self.end(engine, index, Ending::Closed, now);
+            }
+            (Role::Slow(index), engine::Ending::Failed(e)) => {
+                if matches!(e, ConnError::Frame(_)) {
+                    self.slow[index].answer.get_or_insert(UNFRAMED);
+                }
+                self.end(engine, index, Ending::of(&e), now);
+            }
+            (Role::Fresh, ending) => {
+                self.fresh -= 1;
+                match ending {
+                    engine::Ending::Closed { .. } => self.errors.io += 1,
+                    engine::Ending::Failed(e) => self.errors.count(&e),
+                }
+            }
+        }
+    }
 }
 
 /// How the slowloris ended, each counted once under one kind.
@@ -480,7 +455,7 @@ fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran:
     let ms = |d: Duration| round(d.as_secs_f64() * 1e3, 1);
     let spread = tally.close_spread();
     let answers: serde_json::Map<String, Value> = tally.answers().into_iter().map(|(k, n)| (k, json!(n))).collect();
-    let e = &run.errors;
+    let e = &run.watch.errors;
     let json = json!({
         "scenario": "slowloris", "url": args.url, "connections": args.connections,
         "trickle_ms": ms(args.trickle), "duration_s": args.duration.as_secs_f64(),
@@ -493,7 +468,7 @@ fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran:
                 "count": tally.closed_after.len(), "min": ms(min), "p50": ms(p50), "max": ms(max)})),
         },
         "fresh": {
-            "requests": run.fresh_opened, "answered": run.latency.count(), "latency_us": run.latency.summary().to_json(),
+            "requests": run.fresh_opened, "answered": run.watch.latency.count(), "latency_us": run.watch.latency.summary().to_json(),
             "errors": e.total(), "error_kinds": {"connect": e.connect, "io": e.io, "malformed": e.malformed,
                                                  "timeout": e.timeout, "status": e.status},
         },
@@ -520,15 +495,15 @@ fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran:
             format!("min {}, p50 {}, max {} (from connect to the close or reset)", secs(min), secs(p50), secs(max))
         }),
     ));
-    let s = run.latency.summary();
-    let latency = match run.latency.count() {
+    let s = run.watch.latency.summary();
+    let latency = match run.watch.latency.count() {
         0 => String::new(),
         _ => format!(", p50 {}, p99 {}, max {}", human_us(s.p50_us), human_us(s.p99_us), human_us(s.max_us)),
     };
     let errors = if e.total() == 0 { "0".into() } else { e.breakdown() };
     rows.push((
         "fresh requests",
-        format!("{} of {} answered 200{latency}; errors: {errors}", run.latency.count(), run.fresh_opened),
+        format!("{} of {} answered 200{latency}; errors: {errors}", run.watch.latency.count(), run.fresh_opened),
     ));
     let pid_list: Vec<String> = ran.pids.iter().map(i32::to_string).collect();
     rows.push((
@@ -559,7 +534,7 @@ mod tests {
     #[test]
     fn the_trickle_never_ends_the_head() {
         let target = Target::parse("http://127.0.0.1:8080").unwrap();
-        let mut head = Run::new(&target, 1).unwrap().head;
+        let mut head = head(&target);
         assert!(head.ends_with(b"Host: 127.0.0.1:8080\r\n"));
         for i in 0..10 * TRICKLE.len() {
             head.push(TRICKLE[i % TRICKLE.len()]);
@@ -582,9 +557,10 @@ mod tests {
     #[test]
     fn progress_moves_with_time_and_bytes_before_any_slowloris_ends() {
         let target = Target::parse("http://127.0.0.1:8080").unwrap();
-        let mut run = Run::new(&target, 300).unwrap();
-        let trickled = |n| Slow { conn: None, opened: Instant::now(), answer: None, ended: None, trickled: n };
-        run.slow.extend([trickled(7000), trickled(500)]);
+        let mut run = Run::new(&target, 298).unwrap();
+        let trickled =
+            |n| Slow { key: None, connected: true, opened: Instant::now(), answer: None, ended: None, trickled: n };
+        run.watch.slow.extend([trickled(7000), trickled(500)]);
         let line = run.status(Duration::from_millis(5000), Duration::from_secs(20));
         assert_eq!(line, "5.0 s of 20s: 7500 bytes trickled, 0 of 300 ended");
     }

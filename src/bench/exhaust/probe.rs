@@ -1,6 +1,6 @@
-//! One client of `exhaust`, and what became of it: a non-blocking connection that asks for
-//! `/plaintext` and, in the same write, for a long poll; and the blocking keep-alive connection
-//! opened before filling.
+//! One client of `exhaust`, and what became of it: a newcomer on the lab's engine that asks for
+//! `/plaintext` and, in the same write, for a long poll; and what a control exchange (the
+//! keep-alive connection opened before filling, a publish, the fresh request) got back.
 //!
 //! ```text
 //!   Connecting --connect done--> Asking --200 to /plaintext--> Held --poll answered--> Done
@@ -14,23 +14,14 @@
 //! client can tell, with nothing coming back.
 //!
 //! Invariants:
-//! - The socket is registered once, READABLE and WRITABLE, edge-triggered; every event reads
-//!   and writes until `WouldBlock`, so no edge is lost.
-//! - Input is capped (`MAX_INPUT`): a peer that sends more than one small answer cannot make a
-//!   probe buffer without bound.
+//! - A `Probe` is the state machine only (no I/O): the engine's callbacks feed it.
 //! - A probe reports becoming held once and its end once; the driver keeps the counts.
 
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream as StdStream};
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
-
-use crate::bench::frame::{self, Frame};
-
-/// More unanswered input than this is not a small answer; the probe stops reading it.
-const MAX_INPUT: usize = 64 * 1024;
+use crate::bench::conn::ConnError;
+use crate::bench::engine::Ending;
 
 /// How a newcomer was refused, or how a held poll was lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,14 +53,6 @@ pub enum End {
     Lost(Refusal),
 }
 
-/// What one event changed: the probe became held, ended, or both (a poll refused or answered
-/// in the same read as its probe's answer).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Update {
-    pub held: bool,
-    pub end: Option<End>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Connecting,
@@ -78,8 +61,9 @@ pub enum Stage {
     Done,
 }
 
+/// A newcomer's progress; its connection lives in the engine under `key`.
 pub struct Probe {
-    stream: TcpStream,
+    pub key: Option<usize>,
     pub stage: Stage,
     /// Opened during the CPU window rather than while filling.
     pub knocker: bool,
@@ -87,93 +71,46 @@ pub struct Probe {
     pub was_held: bool,
     /// A `Connecting` or `Asking` probe past this is a refusal.
     pub deadline: Instant,
-    output: Vec<u8>,
-    written: usize,
-    input: Vec<u8>,
 }
 
 impl Probe {
-    /// Starts a connect to `addr` that will send `request` once connected.
-    ///
-    /// # Errors
-    ///
-    /// When no socket can be made or registered (the open-file limit, no free local port).
-    pub fn open(
-        registry: &Registry,
-        addr: SocketAddr,
-        token: Token,
-        request: &[u8],
-        deadline: Instant,
-    ) -> io::Result<Probe> {
-        let mut stream = TcpStream::connect(addr)?;
-        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-        let _ = stream.set_nodelay(true);
-        let mut probe = Probe {
-            stream,
-            stage: Stage::Connecting,
-            knocker: false,
-            was_held: false,
-            deadline,
-            output: request.to_vec(),
-            written: 0,
-            input: Vec::new(),
-        };
-        // On loopback the handshake often completes inside connect().
-        if probe.stream.peer_addr().is_ok() {
-            probe.stage = Stage::Asking;
-            if probe.flush().is_err() {
-                probe.stage = Stage::Connecting; // the event will report the failure
-            }
-        }
-        Ok(probe)
+    pub fn new(knocker: bool, deadline: Instant) -> Probe {
+        Probe { key: None, stage: Stage::Connecting, knocker, was_held: false, deadline }
     }
 
-    /// Handles a readiness event (or a spurious one): completes the connect, writes, reads,
-    /// and says what changed. `marker` is the text a delivery must carry.
-    pub fn on_event(&mut self, marker: &str) -> Update {
-        let mut update = Update::default();
+    pub fn connected(&mut self) {
         if self.stage == Stage::Connecting {
-            let connected = match self.stream.take_error() {
-                Ok(None) => self.stream.peer_addr(),
-                Ok(Some(e)) | Err(e) => Err(e),
-            };
-            match connected {
-                Ok(_) => self.stage = Stage::Asking,
-                Err(e) if e.kind() == ErrorKind::NotConnected => return update,
-                Err(_) => return self.end(update, End::Refused(Refusal::ConnectError)),
+            self.stage = Stage::Asking;
+        }
+    }
+
+    /// An answer: to the probe (`Asking`, 200: now held, and `None`) or to the poll (its end).
+    /// `body` and `retry_after` are the response's; `marker` is the text a delivery must carry.
+    pub fn answered(&mut self, status: u16, retry_after: Option<&[u8]>, body: &[u8], marker: &str) -> Option<End> {
+        let end = match (self.stage, status) {
+            (Stage::Done, _) => return None,
+            (Stage::Connecting | Stage::Asking, 200) => {
+                self.stage = Stage::Held;
+                self.was_held = true;
+                return None;
             }
-        }
-        if self.stage == Stage::Done {
-            return update;
-        }
-        let fill = self.flush().and_then(|()| self.fill());
-        while let Ok(Some(frame)) = frame::frame(&self.input) {
-            let end = match (self.stage, frame.status) {
-                (Stage::Asking, 200) => None,
-                (_, 200) => {
-                    Some(End::Answered { marked: contains(&self.input[frame.body.clone()], marker.as_bytes()) })
-                }
-                (_, 503) => Some(End::Refused(Refusal::Unavailable { retry_after: retry_after(&self.input, &frame) })),
-                (_, status) => Some(End::Refused(Refusal::Status(status))),
-            };
-            self.input.drain(..frame.len);
-            match end {
-                None => {
-                    self.stage = Stage::Held;
-                    self.was_held = true;
-                    update.held = true;
-                }
-                Some(end) => return self.end(update, end),
+            (_, 200) => End::Answered { marked: contains(body, marker.as_bytes()) },
+            (_, 503) => {
+                let retry_after = retry_after.map_or("-".into(), |value| String::from_utf8_lossy(value).into_owned());
+                End::Refused(Refusal::Unavailable { retry_after })
             }
-        }
-        let ended = match fill {
-            Ok(false) => return update,
-            Ok(true) => Refusal::Closed,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset || e.kind() == ErrorKind::BrokenPipe => Refusal::Reset,
-            Err(_) => Refusal::Closed, // an input overflow or another failure: nothing more to read
+            (_, status) => End::Refused(Refusal::Status(status)),
         };
-        let end = if self.stage == Stage::Held { End::Lost(ended) } else { End::Refused(ended) };
-        self.end(update, end)
+        self.stage = Stage::Done;
+        Some(end)
+    }
+
+    /// The connection ended: a refusal before the probe was held, a lost poll after.
+    pub fn ended(&mut self, ending: &Ending) -> End {
+        let how = refusal(ending);
+        let end = if self.stage == Stage::Held { End::Lost(how) } else { End::Refused(how) };
+        self.stage = Stage::Done;
+        end
     }
 
     /// The refusal of a probe whose deadline has passed, if it is still waiting.
@@ -187,60 +124,13 @@ impl Probe {
         self.stage = Stage::Done;
         Some(End::Refused(refusal))
     }
-
-    fn end(&mut self, mut update: Update, end: End) -> Update {
-        self.stage = Stage::Done;
-        update.end = Some(end);
-        update
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads until `WouldBlock`; `Ok(true)` at the server's close.
-    fn fill(&mut self) -> io::Result<bool> {
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Ok(true),
-                Ok(n) if self.input.len() + n > MAX_INPUT => return Err(ErrorKind::OutOfMemory.into()),
-                Ok(n) => self.input.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The `Retry-After` of the response framed at the start of `input`, or "-".
-fn retry_after(input: &[u8], frame: &Frame) -> String {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut head = httparse::Response::new(&mut headers);
-    if head.parse(&input[..frame.body.start]).is_err() {
-        return "-".into();
-    }
-    head.headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
-        .map_or_else(|| "-".into(), |h| String::from_utf8_lossy(h.value).trim().to_string())
-}
-
-/// An answer on a blocking connection, or how it failed.
+/// The answer to a control exchange, or how it failed.
 #[derive(Debug)]
 pub enum Reply {
     Answer { status: u16, body: Vec<u8>, took: Duration },
@@ -278,132 +168,65 @@ impl Refusal {
     }
 }
 
-/// Whether the server has closed `stream` while it sat idle (a reclaim): a non-blocking read
-/// that sees the end of the stream or a reset.
-pub fn closed_while_idle(stream: &StdStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return true;
-    }
-    let mut byte = [0u8; 1];
-    let closed = match stream.peek(&mut byte) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != ErrorKind::WouldBlock,
-    };
-    closed || stream.set_nonblocking(false).is_err()
-}
-
-/// Sends `request` on a blocking connection and reads one answer, all within `timeout`.
-pub fn exchange(stream: &mut StdStream, request: &[u8], timeout: Duration) -> Reply {
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let _ = stream.set_write_timeout(Some(timeout));
-    if let Err(e) = stream.write_all(request) {
-        return Reply::Failed(failure(&e));
-    }
-    let mut input = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match frame::frame(&input) {
-            Ok(Some(frame)) => {
-                let body = input[frame.body.clone()].to_vec();
-                return Reply::Answer { status: frame.status, body, took: started.elapsed() };
-            }
-            Ok(None) => {}
-            Err(_) => return Reply::Failed(Refusal::Closed),
+/// How a connection's end refuses: a failed connect, a reset, or a close (or bytes that are
+/// not a response: nothing more can be read).
+pub fn refusal(ending: &Ending) -> Refusal {
+    match ending {
+        Ending::Failed(ConnError::Connect(_)) => Refusal::ConnectError,
+        Ending::Failed(ConnError::Io(e)) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+            Refusal::Reset
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || input.len() > MAX_INPUT {
-            return Reply::Failed(Refusal::Hang);
-        }
-        let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut buf) {
-            Ok(0) => return Reply::Failed(Refusal::Closed),
-            Ok(n) => input.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Reply::Failed(failure(&e)),
-        }
-    }
-}
-
-/// Connects with a bound, then `exchange`.
-pub fn connect_and_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> (Option<StdStream>, Reply) {
-    match StdStream::connect_timeout(&addr, timeout) {
-        Ok(mut stream) => {
-            let _ = stream.set_nodelay(true);
-            let reply = exchange(&mut stream, request, timeout);
-            (Some(stream), reply)
-        }
-        Err(e) if e.kind() == ErrorKind::TimedOut => (None, Reply::Failed(Refusal::ConnectTimeout)),
-        Err(_) => (None, Reply::Failed(Refusal::ConnectError)),
-    }
-}
-
-fn failure(error: &io::Error) -> Refusal {
-    match error.kind() {
-        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => Refusal::Reset,
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => Refusal::Hang,
-        _ => Refusal::Closed,
+        Ending::Closed { .. } | Ending::Failed(_) => Refusal::Closed,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
 
     #[test]
-    fn retry_after_is_read_from_the_head() {
-        let input = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 3\r\n\r\nno\n";
-        let frame = frame::frame(input).unwrap().unwrap();
-        assert_eq!(retry_after(input, &frame), "2");
-        let input = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(retry_after(input, &frame::frame(input).unwrap().unwrap()), "-");
+    fn a_delivery_carries_the_marker() {
         assert!(contains(b"{\"data\":\"mark 7\"}", b"mark 7") && !contains(b"mark", b"mark 7"));
     }
 
-    /// A scripted server: answers the probe, holds the poll, then answers it with the marker.
+    /// The state machine, from the answers and ends a server can give.
     #[test]
-    fn a_probe_is_held_then_answered() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let server = std::thread::spawn(move || {
-            let (mut peer, _) = listener.accept().unwrap();
-            peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
-            go_rx.recv().unwrap();
-            peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nmark 7").unwrap();
-        });
-        let mut poll = mio::Poll::new().unwrap();
-        let mut events = mio::Events::with_capacity(8);
+    fn a_probe_is_held_then_answered_refused_or_lost() {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut probe = Probe::open(poll.registry(), addr, Token(0), b"GET / HTTP/1.1\r\n\r\n", deadline).unwrap();
-        let (mut held, mut end) = (false, None);
-        while end.is_none() && Instant::now() < deadline {
-            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
-            let update = probe.on_event("mark 7");
-            if update.held {
-                assert!(!held, "held once");
-                held = true;
-                go_tx.send(()).unwrap();
-            }
-            end = update.end;
-        }
-        server.join().unwrap();
-        assert!(held && probe.was_held);
-        assert_eq!(end, Some(End::Answered { marked: true }));
-        assert_eq!(probe.stage, Stage::Done);
+        let mut probe = Probe::new(false, deadline);
+        probe.connected();
+        assert_eq!((probe.answered(200, None, b"ok", "mark 7"), probe.stage), (None, Stage::Held));
+        let answered = probe.answered(200, None, b"{\"data\":\"mark 7\"}", "mark 7");
+        assert_eq!(answered, Some(End::Answered { marked: true }));
+        assert_eq!((probe.stage, probe.was_held), (Stage::Done, true));
+
+        let mut refused = Probe::new(false, deadline);
+        refused.connected();
+        let end = refused.answered(503, Some(b"1"), b"", "m");
+        assert_eq!(end, Some(End::Refused(Refusal::Unavailable { retry_after: "1".into() })));
+        let mut refused = Probe::new(false, deadline);
+        let end = refused.answered(503, None, b"", "m");
+        assert_eq!(end, Some(End::Refused(Refusal::Unavailable { retry_after: "-".into() })));
+
+        let mut lost = Probe::new(false, deadline);
+        lost.connected();
+        lost.answered(200, None, b"ok", "m");
+        let reset = Ending::Failed(ConnError::Io(ErrorKind::ConnectionReset.into()));
+        assert_eq!(lost.ended(&reset), End::Lost(Refusal::Reset));
+        let closed = Ending::Closed { partial: false };
+        assert_eq!(Probe::new(false, deadline).ended(&closed), End::Refused(Refusal::Closed));
     }
 
     #[test]
     fn a_probe_nobody_answers_is_a_hang_at_its_deadline() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let poll = mio::Poll::new().unwrap();
         let now = Instant::now();
         let deadline = now + Duration::from_millis(1);
-        let mut probe = Probe::open(poll.registry(), listener.local_addr().unwrap(), Token(0), b"x", deadline).unwrap();
-        assert_eq!(probe.expire(now), None);
-        assert!(matches!(probe.expire(deadline), Some(End::Refused(Refusal::Hang | Refusal::ConnectTimeout))));
-        assert_eq!(probe.expire(deadline + Duration::from_secs(1)), None, "reported once");
+        let mut connecting = Probe::new(false, deadline);
+        assert_eq!(connecting.expire(now), None);
+        assert_eq!(connecting.expire(deadline), Some(End::Refused(Refusal::ConnectTimeout)));
+        let mut asking = Probe::new(true, deadline);
+        asking.connected();
+        assert_eq!(asking.expire(deadline), Some(End::Refused(Refusal::Hang)));
+        assert_eq!(asking.expire(deadline + Duration::from_secs(1)), None, "reported once");
     }
 }

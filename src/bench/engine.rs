@@ -1,0 +1,445 @@
+//! The lab's one event loop: client connections on one mio poll, each with a scenario's state
+//! beside it, and what happens on them (connected, request written, answer read, ended) handed
+//! to the scenario as it happens.
+//!
+//! ```text
+//!   open(state, request)  a connection waits its turn to connect, its request queued
+//!   turn(load, sleep)     connect up to `connects_per_turn` of those waiting, sleep until an
+//!                         event or for `sleep`, then per connection:
+//!                           connect done  -> load.connected
+//!                           output drained -> load.written
+//!                           each whole answer -> load.answered (then consumed)
+//!                           close, reset, bad bytes, failed connect -> load.ended (gone)
+//! ```
+//!
+//! A scenario is the `Load` it implements plus its own loop around `turn`: what to open and
+//! send, when (schedules, deadlines), and what to count. The engine owns no policy but the
+//! connect budget (opening faster than the server accepts overflows its listen backlog and costs
+//! each dropped connection a 1 s SYN retransmit): no timeouts, no retries, no figures but the
+//! bytes each connection carried.
+//!
+//! Invariants:
+//! - A connection's token is its key in the slab. A closed connection's socket is dropped at
+//!   once (which removes it from the poll) but its key stays taken until the event batch is
+//!   over, so no event of this batch can reach a newer connection under the same key.
+//! - After `ended` or `close`, no callback names that key again in this batch.
+//! - Each event drains what it reports: writes until `WouldBlock`, reads until `WouldBlock`, a
+//!   short read, or (when the peer's close is announced) the end of the stream, so no
+//!   edge-triggered event is lost.
+
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::{Events, Poll, Token};
+use slab::Slab;
+
+use super::conn::{Conn, ConnError};
+use super::frame::Frame;
+
+/// epoll sleeps in whole milliseconds, rounded up, so a wake timed by it alone would come up to
+/// a millisecond late, and that lateness would be charged to the server. `sleep_before` sleeps
+/// until this long before a due time; the scenario's loop then turns without sleeping until it.
+const SPIN: Duration = Duration::from_millis(1);
+const EVENTS_CAPACITY: usize = 4096;
+
+/// How long a turn may sleep to wake no later than `due` (see `SPIN`): for a scenario whose
+/// timing is part of what it measures.
+pub fn sleep_before(due: Instant) -> Duration {
+    due.saturating_duration_since(Instant::now()).saturating_sub(SPIN)
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// The server closed its side; `partial` when bytes of an unfinished response were left.
+    Closed { partial: bool },
+    /// A failed connect, read or write, or bytes that are not a response.
+    Failed(ConnError),
+}
+
+impl Ending {
+    /// As a failure: a close is an unexpected end of the stream.
+    pub fn into_error(self) -> ConnError {
+        match self {
+            Ending::Closed { .. } => ConnError::Io(ErrorKind::UnexpectedEof.into()),
+            Ending::Failed(e) => e,
+        }
+    }
+}
+
+/// What happens on the connections, told to the scenario. Each callback may open, send to and
+/// close any connection, this one included.
+pub trait Load<S> {
+    /// The connect of `key` has completed.
+    fn connected(&mut self, _engine: &mut Engine<S>, _key: usize, _now: Instant) {}
+    /// Everything queued on `key` has been written: the request given to `open`, or what a
+    /// `send` could not write at once.
+    fn written(&mut self, _engine: &mut Engine<S>, _key: usize, _now: Instant) {}
+    /// A whole response arrived on `key`: its bytes are `engine.body(key, frame)` and
+    /// `engine.bytes(key, range)` until the callback returns, when it is consumed.
+    fn answered(&mut self, engine: &mut Engine<S>, key: usize, frame: &Frame, now: Instant);
+    /// `key` ended (its connect failed, or the connection did); its state is handed back.
+    fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, ending: Ending, now: Instant);
+}
+
+/// An open connection and the scenario's state for it.
+pub struct Open<S> {
+    pub conn: Conn,
+    pub state: S,
+    /// When its connect began.
+    pub opened_at: Instant,
+}
+
+/// What is left of a connection that ended: its state and the bytes it carried.
+pub struct Gone<S> {
+    pub state: S,
+    pub sent: u64,
+    pub received: u64,
+}
+
+enum Entry<S> {
+    /// Waiting for its turn to connect, with the request to send once connected.
+    Waiting(S, Vec<u8>),
+    Open(Open<S>),
+    /// Closed during this batch: the key is released after it.
+    Closed,
+}
+
+pub struct Engine<S> {
+    poll: Poll,
+    events: Events,
+    addr: SocketAddr,
+    entries: Slab<Entry<S>>,
+    /// Keys waiting to connect, oldest first.
+    waiting: VecDeque<usize>,
+    connects_per_turn: usize,
+    /// Keys closed in this batch, released after it.
+    released: Vec<usize>,
+    /// Connections opened so far (connects started).
+    pub opened: u64,
+}
+
+impl<S> Engine<S> {
+    /// # Errors
+    ///
+    /// When the poll cannot be created.
+    pub fn new(addr: SocketAddr, connects_per_turn: usize) -> Result<Engine<S>, String> {
+        Ok(Engine {
+            poll: Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            addr,
+            entries: Slab::new(),
+            waiting: VecDeque::new(),
+            connects_per_turn,
+            released: Vec::new(),
+            opened: 0,
+        })
+    }
+
+    /// A connection to the target, with `state` beside it and `request` (may be empty) to send
+    /// once connected: it connects in a coming turn, within the connect budget. Returns its key.
+    pub fn open(&mut self, state: S, request: &[u8]) -> usize {
+        let key = self.entries.insert(Entry::Waiting(state, request.to_vec()));
+        self.waiting.push_back(key);
+        key
+    }
+
+    /// Connections waiting for their turn to connect.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The open connection at `key`, if it is open.
+    pub fn get(&self, key: usize) -> Option<&Open<S>> {
+        match self.entries.get(key) {
+            Some(Entry::Open(open)) => Some(open),
+            _ => None,
+        }
+    }
+
+    pub fn get_mut(&mut self, key: usize) -> Option<&mut Open<S>> {
+        match self.entries.get_mut(key) {
+            Some(Entry::Open(open)) => Some(open),
+            _ => None,
+        }
+    }
+
+    /// The open connections' states.
+    pub fn states(&self) -> impl Iterator<Item = (usize, &Open<S>)> {
+        self.entries.iter().filter_map(|(key, entry)| match entry {
+            Entry::Open(open) => Some((key, open)),
+            Entry::Waiting(..) | Entry::Closed => None,
+        })
+    }
+
+    /// Queues `bytes` on `key` and writes what the socket takes (all of it once connected,
+    /// unless the send buffer is full); `written` is told when a remainder goes out. Nothing
+    /// happens on a closed key.
+    ///
+    /// # Errors
+    ///
+    /// The write's failure; the connection is then of no further use (`close` it).
+    pub fn send(&mut self, key: usize, bytes: &[u8]) -> Result<(), ConnError> {
+        match self.entries.get_mut(key) {
+            Some(Entry::Waiting(_, request)) => request.extend_from_slice(bytes),
+            Some(Entry::Open(open)) => {
+                open.conn.queue(bytes);
+                open.conn.flush()?;
+            }
+            Some(Entry::Closed) | None => {}
+        }
+        Ok(())
+    }
+
+    /// The body of a response framed on `key` (empty for a closed key).
+    pub fn body(&self, key: usize, frame: &Frame) -> &[u8] {
+        self.bytes(key, &frame.body)
+    }
+
+    /// Bytes of a response framed on `key`, at `at` (a header value located by the frame).
+    pub fn bytes(&self, key: usize, at: &Range<usize>) -> &[u8] {
+        self.get(key).map_or(&[], |open| open.conn.bytes(at))
+    }
+
+    /// Closes `key` now (or forgets it, if it is still waiting to connect): its socket is
+    /// dropped, its key released after the batch. Returns what is left of an open one.
+    pub fn close(&mut self, key: usize) -> Option<Gone<S>> {
+        let entry = self.entries.get_mut(key)?;
+        match std::mem::replace(entry, Entry::Closed) {
+            Entry::Open(open) => {
+                self.released.push(key);
+                Some(Gone { state: open.state, sent: open.conn.sent, received: open.conn.received })
+            }
+            Entry::Waiting(..) => {
+                self.released.push(key);
+                self.waiting.retain(|&k| k != key);
+                None
+            }
+            Entry::Closed => None,
+        }
+    }
+
+    /// Closes every connection, open or waiting to connect.
+    pub fn close_all(&mut self) {
+        self.waiting.clear(); // so that closing each is not a search of the queue
+        let keys: Vec<usize> = self.entries.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key);
+        }
+    }
+
+    /// One turn: sleeps until an event or for `sleep`, then hands every event's happenings to
+    /// `load`. Returns how many answers were handed over.
+    ///
+    /// # Errors
+    ///
+    /// When the poll fails.
+    pub fn turn(&mut self, load: &mut impl Load<S>, sleep: Duration) -> Result<usize, String> {
+        self.connect_waiting(load);
+        if let Err(e) = self.poll.poll(&mut self.events, Some(sleep)) {
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(format!("poll failed: {e}"));
+            }
+        }
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let mut answers = 0;
+        for event in events.iter() {
+            // One clock reading per event: the arrival time of this connection's answers.
+            answers += self.dispatch(load, event, Instant::now());
+        }
+        self.events = events;
+        for key in self.released.drain(..) {
+            self.entries.remove(key);
+        }
+        Ok(answers)
+    }
+
+    /// Starts the connects of up to `connects_per_turn` waiting connections. One completed
+    /// inside `connect()` (as on loopback) is told and written to at once.
+    fn connect_waiting(&mut self, load: &mut impl Load<S>) {
+        for _ in 0..self.connects_per_turn.min(self.waiting.len()) {
+            let Some(key) = self.waiting.pop_front() else {
+                break;
+            };
+            let Some(Entry::Waiting(state, request)) =
+                self.entries.get_mut(key).map(|e| std::mem::replace(e, Entry::Closed))
+            else {
+                continue;
+            };
+            let now = Instant::now();
+            match Conn::open(self.poll.registry(), self.addr, Token(key)) {
+                Ok(mut conn) => {
+                    self.opened += 1;
+                    conn.queue(&request);
+                    let connected = conn.is_connected();
+                    self.entries[key] = Entry::Open(Open { conn, state, opened_at: now });
+                    if connected {
+                        load.connected(self, key, now);
+                    }
+                    self.progress(load, key, now);
+                }
+                Err(e) => {
+                    self.released.push(key);
+                    load.ended(self, key, Gone { state, sent: 0, received: 0 }, Ending::Failed(e), now);
+                }
+            }
+        }
+    }
+
+    /// Completes the connect and writes what is queued, telling `load` of each. Returns `false`
+    /// when the connection is gone (or still connecting).
+    fn progress(&mut self, load: &mut impl Load<S>, key: usize, now: Instant) -> bool {
+        let Some(open) = self.get_mut(key) else {
+            return false;
+        };
+        if !open.conn.is_connected() {
+            match open.conn.finish_connect() {
+                Ok(true) => load.connected(self, key, now),
+                Ok(false) => return false, // still connecting
+                Err(e) => {
+                    self.end(load, key, Ending::Failed(e), now);
+                    return false;
+                }
+            }
+        }
+        let Some(open) = self.get_mut(key) else {
+            return false;
+        };
+        if open.conn.wants_write() {
+            if let Err(e) = open.conn.flush() {
+                self.end(load, key, Ending::Failed(e), now);
+                return false;
+            }
+            if !open.conn.wants_write() {
+                load.written(self, key, now);
+            }
+        }
+        self.get(key).is_some()
+    }
+
+    fn dispatch(&mut self, load: &mut impl Load<S>, event: &Event, now: Instant) -> usize {
+        let key = event.token().0;
+        if !self.progress(load, key, now) {
+            return 0; // gone, or still connecting
+        }
+        if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
+            return 0;
+        }
+        let Some(open) = self.get_mut(key) else {
+            return 0;
+        };
+        // A short read usually means the socket is drained; when the peer's close came with
+        // the data, only reading on finds it, as no later edge will announce it.
+        let eof = match open.conn.fill(event.is_read_closed() || event.is_error()) {
+            Ok(eof) => eof,
+            Err(e) => return self.end(load, key, Ending::Failed(e), now),
+        };
+        let mut answers = 0;
+        loop {
+            let Some(open) = self.get_mut(key) else {
+                return answers; // the scenario closed it
+            };
+            match open.conn.next_response() {
+                Ok(Some(frame)) => {
+                    answers += 1;
+                    load.answered(self, key, &frame, now);
+                    if let Some(open) = self.get_mut(key) {
+                        open.conn.consume(&frame);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return answers + self.end(load, key, Ending::Failed(e), now),
+            }
+        }
+        if eof {
+            let partial = self.get(key).is_some_and(|open| open.conn.has_partial_input());
+            self.end(load, key, Ending::Closed { partial }, now);
+        }
+        answers
+    }
+
+    fn end(&mut self, load: &mut impl Load<S>, key: usize, ending: Ending, now: Instant) -> usize {
+        if let Some(gone) = self.close(key) {
+            load.ended(self, key, gone, ending, now);
+        }
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// What a scenario heard, in order.
+    #[derive(Default)]
+    struct Heard(Vec<String>);
+
+    impl Load<&'static str> for Heard {
+        fn connected(&mut self, engine: &mut Engine<&'static str>, key: usize, _now: Instant) {
+            self.0.push(format!("connected {}", engine.get(key).map_or("?", |open| open.state)));
+        }
+
+        fn written(&mut self, engine: &mut Engine<&'static str>, key: usize, _now: Instant) {
+            self.0.push(format!("written {}", engine.get(key).map_or("?", |open| open.state)));
+        }
+
+        fn answered(&mut self, engine: &mut Engine<&'static str>, key: usize, frame: &Frame, _now: Instant) {
+            let body = String::from_utf8_lossy(engine.body(key, frame)).to_string();
+            self.0.push(format!("answered {} {body}", frame.status));
+        }
+
+        fn ended(
+            &mut self,
+            _: &mut Engine<&'static str>,
+            _: usize,
+            gone: Gone<&'static str>,
+            ending: Ending,
+            _: Instant,
+        ) {
+            self.0.push(format!("ended {} {ending:?} after {} and {} bytes", gone.state, gone.sent, gone.received));
+        }
+    }
+
+    /// A scripted server answers twice in one write and closes: the connect, the write, both
+    /// answers and the end reach the scenario in that order, with the bytes each way.
+    #[test]
+    fn answers_then_the_close_reach_the_scenario_and_the_key_is_released() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut request = [0u8; 64];
+            let _ = peer.read(&mut request).unwrap();
+            peer.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 503 No\r\nContent-Length: 1\r\n\r\nb",
+            )
+            .unwrap();
+        });
+        let mut engine = Engine::new(addr, 1).unwrap();
+        let mut heard = Heard::default();
+        let key = engine.open("one", b"GET / HTTP/1.1\r\n\r\n");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while (engine.waiting() > 0 || engine.get(key).is_some()) && Instant::now() < deadline {
+            engine.turn(&mut heard, Duration::from_millis(100)).unwrap();
+        }
+        server.join().unwrap();
+        assert_eq!(
+            heard.0,
+            [
+                "connected one",
+                "written one",
+                "answered 200 a",
+                "answered 503 b",
+                "ended one Closed { partial: false } after 18 and 78 bytes"
+            ]
+        );
+        assert_eq!(engine.open("two", b""), key, "the key is free again after the batch");
+    }
+}
