@@ -23,6 +23,19 @@ fn send_and_close(server: &Server, request: &[u8]) {
     drop(stream);
 }
 
+/// `CLIENTS` connections that each send `request` and shut down their write side right behind
+/// it, and still read.
+fn send_and_shut_down(server: &Server, request: &[u8]) -> Vec<Client> {
+    (0..CLIENTS)
+        .map(|_| {
+            let mut client = server.connect();
+            client.send(request);
+            client.stream().shutdown(Shutdown::Write).expect("shutdown");
+            client
+        })
+        .collect()
+}
+
 #[test]
 fn an_abandoned_long_poll_is_freed_at_once() {
     let server = Server::start(&["--poll-timeout", "100s", "--max-poll-timeout", "100s"]);
@@ -42,15 +55,7 @@ fn a_request_and_its_fin_in_one_read_get_the_answer_then_the_close() {
     // A half-closing client (`nc -N`, `curl --upload-file` of some proxies) still reads: it gets
     // its answer, then the server's FIN instead of waiting for the idle timeout.
     let server = Server::start(&["--idle-timeout", "100s"]);
-    let mut clients: Vec<Client> = (0..CLIENTS)
-        .map(|_| {
-            let mut client = server.connect();
-            client.send(b"GET /plaintext HTTP/1.1\r\nHost: tether.test\r\n\r\n");
-            client.stream().shutdown(Shutdown::Write).expect("shutdown");
-            client
-        })
-        .collect();
-    for client in &mut clients {
+    for client in &mut send_and_shut_down(&server, b"GET /plaintext HTTP/1.1\r\nHost: tether.test\r\n\r\n") {
         let response = client.read_response();
         assert_eq!((response.status, response.text()), (200, "Hello, World!"));
         client.expect_eof();
@@ -63,15 +68,7 @@ fn a_request_and_its_fin_in_one_read_get_the_answer_then_the_close() {
 #[test]
 fn a_partial_request_and_a_fin_close_without_waiting_for_the_header_timeout() {
     let server = Server::start(&["--header-timeout", "100s"]);
-    let mut clients: Vec<Client> = (0..CLIENTS)
-        .map(|_| {
-            let mut client = server.connect();
-            client.send(b"GET /plaintext HTTP/1.1\r\nHost: tet");
-            client.stream().shutdown(Shutdown::Write).expect("shutdown");
-            client
-        })
-        .collect();
-    for client in &mut clients {
+    for client in &mut send_and_shut_down(&server, b"GET /plaintext HTTP/1.1\r\nHost: tet") {
         client.expect_eof(); // no 408: nobody is left to read it
     }
     let stats = server.wait_for_stats("no connection left reading", |s| num(s, "connections.open") == 1);
