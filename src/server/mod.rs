@@ -485,10 +485,11 @@ impl Server {
     /// The cost view now. Reading `/proc` takes a descriptor, which at the open-file limit
     /// only the spare can lend.
     pub(super) fn snapshot(&mut self) -> Snapshot {
+        // Counted with the spare: the `/proc` reads below borrow its descriptor, not another.
+        let fds_open = self.fds_open();
         self.admission.spare = None;
-        let mut snapshot = self.measure();
+        let snapshot = self.measure(fds_open);
         self.admission.spare = admission::open_spare();
-        snapshot.fds_open = self.fds_open(); // the spare is back, or could not be had
         snapshot
     }
 
@@ -501,10 +502,10 @@ impl Server {
             + u64::from(self.admission.spare.is_some())
     }
 
-    fn measure(&self) -> Snapshot {
+    fn measure(&self, fds_open: u64) -> Snapshot {
         Snapshot {
             uptime_secs: self.started.elapsed().as_secs_f64(),
-            fds_open: self.fds_open(),
+            fds_open,
             fds_limit: stats::fds_limit(),
             // Closed connections wait in the slab until `reap`; they are already counted in `closed.*`.
             connections_open: (self.connections.len() - self.reap_queue.len()) as u64,
