@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 
-use crate::connection::CloseReason;
+use crate::connection::{CloseReason, StateKind};
 
 /// Monotonic counters since start.
 #[derive(Debug, Default, Clone)]
@@ -62,6 +62,21 @@ pub struct ByState {
     pub held: u64,
     pub writing: u64,
     pub closing: u64,
+}
+
+impl ByState {
+    /// Counts a connection into (`delta` 1) or out of (-1) a state; closed ones are not counted.
+    pub fn count(&mut self, state: StateKind, delta: i64) {
+        let counter = match state {
+            StateKind::Reading => &mut self.reading,
+            StateKind::Idle => &mut self.idle,
+            StateKind::Writing => &mut self.writing,
+            StateKind::Held => &mut self.held,
+            StateKind::Closing => &mut self.closing,
+            StateKind::Closed => return,
+        };
+        *counter = counter.wrapping_add_signed(delta);
+    }
 }
 
 /// Long-poll figures.

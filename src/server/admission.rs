@@ -28,19 +28,16 @@
 //! - While `Accepting::Paused`, exactly one back-off timer is armed for the listener. Listener
 //!   readiness is ignored meanwhile; it is edge-triggered, so resuming calls `accept` itself.
 
-use std::collections::hash_map::RandomState;
-use std::fs::File;
-use std::hash::BuildHasher;
 use std::io::{self, ErrorKind, Read, Write};
 
 use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use super::{Server, ACCEPT_BUDGET, ACCEPT_TIMER, REJECT_BUDGET, SIGNALS};
-use crate::backoff::XorShift;
-use crate::connection::{CloseReason, Connection, State};
-use crate::http::response::{self, Persistence, Response, Status};
+use super::service::open_spare;
+use super::{Server, Slot, ACCEPT_BUDGET, ACCEPT_TIMER, REJECT_BUDGET, SIGNALS};
+use crate::connection::{CloseReason, Connection, Event, StateKind};
+use crate::http::response::{self, Persistence};
 use crate::timer::{Tick, TimerKey};
 
 /// Idle connections younger than this are in use, not reclaimable.
@@ -48,15 +45,10 @@ const RECLAIM_AFTER: Tick = 1000;
 /// At most this many idle connections are closed in one go (nginx: 32). Each one's descriptor
 /// is freed only in the reap phase, so a small batch keeps a turn's overshoot small.
 const RECLAIM_BATCH: usize = 8;
-/// `Retry-After` values for a 503, picked at random: refused clients should not all come back
-/// in the same second.
-const RETRY_AFTER_SECS: [(&str, &str); 3] = [("Retry-After", "1"), ("Retry-After", "2"), ("Retry-After", "3")];
 /// How long accepting pauses when nothing else will wake it.
 const ACCEPT_BACKOFF: Tick = 100;
 /// How often running out of descriptors is logged, at most.
 const EXHAUSTION_LOG_EVERY: Tick = 1000;
-/// What a refused newcomer is told.
-const AT_THE_LIMIT: &[u8] = b"at the connection limit, retry later\n";
 
 /// Whether listener readiness leads to `accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +66,6 @@ pub(super) struct Admission {
     /// `None` once draining: dropping the listener makes the kernel refuse new connections.
     pub(super) listener: Option<TcpListener>,
     pub(super) accepting: Accepting,
-    /// Kept open to be closed on demand, at the open-file limit.
-    pub(super) spare: Option<File>,
     /// When running out of descriptors was last logged.
     exhaustion_logged: Option<Tick>,
     /// No idle connection is old enough to reclaim before this tick.
@@ -84,29 +74,19 @@ pub(super) struct Admission {
     /// Connections admitted over `max_connections` only to be refused, not yet closed; at
     /// most `REJECT_BUDGET`.
     pub(super) refusing: usize,
-    /// Spreads the `Retry-After` of refusals.
-    jitter: XorShift,
 }
 
 impl Admission {
-    pub(super) fn new(listener: TcpListener, spare: Option<File>, max_connections: usize) -> Self {
+    pub(super) fn new(listener: TcpListener, max_connections: usize) -> Self {
         Admission {
             listener: Some(listener),
             accepting: Accepting::Open,
-            spare,
             exhaustion_logged: None,
             reclaim_scan_after: 0,
             max_connections,
             refusing: 0,
-            jitter: XorShift::new(RandomState::new().hash_one(std::process::id())),
         }
     }
-}
-
-/// A descriptor held open so that one can be freed on demand: to accept and refuse a newcomer
-/// at the open-file limit, or to read `/proc` for `/stats` there.
-pub(super) fn open_spare() -> Option<File> {
-    File::open("/dev/null").map_err(|e| warn!("no spare descriptor: {e}")).ok()
 }
 
 fn out_of_descriptors(e: &io::Error) -> bool {
@@ -134,7 +114,7 @@ impl Server {
                 // A connection reset while in the backlog is simply gone.
                 Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
                 Err(e) if out_of_descriptors(&e) => {
-                    self.costs.totals.fds_exhausted += 1;
+                    self.service.costs.totals.fds_exhausted += 1;
                     self.log_exhaustion(&e);
                     if !self.make_room() {
                         return;
@@ -164,26 +144,28 @@ impl Server {
             self.refuse_at_once(stream);
             return;
         }
-        self.costs.totals.accepted += 1;
+        let costs = &mut self.service.costs;
+        costs.totals.accepted += 1;
         // Small answers go out at once; we never write a response in pieces.
         let _ = stream.set_nodelay(true);
         let entry = self.connections.vacant_entry();
         let key = entry.key();
-        let mut conn = Connection::new(stream);
-        conn.over_limit = over_limit;
-        if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(key), Interest::READABLE) {
+        let conn = Connection::new(over_limit);
+        let mut slot = Slot { stream, timer: None, conn };
+        if let Err(e) = self.poll.registry().register(&mut slot.stream, Token(key), Interest::READABLE) {
             warn!("cannot register a connection: {e}");
-            self.costs.totals.closed.count(CloseReason::Error);
+            costs.totals.closed.count(CloseReason::Error);
             return; // the entry was never inserted, so there is nothing to roll back
         }
-        entry.insert(conn);
         debug_assert!(key < SIGNALS.0, "slab keys stay below the reserved tokens");
         if over_limit {
-            self.costs.totals.rejected += 1;
+            costs.totals.rejected += 1;
             self.admission.refusing += 1;
         }
-        self.count_state(State::Reading, 1);
-        self.arm(key, self.deadline(self.config.header_timeout));
+        costs.by_state.count(slot.conn.kind(), 1);
+        let deadline = slot.conn.deadline(self.now, &self.settings);
+        slot.timer = deadline.map(|at| self.wheel.insert(at, key));
+        entry.insert(slot);
     }
 
     /// What `--max-connections` counts: connections open, less those waiting to be reaped and
@@ -205,16 +187,16 @@ impl Server {
     /// Closes the keep-alive connections idle longest: an eighth of those idle for at least
     /// `RECLAIM_AFTER`, at least one and at most `RECLAIM_BATCH`. Returns how many it closed.
     fn reclaim_idle(&mut self) -> usize {
-        if self.costs.by_state.idle == 0 || self.now < self.admission.reclaim_scan_after {
+        if self.service.costs.by_state.idle == 0 || self.now < self.admission.reclaim_scan_after {
             return 0;
         }
-        let idle_timeout = Tick::try_from(self.config.idle_timeout.as_millis()).unwrap_or(Tick::MAX);
+        let idle_timeout = Tick::try_from(self.settings.idle_timeout.as_millis()).unwrap_or(Tick::MAX);
         // An idle connection's one timer is its idle deadline, so when it fell idle is known.
         let mut idle_since: Vec<(Tick, usize)> = self
             .connections
             .iter()
-            .filter(|(_, conn)| conn.state == State::Idle)
-            .filter_map(|(key, conn)| Some((self.wheel.deadline(conn.timer?)?.saturating_sub(idle_timeout), key)))
+            .filter(|(_, slot)| slot.conn.kind() == StateKind::Idle)
+            .filter_map(|(key, slot)| Some((self.wheel.deadline(slot.timer?)?.saturating_sub(idle_timeout), key)))
             .collect();
         let oldest = idle_since.iter().map(|&(since, _)| since).min().unwrap_or(self.now);
         idle_since.retain(|&(since, _)| self.now.saturating_sub(since) >= RECLAIM_AFTER);
@@ -227,7 +209,7 @@ impl Server {
         }
         idle_since.select_nth_unstable(batch - 1);
         for &(_, key) in &idle_since[..batch] {
-            self.close(key, CloseReason::Reclaimed);
+            self.process(key, Event::Reclaim);
         }
         debug!("reclaimed {batch} idle connections");
         batch
@@ -241,7 +223,7 @@ impl Server {
         let Some(listener) = &self.admission.listener else {
             return false;
         };
-        if self.admission.spare.take().is_none() {
+        if self.service.spare.take().is_none() {
             self.pause_accepting();
             return false;
         }
@@ -258,8 +240,8 @@ impl Server {
                 false
             }
         };
-        self.admission.spare = open_spare();
-        if self.admission.spare.is_none() {
+        self.service.spare = open_spare();
+        if self.service.spare.is_none() {
             self.pause_accepting();
             return false;
         }
@@ -278,24 +260,14 @@ impl Server {
             }
         }
         let mut answer = Vec::with_capacity(256);
-        let refusal = self.refusal();
+        let refusal = self.service.refusal();
         response::write(&mut answer, &refusal, Persistence::Close, false, &self.date);
         // An empty send buffer takes it whole; if not, the peer gets the close alone.
         let _ = stream.write(&answer);
-        self.costs.totals.accepted += 1;
-        self.costs.totals.rejected += 1;
-        self.costs.totals.closed.count(CloseReason::Rejected);
-    }
-
-    /// One `Retry-After` header for a 503.
-    pub(super) fn retry_after(&mut self) -> &'static [(&'static str, &'static str)] {
-        let pick = self.admission.jitter.next_u64() as usize % RETRY_AFTER_SECS.len();
-        std::slice::from_ref(&RETRY_AFTER_SECS[pick])
-    }
-
-    /// The 503 a newcomer gets at the limit.
-    pub(super) fn refusal(&mut self) -> Response<'static> {
-        Response::error(Status::SERVICE_UNAVAILABLE, AT_THE_LIMIT).with_headers(self.retry_after())
+        let totals = &mut self.service.costs.totals;
+        totals.accepted += 1;
+        totals.rejected += 1;
+        totals.closed.count(CloseReason::Rejected);
     }
 
     pub(super) fn pause_accepting(&mut self) {
@@ -322,7 +294,7 @@ impl Server {
         warn!(
             "accept: {e} ({} connections open, {} failed accepts so far): reclaiming idle connections, refusing newcomers with 503",
             self.connections.len(),
-            self.costs.totals.fds_exhausted
+            self.service.costs.totals.fds_exhausted
         );
     }
 }

@@ -13,7 +13,7 @@ use mio::Interest;
 
 use super::Server;
 use crate::buffer::BufferPool;
-use crate::connection::State;
+use crate::connection::{State, StateKind};
 use crate::stats::ByState;
 
 /// What the reactor keeps only so that it can be checked: the kernel will not say which
@@ -43,51 +43,53 @@ impl Server {
         let (mut holds, mut lent, mut timers) = (0u64, 0usize, 0usize);
         let reaped: HashSet<usize> = self.reap_queue.iter().copied().collect();
         let queued: HashSet<usize> = self.flush_queue.iter().copied().collect();
-        for (key, conn) in &self.connections {
-            match conn.state {
-                State::Reading => by_state.reading += 1,
-                State::Idle => by_state.idle += 1,
-                State::Writing => by_state.writing += 1,
-                State::Held => by_state.held += 1,
-                State::Closing => by_state.closing += 1,
-                State::Closed => {
-                    assert!(reaped.contains(&key), "closed {key} is not queued for reap");
-                    assert!(conn.timer.is_none() && conn.buffers.is_none() && conn.held().is_none(), "closed {key}");
-                    continue;
-                }
+        for (key, slot) in &self.connections {
+            let (conn, kind) = (&slot.conn, slot.conn.kind());
+            if kind == StateKind::Closed {
+                assert!(reaped.contains(&key), "closed {key} is not queued for reap");
+                assert!(slot.timer.is_none() && conn.buffers().is_none() && conn.held().is_none(), "closed {key}");
+                continue;
             }
-            // Invariant 3: one timer, armed for this very connection.
-            let timer = conn.timer.unwrap_or_else(|| panic!("{key} in {:?} has no timer", conn.state));
-            assert_eq!(self.wheel.get(timer), Some(&key), "{key}'s timer belongs to another");
-            timers += 1;
+            by_state.count(kind, 1);
+            // Invariant 3: one timer, armed for this very connection; only a connection whose
+            // timer fired and whose answer waits in the flush queue may be without one.
+            match slot.timer {
+                Some(timer) => {
+                    assert_eq!(self.wheel.get(timer), Some(&key), "{key}'s timer belongs to another");
+                    timers += 1;
+                    if let State::Held(poll) = conn.state() {
+                        assert_eq!(
+                            self.wheel.deadline(timer),
+                            Some(poll.wait.deadline),
+                            "{key}'s timer is not its hold"
+                        );
+                    }
+                }
+                None => assert!(queued.contains(&key), "{key} in {kind:?} has no timer and is not queued"),
+            }
             // Invariant 4: WRITABLE interest exactly while `Writing`.
             assert_eq!(
                 self.invariants.writable.contains(&key),
-                conn.state == State::Writing,
-                "{key} in {:?}: WRITABLE interest does not follow the state",
-                conn.state
+                kind == StateKind::Writing,
+                "{key} in {kind:?}: WRITABLE interest does not follow the state"
             );
-            if conn.state == State::Idle {
-                assert!(conn.buffers.is_none(), "idle {key} owns buffers");
+            if kind == StateKind::Idle {
+                assert!(conn.buffers().is_none(), "idle {key} owns buffers");
             }
-            if conn.state == State::Held {
-                assert!(conn.held().is_some(), "{key} is Held without a poll");
-            }
-            if let Some(held) = conn.held() {
+            if let Some(poll) = conn.held() {
                 holds += 1;
-                let listed = self.holds.topics.holds(held.hold, key);
+                let listed = self.service.topics.holds(poll.wait.hold, key);
                 assert!(listed || queued.contains(&key), "{key}'s poll is neither listed nor woken");
-                if conn.state == State::Held && listed {
-                    assert_eq!(self.wheel.deadline(timer), Some(held.deadline), "{key}'s timer is not its hold");
-                }
             }
-            lent += conn.buffers.as_deref().map_or(0, BufferPool::accounted);
+            lent += conn.buffers().map_or(0, BufferPool::accounted);
         }
-        assert_eq!(by_state, self.costs.by_state, "connections by state drifted from a recount");
-        assert_eq!(holds, self.costs.polls.held, "polls.held drifted from a recount");
-        for (hold, key) in self.holds.topics.held_polls() {
-            let conn = self.connections.get(key).unwrap_or_else(|| panic!("topic lists a freed {key}"));
-            assert_eq!(conn.held().map(|h| h.hold), Some(hold), "topic lists {key}, which holds another poll");
+        let costs = &self.service.costs;
+        assert_eq!(by_state, costs.by_state, "connections by state drifted from a recount");
+        assert_eq!(holds, costs.polls.held, "polls.held drifted from a recount");
+        for (hold, key) in self.service.topics.held_polls() {
+            let slot = self.connections.get(key).unwrap_or_else(|| panic!("topic lists a freed {key}"));
+            let held = slot.conn.held().map(|poll| poll.wait.hold);
+            assert_eq!(held, Some(hold), "topic lists {key}, which holds another poll");
         }
         assert_eq!(lent, self.pool.lent_bytes(), "lent buffer bytes drifted from a recount");
         assert!(self.wheel.len() >= timers, "fewer timers armed than connections hold");

@@ -42,29 +42,31 @@
 //! In debug builds `check_invariants` walks the whole structure after every turn and checks
 //! what can be checked of these (see `invariants`).
 
+use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::io::{self, ErrorKind};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, info};
-use mio::net::TcpListener;
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::backoff::XorShift;
 use crate::buffer::BufferPool;
 use crate::config::{Config, FD_RESERVE};
-use crate::connection::{self, CloseReason, Connection, Deadline, State};
+use crate::connection::{deadline_after, Connection, Event, Io, Settings, StateKind, Timer, Turn, Want};
 use crate::http::date::HttpDate;
 use crate::http::request::Limits;
-use crate::http::response::{Response, Status};
-use crate::pubsub::{TopicLimits, Topics};
-use crate::stats::{self, ByState, Polls, Snapshot, Totals};
-use crate::timer::{Tick, Wheel};
+use crate::stats;
+use crate::timer::{Tick, TimerKey, Wheel};
 use admission::{Accepting, Admission};
+use service::{ReactorFigures, Service};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -74,11 +76,6 @@ const DRAIN_TIMER: usize = usize::MAX;
 const ACCEPT_TIMER: usize = usize::MAX - 1;
 /// The wheel's value for the periodic sweep that forgets idle topics (`poll::sweep_topics`).
 const TOPIC_SWEEP_TIMER: usize = usize::MAX - 2;
-/// How long a closing connection waits for the peer's FIN after our last answer.
-const LINGER: Duration = Duration::from_secs(2);
-/// Stop parsing pipelined requests while this much output waits for the socket: a client that
-/// sends without reading must not grow our memory without bound.
-const OUTPUT_CAP: usize = 256 * 1024;
 /// Connections that may be read, answered 503 and lingering at once on top of
 /// `--max-connections`; beyond this a newcomer is answered at once and closed without lingering.
 const REJECT_BUDGET: usize = FD_RESERVE / 2;
@@ -92,20 +89,45 @@ const FLUSH_BUDGET: usize = 512;
 const LISTEN_BACKLOG: i32 = 4096;
 
 mod admission;
-mod answer;
 #[cfg(debug_assertions)]
 mod invariants;
-mod lifecycle;
 mod poll;
+mod service;
+
+/// A slab entry: the socket, its one timer, and the connection's machine. Kept small on
+/// purpose: an idle connection costs this plus one timer entry (see `docs/costs.md`).
+struct Slot {
+    stream: TcpStream,
+    /// The one armed timer; its meaning follows the machine's state.
+    timer: Option<TimerKey>,
+    conn: Connection,
+}
+
+/// Bytes one slab slot takes: slab stores `enum Entry { Vacant(usize), Occupied(T) }`, which
+/// this private mirror reproduces, since slab does not export its entry type.
+pub const ENTRY_BYTES: usize = {
+    #[allow(dead_code)]
+    enum SlabEntry {
+        Vacant(usize),
+        Occupied(Slot),
+    }
+    std::mem::size_of::<SlabEntry>()
+};
+
+impl Io for TcpStream {
+    fn shutdown_write(&mut self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
 
 /// The reactor's state, grouped by what owns it: the loop's own (the poll, the slab, the wheel,
 /// the buffer pool, the queues of the flush and reap phases, the clock), `admission` (the
-/// listener and the limits a newcomer meets), `holds` (the topics and the polls held on them)
-/// and `costs` (what the cost view counts as it happens).
+/// listener and the limits a newcomer meets) and `service` (what the endpoints answer: the
+/// topics, the polls held on them, and the counters of the cost view).
 pub struct Server {
     poll: Poll,
     signals: Signals,
-    connections: Slab<Connection>,
+    connections: Slab<Slot>,
     wheel: Wheel<usize>,
     pool: BufferPool,
     /// Connections with answers queued outside their own event, written in the flush phase,
@@ -113,41 +135,20 @@ pub struct Server {
     flush_queue: VecDeque<usize>,
     /// Connections closed this turn, freed in the reap phase.
     reap_queue: Vec<usize>,
-    config: Config,
-    limits: Limits,
-    /// Unread input never exceeds this: the parser errors before a request could need more.
-    input_cap: usize,
+    settings: Settings,
     started: Instant,
     now: Tick,
     date: HttpDate,
     admission: Admission,
-    holds: Holds,
-    costs: Costs,
+    service: Service,
+    /// Descriptors open at start other than the listener and the spare (stdio, epoll, the
+    /// signal pipe): with those two and one per slab entry, `fds.open` without reading `/proc`.
+    fds_at_start: u64,
     draining: bool,
     stop: bool,
     /// What only the debug invariant checks need.
     #[cfg(debug_assertions)]
     invariants: invariants::Mirror,
-}
-
-/// The topics and the long polls held on them (see `poll`).
-struct Holds {
-    topics: Topics,
-    /// `--max-held`, checked against `costs.polls.held`.
-    max_held: usize,
-    /// When the last publish that woke polls was parsed: the flush phase reports how long
-    /// writing all their answers took.
-    fanout_started: Option<Instant>,
-}
-
-/// What the cost view counts as it happens, so that a snapshot never walks the connections.
-struct Costs {
-    totals: Totals,
-    by_state: ByState,
-    polls: Polls,
-    /// Descriptors open at start other than the listener and the spare (stdio, epoll, the
-    /// signal pipe): with those two and one per slab entry, `fds.open` without reading `/proc`.
-    fds_at_start: u64,
 }
 
 impl Server {
@@ -171,13 +172,23 @@ impl Server {
             max_uri_bytes: config.max_head_bytes.min(8192),
             max_body_bytes: config.max_message_bytes,
         };
+        let settings = Settings {
+            input_cap: 2 * limits.max_head_bytes + limits.max_body_bytes + 1,
+            limits,
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            max_requests: config.max_requests,
+        };
         let fd_limit = usize::try_from(stats::fds_limit()).unwrap_or(usize::MAX);
         let max_connections = config.max_connections.unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));
         info!("limits: {max_connections} connections, {fd_limit} open files");
-        let spare = admission::open_spare();
+        let jitter = XorShift::new(RandomState::new().hash_one(std::process::id()));
+        let max_held = config.max_held.unwrap_or(max_connections);
+        let service = Service::new(config, max_held, jitter);
         // Everything this server will ever open is open now but for connections, so this one
         // reading of `/proc` is the base that `fds.open` counts from.
-        let fds_at_start = stats::fds_open().saturating_sub(1 + u64::from(spare.is_some()));
+        let fds_at_start = stats::fds_open().saturating_sub(1 + u64::from(service.spare.is_some()));
         let mut server = Server {
             poll,
             signals,
@@ -186,24 +197,13 @@ impl Server {
             pool: BufferPool::default(),
             flush_queue: VecDeque::new(),
             reap_queue: Vec::new(),
-            input_cap: 2 * limits.max_head_bytes + limits.max_body_bytes + 1,
-            limits,
+            settings,
             started: Instant::now(),
             now: 0,
             date: HttpDate::new(),
-            admission: Admission::new(listener, spare, max_connections),
-            holds: Holds {
-                topics: Topics::new(TopicLimits::from(&config)),
-                max_held: config.max_held.unwrap_or(max_connections),
-                fanout_started: None,
-            },
-            costs: Costs {
-                totals: Totals::default(),
-                by_state: ByState::default(),
-                polls: Polls::default(),
-                fds_at_start,
-            },
-            config,
+            admission: Admission::new(listener, max_connections),
+            service,
+            fds_at_start,
             draining: false,
             stop: false,
             #[cfg(debug_assertions)]
@@ -270,16 +270,93 @@ impl Server {
         Tick::try_from(self.started.elapsed().as_millis()).unwrap_or(Tick::MAX)
     }
 
+    /// The clock is read here, once per turn; everything else takes `now` as an argument.
     fn refresh_clock(&mut self) {
         self.now = self.now_tick();
         self.date.refresh(SystemTime::now());
     }
 
-    /// The tick by which `after` has passed, counted from this turn's start. `now` is that
-    /// start truncated to the millisecond, so one more tick makes up for the fraction cut off:
-    /// a deadline may come up to a millisecond (and epoll's rounding) late, never early.
-    fn deadline(&self, after: Duration) -> Tick {
-        self.now + Tick::try_from(after.as_millis()).unwrap_or(Tick::MAX / 2) + 1
+    // ---- one connection's event ---------------------------------------------------------
+
+    /// Hands an event to connection `key`'s machine and does what it asks: re-arm or cancel
+    /// its timer, follow its state with WRITABLE interest, queue it for the flush phase or the
+    /// reap phase.
+    fn process(&mut self, key: usize, event: Event) {
+        self.service.reactor = self.figures();
+        let Some(slot) = self.connections.get_mut(key) else {
+            return; // spurious: mio allows events for sources already gone
+        };
+        let before = slot.conn.kind();
+        let mut turn = Turn {
+            key,
+            now: self.now,
+            date: &self.date,
+            draining: self.draining,
+            settings: &self.settings,
+            pool: &mut self.pool,
+            endpoints: &mut self.service,
+        };
+        let want = slot.conn.process(event, &mut slot.stream, &mut turn);
+        self.apply(key, before, want);
+    }
+
+    fn apply(&mut self, key: usize, before: StateKind, want: Want) {
+        let slot = &mut self.connections[key];
+        let after = slot.conn.kind();
+        match want.timer {
+            Timer::Keep => {}
+            Timer::At(at) => {
+                if let Some(old) = slot.timer.take() {
+                    self.wheel.cancel(old);
+                }
+                slot.timer = Some(self.wheel.insert(at, key));
+            }
+            Timer::Cancel => {
+                if let Some(old) = slot.timer.take() {
+                    self.wheel.cancel(old);
+                }
+            }
+        }
+        if (before == StateKind::Writing) != (after == StateKind::Writing) && after != StateKind::Closed {
+            let interest =
+                if after == StateKind::Writing { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if let Err(e) = self.poll.registry().reregister(&mut slot.stream, Token(key), interest) {
+                warn!("cannot change interest of {key}: {e}");
+            }
+            #[cfg(debug_assertions)]
+            self.invariants.interest_changed(key, interest);
+        }
+        if let Some(reason) = want.closed {
+            self.service.costs.totals.closed.count(reason);
+            if slot.conn.refused() {
+                self.admission.refusing -= 1;
+            }
+            self.reap_queue.push(key);
+        }
+        if want.flush {
+            self.flush_queue.push_back(key);
+        }
+        if !self.service.woken.is_empty() {
+            self.flush_queue.extend(self.service.woken.drain(..));
+        }
+    }
+
+    /// The reactor's figures for the cost view, each O(1).
+    fn figures(&self) -> ReactorFigures {
+        // Closed connections wait in the slab until `reap`; they keep their descriptors until
+        // then, and are already counted in `closed.*`.
+        let fds_open = self.fds_at_start
+            + self.connections.len() as u64
+            + u64::from(self.admission.listener.is_some())
+            + u64::from(self.service.spare.is_some());
+        ReactorFigures {
+            fds_open,
+            connections_open: (self.connections.len() - self.reap_queue.len()) as u64,
+            connection_bytes: (self.connections.capacity() * ENTRY_BYTES + self.wheel.memory_bytes()) as u64,
+            timers_armed: self.wheel.len() as u64,
+            buffer_bytes: self.pool.lent_bytes() as u64,
+            pool_bytes: self.pool.capacity() as u64,
+        }
     }
 
     // ---- dispatch -----------------------------------------------------------------------
@@ -291,32 +368,13 @@ impl Server {
                 LISTENER => newcomers = true,
                 SIGNALS => self.on_signal(),
                 Token(key) => {
-                    let Some(conn) = self.connections.get_mut(key) else {
-                        continue; // spurious: mio allows events for sources already gone
+                    let hung_up = event.is_read_closed() || event.is_error();
+                    let ready = Event::Ready {
+                        readable: event.is_readable() || hung_up,
+                        writable: event.is_writable() || event.is_error(),
+                        hung_up,
                     };
-                    let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                    if event.is_read_closed() || event.is_error() {
-                        // The FIN (or an error) came with this event, maybe behind a request: no
-                        // second event will announce it, so the next read goes on to the end
-                        // instead of stopping at a short read (see `read_and_answer`).
-                        conn.input_ready = true;
-                    }
-                    match conn.state {
-                        State::Closed => {}
-                        State::Closing => self.discard_input(key),
-                        State::Writing => {
-                            if readable {
-                                conn.input_ready = true; // taken up once the output drains
-                            }
-                            if event.is_writable() || event.is_error() {
-                                self.write_and_resume(key, false);
-                            }
-                        }
-                        // While held, reading notices a client that hangs up (and buffers
-                        // any pipelined request until the poll is answered).
-                        State::Reading | State::Idle | State::Held if readable => self.serve(key),
-                        State::Reading | State::Idle | State::Held => {}
-                    }
+                    self.process(key, ready);
                 }
             }
         }
@@ -339,10 +397,11 @@ impl Server {
         }
     }
 
-    /// Graceful shutdown: stop accepting, close what is idle, let in-flight answers finish
-    /// (they now say `Connection: close`), and give up at `--drain-timeout`.
+    /// Graceful shutdown: stop accepting, close what is idle, answer held polls, let in-flight
+    /// answers finish (they now say `Connection: close`), and give up at `--drain-timeout`.
     fn start_drain(&mut self) {
-        info!("draining {} connections (up to {:?})", self.connections.len(), self.config.drain_timeout);
+        let timeout = self.service.config.drain_timeout;
+        info!("draining {} connections (up to {timeout:?})", self.connections.len());
         self.draining = true;
         if let Some(mut listener) = self.admission.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
@@ -350,24 +409,10 @@ impl Server {
         if let Accepting::Paused(timer) = std::mem::replace(&mut self.admission.accepting, Accepting::Open) {
             self.wheel.cancel(timer);
         }
-        self.wheel.insert(self.deadline(self.config.drain_timeout), DRAIN_TIMER);
-        let quiet: Vec<usize> = self
-            .connections
-            .iter()
-            .filter(|(_, c)| {
-                let nothing_buffered = c.buffers.as_ref().is_none_or(|b| b.is_empty());
-                matches!(c.state, State::Idle | State::Reading) && nothing_buffered
-            })
-            .map(|(key, _)| key)
-            .collect();
-        for key in quiet {
-            self.close(key, CloseReason::Drain);
-        }
-        let held: Vec<usize> =
-            self.connections.iter().filter(|(_, c)| c.held().is_some()).map(|(key, _)| key).collect();
-        for key in held {
-            self.answer_hold(key); // says `Connection: close`, since draining
-            self.flush_queue.push_back(key);
+        self.wheel.insert(deadline_after(self.now, timeout), DRAIN_TIMER);
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.process(key, Event::Drain);
         }
     }
 
@@ -375,43 +420,31 @@ impl Server {
 
     fn expire_timers(&mut self) {
         while let Some(key) = self.wheel.poll(self.now) {
-            if key == DRAIN_TIMER {
-                info!("drain timeout: {} connections cut", self.connections.len());
-                self.stop = true;
-                continue;
-            }
-            if key == ACCEPT_TIMER {
-                self.resume_accepting();
-                continue;
-            }
-            if key == TOPIC_SWEEP_TIMER {
-                self.sweep_topics();
-                continue;
-            }
-            let Some(conn) = self.connections.get_mut(key) else {
-                debug_assert!(false, "a timer outlived its connection {key}");
-                continue;
-            };
-            conn.timer = None;
-            match conn.state.deadline() {
-                Some(Deadline::Head) => {
-                    let response = Response::error(Status::REQUEST_TIMEOUT, b"request not received in time\n");
-                    self.queue_final_answer(key, &response, CloseReason::HeaderTimeout);
-                    self.flush_queue.push_back(key);
+            match key {
+                DRAIN_TIMER => {
+                    info!("drain timeout: {} connections cut", self.connections.len());
+                    self.stop = true;
                 }
-                Some(Deadline::Hold) => {
-                    self.answer_hold(key);
-                    self.flush_queue.push_back(key);
+                ACCEPT_TIMER => self.resume_accepting(),
+                TOPIC_SWEEP_TIMER => {
+                    self.service.sweep_topics(self.now);
+                    self.arm_topic_sweep();
                 }
-                Some(Deadline::Idle) => self.close(key, CloseReason::IdleTimeout),
-                Some(Deadline::Write) => self.close(key, CloseReason::WriteTimeout),
-                Some(Deadline::Linger) => {
-                    let reason = conn.ending().unwrap_or(CloseReason::ByClient);
-                    self.close(key, reason);
+                _ => {
+                    let Some(slot) = self.connections.get_mut(key) else {
+                        debug_assert!(false, "a timer outlived its connection {key}");
+                        continue;
+                    };
+                    slot.timer = None;
+                    self.process(key, Event::Deadline);
                 }
-                None => debug_assert!(false, "a closed connection {key} had a timer"),
             }
         }
+    }
+
+    fn arm_topic_sweep(&mut self) {
+        let period = poll::topic_sweep_period(self.service.config.topic_idle_timeout);
+        self.wheel.insert(deadline_after(self.now, period), TOPIC_SWEEP_TIMER);
     }
 
     // ---- flush --------------------------------------------------------------------------
@@ -424,23 +457,20 @@ impl Server {
             let Some(key) = self.flush_queue.pop_front() else {
                 break;
             };
-            if self.is_woken(key) {
-                self.answer_hold(key); // built now, so at most a slice of answers is in memory
-            }
-            // The timer or publish that queued it left the state without a timer: `fresh`
-            // arms one.
-            self.write_and_resume(key, true);
+            // A woken poll's answer is built now, so at most a slice of answers is in memory.
+            self.process(key, Event::Flush);
         }
         if !self.flush_queue.is_empty() {
             return;
         }
         // A fan-out to 15,000 grew the queue to 120 KB; a burst does not pin its peak.
         self.flush_queue.shrink_to(FLUSH_BUDGET);
-        if let Some(started) = self.holds.fanout_started.take() {
-            self.costs.polls.last_fanout_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Some(started) = self.service.fanout_started.take() {
+            let polls = &mut self.service.costs.polls;
+            polls.last_fanout_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             debug!(
                 "fan-out: {} answers written {} µs after the publish",
-                self.costs.polls.last_fanout_woken, self.costs.polls.last_fanout_us
+                polls.last_fanout_woken, polls.last_fanout_us
             );
         }
     }
@@ -457,75 +487,29 @@ impl Server {
         if !self.flush_queue.is_empty() {
             // A carried entry must not reach whichever connection gets the key next.
             let connections = &self.connections;
-            self.flush_queue.retain(|&key| connections.get(key).is_some_and(|c| c.state != State::Closed));
+            self.flush_queue.retain(|&key| connections.get(key).is_some_and(|s| s.conn.kind() != StateKind::Closed));
         }
         for key in self.reap_queue.drain(..) {
             #[cfg(debug_assertions)]
             self.invariants.freed(key);
-            let conn = self.connections.remove(key);
-            debug_assert!(conn.state == State::Closed && conn.timer.is_none() && conn.buffers.is_none());
+            let slot = self.connections.remove(key);
+            debug_assert!(
+                slot.conn.kind() == StateKind::Closed && slot.timer.is_none() && slot.conn.buffers().is_none()
+            );
         }
         self.resume_accepting();
     }
+}
 
-    // ---- the cost view ------------------------------------------------------------------
-
-    pub(super) fn count_state(&mut self, state: State, delta: i64) {
-        let counter = match state {
-            State::Reading => &mut self.costs.by_state.reading,
-            State::Idle => &mut self.costs.by_state.idle,
-            State::Writing => &mut self.costs.by_state.writing,
-            State::Held => &mut self.costs.by_state.held,
-            State::Closing => &mut self.costs.by_state.closing,
-            State::Closed => return,
-        };
-        *counter = counter.wrapping_add_signed(delta);
-    }
-
-    /// The cost view now. Reading `/proc` takes a descriptor, which at the open-file limit
-    /// only the spare can lend.
-    pub(super) fn snapshot(&mut self) -> Snapshot {
-        // Counted with the spare: the `/proc` reads below borrow its descriptor, not another.
-        let fds_open = self.fds_open();
-        self.admission.spare = None;
-        let snapshot = self.measure(fds_open);
-        self.admission.spare = admission::open_spare();
-        snapshot
-    }
-
-    /// Descriptors open now, counted rather than listed: one per slab entry (closed ones keep
-    /// theirs until `reap`), the listener until a drain drops it, and the spare.
-    fn fds_open(&self) -> u64 {
-        self.costs.fds_at_start
-            + self.connections.len() as u64
-            + u64::from(self.admission.listener.is_some())
-            + u64::from(self.admission.spare.is_some())
-    }
-
-    fn measure(&self, fds_open: u64) -> Snapshot {
-        Snapshot {
-            uptime_secs: self.started.elapsed().as_secs_f64(),
-            fds_open,
-            fds_limit: stats::fds_limit(),
-            // Closed connections wait in the slab until `reap`; they are already counted in `closed.*`.
-            connections_open: (self.connections.len() - self.reap_queue.len()) as u64,
-            by_state: self.costs.by_state,
-            totals: self.costs.totals.clone(),
-            polls: self.costs.polls,
-            topics: self.holds.topics.count() as u64,
-            messages: self.holds.topics.retained(),
-            retained_bytes: self.holds.topics.retained_bytes() as u64,
-            max_retained_bytes: self.holds.topics.max_retained_bytes() as u64,
-            evicted: self.holds.topics.evicted(),
-            forgotten: self.holds.topics.forgotten(),
-            timers_armed: self.wheel.len() as u64,
-            rss_bytes: stats::rss_bytes(),
-            connection_bytes: (self.connections.capacity() * connection::ENTRY_BYTES
-                + self.wheel.memory_bytes()
-                + self.holds.topics.hold_list_bytes()) as u64,
-            buffer_bytes: self.pool.lent_bytes() as u64,
-            pool_bytes: self.pool.capacity() as u64,
-            kernel: stats::sockstat(),
-        }
+#[cfg(test)]
+mod tests {
+    /// An idle connection costs one slab slot and one timer entry; keep both small.
+    #[test]
+    fn per_connection_structures_stay_small() {
+        let (slot, timer) = (super::ENTRY_BYTES, crate::timer::ENTRY_BYTES);
+        println!("slab slot: {slot} bytes, timer entry: {timer} bytes");
+        // Checked when the test compiles: a field that grows the entry fails the build of the tests.
+        const { assert!(super::ENTRY_BYTES <= 80, "the slab slot grew") };
+        const { assert!(crate::timer::ENTRY_BYTES <= 48, "the timer entry grew") };
     }
 }

@@ -1,41 +1,36 @@
-//! Long polling in the reactor: publishing, holding a poll, answering it when a message, the
+//! Long polling in the service: publishing, holding a poll, answering it when a message, the
 //! hold deadline or a drain comes, and the periodic sweep that forgets idle topics.
 //!
 //! Invariants:
-//! - A held poll is in its connection's `Conversation::Holding` from the request until
-//!   `answer_hold`, and in its topic's list until a publish takes the whole list (it is then
-//!   *woken*: queued for the flush phase), or until `answer_hold` or a hang-up releases it.
+//! - A held poll is in its connection's state (`Conversation::Holding`) from the request until
+//!   its answer, and in its topic's list until a publish takes the whole list (it is then
+//!   *woken*: queued for the flush phase), or until its answer or a hang-up releases it.
 //! - A publish queues every poll held on its topic; the flush phase builds and writes their
 //!   answers a slice per turn, after the publisher's own answer. An answer is built from the
 //!   topic as it is then, so a poll woken by one message and answered after three more carries
 //!   all four.
 //! - `polls.held` counts the holds alive (woken ones too, until answered), and is what
 //!   `--max-held` is checked against.
-//! - The topic sweep is always armed, once: `TOPIC_SWEEP_TIMER` in the server's one wheel.
+//! - The topic sweep is always armed, once: `TOPIC_SWEEP_TIMER` in the reactor's one wheel.
 
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use log::debug;
 
-use super::{Server, TOPIC_SWEEP_TIMER};
+use super::service::Service;
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
-use crate::connection::{Connection, Conversation, HeldPoll};
-use crate::http::request::{Body, Method, Request};
+use crate::connection::{deadline_after, Wait};
+use crate::http::request::{Body, Request};
 use crate::http::response::{self, Response, Status};
 use crate::json;
 use crate::pubsub::{Cursor, Message, Read, TopicError, Topics};
+use crate::timer::Tick;
 
 /// The topic sweep runs this often, an eighth of `--topic-idle-timeout`, but at most once a
 /// second: a topic is forgotten at most that long after its idle time is up.
-fn topic_sweep_period(idle_timeout: Duration) -> Duration {
+pub(super) fn topic_sweep_period(idle_timeout: Duration) -> Duration {
     (idle_timeout / 8).max(Duration::from_secs(1))
-}
-
-/// A poll's answer: the JSON body now, or a hold.
-pub(super) enum PollAnswer {
-    Now(String),
-    Hold(HeldPoll),
 }
 
 /// A poll's query, as given: `?cursor=N&epoch=E&from=oldest&timeout=30s`.
@@ -98,10 +93,11 @@ fn parse_timeout(text: &str) -> Option<Duration> {
     }
 }
 
-impl Server {
-    /// `POST /publish/{topic}`: append the message, wake the topic's held polls, and say so.
-    pub(super) fn publish(&mut self, req: &Request, name: &str) -> Result<String, Response<'static>> {
-        let topic = self.holds.topics.get_or_create(name, self.now).map_err(topic_error)?;
+impl Service {
+    /// `POST /publish/{topic}`: append the message, wake the topic's held polls, and say so in
+    /// `self.body`.
+    pub(super) fn publish(&mut self, req: &Request, name: &str, now: Tick) -> Result<(), Response<'static>> {
+        let topic = self.topics.get_or_create(name, now).map_err(topic_error)?;
         let bytes: &[u8] = match &req.body {
             Body::Empty => b"",
             Body::Bytes(bytes) => bytes,
@@ -109,36 +105,40 @@ impl Server {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Response::error(Status::BAD_REQUEST, b"a message must be UTF-8 text\n"))?;
-        let seq = self.holds.topics.publish(topic, text, self.now);
-        let woken = self.wake(topic);
-        let mut body = String::with_capacity(96);
-        body.push_str("{\"topic\":");
-        json::push_string(&mut body, name);
-        let _ = writeln!(body, ",\"seq\":{seq},\"woken\":{woken}}}");
-        Ok(body)
+        let seq = self.topics.publish(topic, text, now);
+        let woken = self.wake(topic, now);
+        self.body.push_str("{\"topic\":");
+        json::push_string(&mut self.body, name);
+        let _ = writeln!(self.body, ",\"seq\":{seq},\"woken\":{woken}}}");
+        Ok(())
     }
 
-    /// `GET /poll/{topic}` on connection `key`: answer at once when there is something to
-    /// say, else hold (registered on the topic here, on the connection by the caller).
-    pub(super) fn poll(&mut self, key: usize, req: &Request, name: &str) -> Result<PollAnswer, Response<'static>> {
+    /// `GET /poll/{topic}` on connection `key`: the answer in `self.body` when there is
+    /// something to say, else what to wait for (listed on the topic here).
+    pub(super) fn poll(
+        &mut self,
+        key: usize,
+        req: &Request,
+        name: &str,
+        now: Tick,
+    ) -> Result<Option<Wait>, Response<'static>> {
         // The query first: a refused poll must not create its topic (and use up --max-topics).
         let query = PollQuery::parse(req.query, req.last_event_id)
             .map_err(|reason| Response::error(Status::BAD_REQUEST, reason.as_bytes()))?;
-        let topic = self.holds.topics.get_or_create(name, self.now).map_err(topic_error)?;
-        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.holds.topics.epoch(topic));
-        let after = self.holds.topics.resolve(topic, query.start());
+        let topic = self.topics.get_or_create(name, now).map_err(topic_error)?;
+        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
+        let after = self.topics.resolve(topic, query.start());
         let read = if foreign_epoch {
-            Read::Reset { cursor: self.holds.topics.last_seq(topic) }
+            Read::Reset { cursor: self.topics.last_seq(topic) }
         } else {
-            self.holds.topics.read(topic, after)
+            self.topics.read(topic, after)
         };
         if read != Read::Nothing {
             self.costs.polls.answered += 1;
-            let mut body = String::with_capacity(256);
-            poll_body(&mut body, &self.holds.topics, topic, &read, after);
-            return Ok(PollAnswer::Now(body));
+            poll_body(&mut self.body, &self.topics, topic, &read, after);
+            return Ok(None);
         }
-        if self.costs.polls.held >= self.holds.max_held as u64 {
+        if self.costs.polls.held >= self.max_held as u64 {
             self.costs.polls.rejected += 1;
             return Err(Response::error(Status::SERVICE_UNAVAILABLE, b"too many polls held, retry later\n")
                 .with_headers(self.retry_after()));
@@ -146,79 +146,44 @@ impl Server {
         let hold_for =
             query.timeout.unwrap_or(self.config.poll_timeout).clamp(MIN_POLL_TIMEOUT, self.config.max_poll_timeout);
         self.costs.polls.held += 1;
-        Ok(PollAnswer::Hold(HeldPoll {
-            hold: self.holds.topics.hold(topic, key),
-            after,
-            deadline: self.deadline(hold_for),
-            version: req.version,
-            close_requested: req.close,
-            keep_alive_requested: req.keep_alive,
-            head_only: req.method == Method::Head,
-        }))
+        Ok(Some(Wait { hold: self.topics.hold(topic, key), after, deadline: deadline_after(now, hold_for) }))
     }
 
-    /// Wakes every poll held on `topic`: queued for the flush phase, which answers them a
-    /// slice per turn, so the publisher's answer and other ready connections do not wait for
+    /// Wakes every poll held on `topic`: handed to the reactor's flush phase, which answers them
+    /// a slice per turn, so the publisher's answer and other ready connections do not wait for
     /// the whole fan-out. Returns how many.
-    fn wake(&mut self, topic: u32) -> usize {
-        let queued = self.flush_queue.len();
-        self.flush_queue.extend(self.holds.topics.take_held(topic, self.now));
-        let woken = self.flush_queue.len() - queued;
+    fn wake(&mut self, topic: u32, now: Tick) -> usize {
+        let queued = self.woken.len();
+        self.woken.extend(self.topics.take_held(topic, now));
+        let woken = self.woken.len() - queued;
         if woken > 0 {
-            self.holds.fanout_started = Some(Instant::now());
+            self.fanout_started = Some(Instant::now());
             self.costs.polls.last_fanout_woken = woken as u64;
         }
         woken
     }
 
-    /// Whether connection `key` holds a poll that a publish has taken off its topic's list:
-    /// its answer is due.
-    pub(super) fn is_woken(&self, key: usize) -> bool {
-        let hold = self.connections.get(key).and_then(Connection::held);
-        hold.is_some_and(|held| !self.holds.topics.holds(held.hold, key))
-    }
-
-    /// The topic sweep's timer fired: forget the topics idle for `--topic-idle-timeout`, and arm
-    /// the next sweep. A sweep costs O(log topics) per topic forgotten, nothing for the others.
-    pub(super) fn sweep_topics(&mut self) {
-        let forgotten = self.holds.topics.forget_idle(self.now);
-        if forgotten > 0 {
-            debug!("forgot {forgotten} idle topics; {} left", self.holds.topics.count());
-        }
-        self.arm_topic_sweep();
-    }
-
-    pub(super) fn arm_topic_sweep(&mut self) {
-        let period = topic_sweep_period(self.config.topic_idle_timeout);
-        self.wheel.insert(self.deadline(period), TOPIC_SWEEP_TIMER);
-    }
-
-    /// Writes the answer of a held poll into its connection's output, for the caller to write:
-    /// what its topic has after the cursor, or `timeout` when nothing (the hold time passed,
-    /// or the server drains).
-    pub(super) fn answer_hold(&mut self, key: usize) {
-        let Some(held) = self.connections[key].take_hold() else {
-            return;
-        };
+    /// The answer of a held poll that is due, in `self.body`: what its topic has after the
+    /// cursor, or `timeout` when nothing (the hold time passed, or the server drains).
+    pub(super) fn held_answer(&mut self, key: usize, wait: &Wait, now: Tick) {
         self.costs.polls.held -= 1;
-        self.holds.topics.release(held.hold, key, self.now); // a no-op once a publish took it
-        let read = self.holds.topics.read(held.hold.topic, held.after);
+        self.topics.release(wait.hold, key, now); // a no-op once a publish took it
+        let read = self.topics.read(wait.hold.topic, wait.after);
         if read == Read::Nothing {
             self.costs.polls.timed_out += 1;
         } else {
             self.costs.polls.answered += 1;
         }
-        let mut body = String::with_capacity(256);
-        poll_body(&mut body, &self.holds.topics, held.hold.topic, &read, held.after);
-        // `served` already counts this poll, since it was counted when it arrived.
-        let served_before = self.connections[key].served.saturating_sub(1);
-        let (persistence, closing) =
-            self.keep_alive(held.version, held.close_requested, held.keep_alive_requested, served_before);
-        let conn = &mut self.connections[key];
-        let buffers = conn.buffers.get_or_insert_with(|| self.pool.take());
-        let response = poll_response(body.as_bytes());
-        response::write(buffers.output(), &response, persistence, held.head_only, &self.date);
-        conn.conversation = Conversation::after_answer(closing);
+        poll_body(&mut self.body, &self.topics, wait.hold.topic, &read, wait.after);
+    }
+
+    /// The topic sweep's timer fired: forget the topics idle for `--topic-idle-timeout`. A sweep
+    /// costs O(log topics) per topic forgotten, nothing for the others.
+    pub(super) fn sweep_topics(&mut self, now: Tick) {
+        let forgotten = self.topics.forget_idle(now);
+        if forgotten > 0 {
+            debug!("forgot {forgotten} idle topics; {} left", self.topics.count());
+        }
     }
 }
 

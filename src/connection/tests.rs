@@ -1,0 +1,483 @@
+//! The machine driven without a socket or a sleep: a scripted peer (`Peer`) stands for the
+//! socket, a few endpoints (`Endpoints` over a real `Topics`) stand for the service, and the
+//! clock is a number the test moves to the deadline the machine asked for. Every state
+//! transition has a row in `every_transition`, the timeouts included: a 75 s idle timeout takes
+//! no longer to test than a request.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::time::Duration;
+
+use super::*;
+use crate::pubsub::{TopicLimits, Topics};
+
+/// A peer scripted by the test, seen through the socket's two calls.
+#[derive(Default)]
+struct Peer {
+    /// What the peer sent and the server has not read; each entry arrived as one segment.
+    sent: VecDeque<Vec<u8>>,
+    /// The peer shut its side down after what it sent.
+    fin: bool,
+    /// The next read fails as a reset would.
+    reset: bool,
+    /// Bytes the send buffer still takes; `None`: as many as come.
+    room: Option<usize>,
+    /// What the server wrote.
+    received: Vec<u8>,
+    shut_down: bool,
+}
+
+impl Read for Peer {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.reset {
+            return Err(ErrorKind::ConnectionReset.into());
+        }
+        let Some(mut segment) = self.sent.pop_front() else {
+            return if self.fin { Ok(0) } else { Err(ErrorKind::WouldBlock.into()) };
+        };
+        let n = segment.len().min(buf.len());
+        buf[..n].copy_from_slice(&segment[..n]);
+        if n < segment.len() {
+            self.sent.push_front(segment.split_off(n));
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Peer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.room.map_or(buf.len(), |room| room.min(buf.len()));
+        if n == 0 {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        if let Some(room) = self.room.as_mut() {
+            *room -= n;
+        }
+        self.received.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Io for Peer {
+    fn shutdown_write(&mut self) {
+        self.shut_down = true;
+    }
+}
+
+/// Three endpoints: `/plaintext` answers, `/poll` waits on topic `t`, `/missing` is refused by
+/// its head (so `Expect: 100-continue` gets a 404).
+struct Site {
+    topics: Topics,
+    topic: u32,
+    released: u32,
+    requests: u32,
+    reused: u32,
+    /// Connections by `StateKind`, as counted through `count_state`.
+    by_state: [i32; 6],
+}
+
+impl Site {
+    fn new() -> Site {
+        let limits = TopicLimits { capacity: 8, max_topics: 4, max_retained_bytes: 1 << 20, idle_timeout: 1 << 30 };
+        let mut topics = Topics::new(limits);
+        let topic = topics.get_or_create("t", 0).unwrap_or_default();
+        Site { topics, topic, released: 0, requests: 0, reused: 0, by_state: [0; 6] }
+    }
+}
+
+impl Endpoints for Site {
+    fn count_request(&mut self, reused: bool) {
+        self.requests += 1;
+        self.reused += u32::from(reused);
+    }
+
+    fn count_state(&mut self, from: StateKind, to: StateKind) {
+        self.by_state[from as usize] -= 1;
+        self.by_state[to as usize] += 1;
+    }
+
+    fn refuse_by_head(&mut self, _: Method, path: &str, _: bool) -> Option<Response<'static>> {
+        (path == "/missing").then(|| Response::error(Status::NOT_FOUND, b"no\n"))
+    }
+
+    fn answer(&mut self, key: usize, req: &Request, refused: bool, now: Tick) -> Reply<'_> {
+        match req.path {
+            _ if refused => Reply::Now(Response::error(Status::SERVICE_UNAVAILABLE, b"full\n")),
+            "/poll" => Reply::Wait(Wait { hold: self.topics.hold(self.topic, key), after: 0, deadline: now + 30_000 }),
+            "/missing" => Reply::Now(Response::error(Status::NOT_FOUND, b"no\n")),
+            _ => Reply::Now(Response::new(Status::OK, "text/plain", b"hi")),
+        }
+    }
+
+    fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_> {
+        self.topics.release(wait.hold, key, now);
+        Response::new(Status::OK, "text/plain", b"message")
+    }
+
+    fn still_waiting(&self, key: usize, wait: &Wait) -> bool {
+        self.topics.holds(wait.hold, key)
+    }
+
+    fn release(&mut self, key: usize, wait: &Wait, now: Tick) {
+        self.topics.release(wait.hold, key, now);
+        self.released += 1;
+    }
+}
+
+/// A held poll for tables that need one.
+pub(super) fn a_held_poll() -> HeldPoll {
+    let mut site = Site::new();
+    let hold = site.topics.hold(site.topic, 7);
+    let framing = Framing {
+        version: request::Version::Http11,
+        close_requested: false,
+        keep_alive_requested: false,
+        head_only: false,
+    };
+    HeldPoll { wait: Wait { hold, after: 0, deadline: 100 }, framing }
+}
+
+const KEY: usize = 7;
+
+/// One connection, its peer, and what a reactor would keep for it: the clock and the timer.
+struct Rig {
+    conn: Connection,
+    peer: Peer,
+    site: Site,
+    pool: BufferPool,
+    settings: Settings,
+    date: HttpDate,
+    now: Tick,
+    draining: bool,
+    /// The deadline of the one timer, as the machine last asked.
+    timer: Option<Tick>,
+    /// The machine asked to be flushed and has not been yet.
+    queued: bool,
+    last: Want,
+}
+
+impl Rig {
+    fn new(refused: bool) -> Rig {
+        let settings = Settings {
+            limits: Limits { max_head_bytes: 8192, max_uri_bytes: 8192, max_body_bytes: 1 << 20 },
+            input_cap: 2 * 8192 + (1 << 20) + 1,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            write_timeout: Duration::from_secs(30),
+            max_requests: 10_000,
+        };
+        let conn = Connection::new(refused);
+        let timer = conn.deadline(0, &settings);
+        let mut site = Site::new();
+        site.by_state[conn.kind() as usize] = 1; // the reactor counts a newcomer in
+        Rig {
+            conn,
+            peer: Peer::default(),
+            site,
+            pool: BufferPool::default(),
+            settings,
+            date: HttpDate::new(),
+            now: 0,
+            draining: false,
+            timer,
+            queued: false,
+            last: Want::default(),
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        let mut turn = Turn {
+            key: KEY,
+            now: self.now,
+            date: &self.date,
+            draining: self.draining,
+            settings: &self.settings,
+            pool: &mut self.pool,
+            endpoints: &mut self.site,
+        };
+        let want = self.conn.process(event, &mut self.peer, &mut turn);
+        match want.timer {
+            Timer::Keep => {}
+            Timer::At(at) => self.timer = Some(at),
+            Timer::Cancel => self.timer = None,
+        }
+        self.queued |= want.flush;
+        self.last = want;
+    }
+
+    fn step(&mut self, step: &Step) {
+        const READABLE: Event = Event::Ready { readable: true, writable: false, hung_up: false };
+        match *step {
+            Step::Send(bytes) => {
+                self.peer.sent.push_back(bytes.as_bytes().to_vec());
+                self.event(READABLE);
+            }
+            Step::SendRepeated(bytes, times) => {
+                self.peer.sent.push_back(bytes.repeat(times).into_bytes());
+                self.event(READABLE);
+            }
+            Step::SendAndFin(bytes) => {
+                self.peer.sent.push_back(bytes.as_bytes().to_vec());
+                self.peer.fin = true;
+                self.event(Event::Ready { readable: true, writable: false, hung_up: true });
+            }
+            Step::Fin => {
+                self.peer.fin = true;
+                self.event(Event::Ready { readable: true, writable: false, hung_up: true });
+            }
+            Step::Reset => {
+                self.peer.reset = true;
+                self.event(Event::Ready { readable: true, writable: false, hung_up: true });
+            }
+            Step::Room(room) => {
+                self.peer.room = room;
+                self.event(Event::Ready { readable: false, writable: true, hung_up: false });
+            }
+            Step::Expire => {
+                // The reactor's wheel fires the timer at its deadline: the clock jumps there.
+                let at = self.timer.take().expect("a timer to expire");
+                self.now = self.now.max(at);
+                self.event(Event::Deadline);
+            }
+            Step::Wake => {
+                let woken = self.site.topics.take_held(self.site.topic, self.now);
+                self.queued |= woken.contains(&KEY);
+            }
+            Step::Flush => {
+                assert!(std::mem::take(&mut self.queued), "flushed without being queued");
+                self.event(Event::Flush);
+            }
+            Step::Drain => {
+                self.draining = true;
+                self.event(Event::Drain);
+            }
+            Step::Reclaim => self.event(Event::Reclaim),
+            Step::Later(ms) => self.now += ms,
+        }
+    }
+
+    /// The status codes the peer has received, in order.
+    fn statuses(&self) -> Vec<u16> {
+        let text = String::from_utf8_lossy(&self.peer.received);
+        text.match_indices("HTTP/1.1 ").filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// The peer sends these bytes; one readiness event.
+    Send(&'static str),
+    SendRepeated(&'static str, usize),
+    /// The bytes and the FIN come in one event (read-closed).
+    SendAndFin(&'static str),
+    Fin,
+    Reset,
+    /// The send buffer takes this much more (`None`: all); a writable event.
+    Room(Option<usize>),
+    /// The clock moves to the timer's deadline, which fires.
+    Expire,
+    /// A publish on the poll's topic takes its held polls off the list.
+    Wake,
+    /// The flush phase serves the connection it queued.
+    Flush,
+    Drain,
+    Reclaim,
+    /// The clock moves on this many milliseconds.
+    Later(Tick),
+}
+
+const GET: &str = "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
+const POLL: &str = "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n";
+const CLOSE: &str = "GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+const PARTIAL: &str = "GET /plaintext HTTP/1.1\r\nHo";
+const EXPECT: &str = "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+const EXPECT_MISSING: &str = "POST /missing HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+
+/// Where a script leaves the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    In(StateKind),
+    Closed(CloseReason),
+}
+
+#[test]
+fn every_transition() {
+    use CloseReason::{ByClient, Error, HeaderTimeout, IdleTimeout, Reclaimed, WriteTimeout};
+    use Ends::{Closed, In};
+    use StateKind::{Closing, Held, Idle, Reading, Writing};
+    use Step::*;
+    #[rustfmt::skip]
+    let cases: &[(&str, &[Step], Ends, &[u16])] = &[
+        ("accepted, nothing sent yet", &[], In(Reading), &[]),
+        ("a request is answered; the connection idles", &[Send(GET)], In(Idle), &[200]),
+        ("pipelined requests are answered in order", &[Send("GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\nGET /missing HTTP/1.1\r\nHost: x\r\n\r\n")], In(Idle), &[200, 404]),
+        ("a partial request waits", &[Send(PARTIAL)], In(Reading), &[]),
+        ("a partial request completed", &[Send(PARTIAL), Send("st: x\r\n\r\n")], In(Idle), &[200]),
+        ("head deadline: 408 queued for the flush phase", &[Send(PARTIAL), Expire], In(Writing), &[]),
+        ("head deadline: 408 written, then lingering", &[Send(PARTIAL), Expire, Flush], In(Closing), &[408]),
+        ("head deadline with nothing sent", &[Expire, Flush], In(Closing), &[408]),
+        ("lingering ends at the peer's FIN", &[Send(PARTIAL), Expire, Flush, Fin], Closed(HeaderTimeout), &[408]),
+        ("lingering ends at its deadline", &[Send(PARTIAL), Expire, Flush, Expire], Closed(HeaderTimeout), &[408]),
+        ("idle deadline: closed without a word", &[Send(GET), Expire], Closed(IdleTimeout), &[200]),
+        ("bytes after idling begin a request", &[Send(GET), Later(70_000), Send(PARTIAL)], In(Reading), &[200]),
+        ("a request and the FIN in one event", &[SendAndFin(GET)], Closed(ByClient), &[200]),
+        ("a FIN while idle", &[Send(GET), Fin], Closed(ByClient), &[200]),
+        ("a request cut short by a FIN", &[SendAndFin(PARTIAL)], Closed(ByClient), &[]),
+        ("a reset", &[Send(GET), Reset], Closed(ByClient), &[200]),
+        ("Connection: close, nothing more sent: closed at once", &[Send(CLOSE)], Closed(ByClient), &[200]),
+        ("Connection: close, then more bytes: lingers", &[Send("GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /")], In(Closing), &[200]),
+        ("a malformed request: 400, lingers", &[Send("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")], In(Closing), &[400]),
+        ("a malformed request, then the FIN", &[Send("BAD\r\n\r\n"), Fin], Closed(Error), &[400]),
+        ("a poll with nothing to say is held", &[Send(POLL)], In(Held), &[]),
+        ("a held poll woken by a publish", &[Send(POLL), Wake, Flush], In(Idle), &[200]),
+        ("a held poll's deadline", &[Send(POLL), Expire, Flush], In(Idle), &[200]),
+        ("a held poll whose client leaves", &[Send(POLL), Fin], Closed(ByClient), &[]),
+        ("a poll and its FIN in one event", &[SendAndFin(POLL)], Closed(ByClient), &[]),
+        ("requests behind a held poll wait for its answer", &[Send(POLL), Send(GET)], In(Held), &[]),
+        ("then both are answered, in order", &[Send(POLL), Send(GET), Wake, Flush], In(Idle), &[200, 200]),
+        ("a poll behind a poll is held next", &[Send(POLL), Send(POLL), Wake, Flush], In(Held), &[200]),
+        ("a flush that is not due changes nothing", &[Send(POLL), Send(POLL), Wake, Flush, Later(1), Wake, Flush], In(Idle), &[200, 200]),
+        ("the socket will not take the answer", &[Room(Some(0)), Send(GET)], In(Writing), &[]),
+        ("write deadline: dropped", &[Room(Some(0)), Send(GET), Expire], Closed(WriteTimeout), &[]),
+        ("the socket takes part, then the rest", &[Room(Some(10)), Send(GET), Room(None)], In(Idle), &[200]),
+        ("input while writing waits for the output", &[Room(Some(0)), Send(GET), Send(GET), Room(None)], In(Idle), &[200, 200]),
+        ("a FIN while writing: answered, then closed", &[Room(Some(0)), Send(GET), Fin, Room(None)], Closed(ByClient), &[200]),
+        ("requests parked at the output cap are answered after it drains", &[Room(Some(0)), SendRepeated(GET, 3000), Room(None)], In(Idle), &[200; 3000]),
+        ("parked requests, then the FIN: all answered, then closed", &[Room(Some(0)), SendRepeated(GET, 3000), Fin, Room(None)], Closed(ByClient), &[200; 3000]),
+        ("Expect: 100-continue", &[Send(EXPECT)], In(Reading), &[100]),
+        ("Expect: 100-continue, then the body", &[Send(EXPECT), Send("ok")], In(Idle), &[100, 200]),
+        ("Expect: 100-continue on a refusal: no body wanted", &[Send(EXPECT_MISSING)], In(Closing), &[404]),
+        ("drain: an idle connection closes", &[Send(GET), Drain], Closed(CloseReason::Drain), &[200]),
+        ("drain: a connection with nothing sent closes", &[Drain], Closed(CloseReason::Drain), &[]),
+        ("drain: a request begun is finished", &[Send(PARTIAL), Drain, Send("st: x\r\n\r\n")], In(Closing), &[200]),
+        ("drain: a held poll is answered, and closes", &[Send(POLL), Drain, Flush], In(Closing), &[200]),
+        ("reclaimed while idle", &[Send(GET), Reclaim], Closed(Reclaimed), &[200]),
+    ];
+    for &(what, steps, ends, statuses) in cases {
+        let mut rig = Rig::new(false);
+        for step in steps {
+            rig.step(step);
+        }
+        let reached = match *rig.conn.state() {
+            State::Closed(reason) => Ends::Closed(reason),
+            ref state => Ends::In(state.kind()),
+        };
+        assert_eq!(reached, ends, "{what}");
+        assert_eq!(rig.statuses(), statuses, "{what}: statuses written");
+        check_at_rest(&rig, what);
+    }
+}
+
+/// What holds between events in every state: the timer follows the state, buffers are
+/// returned, a held poll is listed, a closed connection keeps nothing.
+fn check_at_rest(rig: &Rig, what: &str) {
+    let conn = &rig.conn;
+    let mut counted = [0; 6];
+    counted[conn.kind() as usize] = 1;
+    assert_eq!(rig.site.by_state, counted, "{what}: the state counts");
+    match conn.state() {
+        State::Closed(_) => {
+            assert_eq!(rig.timer, None, "{what}: a closed connection has no timer");
+            assert!(conn.buffers().is_none(), "{what}: a closed connection keeps buffers");
+            assert_eq!(rig.pool.lent_bytes(), 0, "{what}: buffers not returned");
+            assert!(rig.site.topics.held_polls().next().is_none(), "{what}: a hold outlived its connection");
+            assert_eq!(
+                rig.last.closed,
+                Some(match conn.state() {
+                    State::Closed(r) => *r,
+                    _ => unreachable!(),
+                })
+            );
+        }
+        state => {
+            if !rig.queued {
+                assert!(rig.timer.is_some(), "{what}: {state:?} without a timer");
+            }
+            if let State::Held(poll) = state {
+                assert_eq!(rig.timer, Some(poll.wait.deadline), "{what}: the hold deadline is not armed");
+            }
+            if *state == State::Idle {
+                assert!(conn.buffers().is_none(), "{what}: an idle connection owns buffers");
+            }
+            assert_eq!(rig.peer.shut_down, matches!(state, State::Closing(_)), "{what}: write side");
+        }
+    }
+}
+
+#[test]
+fn each_state_arms_its_own_deadline() {
+    let mut rig = Rig::new(false);
+    assert_eq!(rig.timer, Some(10_001), "head deadline from accept");
+    rig.step(&Step::Later(5));
+    rig.step(&Step::Send(GET));
+    assert_eq!(rig.timer, Some(5 + 75_001), "idle deadline from the answer");
+    rig.step(&Step::Later(1_000));
+    rig.step(&Step::Send(PARTIAL));
+    assert_eq!(rig.timer, Some(1_005 + 10_001), "head deadline from the first byte");
+    rig.step(&Step::Later(9_000));
+    rig.step(&Step::Send("st"));
+    assert_eq!(rig.last.timer, Timer::Keep, "a slow head does not extend its deadline");
+    rig.step(&Step::Send(": x\r\n\r\n"));
+    assert_eq!(rig.timer, Some(10_005 + 75_001));
+    rig.step(&Step::Room(Some(0)));
+    rig.step(&Step::Send(GET));
+    assert_eq!(rig.timer, Some(10_005 + 30_001), "write deadline");
+    rig.step(&Step::Later(20_000));
+    rig.step(&Step::Room(Some(5)));
+    assert_eq!(rig.timer, Some(30_005 + 30_001), "taking bytes restarts the write deadline");
+    rig.step(&Step::Room(None));
+    assert_eq!(rig.timer, Some(30_005 + 75_001));
+    rig.step(&Step::Later(60_000));
+    rig.step(&Step::Send(GET));
+    assert_eq!(rig.timer, Some(90_005 + 75_001), "each answer restarts the idle deadline");
+    rig.step(&Step::Send(POLL));
+    rig.step(&Step::Later(1));
+    rig.step(&Step::Send(POLL));
+    assert_eq!(rig.timer, Some(90_005 + 30_000), "the first poll's deadline");
+    rig.step(&Step::Wake);
+    rig.step(&Step::Flush);
+    assert_eq!(rig.timer, Some(90_006 + 30_000), "the poll behind it holds with its own deadline");
+}
+
+#[test]
+fn a_connection_admitted_to_be_refused_closes_after_one_answer() {
+    let mut rig = Rig::new(true);
+    rig.step(&Step::Send(GET));
+    assert_eq!(rig.statuses(), [503]);
+    assert!(String::from_utf8_lossy(&rig.peer.received).contains("Connection: close"));
+    assert_eq!(*rig.conn.state(), State::Closing(CloseReason::Rejected));
+}
+
+#[test]
+fn the_last_request_allowed_says_close() {
+    let mut rig = Rig::new(false);
+    rig.settings.max_requests = 2;
+    rig.step(&Step::Send(GET));
+    rig.step(&Step::Send(GET));
+    let text = String::from_utf8_lossy(&rig.peer.received).into_owned();
+    assert_eq!(text.matches("Connection: close").count(), 1, "{text}");
+    assert_eq!(*rig.conn.state(), State::Closing(CloseReason::MaxRequests));
+    assert_eq!((rig.site.requests, rig.site.reused), (2, 1));
+}
+
+#[test]
+fn a_closed_hold_is_released_once() {
+    let mut rig = Rig::new(false);
+    rig.step(&Step::Send(POLL));
+    rig.step(&Step::Fin);
+    assert_eq!(rig.site.released, 1);
+    rig.step(&Step::Fin);
+    assert_eq!(rig.site.released, 1, "a closed connection does nothing more");
+}
+
+#[test]
+fn pipelined_answers_are_counted_and_written_in_one_write_each_event() {
+    let mut rig = Rig::new(false);
+    rig.step(&Step::Send("GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert_eq!((rig.site.requests, rig.site.reused), (2, 1));
+    assert_eq!(rig.statuses(), [200, 200]);
+}

@@ -1,0 +1,229 @@
+//! What the server's endpoints answer, behind the machine's `Endpoints` interface: routing, the
+//! cost view, and (in `poll`) publishing and long polling on the topics.
+//!
+//! The service owns what outlives a connection: the topics and the polls held on them, the
+//! counters the cost view reports, and the spare descriptor that a snapshot borrows at the
+//! open-file limit. It never touches a socket; the reactor tells it its own figures
+//! (`ReactorFigures`) before each connection's event, so a snapshot costs O(1) in connections.
+//!
+//! Invariants:
+//! - Every request the machine hands over is answered or held; a refusal of a connection
+//!   admitted only to be refused is a 503, except `/stats` and `/metrics`.
+//! - `costs.polls.held` counts the polls held (woken ones too, until answered); `--max-held`
+//!   is checked against it.
+
+use std::fs::File;
+use std::time::Instant;
+
+use log::warn;
+
+use super::poll::{poll_response, topic_error};
+use crate::backoff::XorShift;
+use crate::config::Config;
+use crate::connection::{Endpoints, Reply, StateKind, Wait};
+use crate::http::request::{Method, Request};
+use crate::http::response::{self, Response, Status};
+use crate::pubsub::{valid_topic_name, TopicError, TopicLimits, Topics};
+use crate::routes::{self, NoRoute, Route};
+use crate::stats::{self, ByState, Polls, Snapshot, Totals};
+use crate::timer::Tick;
+
+/// `Retry-After` values for a 503, picked at random: refused clients should not all come back
+/// in the same second.
+const RETRY_AFTER_SECS: [(&str, &str); 3] = [("Retry-After", "1"), ("Retry-After", "2"), ("Retry-After", "3")];
+/// What a newcomer refused at the connection limit is told.
+const AT_THE_LIMIT: &[u8] = b"at the connection limit, retry later\n";
+
+/// What the cost view counts as it happens, so that a snapshot never walks the connections.
+#[derive(Debug, Default)]
+pub(super) struct Costs {
+    pub(super) totals: Totals,
+    pub(super) by_state: ByState,
+    pub(super) polls: Polls,
+}
+
+/// The reactor's own figures for the cost view, each O(1) to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ReactorFigures {
+    pub(super) fds_open: u64,
+    pub(super) connections_open: u64,
+    pub(super) connection_bytes: u64,
+    pub(super) timers_armed: u64,
+    pub(super) buffer_bytes: u64,
+    pub(super) pool_bytes: u64,
+}
+
+pub(super) struct Service {
+    pub(super) topics: Topics,
+    pub(super) costs: Costs,
+    /// Connections whose held polls a publish woke; the reactor moves them to its flush queue.
+    pub(super) woken: Vec<usize>,
+    /// When the last publish that woke polls was parsed: the flush phase reports how long
+    /// writing all their answers took.
+    pub(super) fanout_started: Option<Instant>,
+    /// Kept open to be closed on demand, at the open-file limit: a snapshot's `/proc` reads
+    /// borrow it, and so does admission to refuse a newcomer (`admission::refuse_on_spare`).
+    pub(super) spare: Option<File>,
+    pub(super) reactor: ReactorFigures,
+    pub(super) config: Config,
+    /// `--max-held`, checked against `costs.polls.held`.
+    pub(super) max_held: usize,
+    started: Instant,
+    /// Spreads the `Retry-After` of refusals.
+    jitter: XorShift,
+    /// The body of the answer being built, reused: an answer borrows it until it is written.
+    pub(super) body: String,
+}
+
+impl Service {
+    pub(super) fn new(config: Config, max_held: usize, jitter: XorShift) -> Service {
+        Service {
+            topics: Topics::new(TopicLimits::from(&config)),
+            costs: Costs::default(),
+            woken: Vec::new(),
+            fanout_started: None,
+            spare: open_spare(),
+            reactor: ReactorFigures::default(),
+            config,
+            max_held,
+            started: Instant::now(),
+            jitter,
+            body: String::new(),
+        }
+    }
+
+    /// One `Retry-After` header for a 503.
+    pub(super) fn retry_after(&mut self) -> &'static [(&'static str, &'static str)] {
+        let pick = self.jitter.next_u64() as usize % RETRY_AFTER_SECS.len();
+        std::slice::from_ref(&RETRY_AFTER_SECS[pick])
+    }
+
+    /// The 503 a newcomer gets at the limit.
+    pub(super) fn refusal(&mut self) -> Response<'static> {
+        Response::error(Status::SERVICE_UNAVAILABLE, AT_THE_LIMIT).with_headers(self.retry_after())
+    }
+
+    /// The route of a request whose head alone is known, or the refusal that head already
+    /// decides: no such endpoint, a method the endpoint does not take, a malformed topic name,
+    /// or a connection admitted over the limit only to be refused.
+    fn route_by_head<'p>(
+        &mut self,
+        method: Method,
+        path: &'p str,
+        refused: bool,
+    ) -> Result<Route<'p>, Response<'static>> {
+        let route = routes::route(method, path).map_err(|no_route| match no_route {
+            NoRoute::NotFound => Response::error(Status::NOT_FOUND, b"no such endpoint\n"),
+            NoRoute::MethodNotAllowed(allow) => {
+                Response::error(Status::METHOD_NOT_ALLOWED, b"method not allowed here\n").with_headers(allow)
+            }
+        })?;
+        match route {
+            Route::Stats | Route::Metrics => {} // answered even over the limit
+            _ if refused => return Err(self.refusal()),
+            Route::Publish(topic) | Route::Poll(topic) if !valid_topic_name(topic) => {
+                return Err(topic_error(TopicError::BadName))
+            }
+            _ => {}
+        }
+        Ok(route)
+    }
+
+    /// The cost view now. Reading `/proc` takes a descriptor, which at the open-file limit only
+    /// the spare can lend.
+    pub(super) fn snapshot(&mut self) -> Snapshot {
+        // Counted with the spare: the `/proc` reads below borrow its descriptor, not another.
+        let r = self.reactor;
+        self.spare = None;
+        let snapshot = Snapshot {
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            fds_open: r.fds_open,
+            fds_limit: stats::fds_limit(),
+            connections_open: r.connections_open,
+            by_state: self.costs.by_state,
+            totals: self.costs.totals.clone(),
+            polls: self.costs.polls,
+            topics: self.topics.count() as u64,
+            messages: self.topics.retained(),
+            retained_bytes: self.topics.retained_bytes() as u64,
+            max_retained_bytes: self.topics.max_retained_bytes() as u64,
+            evicted: self.topics.evicted(),
+            forgotten: self.topics.forgotten(),
+            timers_armed: r.timers_armed,
+            rss_bytes: stats::rss_bytes(),
+            connection_bytes: r.connection_bytes + self.topics.hold_list_bytes() as u64,
+            buffer_bytes: r.buffer_bytes,
+            pool_bytes: r.pool_bytes,
+            kernel: stats::sockstat(),
+        };
+        self.spare = open_spare();
+        snapshot
+    }
+}
+
+/// A descriptor held open so that one can be freed on demand.
+pub(super) fn open_spare() -> Option<File> {
+    File::open("/dev/null").map_err(|e| warn!("no spare descriptor: {e}")).ok()
+}
+
+impl Endpoints for Service {
+    fn count_request(&mut self, reused: bool) {
+        self.costs.totals.requests += 1;
+        self.costs.totals.reused += u64::from(reused);
+    }
+
+    fn count_state(&mut self, from: StateKind, to: StateKind) {
+        self.costs.by_state.count(from, -1);
+        self.costs.by_state.count(to, 1);
+    }
+
+    fn refuse_by_head(&mut self, method: Method, path: &str, refused: bool) -> Option<Response<'static>> {
+        self.route_by_head(method, path, refused).err()
+    }
+
+    fn answer(&mut self, key: usize, req: &Request, refused: bool, now: Tick) -> Reply<'_> {
+        let route = match self.route_by_head(req.method, req.path, refused) {
+            Ok(route) => route,
+            Err(refusal) => return Reply::Now(refusal),
+        };
+        self.body.clear();
+        let content_type = match route {
+            Route::Plaintext => return Reply::Now(Response::new(Status::OK, "text/plain", b"Hello, World!")),
+            Route::Options(allow) => return Reply::Now(Response::new(Status::NO_CONTENT, "", b"").with_headers(allow)),
+            Route::Stats => {
+                self.body = self.snapshot().to_json();
+                "application/json"
+            }
+            Route::Metrics => {
+                self.body = self.snapshot().to_prometheus();
+                "text/plain; version=0.0.4"
+            }
+            Route::Publish(topic) => match self.publish(req, topic, now) {
+                Ok(()) => return Reply::Now(Response::new(Status::OK, "application/json", self.body.as_bytes())),
+                Err(refusal) => return Reply::Now(refusal),
+            },
+            Route::Poll(topic) => match self.poll(key, req, topic, now) {
+                Ok(None) => "application/json",
+                Ok(Some(wait)) => return Reply::Wait(wait),
+                Err(refusal) => return Reply::Now(refusal),
+            },
+        };
+        // Polls and the cost view change from one moment to the next: never cached.
+        Reply::Now(Response::new(Status::OK, content_type, self.body.as_bytes()).with_headers(response::NO_STORE))
+    }
+
+    fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_> {
+        self.body.clear();
+        self.held_answer(key, wait, now);
+        poll_response(self.body.as_bytes())
+    }
+
+    fn still_waiting(&self, key: usize, wait: &Wait) -> bool {
+        self.topics.holds(wait.hold, key)
+    }
+
+    fn release(&mut self, key: usize, wait: &Wait, now: Tick) {
+        self.topics.release(wait.hold, key, now);
+        self.costs.polls.held -= 1;
+    }
+}
