@@ -8,8 +8,8 @@
 //! initialised up to its length, so a read goes straight into `input[end..]` with no zeroing per
 //! read; `output[sent..]` are the bytes serialised and not yet written. A buffer in the pool is
 //! empty (both ranges empty) and no larger than `POOLED_MAX_BYTES`. The pool's `lent_bytes` is
-//! the sum of `accounted` over the buffers lent out, so `/stats` reports what busy connections
-//! hold without walking them; each lent buffer is re-accounted after it is used
+//! the sum of `accounted` over the buffers lent out, and its `free_bytes` the capacity of the
+//! pooled ones, so `/stats` reports both without walking anything; each lent buffer is re-accounted after it is used
 //! (`BufferPool::reaccount`), so a buffer that grew is counted at its new size.
 
 use std::io::{self, Read};
@@ -143,11 +143,15 @@ pub struct BufferPool {
     free: Vec<Box<Buffers>>,
     /// Heap bytes of the buffers lent out, as last accounted.
     lent_bytes: usize,
+    /// Heap bytes of the buffers in `free`.
+    free_bytes: usize,
 }
 
 impl BufferPool {
     pub fn take(&mut self) -> Box<Buffers> {
-        self.free.pop().unwrap_or_default()
+        let buffers = self.free.pop().unwrap_or_default();
+        self.free_bytes -= buffers.capacity();
+        buffers
     }
 
     /// Takes back a connection's buffers; they must be empty.
@@ -164,12 +168,13 @@ impl BufferPool {
         if buffers.output.capacity() > POOLED_MAX_BYTES {
             buffers.output = Vec::new();
         }
+        self.free_bytes += buffers.capacity();
         self.free.push(buffers);
     }
 
     /// Heap bytes held by pooled buffers.
     pub fn capacity(&self) -> usize {
-        self.free.iter().map(|b| b.capacity()).sum()
+        self.free_bytes
     }
 
     /// Brings `lent_bytes` up to date with a lent buffer's current size (it grows while a
@@ -271,8 +276,13 @@ mod tests {
         a.consume(a.unread_len());
         pool.give(a);
         assert_eq!(pool.lent_bytes(), b.capacity());
+        assert_eq!(pool.capacity(), INITIAL_INPUT_BYTES, "the pooled bytes are counted, not summed");
+        let b_bytes = b.capacity();
         b.clear();
         pool.give(b);
         assert_eq!(pool.lent_bytes(), 0);
+        assert_eq!(pool.capacity(), INITIAL_INPUT_BYTES + b_bytes);
+        let taken = pool.take();
+        assert_eq!(pool.capacity(), INITIAL_INPUT_BYTES + b_bytes - taken.capacity());
     }
 }

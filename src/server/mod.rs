@@ -1,20 +1,22 @@
-//! The reactor: one `mio::Poll`, the listener, every connection, the timer wheel, and the loop
-//! that turns readiness into answers. The only module that touches sockets.
+//! The reactor: one `mio::Poll`, the listener, every socket, the timer wheel, and the loop that
+//! turns readiness into events for the connections' machines (`connection`). The only module
+//! that touches sockets; what a request means is the service's (`service`, `poll`).
 //!
-//! `run_once` is one turn of the loop, in named phases:
+//! `run_once` is one turn of the loop, in named phases; each hands `Event`s to the machines and
+//! does what their `Want`s ask (`process`, `apply`):
 //!
 //! ```text
 //! next_deadline  how long poll() may sleep: the wheel's earliest deadline (no sleep while
 //!                closed connections wait to be reaped, or newcomers or answers are carried)
-//! poll           epoll_wait
-//! dispatch       a connection: read, parse, answer and write its own requests at once;
-//!                SIGNALS: start draining; then LISTENER: accept up to `ACCEPT_BUDGET`
-//!                newcomers (`admission`: the limits)
-//! expire_timers  every due deadline: head (408), idle, write, hold (timeout), linger, drain,
-//!                the listener's back-off, the topic sweep (`poll::sweep_topics`)
+//! poll           epoll_wait; then the clock is read, once for the whole turn
+//! dispatch       a connection: Event::Ready (it reads, parses, answers and writes at once);
+//!                SIGNALS: start draining (Event::Drain to every connection); then LISTENER:
+//!                accept up to `ACCEPT_BUDGET` newcomers (`admission`: the limits)
+//! expire_timers  every due deadline: Event::Deadline to its connection; the drain's end, the
+//!                listener's back-off, the topic sweep
 //! flush          up to `FLUSH_BUDGET` connections queued by something other than their own
-//!                event: a timer's 408 or `timeout`, a publish's woken polls (each answer is
-//!                built and written here), requests that waited behind an answer
+//!                event (Event::Flush): a timer's 408 or `timeout`, a publish's woken polls
+//!                (each answer is built and written here), requests that waited behind them
 //! reap           free the slab keys (and descriptors) of connections closed during this turn;
 //!                a freed descriptor resumes accepting if it was paused
 //! ```
@@ -29,13 +31,12 @@
 //! 1. A connection's token is its slab key; `LISTENER` and `SIGNALS` lie outside the key range.
 //! 2. Slab keys are freed only in `reap`, after the event batch, so a stale event in the same
 //!    batch finds a `Closed` connection, never a new one under a reused key.
-//! 3. A connection has at most one armed timer, and its meaning follows its state
-//!    (`State::deadline`). `enter` and `close` are the only functions that change state, and
-//!    each re-arms or cancels the timer in the same step.
-//! 4. WRITABLE interest is registered only while output is pending (`State::Writing`).
+//! 3. A connection has at most one armed timer, at the deadline its machine last asked for
+//!    (`Want::timer`); only a connection whose timer fired and whose answer waits in the flush
+//!    queue has none.
+//! 4. WRITABLE interest is registered only while output is pending (`StateKind::Writing`).
 //! 5. Readiness is drained until `WouldBlock` (or a short read or write, which means the same
-//!    for a TCP socket); `WouldBlock` is never an error. Readiness whose edge was consumed
-//!    without draining (read-closed, backpressure) is remembered in `input_ready`.
+//!    for a TCP socket); `WouldBlock` is never an error (the machine's `read_input`).
 //! 6. A snapshot costs O(1) in connections: descriptors, states, holds and buffer bytes are
 //!    counted as they change, never recounted by walking the slab.
 //!
