@@ -1,13 +1,14 @@
-//! The three per-connection deadlines: idle (`--idle-timeout`), head (`--header-timeout`, 408)
-//! and write (`--write-timeout`). Timeouts are set short (hundreds of milliseconds) so the
-//! suite stays fast; the tests only ever wait *for* a deadline, with a bounded read, and never
-//! assert that something happened quickly.
+//! The three per-connection deadlines, end to end: idle (`--idle-timeout`), head
+//! (`--header-timeout`, 408) and write (`--write-timeout`), through the real wheel, clock and
+//! sockets. Which deadline each state arms, and when it restarts (a trickled head does not, an
+//! answer restarts the idle one), is the machine's to say and is tested there without a sleep
+//! (`src/connection/tests.rs`). Timeouts are set short (hundreds of milliseconds) so the suite
+//! stays fast; the tests only ever wait *for* a deadline, with a bounded read, and never assert
+//! that something happened quickly.
 
 mod common;
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{num, Server};
@@ -32,17 +33,6 @@ fn an_idle_keep_alive_connection_is_closed_silently() {
 }
 
 #[test]
-fn an_idle_connection_is_not_held_to_the_header_timeout() {
-    let server = Server::start(&["--header-timeout", "300ms", "--idle-timeout", "10s"]);
-    let mut client = server.connect();
-    assert_eq!(client.get("/plaintext").status, 200);
-    // Between requests only the idle timeout applies: waiting past the header timeout is fine.
-    thread::sleep(Duration::from_millis(700));
-    let response = client.get("/plaintext");
-    assert_eq!((response.status, response.text()), (200, "Hello, World!"));
-}
-
-#[test]
 fn an_incomplete_head_gets_408_then_close() {
     let server = Server::start(&["--header-timeout", "300ms"]);
 
@@ -58,33 +48,6 @@ fn an_incomplete_head_gets_408_then_close() {
 
     drop((partial, silent));
     server.wait_for_stats("two header timeouts", |s| num(s, "totals.closed.header_timeout") == 2);
-}
-
-#[test]
-fn a_trickled_head_does_not_extend_the_header_timeout() {
-    let server = Server::start(&["--header-timeout", "500ms"]);
-    let mut client = server.connect();
-    client.send(b"GET /plaintext HTTP/1.1\r\nHost: tether.test\r\n");
-    // A slowloris: one more header line every 50 ms, never the blank line, until the answer
-    // comes (at most 6 s, longer than the read waits, so a server that lets the trickle extend
-    // the deadline fails the read). The head must be whole within the timeout.
-    let stop = AtomicBool::new(false);
-    let mut writer = client.stream().try_clone().expect("clone the socket");
-    thread::scope(|scope| {
-        scope.spawn(|| {
-            for _ in 0..120 {
-                if stop.load(Ordering::Relaxed) || writer.write_all(b"X-Trickle: 1\r\n").is_err() {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-        });
-        let response = client.try_read_response(false);
-        stop.store(true, Ordering::Relaxed);
-        response.unwrap_or_else(|e| panic!("{e}")).assert_error(408);
-    });
-    drop(writer);
-    client.expect_eof();
 }
 
 #[test]

@@ -258,6 +258,32 @@ mod tests {
     /// many readers there are and however large the message.
     use crate::pubsub::TopicLimits;
 
+    /// A poll is held for its `timeout=`, or `--poll-timeout`, clamped between one second and
+    /// `--max-poll-timeout`: the deadline the connection is given says so without a clock.
+    #[test]
+    fn a_hold_time_is_clamped_between_one_second_and_max_poll_timeout() {
+        use crate::backoff::XorShift;
+        use crate::config::Config;
+        use crate::http::request::{self, Limits};
+        let config = Config {
+            poll_timeout: Duration::from_secs(1),
+            max_poll_timeout: Duration::from_secs(2),
+            ..Config::default()
+        };
+        let mut service = Service::new(config, 10, XorShift::new(1));
+        let limits = Limits { max_head_bytes: 8192, max_uri_bytes: 8192, max_body_bytes: 1024 };
+        let now = 5_000;
+        for (query, held_ms) in
+            [("", 1_000), ("&timeout=60s", 2_000), ("&timeout=100ms", 1_000), ("&timeout=1500ms", 1_500)]
+        {
+            let head = format!("GET /poll/t?cursor=0{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let req = request::parse(head.as_bytes(), &limits).unwrap().unwrap();
+            let wait = service.poll(7, &req, "t", now).unwrap().unwrap();
+            let deadline = wait.deadline;
+            assert_eq!(deadline, now + held_ms + 1, "{query}");
+        }
+    }
+
     #[test]
     fn answers_copy_messages_escaped_at_publish() {
         let limits = TopicLimits { capacity: 8, max_topics: 10, max_retained_bytes: 1 << 20, idle_timeout: 1000 };
