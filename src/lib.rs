@@ -13,11 +13,14 @@
 //!
 //! Who owns what:
 //! - `server` owns every socket, the `Slab` of connections (token = slab key), the timer wheel
-//!   and the buffer pool; it is the only module that does I/O.
-//! - `connection` owns the state enum and the keep-alive rule; `http` turns bytes into requests
-//!   and answers into bytes; `routes` maps a request to an endpoint; `pubsub` keeps topics,
-//!   their message rings and the polls held on them; `stats` renders the cost view; `timer`
-//!   holds every deadline; `buffer` lends I/O buffers to busy connections.
+//!   and the buffer pool; it is the only module that does I/O. Its service answers the
+//!   endpoints and keeps the topics and the counters.
+//! - `connection` is one connection's protocol as a sans-IO machine: an event, the socket seen
+//!   as `Read + Write` and the turn's `now` in, what to do out (a deadline, a flush, a close).
+//!   `http` turns bytes into requests and answers into bytes; `routes` maps a request to an
+//!   endpoint; `pubsub` keeps topics, their message rings and the polls held on them; `stats`
+//!   renders the cost view; `timer` holds every deadline; `buffer` lends I/O buffers to busy
+//!   connections.
 //! - The client side: `client` is a blocking HTTP/1.1 client that reuses its connection,
 //!   `commands` runs `tether publish` and `tether poll` on it, `backoff` times their retries.
 //! - The lab: `bench` is a single-threaded mio load generator in the server's style, which

@@ -30,22 +30,24 @@
 //! - Input whose edge was consumed without draining the socket (`Inbound::Unread`) is read on
 //!   until `WouldBlock` or the end of the stream before the connection sleeps.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::time::Duration;
 
 use log::debug;
 
-use crate::buffer::{BufferPool, Buffers};
+use crate::buffer::Buffers;
 use crate::http::date::HttpDate;
-use crate::http::request::{self, HttpError, Limits, Method, Progress, Request};
+use crate::http::request::{self, HttpError, Method, Progress, Request};
 use crate::http::response::{self, Persistence, Response, Status};
 use crate::pubsub::HoldKey;
 use crate::timer::Tick;
 
+mod interface;
 #[cfg(test)]
 mod tests;
 mod transitions;
 
+pub use interface::{deadline_after, Endpoints, Event, Io, Reply, Settings, Timer, Turn, Want};
 pub use transitions::{keep_alive, must_linger, next_state, CloseReason, Framing, KeepAliveInput, Next, Settling};
 
 /// How long a closing connection waits for the peer's FIN after our last answer.
@@ -188,113 +190,6 @@ enum Inbound {
     Ended,
 }
 
-/// What happened that concerns one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// Its socket's readiness: `hung_up` says read-closed or an error came with it.
-    Ready { readable: bool, writable: bool, hung_up: bool },
-    /// Its one timer fired.
-    Deadline,
-    /// Its turn in the flush phase: an answer was prepared outside its own event, or its held
-    /// poll is due (woken by a publish, past its deadline, or the server drains).
-    Flush,
-    /// The server starts draining.
-    Drain,
-    /// Closed while idle to make room at a limit.
-    Reclaim,
-}
-
-/// What the connection asks of the reactor after an event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Want {
-    pub timer: Timer,
-    /// Queue it for the flush phase: an answer is due outside its own event.
-    pub flush: bool,
-    /// It is closed, for this reason: cancel its timer and free its key in the reap phase.
-    pub closed: Option<CloseReason>,
-}
-
-/// The connection's one timer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Timer {
-    /// Leave it as it is.
-    #[default]
-    Keep,
-    /// Re-arm it for this tick.
-    At(Tick),
-    /// Cancel it (the connection closed).
-    Cancel,
-}
-
-/// The socket as the machine sees it.
-pub trait Io: Read + Write {
-    /// Shuts our side down: the peer reads end-of-stream after our last answer.
-    fn shutdown_write(&mut self);
-}
-
-/// What a connection's requests are for: routing and the topics. The machine owns HTTP (framing,
-/// pipelining, keep-alive, timeouts); the endpoints own what a request means.
-pub trait Endpoints {
-    /// Counts a request about to be answered, error answers included; `reused`: its connection
-    /// served one before. (Counted before it is answered, so that `/stats` counts itself.)
-    fn count_request(&mut self, reused: bool);
-    /// Counts a connection out of one state and into another, as it moves (`Closed` is not
-    /// counted). Counted as it happens, so that a connection answering `/stats` counts itself
-    /// as `Reading`.
-    fn count_state(&mut self, from: StateKind, to: StateKind);
-    /// The refusal a request's head decides on its own (no such endpoint, a method it does not
-    /// take, a malformed topic name, a connection admitted only to be refused), or `None`.
-    /// Asked before `100 Continue` is sent, so that a client need not send a body only to have
-    /// it thrown away.
-    fn refuse_by_head(&mut self, method: Method, path: &str, refused: bool) -> Option<Response<'static>>;
-    /// Answers a complete request of connection `key`, or asks it to wait.
-    fn answer(&mut self, key: usize, request: &Request, refused: bool, now: Tick) -> Reply<'_>;
-    /// Answers a held poll that is due, and forgets its hold.
-    fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_>;
-    /// Whether the poll is still listed on its topic: a publish takes the whole list.
-    fn still_waiting(&self, key: usize, wait: &Wait) -> bool;
-    /// Forgets a held poll whose connection closes (its client left, a timeout, a drain).
-    fn release(&mut self, key: usize, wait: &Wait, now: Tick);
-}
-
-/// An endpoint's answer to a request.
-pub enum Reply<'a> {
-    Now(Response<'a>),
-    Wait(Wait),
-}
-
-/// The limits and timeouts a connection lives by, from the configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub limits: Limits,
-    /// Unread input never exceeds this: the parser errors before a request could need more.
-    pub input_cap: usize,
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub write_timeout: Duration,
-    pub max_requests: u32,
-}
-
-/// What a connection sees of the reactor's current turn.
-pub struct Turn<'a, E> {
-    /// The connection's slab key, which the endpoints list held polls by.
-    pub key: usize,
-    /// The tick read once at the start of the turn.
-    pub now: Tick,
-    pub date: &'a HttpDate,
-    pub draining: bool,
-    pub settings: &'a Settings,
-    pub pool: &'a mut BufferPool,
-    pub endpoints: &'a mut E,
-}
-
-/// The tick by which `after` has passed, counted from `now`, the start of the turn truncated to
-/// the millisecond: one more tick makes up for the fraction cut off, so a deadline may come up
-/// to a millisecond (and epoll's rounding) late, never early.
-pub fn deadline_after(now: Tick, after: Duration) -> Tick {
-    now + Tick::try_from(after.as_millis()).unwrap_or(Tick::MAX / 2) + 1
-}
-
 /// Why parsing stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -375,35 +270,13 @@ impl Connection {
     /// Handles one event and says what the reactor must do about it.
     pub fn process<E: Endpoints>(&mut self, event: Event, io: &mut impl Io, turn: &mut Turn<E>) -> Want {
         let mut want = Want::default();
-        let mut rearm = false;
         let conversation = self.state.conversation();
         match (event, self.state) {
             (_, State::Closed(_)) => {}
-            (Event::Ready { hung_up: true, .. }, _) => {
-                // The FIN (or an error) came with this event, maybe behind a request: no second
-                // event will announce it, so reading goes on to the end instead of stopping at
-                // a short read.
-                if self.inbound != Inbound::Ended {
-                    self.inbound = Inbound::Unread;
-                }
-                self.on_ready(event, io, turn, &mut want, &mut rearm);
+            (Event::Ready { readable, writable, hung_up }, _) => {
+                self.on_ready(readable, writable, hung_up, io, turn, &mut want)
             }
-            (Event::Ready { .. }, _) => self.on_ready(event, io, turn, &mut want, &mut rearm),
-            (Event::Deadline, State::Reading { .. }) => {
-                let buffers = self.buffers.get_or_insert_with(|| turn.pool.take());
-                let head_only = request::says_head(buffers.unread());
-                buffers.discard_input();
-                let timeout = Response::error(Status::REQUEST_TIMEOUT, b"request not received in time\n");
-                response::write(buffers.output(), &timeout, Persistence::Close, head_only, turn.date);
-                self.enter(
-                    State::Writing(Conversation::Ending(CloseReason::HeaderTimeout)),
-                    true,
-                    io,
-                    turn,
-                    &mut rearm,
-                );
-                want.flush = true; // written in the flush phase, a slice of timeouts per turn
-            }
+            (Event::Deadline, State::Reading { .. }) => self.time_out_head(io, turn, &mut want),
             (Event::Deadline, State::Held(_)) => want.flush = true,
             (Event::Deadline, State::Idle) => self.close(conversation, CloseReason::IdleTimeout, turn, &mut want),
             (Event::Deadline, State::Writing(_)) => {
@@ -412,11 +285,9 @@ impl Connection {
             (Event::Deadline, State::Closing(reason)) => self.close(conversation, reason, turn, &mut want),
             (Event::Flush, State::Held(poll)) if self.is_due(&poll, turn) => {
                 let answered = self.answer_held(poll, turn);
-                self.pump(answered, false, true, io, turn, &mut want, &mut rearm);
+                self.pump(answered, false, true, io, turn, &mut want);
             }
-            (Event::Flush, State::Writing(conversation)) => {
-                self.pump(conversation, false, true, io, turn, &mut want, &mut rearm)
-            }
+            (Event::Flush, State::Writing(conversation)) => self.pump(conversation, false, true, io, turn, &mut want),
             (Event::Flush, _) => {}
             (Event::Drain, State::Idle) => self.close(conversation, CloseReason::Drain, turn, &mut want),
             (Event::Drain, State::Reading { .. }) if self.buffers.as_ref().is_none_or(|b| b.is_empty()) => {
@@ -428,7 +299,7 @@ impl Connection {
         }
         if want.closed.is_some() {
             want.timer = Timer::Cancel;
-        } else if rearm {
+        } else if want.rearm {
             want.timer = self.deadline(turn.now, turn.settings).map_or(Timer::Cancel, Timer::At);
         }
         want
@@ -436,15 +307,19 @@ impl Connection {
 
     fn on_ready<E: Endpoints>(
         &mut self,
-        event: Event,
+        readable: bool,
+        writable: bool,
+        hung_up: bool,
         io: &mut impl Io,
         turn: &mut Turn<E>,
         want: &mut Want,
-        rearm: &mut bool,
     ) {
-        let Event::Ready { readable, writable, hung_up } = event else {
-            return;
-        };
+        if hung_up && self.inbound != Inbound::Ended {
+            // The FIN (or an error) came with this event, maybe behind a request: no second
+            // event will announce it, so reading goes on to the end instead of stopping at a
+            // short read.
+            self.inbound = Inbound::Unread;
+        }
         match self.state {
             State::Closed(_) => {}
             State::Closing(reason) => self.discard_input(reason, io, turn, want),
@@ -453,13 +328,13 @@ impl Connection {
                     self.inbound = Inbound::Unread; // taken up once the output drains
                 }
                 if writable || hung_up {
-                    self.pump(conversation, false, false, io, turn, want, rearm);
+                    self.pump(conversation, false, false, io, turn, want);
                 }
             }
             // While held, reading notices a client that hangs up (and buffers any pipelined
             // request until the poll is answered).
             State::Reading { .. } | State::Idle | State::Held(_) if readable => {
-                self.pump(self.state.conversation(), true, false, io, turn, want, rearm)
+                self.pump(self.state.conversation(), true, false, io, turn, want)
             }
             State::Reading { .. } | State::Idle | State::Held(_) => {}
         }
@@ -468,7 +343,6 @@ impl Connection {
     /// Reads, answers and writes until nothing more can be done without a new event, then
     /// settles. `readable`: an event says input waits. `fresh`: an answer was just prepared (its
     /// deadline restarts).
-    #[allow(clippy::too_many_arguments)]
     fn pump<E: Endpoints>(
         &mut self,
         mut conversation: Conversation,
@@ -477,7 +351,6 @@ impl Connection {
         io: &mut impl Io,
         turn: &mut Turn<E>,
         want: &mut Want,
-        rearm: &mut bool,
     ) {
         let mut buffers = self.buffers.take().unwrap_or_else(|| turn.pool.take());
         loop {
@@ -493,7 +366,7 @@ impl Connection {
                 // A request begins: counted as `Reading` while it is answered, and its head
                 // deadline starts now.
                 self.set_state(State::Reading { continued: false }, turn);
-                *rearm = true;
+                want.rearm = true;
             }
             let stop = self.answer_requests(&mut buffers, &mut conversation, turn, &mut fresh);
             match write_output(&mut buffers, io) {
@@ -512,7 +385,7 @@ impl Connection {
         }
         turn.pool.reaccount(&mut buffers); // every read or answer ends here: count any growth
         self.buffers = Some(buffers);
-        self.settle(conversation, fresh, io, turn, want, rearm);
+        self.settle(conversation, fresh, io, turn, want);
     }
 
     /// Reads what the socket has. A short read means its receive queue was empty when the read
@@ -622,6 +495,19 @@ impl Connection {
         }
     }
 
+    /// The head deadline passed: `408` goes into the output, to be written in the flush phase
+    /// (a slice of timeouts per turn), and the connection closes after it.
+    fn time_out_head<E: Endpoints>(&mut self, io: &mut impl Io, turn: &mut Turn<E>, want: &mut Want) {
+        let buffers = self.buffers.get_or_insert_with(|| turn.pool.take());
+        let head_only = request::says_head(buffers.unread());
+        buffers.discard_input();
+        let timeout = Response::error(Status::REQUEST_TIMEOUT, b"request not received in time\n");
+        response::write(buffers.output(), &timeout, Persistence::Close, head_only, turn.date);
+        let ending = Conversation::Ending(CloseReason::HeaderTimeout);
+        self.enter(State::Writing(ending), true, io, turn, want);
+        want.flush = true;
+    }
+
     /// Whether a held poll's answer is due: a publish took it off its topic's list, its
     /// deadline passed, or the server drains.
     fn is_due<E: Endpoints>(&self, poll: &HeldPoll, turn: &Turn<E>) -> bool {
@@ -648,7 +534,6 @@ impl Connection {
         io: &mut impl Io,
         turn: &mut Turn<E>,
         want: &mut Want,
-        rearm: &mut bool,
     ) {
         let buffers = self.buffers.as_deref();
         let facts = Settling {
@@ -659,7 +544,7 @@ impl Connection {
             draining: turn.draining,
         };
         match next_state(&facts) {
-            Next::Enter(state) => self.enter(state, fresh, io, turn, rearm),
+            Next::Enter(state) => self.enter(state, fresh, io, turn, want),
             Next::Close(reason) => self.close(conversation, reason, turn, want),
         }
     }
@@ -669,14 +554,7 @@ impl Connection {
     /// deadline when a new request begins, the write deadline when the peer takes bytes, the
     /// idle deadline after an answer); empty buffers go back to the pool on `Idle` and `Held`;
     /// the write side shuts on `Closing`.
-    fn enter<E: Endpoints>(
-        &mut self,
-        next: State,
-        fresh: bool,
-        io: &mut impl Io,
-        turn: &mut Turn<E>,
-        rearm: &mut bool,
-    ) {
+    fn enter<E: Endpoints>(&mut self, next: State, fresh: bool, io: &mut impl Io, turn: &mut Turn<E>, want: &mut Want) {
         debug_assert!(!matches!(next, State::Closed(_)), "closing goes through close()");
         if matches!(next, State::Idle | State::Held(_)) && self.buffers.as_ref().is_some_and(|b| b.is_empty()) {
             if let Some(buffers) = self.buffers.take() {
@@ -688,7 +566,7 @@ impl Connection {
         if changed && next.kind() == StateKind::Closing {
             io.shutdown_write();
         }
-        *rearm |= changed
+        want.rearm |= changed
             || match (self.state, next) {
                 (State::Held(previous), State::Held(next)) => previous != next,
                 (_, State::Reading { .. } | State::Writing(_) | State::Idle) => fresh,

@@ -9,6 +9,8 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::time::Duration;
 
 use super::*;
+use crate::buffer::BufferPool;
+use crate::http::request::Limits;
 use crate::pubsub::{TopicLimits, Topics};
 
 /// A peer scripted by the test, seen through the socket's two calls.
