@@ -201,8 +201,9 @@ enum Stop {
     NotOpen,
 }
 
-/// A slab entry of the reactor's holds this beside the socket and the timer key. Kept small on
-/// purpose: an idle connection costs this plus one timer entry (see `docs/costs.md`).
+/// One connection's machine. The reactor's slab entry holds it beside the socket and the timer
+/// key; kept small on purpose: an idle connection costs the entry plus one timer entry (see
+/// `docs/costs.md`).
 #[derive(Debug)]
 pub struct Connection {
     state: State,
