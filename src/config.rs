@@ -40,6 +40,23 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How long a graceful shutdown waits for in-flight work.
     pub drain_timeout: Duration,
+    /// An idle event stream gets a comment this often, so that proxies and browsers see it live.
+    pub sse_heartbeat: Duration,
+    /// Browser origins (`scheme://host[:port]`, or `*` for any) whose pages may read polls and
+    /// event streams across origins (CORS).
+    pub allow_origin: Vec<String>,
+}
+
+/// `*`, or an origin as a browser sends it: `http://` or `https://`, a host, an optional port,
+/// no path, no trailing slash.
+fn is_origin_or_any(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some(authority) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    !authority.is_empty() && authority.bytes().all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c))
 }
 
 /// The shortest hold a client may ask for with `timeout=`.
@@ -76,17 +93,25 @@ impl Default for Config {
             max_head_bytes: 16 * 1024,
             max_message_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(5),
+            sse_heartbeat: Duration::from_secs(15),
+            allow_origin: Vec::new(),
         }
     }
 }
 
 impl Config {
+    /// Whether a page from `origin` may read answers across origins (`--allow-origin`).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allow_origin.iter().any(|allowed| allowed == "*" || allowed == origin)
+    }
+
     /// Rejects values the reactor cannot work with, naming the option.
     pub fn validate(&self) -> Result<(), String> {
         let durations = [
             ("--idle-timeout", self.idle_timeout),
             ("--header-timeout", self.header_timeout),
             ("--write-timeout", self.write_timeout),
+            ("--sse-heartbeat", self.sse_heartbeat),
         ];
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("{name} must be greater than zero"));
@@ -112,6 +137,11 @@ impl Config {
         }
         if self.topic_idle_timeout < MIN_TOPIC_IDLE_TIMEOUT {
             return Err("--topic-idle-timeout must be at least 1s".into());
+        }
+        if let Some(bad) = self.allow_origin.iter().find(|origin| !is_origin_or_any(origin)) {
+            // A browser sends `Origin` as scheme://host[:port], nothing more; anything else
+            // given here would never match, and the mistake would pass silently.
+            return Err(format!("--allow-origin {bad:?}: an origin is scheme://host[:port] (no path), or *"));
         }
         if self.max_head_bytes < 64 {
             return Err("--max-head-bytes must be at least 64".into());
@@ -200,5 +230,22 @@ mod tests {
         let config = Config { topic_idle_timeout: Duration::from_millis(999), ..Config::default() };
         assert!(config.validate().unwrap_err().contains("--topic-idle-timeout"));
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn allowed_origins_are_origins_or_any() {
+        let origins =
+            |list: &[&str]| Config { allow_origin: list.iter().map(|o| o.to_string()).collect(), ..Config::default() };
+        for good in ["*", "http://127.0.0.1:8000", "https://example.com", "http://[::1]:3000"] {
+            assert!(origins(&[good]).validate().is_ok(), "{good}");
+        }
+        for bad in ["example.com", "http://example.com/", "http://a.b/page", "ftp://x", "http://", "null", ""] {
+            assert!(origins(&[bad]).validate().unwrap_err().contains("--allow-origin"), "{bad}");
+        }
+        let config = origins(&["http://a.test", "https://b.test:8443"]);
+        assert!(config.allows_origin("https://b.test:8443") && !config.allows_origin("http://c.test"));
+        assert!(!config.allows_origin("http://a.test:80"), "origins compare as strings, as browsers send them");
+        assert!(origins(&["*"]).allows_origin("http://anything.test"));
+        assert!(!Config::default().allows_origin("http://a.test"), "none allowed by default");
     }
 }

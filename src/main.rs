@@ -93,8 +93,8 @@ struct ServeArgs {
     /// Topics that may exist, beyond that 503.
     #[arg(long, default_value_t = 100_000)]
     max_topics: usize,
-    /// Message data kept across all topics, counted as stored (escaped JSON, plus a fixed
-    /// overhead per message); past it the oldest messages of the largest rings go first, and
+    /// Message data kept across all topics, counted as stored (escaped JSON and event-stream
+    /// lines, plus a fixed overhead per message); past it the oldest messages of the largest rings go first, and
     /// their readers are told how many they missed. A size is plain bytes or a whole number of
     /// KiB, MiB or GiB: 65536, 64KiB, 256MiB, 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
@@ -113,6 +113,13 @@ struct ServeArgs {
     /// How long a graceful shutdown waits for in-flight responses.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// An idle event stream gets a `: heartbeat` comment this often.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    sse_heartbeat: Duration,
+    /// A browser origin (`http://host:port`) whose pages may read polls and event streams
+    /// across origins (CORS); repeatable; `*` allows any.
+    #[arg(long)]
+    allow_origin: Vec<String>,
 }
 
 impl From<ServeArgs> for Config {
@@ -134,6 +141,8 @@ impl From<ServeArgs> for Config {
             max_head_bytes: args.max_head_bytes,
             max_message_bytes: args.max_message_bytes,
             drain_timeout: args.drain_timeout,
+            sse_heartbeat: args.sse_heartbeat,
+            allow_origin: args.allow_origin,
         }
     }
 }

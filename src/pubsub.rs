@@ -13,11 +13,13 @@
 //!   that left the ring between the cursor and the oldest retained one (pushed out by newer
 //!   ones, or evicted for the byte bound) are counted in `missed`.
 //! - `by_size` holds `(ring_bytes, id)` of every non-empty ring and `by_idle` holds
-//!   `(last_active, id)` of every topic without a held poll; each is updated in the same step as
+//!   `(last_active, id)` of every *quiet* topic (no held poll, no open stream); each is updated
+//!   in the same step as
 //!   what it indexes, so the largest ring and the longest idle topic are found in O(log topics),
 //!   and no publish or sweep scans all topics.
-//! - A topic with a held poll is never forgotten, so the topic id in a live `HoldKey` stays
-//!   valid; a forgotten topic's id may be reused.
+//! - A topic with a held poll or an open event stream is never forgotten, so the topic id in a
+//!   live `HoldKey` stays valid (a stream is counted on its topic while it lives, also while a
+//!   publish has taken it off the list); a forgotten topic's id may be reused.
 //! - A topic's held polls are connection keys in a slab; the connection keeps its `HoldKey`, so
 //!   a client that hangs up is removed in O(1), and a publish drains the whole list at once.
 //!
@@ -44,10 +46,10 @@ pub const MAX_MESSAGES_PER_ANSWER: usize = 100;
 pub const MAX_ANSWER_DATA_BYTES: usize = 64 * 1024;
 /// Longest topic name.
 pub const MAX_TOPIC_LEN: usize = 64;
-/// What a retained message costs beyond its JSON literal: its ring slot (`seq` and the shared
-/// pointer) and the shared allocation's two reference counts. Counted in `retained_bytes`, so
+/// What a retained message costs beyond its two forms: its ring slot (`seq` and the shared
+/// pointers) and each shared allocation's two reference counts. Counted in `retained_bytes`, so
 /// that a flood of empty messages is bounded too, not only large ones.
-pub const MESSAGE_OVERHEAD_BYTES: usize = std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>();
+pub const MESSAGE_OVERHEAD_BYTES: usize = std::mem::size_of::<Message>() + 4 * std::mem::size_of::<usize>();
 
 /// One published message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,10 +57,11 @@ pub struct Message {
     pub seq: u64,
     /// The data as a JSON string literal, quotes included: escaped once when published and
     /// shared by every answer that carries it, so fifty readers of a 64 KiB message cost fifty
-    /// copies, not fifty escapes. (Server-Sent Events will need the raw text, cut into `data:`
-    /// lines: that frame too should be built once at publish and shared beside this one, not
-    /// unescaped from it per reader.)
+    /// copies, not fifty escapes.
     pub json: Rc<str>,
+    /// The data as an event stream's `data:` lines, one per line of the text, each ended by a
+    /// newline: cut once when published and shared by every stream, for the same reason.
+    pub lines: Rc<str>,
 }
 
 impl Message {
@@ -67,10 +70,23 @@ impl Message {
         self.json.len().saturating_sub(2)
     }
 
-    /// What the message counts against `--max-retained-bytes`.
+    /// What the message counts against `--max-retained-bytes`: both of its forms.
     fn stored_bytes(&self) -> usize {
-        self.json.len() + MESSAGE_OVERHEAD_BYTES
+        self.json.len() + self.lines.len() + MESSAGE_OVERHEAD_BYTES
     }
+}
+
+/// The text as `data:` lines of an event stream: a line ends at CR, LF or CRLF (the event-stream
+/// grammar), so each line of the text becomes one `data:` field and the browser joins them with
+/// `\n` again. An empty text is one empty `data:` line, which still makes an event.
+pub fn data_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for line in text.split("\r\n").flat_map(|part| part.split(['\r', '\n'])) {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Where a held poll sits: its topic and its slot in that topic's list of holds.
@@ -78,6 +94,13 @@ impl Message {
 pub struct HoldKey {
     pub topic: u32,
     slot: u32,
+}
+
+impl HoldKey {
+    /// A place on `topic`'s list that holds nobody: an event stream before it is first listed.
+    pub fn unlisted(topic: u32) -> HoldKey {
+        HoldKey { topic, slot: u32::MAX }
+    }
 }
 
 #[derive(Debug)]
@@ -90,11 +113,21 @@ struct Topic {
     ring_bytes: usize,
     /// The sequence number of the newest message ever published (0: none yet).
     last_seq: u64,
-    /// Connection keys of the polls held on this topic.
+    /// Connection keys of the polls held on this topic (and of the event streams that have
+    /// sent everything so far).
     held: Slab<usize>,
-    /// When the topic was last published to or its last held poll left (at first, when it was
-    /// created): the start of its idle time.
+    /// Event streams open on this topic, listed or not.
+    streams: u32,
+    /// When the topic was last published to or its last held poll or stream left (at first,
+    /// when it was created): the start of its idle time.
     last_active: Tick,
+}
+
+impl Topic {
+    /// Nobody waits on it: its idle time runs.
+    fn is_quiet(&self) -> bool {
+        self.held.is_empty() && self.streams == 0
+    }
 }
 
 /// What a poll's cursor means against a topic's log.
@@ -251,6 +284,7 @@ impl Topics {
             ring_bytes: 0,
             last_seq: 0,
             held: Slab::new(),
+            streams: 0,
             last_active: now,
         });
         self.by_idle.insert((now, id));
@@ -282,7 +316,7 @@ impl Topics {
         let capacity = self.limits.capacity;
         let t = &mut self.topics[topic as usize];
         t.last_seq += 1;
-        let message = Message { seq: t.last_seq, json: Rc::from(json) };
+        let message = Message { seq: t.last_seq, json: Rc::from(json), lines: Rc::from(data_lines(data)) };
         let seq = message.seq;
         if t.ring.len() == capacity {
             self.drop_oldest(topic);
@@ -359,7 +393,7 @@ impl Topics {
     /// Restarts a topic's idle time at `now`.
     fn mark_active(&mut self, topic: u32, now: Tick) {
         let t = &mut self.topics[topic as usize];
-        if t.held.is_empty() {
+        if t.is_quiet() {
             self.by_idle.remove(&(t.last_active, topic));
             self.by_idle.insert((now, topic));
         }
@@ -378,7 +412,7 @@ impl Topics {
             self.by_idle.pop_first();
             self.resize_ring(id, |t| t.ring_bytes = 0);
             let topic = self.topics.remove(id as usize);
-            debug_assert!(topic.held.is_empty(), "a topic with held polls was idle");
+            debug_assert!(topic.is_quiet(), "a topic with held polls or streams was idle");
             self.retained -= topic.ring.len() as u64;
             self.by_name.remove(&topic.name);
             forgotten += 1;
@@ -430,7 +464,7 @@ impl Topics {
     /// Records a poll held on `topic` by connection `key`; the topic is not idle while it is.
     pub fn hold(&mut self, topic: u32, key: usize) -> HoldKey {
         let t = &mut self.topics[topic as usize];
-        if t.held.is_empty() {
+        if t.is_quiet() {
             self.by_idle.remove(&(t.last_active, topic));
         }
         let slot = t.held.insert(key);
@@ -447,7 +481,7 @@ impl Topics {
         };
         if t.held.get(hold.slot as usize) == Some(&key) {
             t.held.remove(hold.slot as usize);
-            if t.held.is_empty() {
+            if t.is_quiet() {
                 t.last_active = now;
                 self.by_idle.insert((now, hold.topic));
             }
@@ -463,8 +497,30 @@ impl Topics {
         }
         let keys = t.held.drain().collect();
         t.last_active = now;
-        self.by_idle.insert((now, topic));
+        if t.is_quiet() {
+            self.by_idle.insert((now, topic));
+        }
         keys
+    }
+
+    /// Counts an event stream opening on `topic`: the topic is not idle while it is open.
+    pub fn open_stream(&mut self, topic: u32) {
+        let t = &mut self.topics[topic as usize];
+        if t.is_quiet() {
+            self.by_idle.remove(&(t.last_active, topic));
+        }
+        t.streams += 1;
+    }
+
+    /// Counts an event stream on `topic` closing (its hold released first); the topic's idle
+    /// time starts `now` if nobody else waits on it.
+    pub fn close_stream(&mut self, topic: u32, now: Tick) {
+        let t = &mut self.topics[topic as usize];
+        t.streams = t.streams.saturating_sub(1);
+        if t.is_quiet() {
+            t.last_active = now;
+            self.by_idle.insert((now, topic));
+        }
     }
 
     /// Whether `hold` still names connection `key`'s poll on its topic's list (it is not once
@@ -516,7 +572,7 @@ impl Topics {
             if bytes > 0 {
                 by_size.insert((bytes, id));
             }
-            if t.held.is_empty() {
+            if t.is_quiet() {
                 by_idle.insert((t.last_active, id));
             }
             assert_eq!(self.by_name.get(&t.name), Some(&id));

@@ -12,8 +12,10 @@ fn topics(capacity: usize, max_topics: usize) -> Topics {
 }
 
 /// What a message of `len` characters that need no escaping counts against the byte bound.
+/// What a message of `len` plain bytes on one line counts: its JSON literal (the quotes) and its
+/// `data:` line (`data: `, the newline).
 fn stored(len: usize) -> usize {
-    len + 2 + MESSAGE_OVERHEAD_BYTES
+    (len + 2) + (len + 7) + MESSAGE_OVERHEAD_BYTES
 }
 
 fn seqs(read: &Read) -> Vec<u64> {
@@ -57,17 +59,31 @@ fn sequence_numbers_start_at_one_and_cursors_read_what_is_newer() {
 }
 
 #[test]
-fn messages_are_stored_as_json_literals() {
+fn messages_are_stored_as_json_literals_and_as_event_stream_lines() {
     let mut topics = topics(8, 10);
     let t = topics.get_or_create("t", 0).unwrap();
     topics.publish(t, "a \"b\"\n", 0);
     let Read::Messages { messages, .. } = topics.read(t, 0) else { panic!("no messages") };
     assert_eq!(&*messages[0].json, r#""a \"b\"\n""#);
+    assert_eq!(&*messages[0].lines, "data: a \"b\"\ndata: \n");
     assert_eq!(messages[0].data_bytes(), 9, "escaped, without the quotes");
-    assert_eq!(topics.retained_bytes(), 11 + MESSAGE_OVERHEAD_BYTES, "counted as stored");
-    // docs/long-polling.md quotes this: a ring slot (seq and a fat pointer) and two counts.
+    assert_eq!(topics.retained_bytes(), 11 + 19 + MESSAGE_OVERHEAD_BYTES, "counted as stored");
+    // docs/long-polling.md quotes this: a ring slot (seq and two fat pointers) and four counts.
     #[cfg(target_pointer_width = "64")]
-    assert_eq!(MESSAGE_OVERHEAD_BYTES, 40);
+    assert_eq!(MESSAGE_OVERHEAD_BYTES, 72);
+}
+
+#[test]
+fn every_line_ending_cuts_a_data_line() {
+    for (text, lines) in [
+        ("", "data: \n"),
+        ("one", "data: one\n"),
+        ("a\nb", "data: a\ndata: b\n"),
+        ("a\r\nb\rc", "data: a\ndata: b\ndata: c\n"),
+        ("end\n", "data: end\ndata: \n"),
+    ] {
+        assert_eq!(crate::pubsub::data_lines(text), lines, "{text:?}");
+    }
 }
 
 #[test]
@@ -233,7 +249,7 @@ fn the_message_just_published_stays_even_alone_over_the_bound() {
     topics.publish(b, &"\u{1}".repeat(10), 0);
     assert_eq!(seqs(&topics.read(b, 0)), [1]);
     assert_eq!(found(topics.read(a, 0)), (vec![], 1, 1));
-    assert_eq!(topics.retained_bytes(), 62 + MESSAGE_OVERHEAD_BYTES);
+    assert_eq!(topics.retained_bytes(), 62 + (6 + 10 + 1) + MESSAGE_OVERHEAD_BYTES);
     // The next publish on b evicts the big one, its ring being the largest.
     topics.publish(b, "x", 0);
     assert_eq!(found(topics.read(b, 0)), (vec![2], 1, 2));
@@ -348,4 +364,23 @@ fn forgetting_makes_room_under_max_topics() {
     assert_eq!(topics.forget_idle(10), 1);
     assert!(topics.get_or_create("b", 10).is_ok());
     assert_eq!(topics.count(), 1);
+}
+
+/// An open event stream keeps its topic from being forgotten, listed on it or not (a publish
+/// takes it off the list until it has sent what is new); when it closes, the idle time starts.
+#[test]
+fn a_topic_with_an_open_stream_is_not_forgotten() {
+    let mut topics = Topics::new(TopicLimits { idle_timeout: 100, ..UNBOUNDED });
+    let t = topics.get_or_create("t", 0).unwrap();
+    topics.open_stream(t);
+    let hold = topics.hold(t, 7);
+    topics.publish(t, "m", 10);
+    assert_eq!(topics.take_held(t, 10), [7]);
+    assert_eq!(topics.forget_idle(1_000), 0, "unlisted, but still open");
+    topics.assert_consistent();
+    topics.release(hold, 7, 1_000);
+    topics.close_stream(t, 1_000);
+    topics.assert_consistent();
+    assert_eq!(topics.forget_idle(1_099), 0);
+    assert_eq!(topics.forget_idle(1_100), 1);
 }

@@ -16,6 +16,11 @@ pub enum Route<'a> {
     Publish(&'a str),
     /// `GET /poll/{topic}`: a long poll.
     Poll(&'a str),
+    /// `GET /events/{topic}`: an event stream (Server-Sent Events). `/events/$stats` streams
+    /// the cost view once a second, for the live page.
+    Events(&'a str),
+    /// `GET /`: the live page.
+    Live,
     /// `OPTIONS` on an endpoint, or `OPTIONS *` on the server: `204` with this `Allow` header.
     Options(AllowHeader),
 }
@@ -67,8 +72,11 @@ pub fn route<'a>(method: Method, path: &'a str) -> Result<Route<'a>, NoRoute> {
         (Route::Publish(topic), Methods::Post)
     } else if let Some(topic) = path.strip_prefix("/poll/") {
         (Route::Poll(topic), Methods::GetOrHead)
+    } else if let Some(topic) = path.strip_prefix("/events/") {
+        (Route::Events(topic), Methods::GetOrHead)
     } else {
         match path {
+            "/" => (Route::Live, Methods::GetOrHead),
             "/plaintext" => (Route::Plaintext, Methods::GetOrHead),
             "/stats" => (Route::Stats, Methods::GetOrHead),
             "/metrics" => (Route::Metrics, Methods::GetOrHead),
@@ -108,7 +116,11 @@ mod tests {
             (Method::Post, "/poll/news", Err(NoRoute::MethodNotAllowed(GET_OR_HEAD))),
             (Method::Post, "/plaintext", Err(NoRoute::MethodNotAllowed(GET_OR_HEAD))),
             (Method::Other("DELETE"), "/stats", Err(NoRoute::MethodNotAllowed(GET_OR_HEAD))),
-            (Method::Get, "/", Err(NoRoute::NotFound)),
+            (Method::Get, "/", Ok(Route::Live)),
+            (Method::Get, "/events/news", Ok(Route::Events("news"))),
+            (Method::Get, "/events/$stats", Ok(Route::Events("$stats"))),
+            (Method::Post, "/events/news", Err(NoRoute::MethodNotAllowed(GET_OR_HEAD))),
+            (Method::Get, "/index.html", Err(NoRoute::NotFound)),
             (Method::Get, "*", Err(NoRoute::NotFound)),
             (Method::Options, "/nowhere", Err(NoRoute::NotFound)),
             (Method::Get, "/plaintext/", Err(NoRoute::NotFound)),

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use super::{CloseReason, StateKind, Wait};
+use super::{CloseReason, StateKind, Stream, Wait};
 use crate::buffer::BufferPool;
 use crate::http::date::HttpDate;
 use crate::http::request::{Limits, Method, Request};
@@ -75,20 +75,31 @@ pub trait Endpoints {
     /// Asked before `100 Continue` is sent, so that a client need not send a body only to have
     /// it thrown away.
     fn refuse_by_head(&mut self, method: Method, path: &str, refused: bool) -> Option<Response<'static>>;
-    /// Answers a complete request of connection `key`, or asks it to wait.
-    fn answer(&mut self, key: usize, request: &Request, refused: bool, now: Tick) -> Reply<'_>;
+    /// Answers a complete request of connection `key`, asks it to wait, or opens a stream. The
+    /// answer may borrow from the request (a CORS header names its `Origin`).
+    fn answer<'a>(&'a mut self, key: usize, request: &'a Request<'a>, refused: bool, now: Tick) -> Reply<'a>;
     /// Answers a held poll that is due, and forgets its hold.
     fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_>;
     /// Whether the poll is still listed on its topic: a publish takes the whole list.
     fn still_waiting(&self, key: usize, wait: &Wait) -> bool;
     /// Forgets a held poll whose connection closes (its client left, a timeout, a drain).
     fn release(&mut self, key: usize, wait: &Wait, now: Tick);
+    /// Appends a topic stream's events after `wait.after` (a batch at most, as a poll answer
+    /// carries), moves the cursor, and lists the stream on its topic again once it has sent
+    /// everything.
+    fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>);
+    /// Appends one event carrying a snapshot of the cost view.
+    fn stream_costs(&mut self, out: &mut Vec<u8>);
+    /// A stream ends (its client left, a timeout, a drain): off its topic, counted down.
+    fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick);
 }
 
 /// An endpoint's answer to a request.
 pub enum Reply<'a> {
     Now(Response<'a>),
     Wait(Wait),
+    /// An event stream: its head, then the events of what feeds it.
+    Stream(Response<'a>, Stream),
 }
 
 /// The limits and timeouts a connection lives by, from the configuration.
@@ -101,6 +112,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
     pub max_requests: u32,
+    /// `--sse-heartbeat`: an idle event stream gets a comment this often.
+    pub heartbeat: Duration,
 }
 
 /// What a connection sees of the reactor's current turn.

@@ -68,6 +68,9 @@ pub enum State {
     /// A long poll waits for a message; no buffers unless pipelined requests wait behind it.
     /// Timer: the poll's hold deadline.
     Held(HeldPoll),
+    /// An event stream is open: its head is sent, and events follow as messages come; no
+    /// buffers between writes. Timer: the next heartbeat (or the next cost-view snapshot).
+    Streaming(Stream),
     /// Answers are serialised but the socket will not take them yet (WRITABLE interest is
     /// registered); the conversation goes on as this says once they are written. Timer:
     /// `--write-timeout`, re-armed whenever the peer takes bytes.
@@ -86,6 +89,7 @@ pub enum StateKind {
     Reading,
     Idle,
     Held,
+    Streaming,
     Writing,
     Closing,
     Closed,
@@ -97,6 +101,7 @@ impl State {
             State::Reading { .. } => StateKind::Reading,
             State::Idle => StateKind::Idle,
             State::Held(_) => StateKind::Held,
+            State::Streaming(_) => StateKind::Streaming,
             State::Writing(_) => StateKind::Writing,
             State::Closing(_) => StateKind::Closing,
             State::Closed(_) => StateKind::Closed,
@@ -109,6 +114,7 @@ impl State {
             State::Reading { continued } => Conversation::Open { continued },
             State::Idle => Conversation::OPEN,
             State::Held(poll) => Conversation::Holding(poll),
+            State::Streaming(stream) => Conversation::Streaming(stream),
             State::Writing(conversation) => conversation,
             State::Closing(reason) | State::Closed(reason) => Conversation::Ending(reason),
         }
@@ -125,6 +131,8 @@ pub enum Conversation {
     Open { continued: bool },
     /// A long poll waits for a message; requests pipelined behind it wait for its answer.
     Holding(HeldPoll),
+    /// An event stream: its answer never ends, so nothing after its request is parsed.
+    Streaming(Stream),
     /// The last answer said `Connection: close`, for this reason; nothing after it is parsed.
     Ending(CloseReason),
 }
@@ -149,6 +157,35 @@ impl Conversation {
         match *self {
             Conversation::Ending(reason) => Some(reason),
             _ => None,
+        }
+    }
+
+    pub fn stream(&self) -> Option<Stream> {
+        match *self {
+            Conversation::Streaming(stream) => Some(stream),
+            _ => None,
+        }
+    }
+}
+
+/// What an event stream is fed by, and when it is next due without news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// A topic's messages. `wait.after` is the cursor the stream has sent up to; `wait.deadline`
+    /// the next heartbeat. Listed on the topic while it has sent everything; a publish takes it
+    /// off the list, and the machine feeds it and lists it again.
+    Topic(Wait),
+    /// The cost view, one snapshot a second (`/events/$stats`, for the live page), due at this
+    /// tick. It is on no topic: with no one watching, no snapshot is ever taken.
+    CostView(Tick),
+}
+
+impl Stream {
+    /// When the stream's timer fires: a heartbeat, or the next snapshot.
+    pub fn deadline(&self) -> Tick {
+        match *self {
+            Stream::Topic(wait) => wait.deadline,
+            Stream::CostView(next) => next,
         }
     }
 }
@@ -255,6 +292,11 @@ impl Connection {
         self.state.conversation().held()
     }
 
+    /// The event stream this connection has open, between writes or while writing.
+    pub fn stream(&self) -> Option<Stream> {
+        self.state.conversation().stream()
+    }
+
     /// When the one timer should fire in the current state.
     pub fn deadline(&self, now: Tick, settings: &Settings) -> Option<Tick> {
         let after = match self.state {
@@ -262,6 +304,7 @@ impl Connection {
             State::Idle => settings.idle_timeout,
             State::Writing(_) => settings.write_timeout,
             State::Held(poll) => return Some(poll.wait.deadline),
+            State::Streaming(stream) => return Some(stream.deadline()),
             State::Closing(_) => LINGER,
             State::Closed(_) => return None,
         };
@@ -278,7 +321,8 @@ impl Connection {
                 self.on_ready(readable, writable, hung_up, io, turn, &mut want)
             }
             (Event::Deadline, State::Reading { .. }) => self.time_out_head(io, turn, &mut want),
-            (Event::Deadline, State::Held(_)) => want.flush = true,
+            // Answered, fed or beaten in the flush phase, a slice per turn.
+            (Event::Deadline, State::Held(_) | State::Streaming(_)) => want.flush = true,
             (Event::Deadline, State::Idle) => self.close(conversation, CloseReason::IdleTimeout, turn, &mut want),
             (Event::Deadline, State::Writing(_)) => {
                 self.close(conversation, CloseReason::WriteTimeout, turn, &mut want)
@@ -288,13 +332,22 @@ impl Connection {
                 let answered = self.answer_held(poll, turn);
                 self.pump(answered, false, true, io, turn, &mut want);
             }
-            (Event::Flush, State::Writing(conversation)) => self.pump(conversation, false, true, io, turn, &mut want),
+            (Event::Flush, State::Writing(_) | State::Streaming(_)) => {
+                self.pump(conversation, false, true, io, turn, &mut want)
+            }
             (Event::Flush, _) => {}
             (Event::Drain, State::Idle) => self.close(conversation, CloseReason::Drain, turn, &mut want),
             (Event::Drain, State::Reading { .. }) if self.buffers.as_ref().is_none_or(|b| b.is_empty()) => {
                 self.close(conversation, CloseReason::Drain, turn, &mut want)
             }
             (Event::Drain, State::Held(_)) => want.flush = true, // due now: answered `timeout`
+            (Event::Drain, _) if conversation.stream().is_some() => {
+                // A stream's body ends where the connection closes: closing is its clean end.
+                if let Some(stream) = conversation.stream() {
+                    turn.endpoints.end_stream(turn.key, &stream, turn.now);
+                }
+                self.pump(Conversation::Ending(CloseReason::Drain), false, false, io, turn, &mut want);
+            }
             (Event::Drain, _) => {}
             (Event::Reclaim, _) => self.close(conversation, CloseReason::Reclaimed, turn, &mut want),
         }
@@ -332,12 +385,12 @@ impl Connection {
                     self.pump(conversation, false, false, io, turn, want);
                 }
             }
-            // While held, reading notices a client that hangs up (and buffers any pipelined
-            // request until the poll is answered).
-            State::Reading { .. } | State::Idle | State::Held(_) if readable => {
+            // While held or streaming, reading notices a client that hangs up (and buffers any
+            // pipelined request until the poll is answered).
+            State::Reading { .. } | State::Idle | State::Held(_) | State::Streaming(_) if readable => {
                 self.pump(self.state.conversation(), true, false, io, turn, want)
             }
-            State::Reading { .. } | State::Idle | State::Held(_) => {}
+            State::Reading { .. } | State::Idle | State::Held(_) | State::Streaming(_) => {}
         }
     }
 
@@ -370,6 +423,11 @@ impl Connection {
                 want.rearm = true;
             }
             let stop = self.answer_requests(&mut buffers, &mut conversation, turn, &mut fresh);
+            if let Conversation::Streaming(stream) = &mut conversation {
+                // A stream never answers another request: what the client sends is dropped.
+                buffers.discard_input();
+                feed(stream, buffers.output(), turn);
+            }
             match write_output(&mut buffers, io) {
                 Ok(progressed) => fresh |= progressed,
                 Err(e) => {
@@ -378,9 +436,15 @@ impl Connection {
                     return self.close(conversation, CloseReason::ByClient, turn, want);
                 }
             }
+            // Go on only with what no event will announce: requests parked at the output cap or
+            // input left unread, or news a stream could not take while its output was full.
             let drained = buffers.pending_output().is_empty();
-            let open = matches!(conversation, Conversation::Open { .. });
-            if !(drained && open && (stop == Stop::OutputCap || self.inbound == Inbound::Unread)) {
+            let more = match conversation {
+                Conversation::Open { .. } => stop == Stop::OutputCap || self.inbound == Inbound::Unread,
+                Conversation::Streaming(Stream::Topic(wait)) => !turn.endpoints.still_waiting(turn.key, &wait),
+                _ => false,
+            };
+            if !(drained && more) {
                 break;
             }
         }
@@ -484,6 +548,16 @@ impl Connection {
         let framing = Framing::of(req);
         match turn.endpoints.answer(turn.key, req, self.refused, turn.now) {
             Reply::Wait(wait) => Conversation::Holding(HeldPoll { wait, framing }),
+            Reply::Stream(head, stream) => {
+                response::write(out, &head, Persistence::Stream, framing.head_only, turn.date);
+                if framing.head_only {
+                    turn.endpoints.end_stream(turn.key, &stream, turn.now);
+                    return Conversation::Ending(CloseReason::ByClient);
+                }
+                // How long a browser waits before it reconnects a stream that broke.
+                out.extend_from_slice(b"retry: 2000\n\n");
+                Conversation::Streaming(stream)
+            }
             Reply::Now(answer) => {
                 let (persistence, closing) = if self.refused {
                     (Persistence::Close, Some(CloseReason::Rejected))
@@ -553,11 +627,14 @@ impl Connection {
     /// Changes state: the timer is re-armed when the state changes, when another poll is held,
     /// or when `fresh` restarts the deadline of a state whose timer measures progress (the head
     /// deadline when a new request begins, the write deadline when the peer takes bytes, the
-    /// idle deadline after an answer); empty buffers go back to the pool on `Idle` and `Held`;
+    /// idle deadline after an answer); empty buffers go back to the pool on `Idle`, `Held` and
+    /// `Streaming`;
     /// the write side shuts on `Closing`.
     fn enter<E: Endpoints>(&mut self, next: State, fresh: bool, io: &mut impl Io, turn: &mut Turn<E>, want: &mut Want) {
         debug_assert!(!matches!(next, State::Closed(_)), "closing goes through close()");
-        if matches!(next, State::Idle | State::Held(_)) && self.buffers.as_ref().is_some_and(|b| b.is_empty()) {
+        if matches!(next, State::Idle | State::Held(_) | State::Streaming(_))
+            && self.buffers.as_ref().is_some_and(|b| b.is_empty())
+        {
             if let Some(buffers) = self.buffers.take() {
                 turn.pool.give(buffers);
             }
@@ -570,6 +647,7 @@ impl Connection {
         want.rearm |= changed
             || match (self.state, next) {
                 (State::Held(previous), State::Held(next)) => previous != next,
+                (State::Streaming(previous), State::Streaming(next)) => previous.deadline() != next.deadline(),
                 (_, State::Reading { .. } | State::Writing(_) | State::Idle) => fresh,
                 _ => false,
             };
@@ -603,6 +681,9 @@ impl Connection {
         if let Some(poll) = conversation.held() {
             turn.endpoints.release(turn.key, &poll.wait, turn.now);
         }
+        if let Some(stream) = conversation.stream() {
+            turn.endpoints.end_stream(turn.key, &stream, turn.now);
+        }
         self.set_state(State::Closed(reason), turn);
         want.closed = Some(reason);
     }
@@ -626,6 +707,36 @@ impl Connection {
             }
         }
         self.close(Conversation::Ending(reason), reason, turn, want);
+    }
+}
+
+/// How often `/events/$stats` sends a snapshot of the cost view.
+const COST_VIEW_PERIOD: Duration = Duration::from_secs(1);
+
+/// Feeds an open stream what is due: the news a publish brought (batch after batch while the
+/// output has room), else a heartbeat or a snapshot once its deadline has passed. A stream's
+/// deadline restarts whenever something is sent.
+fn feed<E: Endpoints>(stream: &mut Stream, out: &mut Vec<u8>, turn: &mut Turn<E>) {
+    let sent_before = out.len();
+    match stream {
+        Stream::Topic(wait) => {
+            while out.len() < OUTPUT_CAP && !turn.endpoints.still_waiting(turn.key, wait) {
+                turn.endpoints.stream_news(turn.key, wait, out);
+            }
+            let deadline = wait.deadline;
+            if out.len() == sent_before && deadline <= turn.now {
+                out.extend_from_slice(b": heartbeat\n\n");
+            }
+            if out.len() > sent_before {
+                wait.deadline = deadline_after(turn.now, turn.settings.heartbeat);
+            }
+        }
+        Stream::CostView(next) => {
+            if *next <= turn.now {
+                turn.endpoints.stream_costs(out);
+                *next = deadline_after(turn.now, COST_VIEW_PERIOD);
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::*;
 use crate::buffer::BufferPool;
 use crate::http::request::Limits;
-use crate::pubsub::{TopicLimits, Topics};
+use crate::pubsub::{HoldKey, TopicLimits, Topics};
 
 /// A peer scripted by the test, seen through the socket's two calls.
 #[derive(Default)]
@@ -70,8 +70,9 @@ impl Io for Peer {
     }
 }
 
-/// Three endpoints: `/plaintext` answers, `/poll` waits on topic `t`, `/missing` is refused by
-/// its head (so `Expect: 100-continue` gets a 404).
+/// A few endpoints: `/plaintext` answers, `/poll` waits on topic `t`, `/events` streams it,
+/// `/costs` streams a count, `/missing` is refused by its head (so `Expect: 100-continue` gets a
+/// 404).
 struct Site {
     topics: Topics,
     topic: u32,
@@ -79,7 +80,8 @@ struct Site {
     requests: u32,
     reused: u32,
     /// Connections by `StateKind`, as counted through `count_state`.
-    by_state: [i32; 6],
+    by_state: [i32; 7],
+    streams: i32,
 }
 
 impl Site {
@@ -87,7 +89,7 @@ impl Site {
         let limits = TopicLimits { capacity: 8, max_topics: 4, max_retained_bytes: 1 << 20, idle_timeout: 1 << 30 };
         let mut topics = Topics::new(limits);
         let topic = topics.get_or_create("t", 0).unwrap_or_default();
-        Site { topics, topic, released: 0, requests: 0, reused: 0, by_state: [0; 6] }
+        Site { topics, topic, released: 0, requests: 0, reused: 0, by_state: [0; 7], streams: 0 }
     }
 }
 
@@ -110,6 +112,18 @@ impl Endpoints for Site {
         match req.path {
             _ if refused => Reply::Now(Response::error(Status::SERVICE_UNAVAILABLE, b"full\n")),
             "/poll" => Reply::Wait(Wait { hold: self.topics.hold(self.topic, key), after: 0, deadline: now + 30_000 }),
+            "/events" | "/costs" => {
+                self.streams += 1;
+                let head = Response::new(Status::OK, "text/event-stream", b"");
+                let stream = match req.path {
+                    "/events" => {
+                        let hold = HoldKey::unlisted(self.topic);
+                        Stream::Topic(Wait { hold, after: 0, deadline: deadline_after(now, HEARTBEAT) })
+                    }
+                    _ => Stream::CostView(now),
+                };
+                Reply::Stream(head, stream)
+            }
             "/missing" => Reply::Now(Response::error(Status::NOT_FOUND, b"no\n")),
             _ => Reply::Now(Response::new(Status::OK, "text/plain", b"hi")),
         }
@@ -128,7 +142,33 @@ impl Endpoints for Site {
         self.topics.release(wait.hold, key, now);
         self.released += 1;
     }
+
+    fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>) {
+        match self.topics.read(wait.hold.topic, wait.after) {
+            crate::pubsub::Read::Messages { messages, cursor, .. } => {
+                for message in messages {
+                    out.extend_from_slice(format!("id: {}\n{}\n", message.seq, message.lines).as_bytes());
+                }
+                wait.after = cursor;
+            }
+            _ => wait.hold = self.topics.hold(wait.hold.topic, key),
+        }
+    }
+
+    fn stream_costs(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(format!("data: {} streams\n\n", self.streams).as_bytes());
+    }
+
+    fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick) {
+        if let Stream::Topic(wait) = stream {
+            self.topics.release(wait.hold, key, now);
+        }
+        self.streams -= 1;
+        self.released += 1;
+    }
 }
+
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// A held poll for tables that need one.
 pub(super) fn a_held_poll() -> HeldPoll {
@@ -171,6 +211,7 @@ impl Rig {
             idle_timeout: Duration::from_secs(75),
             write_timeout: Duration::from_secs(30),
             max_requests: 10_000,
+            heartbeat: HEARTBEAT,
         };
         let conn = Connection::new(refused);
         let timer = conn.deadline(0, &settings);
@@ -249,6 +290,10 @@ impl Rig {
                 let woken = self.site.topics.take_held(self.site.topic, self.now);
                 self.queued |= woken.contains(&KEY);
             }
+            Step::Publish(text) => {
+                self.site.topics.publish(self.site.topic, text, self.now);
+                self.step(&Step::Wake);
+            }
             Step::Flush => {
                 assert!(std::mem::take(&mut self.queued), "flushed without being queued");
                 self.event(Event::Flush);
@@ -284,6 +329,8 @@ enum Step {
     Expire,
     /// A publish on the poll's topic takes its held polls off the list.
     Wake,
+    /// A message is published on that topic, which wakes it.
+    Publish(&'static str),
     /// The flush phase serves the connection it queued.
     Flush,
     Drain,
@@ -296,6 +343,8 @@ const GET: &str = "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
 const POLL: &str = "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n";
 const CLOSE: &str = "GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 const PARTIAL: &str = "GET /plaintext HTTP/1.1\r\nHo";
+const EVENTS: &str = "GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
+const COSTS: &str = "GET /costs HTTP/1.1\r\nHost: x\r\n\r\n";
 const EXPECT: &str = "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
 const EXPECT_MISSING: &str = "POST /missing HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
 
@@ -310,7 +359,7 @@ enum Ends {
 fn every_transition() {
     use CloseReason::{ByClient, Error, HeaderTimeout, IdleTimeout, Reclaimed, WriteTimeout};
     use Ends::{Closed, In};
-    use StateKind::{Closing, Held, Idle, Reading, Writing};
+    use StateKind::{Closing, Held, Idle, Reading, Streaming, Writing};
     use Step::*;
     #[rustfmt::skip]
     let cases: &[(&str, &[Step], Ends, &[u16])] = &[
@@ -358,6 +407,17 @@ fn every_transition() {
         ("drain: a request begun is finished", &[Send(PARTIAL), Drain, Send("st: x\r\n\r\n")], In(Closing), &[200]),
         ("drain: a held poll is answered, and closes", &[Send(POLL), Drain, Flush], In(Closing), &[200]),
         ("reclaimed while idle", &[Send(GET), Reclaim], Closed(Reclaimed), &[200]),
+        ("an event stream opens", &[Send(EVENTS)], In(Streaming), &[200]),
+        ("a stream is fed when a publish wakes it", &[Send(EVENTS), Publish("m"), Flush], In(Streaming), &[200]),
+        ("a stream's heartbeat", &[Send(EVENTS), Expire, Flush], In(Streaming), &[200]),
+        ("a stream whose client leaves", &[Send(EVENTS), Fin], Closed(ByClient), &[200]),
+        ("a stream and its FIN in one event", &[SendAndFin(EVENTS)], Closed(ByClient), &[200]),
+        ("a stream the client does not read", &[Send(EVENTS), Room(Some(0)), Publish("m"), Flush], In(Writing), &[200]),
+        ("a stream not read until the write deadline", &[Send(EVENTS), Room(Some(0)), Publish("m"), Flush, Expire], Closed(WriteTimeout), &[200]),
+        ("a stream read again", &[Send(EVENTS), Room(Some(0)), Publish("m"), Flush, Room(None)], In(Streaming), &[200]),
+        ("requests after a stream's are never answered", &[Send(EVENTS), Send(GET)], In(Streaming), &[200]),
+        ("drain: a stream ends, lingering", &[Send(EVENTS), Drain], In(Closing), &[200]),
+        ("the cost view streams", &[Send(COSTS), Expire, Flush], In(Streaming), &[200]),
     ];
     for &(what, steps, ends, statuses) in cases {
         let mut rig = Rig::new(false);
@@ -378,7 +438,7 @@ fn every_transition() {
 /// returned, a held poll is listed, a closed connection keeps nothing.
 fn check_at_rest(rig: &Rig, what: &str) {
     let conn = &rig.conn;
-    let mut counted = [0; 6];
+    let mut counted = [0; 7];
     counted[conn.kind() as usize] = 1;
     assert_eq!(rig.site.by_state, counted, "{what}: the state counts");
     match conn.state() {
@@ -401,6 +461,10 @@ fn check_at_rest(rig: &Rig, what: &str) {
             }
             if let State::Held(poll) = state {
                 assert_eq!(rig.timer, Some(poll.wait.deadline), "{what}: the hold deadline is not armed");
+            }
+            if let State::Streaming(stream) = state {
+                assert_eq!(rig.timer, Some(stream.deadline()), "{what}: the stream's deadline is not armed");
+                assert!(conn.buffers().is_none(), "{what}: a stream between writes owns buffers");
             }
             if *state == State::Idle {
                 assert!(conn.buffers().is_none(), "{what}: an idle connection owns buffers");
@@ -482,4 +546,51 @@ fn pipelined_answers_are_counted_and_written_in_one_write_each_event() {
     rig.step(&Step::Send("GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"));
     assert_eq!((rig.site.requests, rig.site.reused), (2, 1));
     assert_eq!(rig.statuses(), [200, 200]);
+}
+
+/// What a stream sends: the head without a length, `retry:`, then each message as it comes
+/// with its seq as `id:`, a heartbeat when nothing came for a while; and its hold is released
+/// exactly once when it ends.
+#[test]
+fn a_stream_sends_its_head_then_events_then_heartbeats() {
+    let mut rig = Rig::new(false);
+    rig.step(&Step::Send(EVENTS));
+    let head = String::from_utf8_lossy(&rig.peer.received).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("text/event-stream"), "{head}");
+    assert!(head.contains("Connection: close") && !head.contains("Content-Length"), "{head}");
+    assert!(head.ends_with("\r\n\r\nretry: 2000\n\n"), "{head}");
+    rig.peer.received.clear();
+    rig.step(&Step::Publish("one\ntwo"));
+    rig.step(&Step::Publish("three"));
+    rig.step(&Step::Flush);
+    let events = String::from_utf8_lossy(&rig.peer.received).into_owned();
+    assert_eq!(events, "id: 1\ndata: one\ndata: two\n\nid: 2\ndata: three\n\n", "both, in one write");
+    rig.peer.received.clear();
+    let quiet_since = rig.now;
+    assert_eq!(rig.timer, Some(deadline_after(quiet_since, HEARTBEAT)), "the heartbeat restarts after a write");
+    rig.step(&Step::Expire);
+    rig.step(&Step::Flush);
+    assert_eq!(rig.peer.received, b": heartbeat\n\n");
+    assert_eq!(rig.timer, Some(deadline_after(rig.now, HEARTBEAT)));
+    rig.step(&Step::Fin);
+    assert_eq!((rig.site.released, rig.site.streams), (1, 0));
+    assert!(rig.site.topics.held_polls().next().is_none());
+}
+
+/// A stream whose client reads slowly keeps what it could not send: news is taken up once the
+/// output drains, nothing is lost and nothing is sent twice.
+#[test]
+fn a_slow_stream_catches_up_once_its_output_drains() {
+    let mut rig = Rig::new(false);
+    rig.step(&Step::Send(EVENTS));
+    rig.peer.received.clear();
+    rig.step(&Step::Room(Some(5)));
+    rig.step(&Step::Publish("a"));
+    rig.step(&Step::Flush);
+    assert_eq!(rig.conn.kind(), StateKind::Writing);
+    rig.step(&Step::Publish("b")); // taken off the list while writing: not queued again
+    rig.step(&Step::Room(None));
+    let events = String::from_utf8_lossy(&rig.peer.received).into_owned();
+    assert_eq!(events, "id: 1\ndata: a\n\nid: 2\ndata: b\n\n");
+    assert_eq!(rig.conn.kind(), StateKind::Streaming);
 }

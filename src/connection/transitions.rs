@@ -51,8 +51,8 @@ pub enum Next {
 /// a read or a write, in order of precedence. Output waiting for the socket comes first; then a
 /// FIN, after which nothing the peer sent can become an answer any more (every complete request
 /// was parsed before this is asked: what is left is a request cut short, or requests behind a
-/// poll whose client left); then an answer that ended the conversation; then a held poll; then a
-/// request begun; then idleness, which a drain turns into a close.
+/// poll whose client left); then an answer that ended the conversation; then a held poll or an
+/// open stream; then a request begun; then idleness, which a drain turns into a close.
 pub fn next_state(s: &Settling) -> Next {
     if s.output_pending {
         return Next::Enter(State::Writing(s.conversation));
@@ -64,6 +64,7 @@ pub fn next_state(s: &Settling) -> Next {
         Conversation::Ending(reason) if must_linger(reason, s.input_pending) => Next::Enter(State::Closing(reason)),
         Conversation::Ending(reason) => Next::Close(reason),
         Conversation::Holding(poll) => Next::Enter(State::Held(poll)),
+        Conversation::Streaming(stream) => Next::Enter(State::Streaming(stream)),
         Conversation::Open { continued } if s.input_pending => Next::Enter(State::Reading { continued }),
         Conversation::Open { .. } if s.draining => Next::Close(CloseReason::Drain),
         Conversation::Open { .. } => Next::Enter(State::Idle),

@@ -86,6 +86,10 @@ pub struct Request<'b> {
     pub keep_alive: bool,
     /// The `Last-Event-ID` header that an `EventSource` sends when it reconnects.
     pub last_event_id: Option<&'b str>,
+    /// The `Origin` header a browser sends with a cross-origin request (RFC 6454).
+    pub origin: Option<&'b str>,
+    /// `Access-Control-Request-Method` is present: an `OPTIONS` with it is a CORS preflight.
+    pub preflight: bool,
     pub body: Body<'b>,
     /// Bytes of input this request occupies, head and body framing included.
     pub len: usize,
@@ -187,6 +191,8 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
         close: fields.close,
         keep_alive: fields.keep_alive,
         last_event_id: fields.last_event_id,
+        origin: fields.origin,
+        preflight: fields.preflight,
         body,
         len,
     }))
@@ -350,6 +356,8 @@ struct Fields<'b> {
     close: bool,
     keep_alive: bool,
     last_event_id: Option<&'b str>,
+    origin: Option<&'b str>,
+    preflight: bool,
     /// `Expect: 100-continue`.
     expect_continue: bool,
 }
@@ -375,6 +383,17 @@ impl<'b> Fields<'b> {
                 6 if name.eq_ignore_ascii_case("expect") => {
                     fields.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
                 }
+                6 if name.eq_ignore_ascii_case("origin") => {
+                    // One origin, or none: a list would be ambiguous (RFC 6454 §7.2).
+                    if fields.origin.is_some() {
+                        return Err(bad!("two Origin headers"));
+                    }
+                    let Ok(origin) = std::str::from_utf8(value) else {
+                        return Err(bad!("Origin is not ASCII"));
+                    };
+                    fields.origin = Some(origin);
+                }
+                29 if name.eq_ignore_ascii_case("access-control-request-method") => fields.preflight = true,
                 10 if name.eq_ignore_ascii_case("connection") => {
                     // RFC 9110 §7.6.1: a list of case-insensitive options.
                     for option in list(value) {

@@ -55,6 +55,9 @@ pub enum Persistence {
     KeepAlive { timeout_secs: u64, remaining: u32, http10: bool },
     /// `Connection: close`: the last response on this connection.
     Close,
+    /// A body without a length that runs until the connection closes (an event stream): no
+    /// `Content-Length`, and `Connection: close` (RFC 9112 §6.3, the last rule).
+    Stream,
 }
 
 /// An answer before serialisation. `headers` are the extra ones a route needs (`Allow`,
@@ -65,11 +68,32 @@ pub struct Response<'a> {
     pub content_type: &'static str,
     pub headers: &'a [(&'static str, &'a str)],
     pub body: &'a [u8],
+    pub cors: Cors<'a>,
 }
+
+/// What an answer tells a browser about reading it from a page of another origin (the Fetch
+/// standard's CORS protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cors<'a> {
+    /// Nothing: the browser keeps the answer from a page of another origin.
+    None,
+    /// `Access-Control-Allow-Origin: <origin>` and `Vary: Origin`: a page of this origin may
+    /// read it.
+    Allow(&'a str),
+    /// The answer to a preflight from this origin: also which methods and request headers it
+    /// may use, for how long.
+    Preflight { origin: &'a str, methods: &'a str },
+}
+
+/// The request headers a page may send across origins: a token, a JSON body, and the cursor an
+/// `EventSource` sends back.
+const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+/// How long a browser may keep a preflight's answer, in seconds.
+const CORS_MAX_AGE_SECS: &str = "600";
 
 impl<'a> Response<'a> {
     pub fn new(status: Status, content_type: &'static str, body: &'a [u8]) -> Self {
-        Response { status, content_type, headers: &[], body }
+        Response { status, content_type, headers: &[], body, cors: Cors::None }
     }
 
     /// An error answer: a one-line `text/plain` body.
@@ -79,6 +103,10 @@ impl<'a> Response<'a> {
 
     pub fn with_headers(self, headers: &'a [(&'static str, &'a str)]) -> Self {
         Response { headers, ..self }
+    }
+
+    pub fn with_cors(self, cors: Cors<'a>) -> Self {
+        Response { cors, ..self }
     }
 }
 
@@ -104,14 +132,27 @@ pub fn write(out: &mut Vec<u8>, response: &Response, persistence: Persistence, h
     if response.status != Status::NO_CONTENT {
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(response.content_type.as_bytes());
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        push_decimal(out, body.len() as u64);
+        if persistence != Persistence::Stream {
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            push_decimal(out, body.len() as u64);
+        }
     }
     for (name, value) in response.headers {
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        push_header(out, name, value);
+    }
+    match response.cors {
+        Cors::None => {}
+        Cors::Allow(origin) => {
+            push_header(out, "Access-Control-Allow-Origin", origin);
+            push_header(out, "Vary", "Origin");
+        }
+        Cors::Preflight { origin, methods } => {
+            push_header(out, "Access-Control-Allow-Origin", origin);
+            push_header(out, "Vary", "Origin");
+            push_header(out, "Access-Control-Allow-Methods", methods);
+            push_header(out, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
+            push_header(out, "Access-Control-Max-Age", CORS_MAX_AGE_SECS);
+        }
     }
     match persistence {
         Persistence::KeepAlive { timeout_secs, remaining, http10 } => {
@@ -123,12 +164,19 @@ pub fn write(out: &mut Vec<u8>, response: &Response, persistence: Persistence, h
             out.extend_from_slice(b", max=");
             push_decimal(out, u64::from(remaining));
         }
-        Persistence::Close => out.extend_from_slice(b"\r\nConnection: close"),
+        Persistence::Close | Persistence::Stream => out.extend_from_slice(b"\r\nConnection: close"),
     }
     out.extend_from_slice(b"\r\n\r\n");
     if !head_only {
         out.extend_from_slice(body);
     }
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
 }
 
 /// Appends `n` in decimal without going through `fmt` (this runs several times per request).
@@ -203,6 +251,37 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(text.contains("\r\nRetry-After: 1\r\n"));
         assert!(text.ends_with("\r\n\r\nat the connection limit\n"));
+    }
+
+    #[test]
+    fn an_event_stream_has_no_length_and_ends_with_the_connection() {
+        let response = Response::new(Status::OK, "text/event-stream", b"").with_headers(NO_STORE);
+        let text = render(&response, Persistence::Stream, false);
+        assert!(
+            text.contains("Content-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n")
+        );
+        assert!(!text.contains("Content-Length"), "{text}");
+    }
+
+    #[test]
+    fn cors_names_the_origin_and_varies_on_it() {
+        let allowed = Response::new(Status::OK, "application/json", b"{}").with_cors(Cors::Allow("http://a.test"));
+        let text = render(&allowed, Persistence::Close, false);
+        assert!(text.contains("\r\nAccess-Control-Allow-Origin: http://a.test\r\nVary: Origin\r\n"), "{text}");
+        let preflight = Response::new(Status::NO_CONTENT, "", b"")
+            .with_headers(&[("Allow", "GET, HEAD, OPTIONS")])
+            .with_cors(Cors::Preflight { origin: "http://a.test", methods: "GET, HEAD, OPTIONS" });
+        let text = render(&preflight, Persistence::Close, false);
+        for line in [
+            "Access-Control-Allow-Origin: http://a.test",
+            "Access-Control-Allow-Methods: GET, HEAD, OPTIONS",
+            "Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID",
+            "Access-Control-Max-Age: 600",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let plain = render(&Response::new(Status::OK, "text/plain", b"x"), Persistence::Close, false);
+        assert!(!plain.contains("Access-Control") && !plain.contains("Vary"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use mio::Interest;
 
 use super::Server;
 use crate::buffer::BufferPool;
-use crate::connection::{State, StateKind};
+use crate::connection::{State, StateKind, Stream};
 use crate::stats::ByState;
 
 /// What the reactor keeps only so that it can be checked: the kernel will not say which
@@ -40,7 +40,7 @@ impl Mirror {
 impl Server {
     pub(super) fn check_invariants(&self) {
         let mut by_state = ByState::default();
-        let (mut holds, mut lent, mut timers) = (0u64, 0usize, 0usize);
+        let (mut holds, mut streams, mut lent, mut timers) = (0u64, 0u64, 0usize, 0usize);
         let reaped: HashSet<usize> = self.reap_queue.iter().copied().collect();
         let queued: HashSet<usize> = self.flush_queue.iter().copied().collect();
         for (key, slot) in &self.connections {
@@ -76,6 +76,7 @@ impl Server {
             if kind == StateKind::Idle {
                 assert!(conn.buffers().is_none(), "idle {key} owns buffers");
             }
+            streams += u64::from(conn.stream().is_some());
             if let Some(poll) = conn.held() {
                 holds += 1;
                 let listed = self.service.topics.holds(poll.wait.hold, key);
@@ -86,10 +87,14 @@ impl Server {
         let costs = &self.service.costs;
         assert_eq!(by_state, costs.by_state, "connections by state drifted from a recount");
         assert_eq!(holds, costs.polls.held, "polls.held drifted from a recount");
+        assert_eq!(streams, costs.streams_open, "streams.open drifted from a recount");
         for (hold, key) in self.service.topics.held_polls() {
             let slot = self.connections.get(key).unwrap_or_else(|| panic!("topic lists a freed {key}"));
-            let held = slot.conn.held().map(|poll| poll.wait.hold);
-            assert_eq!(held, Some(hold), "topic lists {key}, which holds another poll");
+            let waits_on = match slot.conn.stream() {
+                Some(Stream::Topic(wait)) => Some(wait.hold),
+                _ => slot.conn.held().map(|poll| poll.wait.hold),
+            };
+            assert_eq!(waits_on, Some(hold), "topic lists {key}, which waits on something else");
         }
         assert_eq!(lent, self.pool.lent_bytes(), "lent buffer bytes drifted from a recount");
         assert!(self.wheel.len() >= timers, "fewer timers armed than connections hold");

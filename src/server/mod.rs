@@ -180,6 +180,7 @@ impl Server {
             idle_timeout: config.idle_timeout,
             write_timeout: config.write_timeout,
             max_requests: config.max_requests,
+            heartbeat: config.sse_heartbeat,
         };
         let fd_limit = usize::try_from(stats::fds_limit()).unwrap_or(usize::MAX);
         let max_connections = config.max_connections.unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));

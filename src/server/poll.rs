@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use log::debug;
 
-use super::service::Service;
+use super::service::{Service, COST_VIEW_TOPIC};
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
-use crate::connection::{deadline_after, Wait};
+use crate::connection::{deadline_after, Stream, Wait};
 use crate::http::request::{Body, Request};
 use crate::http::response::{self, Response, Status};
 use crate::json;
-use crate::pubsub::{Cursor, Message, Read, TopicError, Topics};
+use crate::pubsub::{Cursor, HoldKey, Message, Read, TopicError, Topics};
 use crate::timer::Tick;
 
 /// The topic sweep runs this often, an eighth of `--topic-idle-timeout`, but at most once a
@@ -138,15 +138,75 @@ impl Service {
             poll_body(&mut self.body, &self.topics, topic, &read, after);
             return Ok(None);
         }
-        if self.costs.polls.held >= self.max_held as u64 {
-            self.costs.polls.rejected += 1;
-            return Err(Response::error(Status::SERVICE_UNAVAILABLE, b"too many polls held, retry later\n")
-                .with_headers(self.retry_after()));
-        }
+        self.check_max_held()?;
         let hold_for =
             query.timeout.unwrap_or(self.config.poll_timeout).clamp(MIN_POLL_TIMEOUT, self.config.max_poll_timeout);
         self.costs.polls.held += 1;
         Ok(Some(Wait { hold: self.topics.hold(topic, key), after, deadline: deadline_after(now, hold_for) }))
+    }
+
+    /// `--max-held` counts held polls and open streams alike: each pins a connection for long.
+    fn check_max_held(&mut self) -> Result<(), Response<'static>> {
+        if self.costs.polls.held + self.costs.streams_open < self.max_held as u64 {
+            return Ok(());
+        }
+        self.costs.polls.rejected += 1;
+        Err(Response::error(Status::SERVICE_UNAVAILABLE, b"too many polls held, retry later\n")
+            .with_headers(self.retry_after()))
+    }
+
+    /// `GET /events/{topic}`: what feeds the stream. It starts where a poll would (the cursor,
+    /// `Last-Event-ID`, `from=oldest`, or the next message); a foreign epoch starts it with a
+    /// `reset`. Its first events are written by the machine's first feed.
+    pub(super) fn open_stream(&mut self, req: &Request, name: &str, now: Tick) -> Result<Stream, Response<'static>> {
+        let query = PollQuery::parse(req.query, req.last_event_id)
+            .map_err(|reason| Response::error(Status::BAD_REQUEST, reason.as_bytes()))?;
+        self.check_max_held()?;
+        if name == COST_VIEW_TOPIC {
+            self.costs.streams_open += 1;
+            return Ok(Stream::CostView(now)); // the first snapshot at once
+        }
+        let topic = self.topics.get_or_create(name, now).map_err(topic_error)?;
+        let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
+        // A cursor past the log makes the first read a reset, which is what a foreign epoch needs.
+        let after = if foreign_epoch { u64::MAX } else { self.topics.resolve(topic, query.start()) };
+        self.topics.open_stream(topic);
+        self.costs.streams_open += 1;
+        let heartbeat = deadline_after(now, self.config.sse_heartbeat);
+        Ok(Stream::Topic(Wait { hold: HoldKey::unlisted(topic), after, deadline: heartbeat }))
+    }
+
+    /// A topic stream's next events after its cursor, in the event-stream format: `missed`
+    /// (with the cursor past the loss), then each message with its seq as `id:`; or a `reset`
+    /// with the topic's current cursor and epoch. Once it has sent everything, the stream is
+    /// listed on its topic again, to be woken by the next publish.
+    pub(super) fn stream_events(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>) {
+        let (topic, after) = (wait.hold.topic, wait.after);
+        // Topic names and epochs need no escaping (`valid_topic_name`, hex digits and `-`).
+        let name = self.topics.name(topic);
+        match self.topics.read(topic, after) {
+            Read::Nothing => wait.hold = self.topics.hold(topic, key),
+            Read::Reset { cursor } => {
+                let epoch = self.topics.epoch(topic);
+                let data = format!("{{\"topic\":\"{name}\",\"cursor\":{cursor},\"epoch\":\"{epoch}\"}}");
+                push_event(out, "reset", cursor, &data);
+                wait.after = cursor;
+            }
+            Read::Messages { messages, missed, cursor } => {
+                if missed > 0 {
+                    let data = format!("{{\"topic\":\"{name}\",\"missed\":{missed}}}");
+                    push_event(out, "missed", after + missed, &data);
+                }
+                for message in &messages {
+                    out.extend_from_slice(b"id: ");
+                    response::push_decimal(out, message.seq);
+                    out.push(b'\n');
+                    out.extend_from_slice(message.lines.as_bytes());
+                    out.push(b'\n');
+                }
+                wait.after = cursor;
+            }
+        }
     }
 
     /// Wakes every poll held on `topic`: handed to the reactor's flush phase, which answers them
@@ -185,6 +245,18 @@ impl Service {
             debug!("forgot {forgotten} idle topics; {} left", self.topics.count());
         }
     }
+}
+
+/// One event of our own (not a message): its name, the cursor it leaves the stream at, one line
+/// of JSON data.
+fn push_event(out: &mut Vec<u8>, event: &str, id: u64, data: &str) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(b"\nid: ");
+    response::push_decimal(out, id);
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b"\n\n");
 }
 
 /// The JSON of a poll answer: `ok` with messages, `reset`, or (for `Read::Nothing`) `timeout`

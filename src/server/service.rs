@@ -20,9 +20,9 @@ use log::warn;
 use super::poll::{poll_response, topic_error};
 use crate::backoff::XorShift;
 use crate::config::Config;
-use crate::connection::{Endpoints, Reply, StateKind, Wait};
+use crate::connection::{Endpoints, Reply, StateKind, Stream, Wait};
 use crate::http::request::{Method, Request};
-use crate::http::response::{self, Response, Status};
+use crate::http::response::{self, Cors, Response, Status};
 use crate::pubsub::{valid_topic_name, TopicError, TopicLimits, Topics};
 use crate::routes::{self, NoRoute, Route};
 use crate::stats::{self, ByState, Polls, Snapshot, Totals};
@@ -33,6 +33,10 @@ use crate::timer::Tick;
 const RETRY_AFTER_SECS: [(&str, &str); 3] = [("Retry-After", "1"), ("Retry-After", "2"), ("Retry-After", "3")];
 /// What a newcomer refused at the connection limit is told.
 const AT_THE_LIMIT: &[u8] = b"at the connection limit, retry later\n";
+/// The stream of cost-view snapshots, `/events/$stats`: not a topic (a topic name has no `$`).
+pub(super) const COST_VIEW_TOPIC: &str = "$stats";
+/// The live page (docs/browser.md), compiled in: nothing is fetched from anywhere else.
+const LIVE_PAGE: &[u8] = include_bytes!("live.html");
 
 /// What the cost view counts as it happens, so that a snapshot never walks the connections.
 #[derive(Debug, Default)]
@@ -40,6 +44,8 @@ pub(super) struct Costs {
     pub(super) totals: Totals,
     pub(super) by_state: ByState,
     pub(super) polls: Polls,
+    /// Event streams open, the live page's included.
+    pub(super) streams_open: u64,
 }
 
 /// The reactor's own figures for the cost view, each O(1) to read.
@@ -121,7 +127,8 @@ impl Service {
         match route {
             Route::Stats | Route::Metrics => {} // answered even over the limit
             _ if refused => return Err(self.refusal()),
-            Route::Publish(topic) | Route::Poll(topic) if !valid_topic_name(topic) => {
+            Route::Events(COST_VIEW_TOPIC) => {}
+            Route::Publish(topic) | Route::Poll(topic) | Route::Events(topic) if !valid_topic_name(topic) => {
                 return Err(topic_error(TopicError::BadName))
             }
             _ => {}
@@ -143,6 +150,7 @@ impl Service {
             by_state: self.costs.by_state,
             totals: self.costs.totals.clone(),
             polls: self.costs.polls,
+            streams_open: self.costs.streams_open,
             topics: self.topics.count() as u64,
             messages: self.topics.retained(),
             retained_bytes: self.topics.retained_bytes() as u64,
@@ -181,15 +189,25 @@ impl Endpoints for Service {
         self.route_by_head(method, path, refused).err()
     }
 
-    fn answer(&mut self, key: usize, req: &Request, refused: bool, now: Tick) -> Reply<'_> {
+    fn answer<'a>(&'a mut self, key: usize, req: &'a Request<'a>, refused: bool, now: Tick) -> Reply<'a> {
         let route = match self.route_by_head(req.method, req.path, refused) {
             Ok(route) => route,
             Err(refusal) => return Reply::Now(refusal),
         };
+        // Polls, streams and their preflights may be read by the pages of allowed origins.
+        let origin = req.origin.filter(|origin| self.config.allows_origin(origin));
+        let cors = origin.map_or(Cors::None, Cors::Allow);
         self.body.clear();
         let content_type = match route {
             Route::Plaintext => return Reply::Now(Response::new(Status::OK, "text/plain", b"Hello, World!")),
-            Route::Options(allow) => return Reply::Now(Response::new(Status::NO_CONTENT, "", b"").with_headers(allow)),
+            Route::Live => return Reply::Now(Response::new(Status::OK, "text/html; charset=utf-8", LIVE_PAGE)),
+            Route::Options(allow) => {
+                let cors = match origin {
+                    Some(origin) if req.preflight => Cors::Preflight { origin, methods: allow[0].1 },
+                    _ => cors,
+                };
+                return Reply::Now(Response::new(Status::NO_CONTENT, "", b"").with_headers(allow).with_cors(cors));
+            }
             Route::Stats => {
                 self.body = self.snapshot().to_json();
                 "application/json"
@@ -205,11 +223,21 @@ impl Endpoints for Service {
             Route::Poll(topic) => match self.poll(key, req, topic, now) {
                 Ok(None) => "application/json",
                 Ok(Some(wait)) => return Reply::Wait(wait),
-                Err(refusal) => return Reply::Now(refusal),
+                Err(refusal) => return Reply::Now(refusal.with_cors(cors)),
             },
+            Route::Events(topic) => {
+                return match self.open_stream(req, topic, now) {
+                    Ok(stream) => {
+                        let head = Response::new(Status::OK, "text/event-stream", b"");
+                        Reply::Stream(head.with_headers(response::NO_STORE).with_cors(cors), stream)
+                    }
+                    Err(refusal) => Reply::Now(refusal.with_cors(cors)),
+                }
+            }
         };
         // Polls and the cost view change from one moment to the next: never cached.
-        Reply::Now(Response::new(Status::OK, content_type, self.body.as_bytes()).with_headers(response::NO_STORE))
+        let answer = Response::new(Status::OK, content_type, self.body.as_bytes()).with_headers(response::NO_STORE);
+        Reply::Now(answer.with_cors(cors))
     }
 
     fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_> {
@@ -225,5 +253,23 @@ impl Endpoints for Service {
     fn release(&mut self, key: usize, wait: &Wait, now: Tick) {
         self.topics.release(wait.hold, key, now);
         self.costs.polls.held -= 1;
+    }
+
+    fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>) {
+        self.stream_events(key, wait, out);
+    }
+
+    fn stream_costs(&mut self, out: &mut Vec<u8>) {
+        let json = self.snapshot().to_json();
+        out.extend_from_slice(crate::pubsub::data_lines(json.trim_end()).as_bytes());
+        out.push(b'\n');
+    }
+
+    fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick) {
+        if let Stream::Topic(wait) = stream {
+            self.topics.release(wait.hold, key, now);
+            self.topics.close_stream(wait.hold.topic, now);
+        }
+        self.costs.streams_open -= 1;
     }
 }

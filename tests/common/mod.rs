@@ -378,6 +378,35 @@ impl Client {
         Ok(response)
     }
 
+    /// Reads the head of an event stream, which has no length (its body runs until the close);
+    /// what came after the head stays buffered for `read_stream_until`.
+    pub fn read_stream_head(&mut self) -> Response {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let head_end = loop {
+            if let Some(at) = find(&self.pending, b"\r\n\r\n") {
+                break at + 4;
+            }
+            self.fill("event stream head", deadline).unwrap_or_else(|e| panic!("{e}"));
+        };
+        let head = String::from_utf8_lossy(&self.pending[..head_end - 4]).into_owned();
+        let response = parse_head(&head).unwrap_or_else(|e| panic!("{e}"));
+        self.pending.drain(..head_end);
+        response
+    }
+
+    /// Reads an event stream's body until `needle` has arrived (within `IO_TIMEOUT`), and takes
+    /// everything up to and including it.
+    pub fn read_stream_until(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(at) = find(&self.pending, needle.as_bytes()) {
+                let taken: Vec<u8> = self.pending.drain(..at + needle.len()).collect();
+                return String::from_utf8(taken).expect("an event stream is UTF-8");
+            }
+            self.fill(&format!("event stream up to {needle:?}"), deadline).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
     /// Asserts that the server sends nothing more and closes cleanly: a FIN (EOF), within
     /// `IO_TIMEOUT`, not a reset and not extra bytes.
     pub fn expect_eof(&mut self) {
