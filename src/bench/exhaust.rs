@@ -38,7 +38,7 @@ use clap::Args;
 use serde_json::Value;
 
 use self::probe::{End, Probe, Refusal, Reply, Stage};
-use self::summary::{outcome, After, Counts, Cpu, FirstRefusal, Keepalive, Measured, Publish};
+use self::summary::{outcome, After, Counts, FirstRefusal, Measured, Publish};
 use super::engine::{Ending, Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
@@ -106,22 +106,23 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     if max == 0 {
         return Err(format!("an open-file limit of {open_file_limit} leaves no room for newcomers"));
     }
-    let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
-    let requests = Requests::new(&target, args.topic.clone().unwrap_or_else(|| default_topic("exhaust")));
+    let pids = host::server_pids(args.server_pid, target.addr);
+    let topic = args.topic.clone().unwrap_or_else(|| default_topic("exhaust"));
+    let stats = target.get(&format!("{}/stats", target.base_path()), "");
 
     // Before: the keep-alive connection, a /stats baseline, the topic's cursor.
     let mut fill = Fill::new(target.addr)?;
-    let reply = fill.exchange(true, requests.stats.as_bytes());
+    let reply = fill.exchange(true, &stats);
     if !reply.is_ok() || fill.newcomers.control_key.is_none() {
         return Err(format!("GET {}/stats on {}: {}", target.base_path(), target.addr, reply.describe()));
     }
-    let cursor = match fill.exchange(false, requests.publish("warm-up").as_bytes()) {
+    let cursor = match fill.exchange(false, &target.publish(&topic, "warm-up")) {
         Reply::Answer { status: 200, body, .. } => {
             serde_json::from_slice::<Value>(&body).ok().and_then(|reply| reply["seq"].as_u64())
         }
         reply => return Err(format!("the warm-up publish: {}", reply.describe())),
     };
-    fill.request = requests.poll(cursor);
+    fill.request = poll_request(&target, &topic, cursor).into_bytes();
     let progress = Progress::new(max as u64, args.hang + args.window, "filling");
     let deadline = Instant::now() + FILL_MIN + FILL_PER_THOUSAND * (max / 1000) as u32 + args.hang;
     let mut fill_timed_out = false;
@@ -147,12 +148,9 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     progress.finish();
     let held_at_limit = fill.newcomers.held;
 
-    // At the limit: the old keep-alive connection, the CPU window, a publish to the held polls.
-    let keepalive = if fill.newcomers.control_key.is_none() {
-        Keepalive::ClosedWhileIdle // the server closed it while it sat idle
-    } else {
-        Keepalive::Asked(fill.exchange(false, requests.stats.as_bytes()))
-    };
+    // At the limit: the old keep-alive connection (unless the server closed it while it sat
+    // idle), the CPU window, a publish to the held polls.
+    let keepalive = fill.newcomers.control_key.is_some().then(|| fill.exchange(false, &stats));
     let window_end = Instant::now() + args.window;
     for _ in 0..KNOCKERS {
         fill.open(true, window_end);
@@ -161,13 +159,13 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     while Instant::now() < window_end {
         fill.turn(window_end.saturating_duration_since(Instant::now()).min(TICK))?;
     }
-    let cpu_end = CpuSample::take(&pids);
+    let cpu = cpu_start.percent_until(&CpuSample::take(&pids));
     fill.turn(Duration::ZERO)?; // the knockers still waiting are past their deadline
-    let cpu = Cpu { pids, percent: cpu_start.percent_until(&cpu_end), window: args.window };
     let held_after_window = fill.newcomers.held;
 
-    let early_works = matches!(&keepalive, Keepalive::Asked(reply) if reply.is_ok());
-    let publish = publish(&mut fill, early_works, &requests);
+    let marker = format!("exhaust: published at the limit by {}", std::process::id());
+    let early_works = keepalive.as_ref().is_some_and(Reply::is_ok);
+    let publish = publish(&mut fill, early_works, &target.publish(&topic, &marker), marker);
     if publish.reply.is_ok() {
         while fill.newcomers.held > 0 && publish.sent_at.elapsed() < DELIVERY_BOUND {
             fill.turn(TICK)?;
@@ -177,7 +175,10 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
 
     // After: everything closed, a fresh request.
     fill.close_all();
-    let after = fresh_request(&mut fill, &requests);
+    let started = Instant::now();
+    let (reply, _, attempts) =
+        fill.retry(&target.get(&format!("{}/stats", target.base_path()), "Connection: close\r\n"));
+    let after = After { reply, attempts, took: started.elapsed() };
     let counts = fill.counts();
     let measured = Measured {
         max,
@@ -186,13 +187,14 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
         held_at_limit,
         held_after_window,
         keepalive,
+        pids,
         cpu,
         publish,
         last_delivery,
         after,
         counts,
     };
-    Ok(outcome(args, &target, &requests.topic, &measured))
+    Ok(outcome(args, &target, &topic, &measured))
 }
 
 fn check_arguments(args: &ExhaustArgs) -> Result<(), String> {
@@ -206,44 +208,14 @@ fn check_arguments(args: &ExhaustArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The requests of a run, written once.
-struct Requests {
-    base: String,
-    authority: String,
-    topic: String,
-    stats: String,
-    /// The text of the message published at the limit: what a delivery must carry.
-    marker: String,
-}
-
-impl Requests {
-    fn new(target: &Target, topic: String) -> Requests {
-        let (base, authority) = (target.base_path().to_string(), target.url.authority());
-        let stats = format!("GET {base}/stats HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-        let marker = format!("exhaust: published at the limit by {}", std::process::id());
-        Requests { base, authority, topic, stats, marker }
-    }
-
-    fn publish(&self, data: &str) -> String {
-        let (base, authority, topic, length) = (&self.base, &self.authority, &self.topic, data.len());
-        format!(
-            "POST {base}/publish/{topic} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/plain\r\n\
-             Content-Length: {length}\r\n\r\n{data}"
-        )
-    }
-
-    /// The probe and the poll, in one write. Without a cursor (a server whose publish answer
-    /// has no `seq`) the poll waits for the next message (docs/long-polling.md, "What cursors and
-    /// epochs guarantee").
-    fn poll(&self, cursor: Option<u64>) -> Vec<u8> {
-        let (base, authority, topic) = (&self.base, &self.authority, &self.topic);
-        let cursor = cursor.map_or(String::new(), |c| format!("cursor={c}&"));
-        format!(
-            "GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\n\r\n\
-             GET {base}/poll/{topic}?{cursor}timeout={HOLD} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
-        )
-        .into_bytes()
-    }
+/// What each newcomer writes: the probe and the poll, in one write. Without a cursor (a server
+/// whose publish answer has no `seq`) the poll waits for the next message
+/// (docs/long-polling.md, "What cursors and epochs guarantee").
+fn poll_request(target: &Target, topic: &str, cursor: Option<u64>) -> String {
+    let base = target.base_path();
+    let cursor = cursor.map_or(String::new(), |c| format!("cursor={c}&"));
+    target.get(&format!("{base}/plaintext"), "")
+        + &target.get(&format!("{base}/poll/{topic}?{cursor}timeout={HOLD}"), "")
 }
 
 /// What a connection is: a newcomer (its index in `probes`), or the keep-alive connection or
@@ -304,13 +276,13 @@ impl Fill {
     /// Sends `request` on the control connection (kept open between exchanges: the keep-alive
     /// connection opened before filling), or on a new one when `fresh` or when it is gone, and
     /// waits up to `CONTROL_TIMEOUT` for the answer, turning the newcomers meanwhile.
-    fn exchange(&mut self, fresh: bool, request: &[u8]) -> Reply {
+    fn exchange(&mut self, fresh: bool, request: &str) -> Reply {
         if fresh {
             self.close_control();
         }
         let key = *self.newcomers.control_key.get_or_insert_with(|| self.engine.open(Peer::Control, b""));
         (self.newcomers.control, self.newcomers.control_sent) = (None, Instant::now());
-        if let Err(e) = self.engine.send(key, request) {
+        if let Err(e) = self.engine.send(key, request.as_bytes()) {
             self.close_control();
             return Reply::Failed(probe::refusal(&Ending::Failed(e)));
         }
@@ -323,6 +295,24 @@ impl Fill {
             self.close_control();
             Reply::Failed(if connected { Refusal::Hang } else { Refusal::ConnectTimeout })
         })
+    }
+
+    /// `exchange` on a new connection, again every `RETRY_EVERY` (the newcomers turning
+    /// meanwhile) until answered 200 or `RETRY_BOUND` has passed. Returns the last reply, what
+    /// could be delivered and when, as the last attempt went out, and the attempts made.
+    fn retry(&mut self, request: &str) -> (Reply, (usize, Instant), u32) {
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let sent = (self.newcomers.deliverable(), Instant::now());
+            let reply = self.exchange(true, request);
+            self.close_control();
+            if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
+                return (reply, sent, attempts);
+            }
+            let _ = self.turn(RETRY_EVERY);
+        }
     }
 
     fn close_control(&mut self) {
@@ -432,6 +422,12 @@ impl Newcomers {
         self.counts.refused.add(&refusal);
     }
 
+    /// What a publish sent now may still deliver to: the polls held, and any already answered
+    /// by an earlier attempt that the server did take.
+    fn deliverable(&self) -> usize {
+        self.held + self.counts.delivered as usize
+    }
+
     /// After the first refusal, enough newcomers are refused or on their way to an answer.
     fn enough_refusals(&self, wanted: usize) -> bool {
         self.counts.first_refusal.is_some() && self.counts.refused.total() as usize + self.waiting.len() >= wanted
@@ -487,16 +483,12 @@ impl Load<Peer> for Newcomers {
 /// Publishes the marker on the old keep-alive connection if it still works, else on a new
 /// connection once one held poll has been closed to make room.
 /// From here on an answer to a held poll is a delivery.
-fn publish(fill: &mut Fill, early_works: bool, requests: &Requests) -> Publish {
-    fill.newcomers.marker = requests.marker.clone();
+fn publish(fill: &mut Fill, early_works: bool, request: &str, marker: String) -> Publish {
+    fill.newcomers.marker = marker;
     fill.newcomers.delivering = true;
-    let request = requests.publish(&requests.marker);
-    // What may still be delivered when a publish goes out: the polls held, and any already
-    // answered by an earlier attempt that the server did take.
-    let deliverable = |fill: &Fill| fill.newcomers.held + fill.newcomers.counts.delivered as usize;
     if early_works {
-        let (held, sent_at) = (deliverable(fill), Instant::now());
-        let reply = fill.exchange(false, request.as_bytes());
+        let (held, sent_at) = (fill.newcomers.deliverable(), Instant::now());
+        let reply = fill.exchange(false, request);
         if reply.is_ok() {
             return Publish { via: "keepalive", reply, held, sent_at };
         }
@@ -504,33 +496,8 @@ fn publish(fill: &mut Fill, early_works: bool, requests: &Requests) -> Publish {
     if !fill.release_one() {
         log::debug!("no held poll to close before publishing");
     }
-    let started = Instant::now();
-    loop {
-        let (held, sent_at) = (deliverable(fill), Instant::now());
-        let reply = fill.exchange(true, request.as_bytes());
-        fill.close_control();
-        if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
-            return Publish { via: "new_connection", reply, held, sent_at };
-        }
-        // Held polls keep being read meanwhile.
-        let _ = fill.turn(RETRY_EVERY);
-    }
-}
-
-/// A fresh `GET /stats` on a new connection, retried for up to `RETRY_BOUND`.
-fn fresh_request(fill: &mut Fill, requests: &Requests) -> After {
-    let started = Instant::now();
-    let request = requests.stats.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let reply = fill.exchange(true, request.as_bytes());
-        fill.close_control();
-        if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
-            return After { reply, attempts, took: started.elapsed() };
-        }
-        let _ = fill.turn(RETRY_EVERY);
-    }
+    let (reply, (held, sent_at), _) = fill.retry(request);
+    Publish { via: "new_connection", reply, held, sent_at }
 }
 
 #[cfg(test)]
@@ -540,13 +507,12 @@ mod tests {
     #[test]
     fn a_poll_asks_from_the_cursor_or_waits_for_the_next_message() {
         let target = Target::parse("http://127.0.0.1:8080/").unwrap();
-        let requests = Requests::new(&target, "t".into());
-        let with = String::from_utf8(requests.poll(Some(7))).unwrap();
+        let with = poll_request(&target, "t", Some(7));
         assert!(
             with.starts_with("GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\nGET /poll/t?cursor=7&timeout=")
         );
-        let without = String::from_utf8(requests.poll(None)).unwrap();
+        let without = poll_request(&target, "t", None);
         assert!(without.contains("GET /poll/t?timeout=120s HTTP/1.1"), "{without}");
-        assert!(requests.publish("hi").ends_with("Content-Length: 2\r\n\r\nhi"));
+        assert!(target.publish("t", "hi").ends_with("Content-Length: 2\r\n\r\nhi"));
     }
 }

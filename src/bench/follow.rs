@@ -26,8 +26,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fmt::Write;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -36,6 +34,7 @@ use super::conn::ConnError;
 use super::engine::{self, Ending, Engine, Gone, Load};
 use super::frame::{Frame, FrameError};
 use super::report::{Errors, Latency, Traffic};
+use super::Target;
 
 /// Connections started per turn: opening faster than the server accepts overflows its listen
 /// backlog and costs each dropped connection a 1 s SYN retransmit.
@@ -65,13 +64,20 @@ pub enum Style {
     Short { every: Duration },
 }
 
+impl Style {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Style::Short { .. } => "short-poll",
+            Style::Long { .. } => "long-poll",
+        }
+    }
+}
+
 /// What a run follows.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub addr: SocketAddr,
-    /// Prefix of the endpoints, and the `Host` header.
-    pub base_path: String,
-    pub authority: String,
+    pub target: Target,
     pub topic: String,
     pub clients: usize,
     pub messages: usize,
@@ -186,7 +192,7 @@ impl Follow {
     ///
     /// When the poll or the publisher's connection cannot be made.
     pub fn new(plan: Plan) -> Result<Follow, String> {
-        let mut engine = Engine::new(plan.addr, CONNECTS_PER_TURN)?;
+        let mut engine = Engine::new(plan.target.addr, CONNECTS_PER_TURN)?;
         let publisher = engine.open(Role::Publisher, b"");
         let now = Instant::now();
         let followers = (0..plan.clients)
@@ -235,29 +241,29 @@ impl Follow {
         loop {
             self.turn(STATS_EVERY)?;
             let now = Instant::now();
+            if now < next_check && now < deadline {
+                continue;
+            }
+            next_check = now + STATS_EVERY;
             // Every follower has a connection and its first poll is out or scheduled.
-            if self.engine.waiting() == 0 && now >= next_check {
-                next_check = now + STATS_EVERY;
-                let ready = match self.watch.plan.style {
-                    Style::Long { .. } => {
-                        let held = held()?;
-                        if now >= deadline {
-                            let ours = held.saturating_sub(held_before);
-                            return Err(format!(
-                                "after {limit:?} the server holds {held} polls, {ours} of ours (see --max-held and \
-                                 the open-file limit)"
-                            ));
-                        }
-                        held >= held_before + clients as u64
-                    }
-                    Style::Short { .. } => self.connected() == clients,
-                };
-                if ready {
-                    return Ok(());
+            let opened = self.engine.waiting() == 0;
+            let (ready, state) = match self.watch.plan.style {
+                Style::Long { .. } if opened => {
+                    let held = held()?;
+                    let ours = held.saturating_sub(held_before);
+                    let state = format!("the server holds {held} polls, {ours} of ours");
+                    (ours >= clients as u64, state + " (see --max-held and the open-file limit)")
                 }
+                _ => {
+                    let connected = self.connected();
+                    (opened && connected == clients, format!("only {connected} of {clients} followers are connected"))
+                }
+            };
+            if ready {
+                return Ok(());
             }
             if now >= deadline {
-                return Err(format!("after {limit:?} only {} of {clients} followers are connected", self.connected()));
+                return Err(format!("after {limit:?} {state}"));
             }
         }
     }
@@ -339,12 +345,9 @@ impl Follow {
     /// Ends the run: counts what every connection carried and every message still missing.
     pub fn finish(mut self) -> Followed {
         let watch = &mut self.watch;
-        for follower in &mut watch.followers {
-            if let Some(gone) = follower.key.take().and_then(|key| self.engine.close(key)) {
-                watch.out.traffic.sent += gone.sent;
-                watch.out.traffic.received += gone.received;
-            }
-            watch.out.errors.delivery += (watch.plan.messages - follower.next.min(watch.plan.messages)) as u64;
+        for index in 0..watch.followers.len() {
+            watch.close(&mut self.engine, index);
+            watch.out.errors.delivery += watch.plan.messages.saturating_sub(watch.followers[index].next) as u64;
         }
         self.watch.out
     }
@@ -372,15 +375,8 @@ impl Follow {
             if at > now {
                 break;
             }
-            let data = message_data(self.publish_next);
             let plan = &self.watch.plan;
-            let request = format!(
-                "POST {}/publish/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
-                plan.base_path,
-                plan.topic,
-                plan.authority,
-                data.len()
-            );
+            let request = plan.target.publish(&plan.topic, &message_data(self.publish_next));
             // Written even if earlier replies are outstanding (pipelined): the schedule is kept.
             self.engine.send(self.publisher, request.as_bytes()).map_err(|e| format!("publisher: {e}"))?;
             self.publish_next += 1;
@@ -399,20 +395,15 @@ impl Watch {
     fn ask(&mut self, engine: &mut Engine<Role>, index: usize) {
         let plan = &self.plan;
         let follower = &mut self.followers[index];
-        let mut request = String::with_capacity(160);
         let (after, hold) = match plan.style {
             Style::Long { hold } => (follower.cursor, Some(hold)),
             // One message back, so that the server always has something and answers at once.
             Style::Short { .. } => (follower.cursor.saturating_sub(1), None),
         };
-        let _ = write!(request, "GET {}/poll/{}?cursor={after}", plan.base_path, plan.topic);
-        if let Some(epoch) = &follower.epoch {
-            let _ = write!(request, "&epoch={epoch}");
-        }
-        if let Some(hold) = hold {
-            let _ = write!(request, "&timeout={}ms", hold.as_millis());
-        }
-        let _ = write!(request, " HTTP/1.1\r\nHost: {}\r\n\r\n", plan.authority);
+        let epoch = follower.epoch.as_ref().map_or(String::new(), |epoch| format!("&epoch={epoch}"));
+        let timeout = hold.map_or(String::new(), |hold| format!("&timeout={}ms", hold.as_millis()));
+        let path = format!("{}/poll/{}?cursor={after}{epoch}{timeout}", plan.target.base_path(), plan.topic);
+        let request = plan.target.get(&path, "");
         follower.phase = Phase::Asking;
         self.out.traffic.requests += 1;
         match follower.key {

@@ -32,6 +32,30 @@ pub fn raise_open_file_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// The server's processes: `--server-pid` if given, else the ones listening on `addr`.
+pub fn server_pids(given: Option<i32>, addr: SocketAddr) -> Vec<i32> {
+    given.map_or_else(|| listening_pids(addr), |pid| vec![pid])
+}
+
+/// `1234, 1240`, or `unknown` when no process is known.
+pub fn pid_list(pids: &[i32]) -> String {
+    let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+    if pids.is_empty() {
+        "unknown".into()
+    } else {
+        pids.join(", ")
+    }
+}
+
+/// Why a figure read from `/proc/PID/FILE` is unknown, for the report.
+pub fn unknown(pids: &[i32], file: &str) -> String {
+    if pids.is_empty() {
+        "unknown (no pid: give --server-pid)".into()
+    } else {
+        format!("unknown (its /proc/PID/{file} is unreadable)")
+    }
+}
+
 /// The processes (other than this one) holding the socket that listens on `addr`: its inode
 /// from `/proc/net/tcp{,6}`, then the `/proc/*/fd` links that name `socket:[inode]`. Empty when
 /// the listener is not found or belongs to another user.

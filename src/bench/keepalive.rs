@@ -28,7 +28,7 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::conn::ConnError;
 use super::engine::{self, Ending, Engine, Gone};
@@ -83,22 +83,12 @@ impl Mode {
     }
 }
 
-/// What one mode measured.
+/// What one mode measured: its closed loop's counts, the connections it opened, and the
+/// host's sockets in TIME_WAIT before and after it.
 struct Measured {
-    mode: Mode,
-    requests: u64,
-    elapsed: Duration,
-    latency: Latency,
+    load: ClosedLoop,
     opened: u64,
-    errors: Errors,
-    time_wait_before: u64,
-    time_wait_after: u64,
-}
-
-impl Measured {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
+    time_wait: [u64; 2],
 }
 
 pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
@@ -111,32 +101,22 @@ pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
     }
     check_fd_budget("--connections", args.connections, args.connections)?;
     preflight(&target)?;
-    let mut modes: Vec<Mode> = Vec::new();
-    for mode in &args.modes {
-        if !modes.contains(mode) {
-            modes.push(*mode);
-        }
-    }
+    // Each mode once, where it was first given.
+    let given = &args.modes;
+    let modes: Vec<Mode> =
+        given.iter().enumerate().filter(|(i, m)| !given[..*i].contains(m)).map(|(_, m)| *m).collect();
     let total = args.duration * modes.len() as u32;
     let progress = Progress::new(total.as_millis() as u64, total, "keepalive");
     let mut results = Vec::new();
     for (i, &mode) in modes.iter().enumerate() {
-        progress.message(mode.name());
+        progress.rename(mode.name());
         let offset = args.duration * i as u32;
         let time_wait_before = crate::stats::sockstat().tcp_time_wait;
         let mut engine = Engine::new(target.addr, usize::MAX)?;
         let mut load = ClosedLoop::new(&target, args, mode);
         load.run(&mut engine, args.duration, |elapsed| progress.set((offset + elapsed).as_millis() as u64))?;
-        results.push(Measured {
-            mode,
-            requests: load.requests,
-            elapsed: load.elapsed,
-            latency: load.latency,
-            opened: engine.opened,
-            errors: load.errors,
-            time_wait_before,
-            time_wait_after: crate::stats::sockstat().tcp_time_wait,
-        });
+        let time_wait = [time_wait_before, crate::stats::sockstat().tcp_time_wait];
+        results.push(Measured { load, opened: engine.opened, time_wait });
     }
     progress.finish();
     Ok(outcome(&target, args, results))
@@ -145,14 +125,11 @@ pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
 /// One blocking request first, so that a wrong URL is one clear error, not a run of them.
 fn preflight(target: &Target) -> Result<(), String> {
     let path = target.url.target();
-    let response = target.control().get(&path).map_err(|e| format!("GET {}: {e}", target.url.target()))?;
-    if !(200..300).contains(&response.status) {
-        return Err(format!(
-            "GET {path} answered {} {}; bench a URL that answers 2xx",
-            response.status, response.reason
-        ));
+    let response = target.control().get(&path).map_err(|e| format!("GET {path}: {e}"))?;
+    if (200..300).contains(&response.status) {
+        return Ok(());
     }
-    Ok(())
+    Err(format!("GET {path} answered {} {}; bench a URL that answers 2xx", response.status, response.reason))
 }
 
 /// A connection of the closed loop.
@@ -184,8 +161,7 @@ impl ClosedLoop {
     fn new(target: &Target, args: &KeepaliveArgs, mode: Mode) -> ClosedLoop {
         let close = if mode == Mode::Close { "Connection: close\r\n" } else { "" };
         // The same request as wrk's, so that both ask the server for the same work.
-        let request =
-            format!("GET {} HTTP/1.1\r\nHost: {}\r\n{close}\r\n", target.url.target(), target.url.authority());
+        let request = target.get(&target.url.target(), close);
         let depth = if mode == Mode::Pipelined { args.pipeline } else { 1 };
         ClosedLoop {
             mode,
@@ -198,6 +174,10 @@ impl ClosedLoop {
             elapsed: Duration::ZERO,
             deadline: Instant::now(),
         }
+    }
+
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// Runs the loop for `duration`; `tick` hears the elapsed time every `TICK`.
@@ -343,66 +323,35 @@ impl engine::Load<Slot> for ClosedLoop {
 fn outcome(target: &Target, args: &KeepaliveArgs, results: Vec<Measured>) -> Outcome {
     let header = ["mode", "requests", "req/s", "p50", "p90", "p99", "max", "connections", "errors", "TIME_WAIT"];
     let mut table = Table::new(&header);
-    let mut modes = Vec::new();
-    let mut notes = Vec::new();
-    for m in &results {
-        let s = m.latency.summary();
-        table.row(vec![
-            m.mode.name().to_string(),
-            m.requests.to_string(),
-            format!("{:.0}", m.rps()),
-            report::human_us(s.p50_us),
-            report::human_us(s.p90_us),
-            report::human_us(s.p99_us),
-            report::human_us(s.max_us),
-            m.opened.to_string(),
-            m.errors.total().to_string(),
-            format!("{} -> {}", m.time_wait_before, m.time_wait_after),
-        ]);
-        if m.errors.total() > 0 {
-            notes.push(format!("{} errors: {}", m.mode.name(), m.errors.breakdown()));
+    let (mut modes, mut notes) = (Vec::new(), String::new());
+    for Measured { load: m, opened, time_wait: [before, after] } in &results {
+        let (name, s, errors) = (m.mode.name(), m.latency.summary(), m.errors.total());
+        let mut row = vec![name.to_string(), m.requests.to_string(), format!("{:.0}", m.rps())];
+        row.extend(s.human());
+        row.extend([opened.to_string(), errors.to_string(), format!("{before} -> {after}")]);
+        table.row(row);
+        if errors > 0 {
+            let _ = writeln!(notes, "{name} errors: {}", m.errors.breakdown());
         }
         modes.push(json!({
-            "mode": m.mode.name(),
-            "requests": m.requests,
-            "rps": report::round(m.rps(), 1),
-            "latency_us": s.to_json(),
-            "connections_opened": m.opened,
-            "errors": m.errors.total(),
-            "time_wait_before": m.time_wait_before,
-            "time_wait_after": m.time_wait_after,
+            "mode": name, "requests": m.requests, "rps": report::round(m.rps(), 1), "latency_us": s.to_json(),
+            "connections_opened": opened, "errors": errors, "time_wait_before": before, "time_wait_after": after,
         }));
     }
-    let mut text = format!(
-        "keepalive: {} for {:?} per mode, {} connections, pipeline {}\n\n",
-        target.url.target(),
+    let (path, connections, pipeline) = (target.url.target(), args.connections, args.pipeline);
+    let table = format!(
+        "keepalive: {path} for {:?} per mode, {connections} connections, pipeline {pipeline}\n\n{}\n\
+         latency: request written -> answer read (close: from the connect); a closed loop under-counts stalls\n\
+         TIME_WAIT: sockets in TIME_WAIT before -> after the mode, host-wide (/proc/net/sockstat; \
+         docs/lab.md)\n{notes}",
         args.duration,
-        args.connections,
-        args.pipeline
+        table.render()
     );
-    text.push_str(&table.render());
-    text.push_str(
-        "\nlatency: request written -> answer read (close: from the connect); a closed loop under-counts \
-         stalls\nTIME_WAIT: sockets in TIME_WAIT before -> after the mode, host-wide (/proc/net/sockstat; \
-         docs/lab.md)\n",
-    );
-    for note in notes {
-        let _ = writeln!(text, "{note}");
-    }
-    let json: Value = json!({
-        "scenario": "keepalive",
-        "url": format!("http://{}{}", target.url.authority(), target.url.target()),
-        "connections": args.connections,
-        "duration_secs": args.duration.as_secs_f64(),
-        "pipeline": args.pipeline,
-        "modes": modes,
+    let json = json!({
+        "scenario": "keepalive", "url": format!("http://{}{path}", target.url.authority()),
+        "connections": connections, "duration_secs": args.duration.as_secs_f64(), "pipeline": pipeline, "modes": modes,
     });
-    let distributions = results.into_iter().map(|m| (m.mode.name().to_string(), m.latency)).collect();
-    Outcome {
-        json,
-        table: text,
-        title: "keepalive: request latency by mode".into(),
-        distributions,
-        nothing_measured: None,
-    }
+    let distributions = results.into_iter().map(|m| (m.load.mode.name().to_string(), m.load.latency)).collect();
+    let title = "keepalive: request latency by mode".into();
+    Outcome { json, table, title, distributions, nothing_measured: None }
 }

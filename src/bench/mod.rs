@@ -1,28 +1,13 @@
 //! `tether bench`: the lab. A single-threaded mio load generator that measures, against a
-//! running server on this machine, what keep-alive and long polling cost.
+//! running server on this machine, what keep-alive and long polling cost. The scenarios are the
+//! variants of `Scenario`, each a module of its own on the one engine.
 //!
-//! ```text
-//!   keepalive  closed loop: each connection sends, waits for the answer, sends again
-//!              (keep-alive | close: one connection per request | pipelined: a batch at once)
-//!   longpoll   N followers hold polls on one topic; M messages published on a schedule
-//!              (M = 1: one fan-out, from the publish to the first and the last answer)
-//!   lateness   N polls held with hold times spread over [1s, 1s + spread]: how late past its
-//!              deadline each is answered
-//!   realtime   the same schedule delivered by short polling, then by long polling
-//!   exhaust    newcomers hold polls until the server refuses: how it refuses, what still
-//!              works, its CPU at the limit
-//!   slowloris  N connections trickle a request head that never ends: how and when the server
-//!              ends them, what fresh requests wait meanwhile
-//!   idle       N keep-alive connections asked once and left idle: the server's RSS and the
-//!              kernel's memory per connection
-//! ```
-//!
-//! Who owns what: `conn` is one non-blocking client connection, `frame` finds where a response
-//! ends, `keepalive` drives the closed-loop connections, `follow` drives the followers and the
-//! publisher of `longpoll` and `realtime`, `report` turns counts and histograms into tables and
-//! JSON, `plot` draws the latency distributions, `host` reads the server's pid, CPU time and peak
-//! RSS from `/proc`; `lateness`, `exhaust` and `slowloris` own their phases. This module parses the arguments, checks
-//! the target and the open-file budget, and prints the outcome.
+//! Who owns what: `engine` is the one event loop, `conn` one non-blocking client connection,
+//! `frame` finds where a response ends, `follow` drives the followers and the publisher of
+//! `longpoll` and `realtime`, `report` turns counts and histograms into tables and JSON, `plot`
+//! draws the latency distributions, `host` reads the server's pid, CPU time and memory from
+//! `/proc`. This module parses the arguments, checks the target and the open-file budget, writes
+//! the requests every scenario sends, and prints the outcome.
 //!
 //! Invariants every scenario keeps:
 //! - Load goes to loopback only (127.0.0.0/8 or ::1); any other address is refused.
@@ -153,6 +138,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
 }
 
 /// What a scenario measured, ready to print.
+#[derive(Default)]
 pub struct Outcome {
     pub json: Value,
     pub table: String,
@@ -231,6 +217,20 @@ impl Target {
             .map_err(|e| format!("cannot connect to {}: {e}; is the server running?", self.addr))
     }
 
+    /// `GET request_target` (a path and its query) with `headers`, each ending in CRLF.
+    pub fn get(&self, request_target: &str, headers: &str) -> String {
+        format!("GET {request_target} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n", self.url.authority())
+    }
+
+    /// `POST /publish/TOPIC` with `data` as its body.
+    pub fn publish(&self, topic: &str, data: &str) -> String {
+        let (base, authority, length) = (self.base_path(), self.url.authority(), data.len());
+        format!(
+            "POST {base}/publish/{topic} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/plain\r\n\
+             Content-Length: {length}\r\n\r\n{data}"
+        )
+    }
+
     /// A blocking keep-alive connection for `/stats`, warm-up publishes and the preflight.
     pub fn control(&self) -> Client {
         Client::new(&self.url).response_timeout(CONTROL_TIMEOUT)
@@ -278,26 +278,23 @@ pub fn check_fd_budget(option: &str, value: usize, sockets: usize) -> Result<(),
 pub struct Progress(ProgressBar);
 
 impl Progress {
+    /// A bar of `len` steps, named `what`, for a run expected to take `expected`.
     pub fn new(len: u64, expected: Duration, what: &str) -> Progress {
-        if expected <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
-            return Progress(ProgressBar::hidden());
-        }
-        let bar = ProgressBar::new(len);
-        if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}") {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(what.to_string());
-        Progress(bar)
+        Progress::drawn(len, expected, what, "{pos}/{len} {elapsed}")
     }
 
     /// A bar that fills with time over `duration`, for a run whose count moves only at its end
     /// (slowloris end together at the server's header timeout); `status` says what happened so far.
     pub fn timed(duration: Duration, what: &str) -> Progress {
-        if duration <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
+        Progress::drawn(duration.as_millis() as u64, duration, what, "{msg}")
+    }
+
+    fn drawn(len: u64, expected: Duration, what: &str, tail: &str) -> Progress {
+        if expected <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
             return Progress(ProgressBar::hidden());
         }
-        let bar = ProgressBar::new(duration.as_millis() as u64);
-        if let Ok(style) = ProgressStyle::with_template("{prefix:>12} [{bar:40}] {msg}") {
+        let bar = ProgressBar::new(len);
+        if let Ok(style) = ProgressStyle::with_template(&format!("{{prefix:>12}} [{{bar:40}}] {tail}")) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(what.to_string());
@@ -314,8 +311,9 @@ impl Progress {
         self.0.set_position(position);
     }
 
-    pub fn message(&self, what: &str) {
-        self.0.set_message(what.to_string());
+    /// Names the bar anew (the mode now running).
+    pub fn rename(&self, what: &str) {
+        self.0.set_prefix(what.to_string());
     }
 
     pub fn finish(&self) {

@@ -14,12 +14,13 @@
 //! publish interval of four polls. How a short poll is made to answer at once on a server that
 //! holds polls is in `follow`'s module doc.
 
+use std::fmt::Write;
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::follow::{Follow, Followed, Style};
+use super::follow::{Follow, Followed, Plan, Style};
 use super::longpoll::{check_arguments, default_topic, prepare, LONG_HOLD};
 use super::report::{self, Table};
 use super::{stat, Outcome, OutputArgs, Progress, Target};
@@ -52,21 +53,6 @@ pub struct RealtimeArgs {
     pub output: OutputArgs,
 }
 
-/// What one style measured.
-struct Delivery {
-    style: Style,
-    followed: Followed,
-}
-
-impl Delivery {
-    fn name(&self) -> &'static str {
-        match self.style {
-            Style::Short { .. } => "short-poll",
-            Style::Long { .. } => "long-poll",
-        }
-    }
-}
-
 pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
     let target = Target::parse(&args.url)?;
     if args.interval.is_zero() {
@@ -81,94 +67,69 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
     for (i, style) in [Style::Short { every: args.interval }, Style::Long { hold: LONG_HOLD }].into_iter().enumerate() {
         let mut control = target.control();
         let name = if i == 0 { "short" } else { "long" };
-        progress.message(&format!("{name}-poll"));
+        progress.rename(&format!("{name}-poll"));
         let plan =
             prepare(&target, &mut control, &format!("{prefix}-{name}"), args.clients, args.messages, publish_every)?;
-        let mut follow = Follow::new(super::follow::Plan { style, ..plan })?;
+        let mut follow = Follow::new(Plan { style, ..plan })?;
         let before = target.stats(&mut control)?;
         follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
         let offset = (i * args.messages) as u64;
         follow.run_schedule(|published| progress.set(offset + published))?;
-        deliveries.push(Delivery { style, followed: follow.finish() });
+        deliveries.push((style, follow.finish()));
     }
     progress.finish();
     Ok(outcome(args, publish_every, deliveries))
 }
 
-fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<Delivery>) -> Outcome {
+fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<(Style, Followed)>) -> Outcome {
     let mut table = Table::text(&["", "Purpose", "Connection", "Overhead", "Latency"]);
-    let mut modes: Vec<Value> = Vec::new();
-    let mut notes = String::new();
+    let (mut modes, mut notes) = (Vec::new(), String::new());
     let expected = (args.clients * args.messages) as u64;
-    for d in &deliveries {
-        let f = &d.followed;
-        let s = f.latency.summary();
-        let purpose = match d.style {
-            Style::Short { every } => format!("ask every {every:?}, answered at once"),
-            Style::Long { .. } => "ask once, held until news".to_string(),
+    for (style, f) in &deliveries {
+        let (name, s, errors) = (style.name(), f.latency.summary(), f.errors.total());
+        let (purpose, connection) = match style {
+            Style::Short { every } => (format!("ask every {every:?}, answered at once"), "a request per poll"),
+            Style::Long { .. } => ("ask once, held until news".to_string(), "each holds a request"),
         };
-        let connection = match d.style {
-            Style::Short { .. } => format!("{} opened, a request per poll", f.opened),
-            Style::Long { .. } => format!("{} opened, each holds a request", f.opened),
-        };
+        let (requests, bytes) = (f.traffic.requests_per(f.delivered), f.traffic.bytes_per(f.delivered));
+        let [p50, _, p99, _] = s.human();
         table.row(vec![
-            d.name().to_string(),
+            name.to_string(),
             purpose,
-            connection,
-            format!(
-                "{:.2} req/msg, {} empty, {:.0} B/msg",
-                f.traffic.requests_per(f.delivered),
-                f.empty,
-                f.traffic.bytes_per(f.delivered)
-            ),
-            format!("p50 {}, p99 {}", report::human_us(s.p50_us), report::human_us(s.p99_us)),
+            format!("{} opened, {connection}", f.opened),
+            format!("{requests:.2} req/msg, {} empty, {bytes:.0} B/msg", f.empty),
+            format!("p50 {p50}, p99 {p99}"),
         ]);
-        if f.delivered != expected || f.errors.total() > 0 {
-            notes.push_str(&format!(
-                "{}: delivered {} of {expected}, errors {} {}\n",
-                d.name(),
+        if f.delivered != expected || errors > 0 {
+            let _ = writeln!(
+                notes,
+                "{name}: delivered {} of {expected}, errors {errors} {}",
                 f.delivered,
-                f.errors.total(),
                 f.errors.breakdown()
-            ));
+            );
         }
         modes.push(json!({
-            "mode": d.name(),
-            "delivered": f.delivered,
-            "requests": f.traffic.requests,
-            "requests_per_message": report::round(f.traffic.requests_per(f.delivered), 3),
-            "empty_responses": f.empty,
-            "bytes_per_message": report::round(f.traffic.bytes_per(f.delivered), 1),
-            "latency_us": s.to_json(),
-            "connections_opened": f.opened,
-            "errors": f.errors.total(),
+            "mode": name, "delivered": f.delivered, "requests": f.traffic.requests,
+            "requests_per_message": report::round(requests, 3), "empty_responses": f.empty,
+            "bytes_per_message": report::round(bytes, 1), "latency_us": s.to_json(),
+            "connections_opened": f.opened, "errors": errors,
         }));
     }
     let json = json!({
-        "scenario": "realtime",
-        "clients": args.clients,
-        "messages": args.messages,
-        "interval_ms": args.interval.as_millis() as u64,
-        "publish_interval_ms": publish_every.as_millis() as u64,
+        "scenario": "realtime", "clients": args.clients, "messages": args.messages,
+        "interval_ms": args.interval.as_millis() as u64, "publish_interval_ms": publish_every.as_millis() as u64,
         "modes": modes,
     });
-    let mut text = format!(
-        "realtime: {} clients, {} messages published every {publish_every:?}, in each style\n\n",
-        args.clients, args.messages
-    );
-    text.push_str(&table.render());
-    text.push_str(
-        "\nlatency: scheduled publish -> answer read by the client (no coordinated omission)\n\
+    let table = format!(
+        "realtime: {} clients, {} messages published every {publish_every:?}, in each style\n\n{}\n\
+         latency: scheduled publish -> answer read by the client (no coordinated omission)\n\
          B/msg: HTTP request and response bytes of the clients per delivered message (no TCP/IP headers);\n\
-         a short poll's answer repeats the last message it has, so that tether answers at once (docs/lab.md)\n",
+         a short poll's answer repeats the last message it has, so that tether answers at once (docs/lab.md)\n{notes}",
+        args.clients,
+        args.messages,
+        table.render()
     );
-    text.push_str(&notes);
-    let distributions = deliveries.into_iter().map(|d| (d.name().to_string(), d.followed.latency)).collect();
-    Outcome {
-        json,
-        table: text,
-        title: "realtime: delivery latency, short vs long polling".into(),
-        distributions,
-        nothing_measured: None,
-    }
+    let distributions = deliveries.into_iter().map(|(style, f)| (style.name().to_string(), f.latency)).collect();
+    let title = "realtime: delivery latency, short vs long polling".into();
+    Outcome { json, table, title, distributions, nothing_measured: None }
 }

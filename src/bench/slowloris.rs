@@ -27,7 +27,6 @@
 //! - A slowloris ends once; its socket is dropped then, which also ends a lingering close.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -37,7 +36,7 @@ use super::conn::ConnError;
 use super::engine::{self, Engine, Gone, Load, Open};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
-use super::report::{human_us, round, Errors, Latency};
+use super::report::{self, breakdown, round, Errors, Latency};
 use super::{check_fd_budget, Outcome, Progress, Target};
 use crate::config::parse_duration;
 
@@ -86,7 +85,7 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
     target.check_listening()?;
     host::raise_open_file_limit();
     check_fd_budget("--connections", args.connections, args.connections + FRESH_IN_FLIGHT)?;
-    let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
+    let pids = host::server_pids(args.server_pid, target.addr);
     let started = Instant::now();
     let mut run = Run::new(&target, args.connections)?;
     // By time, not by slowloris ended: they end together, at the header timeout.
@@ -110,10 +109,9 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
         now = Instant::now();
         progress.status(now - started, run.status(now - started, args.duration));
     }
-    let cpu_end = CpuSample::take(&pids);
+    let cpu = cpu_start.percent_until(&CpuSample::take(&pids));
     progress.finish();
-    let ran =
-        Ran { took: started.elapsed(), all_closed: run.all_ended(), cpu: cpu_start.percent_until(&cpu_end), pids };
+    let ran = Ran { took: started.elapsed(), all_closed: run.all_ended(), cpu, pids };
     let tally = run.watch.tally();
     // The fresh requests in flight are answered or time out; the slowloris stay open meanwhile.
     let last = Instant::now() + FRESH_TIMEOUT + TICK;
@@ -213,7 +211,6 @@ struct Watch {
 impl Run {
     /// Queues `connections` slowloris, which connect `OPEN_PER_TURN` per turn from the first.
     fn new(target: &Target, connections: usize) -> Result<Run, String> {
-        let (base, authority) = (target.base_path(), target.url.authority());
         let head = head(target);
         let mut engine = Engine::new(target.addr, OPEN_PER_TURN)?;
         let now = Instant::now();
@@ -229,8 +226,7 @@ impl Run {
             .collect();
         Ok(Run {
             engine,
-            request: format!("GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
-                .into_bytes(),
+            request: target.get(&format!("{}/plaintext", target.base_path()), "Connection: close\r\n").into_bytes(),
             trickle_cursor: 0,
             fresh_opened: 0,
             watch: Watch { slow, ..Watch::default() },
@@ -386,27 +382,19 @@ impl Load<Role> for Watch {
         ending: engine::Ending,
         now: Instant,
     ) {
-        match (gone.state, ending) {
-            (Role::Slow(index), engine::Ending::Closed { partial }) => {
-                if partial {
-                    self.slow[index].answer.get_or_insert(UNFRAMED);
-                }
-                self.end(engine, index, Ending::Closed, now);
-            }
-            (Role::Slow(index), engine::Ending::Failed(e)) => {
-                if matches!(e, ConnError::Frame(_)) {
-                    self.slow[index].answer.get_or_insert(UNFRAMED);
-                }
-                self.end(engine, index, Ending::of(&e), now);
-            }
-            (Role::Fresh, ending) => {
-                self.fresh -= 1;
-                match ending {
-                    engine::Ending::Closed { .. } => self.errors.io += 1,
-                    engine::Ending::Failed(e) => self.errors.count(&e),
-                }
-            }
+        let Role::Slow(index) = gone.state else {
+            self.fresh -= 1;
+            return self.errors.count(&ending.into_error());
+        };
+        // Bytes that are not a response, whole or cut short by the close, were an answer too.
+        let (unframed, how) = match &ending {
+            engine::Ending::Closed { partial } => (*partial, Ending::Closed),
+            engine::Ending::Failed(e) => (matches!(e, ConnError::Frame(_)), Ending::of(e)),
+        };
+        if unframed {
+            self.slow[index].answer.get_or_insert(UNFRAMED);
         }
+        self.end(engine, index, how, now);
     }
 }
 
@@ -428,15 +416,13 @@ struct Tally {
 impl Tally {
     /// `300 answered then closed, 2 reset`.
     fn breakdown(&self) -> String {
-        let kinds = [
+        breakdown([
             (self.answer_then_close, "answered then closed"),
             (self.close_without_answer, "closed without an answer"),
             (self.reset, "reset"),
             (self.still_open, "still open at the end"),
             (self.connect_failed, "never connected"),
-        ];
-        let named: Vec<String> = kinds.iter().filter(|(n, _)| *n > 0).map(|(n, kind)| format!("{n} {kind}")).collect();
-        named.join(", ")
+        ])
     }
 
     fn answers(&self) -> Vec<(String, u64)> {
@@ -452,10 +438,9 @@ impl Tally {
 }
 
 fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran: &Ran) -> Outcome {
-    let ms = |d: Duration| round(d.as_secs_f64() * 1e3, 1);
+    let ms = |d: Duration| report::ms(d, 1);
     let spread = tally.close_spread();
-    let answers: serde_json::Map<String, Value> = tally.answers().into_iter().map(|(k, n)| (k, json!(n))).collect();
-    let e = &run.watch.errors;
+    let (e, latency) = (&run.watch.errors, &run.watch.latency);
     let json = json!({
         "scenario": "slowloris", "url": args.url, "connections": args.connections,
         "trickle_ms": ms(args.trickle), "duration_s": args.duration.as_secs_f64(),
@@ -463,68 +448,60 @@ fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran:
         "slowloris": {
             "ended": {"answer_then_close": tally.answer_then_close, "close_without_answer": tally.close_without_answer,
                       "reset": tally.reset, "still_open": tally.still_open, "connect_failed": tally.connect_failed},
-            "answers": answers, "bytes_trickled": tally.trickled,
+            "answers": tally.answers().into_iter().collect::<Value>(), "bytes_trickled": tally.trickled,
             "close_ms": spread.map(|[min, p50, max]| json!({
                 "count": tally.closed_after.len(), "min": ms(min), "p50": ms(p50), "max": ms(max)})),
         },
         "fresh": {
-            "requests": run.fresh_opened, "answered": run.watch.latency.count(), "latency_us": run.watch.latency.summary().to_json(),
-            "errors": e.total(), "error_kinds": {"connect": e.connect, "io": e.io, "malformed": e.malformed,
-                                                 "timeout": e.timeout, "status": e.status},
+            "requests": run.fresh_opened, "answered": latency.count(), "latency_us": latency.summary().to_json(),
+            "errors": e.total(), "error_kinds": e.to_json(&["connect", "io", "malformed", "timeout", "status"]),
         },
         "cpu": {"pids": ran.pids, "percent": ran.cpu.map(|p| round(p, 1))},
     });
 
     let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-    let mut rows: Vec<(&str, String)> = vec![(
-        "ran",
-        if tally.connect_failed == args.connections as u64 {
-            format!("{}: no slowloris connected, so nothing was measured", secs(ran.took))
-        } else if ran.all_closed {
-            format!("{}: every slowloris ended", secs(ran.took))
-        } else {
-            format!("{}: --duration, {} slowloris had not ended", secs(ran.took), tally.still_open)
-        },
-    )];
-    rows.push(("ended", tally.breakdown()));
-    let answered: Vec<String> = tally.answers().iter().map(|(status, n)| format!("{status} x{n}")).collect();
-    rows.push(("answers", if answered.is_empty() { "none".into() } else { answered.join(", ") }));
-    rows.push((
-        "closed after",
-        spread.map_or("none closed".into(), |[min, p50, max]| {
-            format!("min {}, p50 {}, max {} (from connect to the close or reset)", secs(min), secs(p50), secs(max))
-        }),
-    ));
-    let s = run.watch.latency.summary();
-    let latency = match run.watch.latency.count() {
-        0 => String::new(),
-        _ => format!(", p50 {}, p99 {}, max {}", human_us(s.p50_us), human_us(s.p99_us), human_us(s.max_us)),
+    let none_connected = tally.connect_failed == args.connections as u64;
+    let ended = match (none_connected, ran.all_closed) {
+        (true, _) => format!("{}: no slowloris connected, so nothing was measured", secs(ran.took)),
+        (false, true) => format!("{}: every slowloris ended", secs(ran.took)),
+        (false, false) => format!("{}: --duration, {} slowloris had not ended", secs(ran.took), tally.still_open),
     };
+    let answered: Vec<String> = tally.answers().iter().map(|(status, n)| format!("{status} x{n}")).collect();
+    let closed_after = spread.map_or("none closed".into(), |[min, p50, max]| {
+        format!("min {}, p50 {}, max {} (from connect to the close or reset)", secs(min), secs(p50), secs(max))
+    });
+    let [p50, _, p99, max] = latency.summary().human();
+    let latencies = if latency.count() == 0 { String::new() } else { format!(", p50 {p50}, p99 {p99}, max {max}") };
     let errors = if e.total() == 0 { "0".into() } else { e.breakdown() };
-    rows.push((
-        "fresh requests",
-        format!("{} of {} answered 200{latency}; errors: {errors}", run.watch.latency.count(), run.fresh_opened),
-    ));
-    let pid_list: Vec<String> = ran.pids.iter().map(i32::to_string).collect();
-    rows.push((
-        "server CPU",
-        match (ran.cpu, pid_list.is_empty()) {
-            (Some(p), _) => format!("{p:.1} % of one core over the run (pid {})", pid_list.join(", ")),
-            (None, true) => "unknown (no pid: give --server-pid)".into(),
-            (None, false) => "unknown (its /proc/PID/stat is unreadable)".into(),
-        },
-    ));
-    let mut table = format!(
+    let pids = host::pid_list(&ran.pids);
+    let rows = [
+        ("ran", ended),
+        ("ended", tally.breakdown()),
+        ("answers", if answered.is_empty() { "none".into() } else { answered.join(", ") }),
+        ("closed after", closed_after),
+        (
+            "fresh requests",
+            format!("{} of {} answered 200{latencies}; errors: {errors}", latency.count(), run.fresh_opened),
+        ),
+        (
+            "server CPU",
+            ran.cpu.map_or(host::unknown(&ran.pids, "stat"), |p| {
+                format!("{p:.1} % of one core over the run (pid {pids})")
+            }),
+        ),
+    ];
+    let table = format!(
         "slowloris: {} connections to {}, each an unfinished GET head, then one byte every {:?}, for up to {:?}\n\
-         fresh requests: GET /plaintext on a new connection every {FRESH_EVERY:?}\n",
-        args.connections, target.addr, args.trickle, args.duration
+         fresh requests: GET /plaintext on a new connection every {FRESH_EVERY:?}\n{}",
+        args.connections,
+        target.addr,
+        args.trickle,
+        args.duration,
+        report::lines(rows)
     );
-    for (name, value) in rows {
-        let _ = writeln!(table, "{name:<16}{value}");
-    }
-    let nothing_measured = (tally.connect_failed == args.connections as u64)
-        .then(|| format!("no slowloris connected to {}: nothing was measured", target.addr));
-    Outcome { json, table, title: String::new(), distributions: vec![], nothing_measured }
+    let nothing_measured =
+        none_connected.then(|| format!("no slowloris connected to {}: nothing was measured", target.addr));
+    Outcome { json, table, nothing_measured, ..Outcome::default() }
 }
 
 #[cfg(test)]
