@@ -36,7 +36,7 @@ use super::conn::ConnError;
 use super::engine::{self, Engine, Gone, Load, Open};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
-use super::report::{self, breakdown, round, Errors, Latency};
+use super::report::{self, breakdown, nearest_rank, round, Errors, Latency};
 use super::{check_fd_budget, Outcome, Progress, Target};
 use crate::config::parse_duration;
 
@@ -433,7 +433,7 @@ impl Tally {
     /// Min, p50 and max of `closed_after` (the p50 by nearest rank).
     fn close_spread(&self) -> Option<[Duration; 3]> {
         let times = &self.closed_after;
-        Some([*times.first()?, times[times.len() / 2], *times.last()?])
+        Some([*times.first()?, nearest_rank(times, 0.5)?, *times.last()?])
     }
 }
 
@@ -527,7 +527,7 @@ mod tests {
         assert_eq!(tally.answers(), [("unframed".to_string(), 1), ("408".to_string(), 3)]);
         assert_eq!(tally.close_spread(), None);
         tally.closed_after = [1000, 1010, 1020, 1500].map(Duration::from_millis).to_vec();
-        let spread = [1000, 1020, 1500].map(Duration::from_millis);
+        let spread = [1000, 1010, 1500].map(Duration::from_millis);
         assert_eq!(tally.close_spread(), Some(spread));
     }
 
