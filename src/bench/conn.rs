@@ -73,21 +73,8 @@ impl Conn {
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).map_err(ConnError::Connect)?;
         // Requests are written whole; there is nothing for Nagle to coalesce.
         let _ = stream.set_nodelay(true);
-        let mut conn = Conn {
-            stream,
-            connected: false,
-            output: Vec::new(),
-            written: 0,
-            input: Vec::new(),
-            start: 0,
-            end: 0,
-            sent: 0,
-            received: 0,
-        };
-        // On loopback the handshake often completes inside connect(): then the first request
-        // goes out now instead of one event later.
-        conn.connected = conn.stream.peer_addr().is_ok();
-        Ok(conn)
+        let (output, input) = (Vec::new(), Vec::new());
+        Ok(Conn { stream, connected: false, output, written: 0, input, start: 0, end: 0, sent: 0, received: 0 })
     }
 
     pub fn is_connected(&self) -> bool {

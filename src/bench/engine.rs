@@ -79,8 +79,8 @@ pub trait Load<S> {
     /// Everything queued on `key` has been written: the request given to `open`, or what a
     /// `send` could not write at once.
     fn written(&mut self, _engine: &mut Engine<S>, _key: usize, _now: Instant) {}
-    /// A whole response arrived on `key`: its bytes are `engine.body(key, frame)` and
-    /// `engine.bytes(key, range)` until the callback returns, when it is consumed.
+    /// A whole response arrived on `key`: its bytes are `engine.bytes(key, range)` (its body at
+    /// `frame.body`) until the callback returns, when it is consumed.
     fn answered(&mut self, engine: &mut Engine<S>, key: usize, frame: &Frame, now: Instant);
     /// `key` ended (its connect failed, or the connection did); its state is handed back.
     fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, ending: Ending, now: Instant);
@@ -195,12 +195,8 @@ impl<S> Engine<S> {
         Ok(())
     }
 
-    /// The body of a response framed on `key` (empty for a closed key).
-    pub fn body(&self, key: usize, frame: &Frame) -> &[u8] {
-        self.bytes(key, &frame.body)
-    }
-
-    /// Bytes of a response framed on `key`, at `at` (a header value located by the frame).
+    /// Bytes of a response framed on `key`, at `at` (its body or a header value located by the
+    /// frame); empty for a closed key.
     pub fn bytes(&self, key: usize, at: &Range<usize>) -> &[u8] {
         self.get(key).map_or(&[], |open| open.conn.bytes(at))
     }
@@ -258,8 +254,7 @@ impl<S> Engine<S> {
         Ok(answers)
     }
 
-    /// Starts the connects of up to `connects_per_turn` waiting connections. One completed
-    /// inside `connect()` (as on loopback) is told and written to at once.
+    /// Starts the connects of up to `connects_per_turn` waiting connections.
     fn connect_waiting(&mut self, load: &mut impl Load<S>) {
         for _ in 0..self.connects_per_turn.min(self.waiting.len()) {
             let Some(key) = self.waiting.pop_front() else {
@@ -275,11 +270,9 @@ impl<S> Engine<S> {
                 Ok(mut conn) => {
                     self.opened += 1;
                     conn.queue(&request);
-                    let connected = conn.is_connected();
                     self.entries[key] = Entry::Open(Open { conn, state, opened_at: now });
-                    if connected {
-                        load.connected(self, key, now);
-                    }
+                    // On loopback the handshake often completes inside connect(): then the
+                    // first request goes out now instead of one event later.
                     self.progress(load, key, now);
                 }
                 Err(e) => {
@@ -390,7 +383,7 @@ mod tests {
         }
 
         fn answered(&mut self, engine: &mut Engine<&'static str>, key: usize, frame: &Frame, _now: Instant) {
-            let body = String::from_utf8_lossy(engine.body(key, frame)).to_string();
+            let body = String::from_utf8_lossy(engine.bytes(key, &frame.body)).to_string();
             self.0.push(format!("answered {} {body}", frame.status));
         }
 

@@ -445,7 +445,7 @@ impl Load<Peer> for Newcomers {
         match engine.get(key).map(|open| open.state) {
             Some(Peer::Newcomer(index)) => {
                 let retry_after = frame.retry_after.as_ref().map(|at| engine.bytes(key, at));
-                let body = engine.body(key, frame);
+                let body = engine.bytes(key, &frame.body);
                 let was_held = self.probes[index].was_held;
                 match self.probes[index].answered(frame.status, retry_after, body, &self.marker) {
                     Some(end) => self.end(engine, index, end),
@@ -457,7 +457,7 @@ impl Load<Peer> for Newcomers {
                 }
             }
             Some(Peer::Control) => {
-                let (status, body) = (frame.status, engine.body(key, frame).to_vec());
+                let (status, body) = (frame.status, engine.bytes(key, &frame.body).to_vec());
                 self.control = Some(Reply::Answer { status, body, took: now - self.control_sent });
             }
             None => {}

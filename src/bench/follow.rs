@@ -127,8 +127,6 @@ fn message_index(data: &str) -> Option<usize> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Not started yet (connections open a batch per turn).
-    Idle,
     /// A poll is written or queued; its answer is due.
     Asking,
     /// Short polling: waiting for its next slot (in `due`).
@@ -138,6 +136,7 @@ enum Phase {
     Answered,
 }
 
+#[derive(Clone)]
 struct Follower {
     /// Its connection's key in the engine, while it has one.
     key: Option<usize>,
@@ -194,30 +193,37 @@ impl Follow {
     pub fn new(plan: Plan) -> Result<Follow, String> {
         let mut engine = Engine::new(plan.target.addr, CONNECTS_PER_TURN)?;
         let publisher = engine.open(Role::Publisher, b"");
-        let now = Instant::now();
-        let followers = (0..plan.clients)
-            .map(|_| Follower { key: None, phase: Phase::Idle, cursor: plan.after, epoch: None, next: 0, slot: now })
-            .collect();
-        let mut follow = Follow {
-            engine,
-            publisher,
-            publish_next: 0,
-            watch: Watch {
-                followers,
-                schedule: Vec::new(),
-                due: BinaryHeap::new(),
-                ask_queue: Vec::new(),
-                complete: if plan.messages == 0 { plan.clients } else { 0 },
-                answers: 0,
-                fatal: None,
-                out: Followed::default(),
-                plan,
-            },
+        let slot = Instant::now();
+        let first = Follower { key: None, phase: Phase::Asking, cursor: plan.after, epoch: None, next: 0, slot };
+        let watch = Watch {
+            followers: vec![first; plan.clients],
+            schedule: Vec::new(),
+            due: BinaryHeap::new(),
+            ask_queue: Vec::new(),
+            complete: 0,
+            answers: 0,
+            fatal: None,
+            out: Followed::default(),
+            plan,
         };
+        let mut follow = Follow { engine, publisher, publish_next: 0, watch };
         // The publisher connects now: it is part of the baseline. The followers connect from the
         // next turn on.
         follow.engine.turn(&mut follow.watch, Duration::ZERO)?;
-        follow.start_followers();
+        let (watch, engine) = (&mut follow.watch, &mut follow.engine);
+        let clients = watch.followers.len();
+        for index in 0..clients {
+            match watch.plan.style {
+                Style::Long { .. } => watch.ask(engine, index),
+                Style::Short { every } => {
+                    // A connection now, its polls at slots spread evenly over one period, as
+                    // independent clients would be.
+                    watch.open(engine, index, b"");
+                    watch.followers[index].slot = Instant::now() + every.mul_f64(index as f64 / clients as f64);
+                    watch.wait_until(index, watch.followers[index].slot);
+                }
+            }
+        }
         Ok(follow)
     }
 
@@ -255,7 +261,8 @@ impl Follow {
                     (ours >= clients as u64, state + " (see --max-held and the open-file limit)")
                 }
                 _ => {
-                    let connected = self.connected();
+                    let connected = |key: usize| self.engine.get(key).is_some_and(|open| open.conn.is_connected());
+                    let connected = self.watch.followers.iter().filter(|f| f.key.is_some_and(connected)).count();
                     (opened && connected == clients, format!("only {connected} of {clients} followers are connected"))
                 }
             };
@@ -266,11 +273,6 @@ impl Follow {
                 return Err(format!("after {limit:?} {state}"));
             }
         }
-    }
-
-    fn connected(&self) -> usize {
-        let connected = |key: usize| self.engine.get(key).is_some_and(|open| open.conn.is_connected());
-        self.watch.followers.iter().filter(|f| f.key.is_some_and(connected)).count()
     }
 
     /// Publishes on schedule, starting one interval from now, until every follower has every
@@ -350,24 +352,6 @@ impl Follow {
             watch.out.errors.delivery += watch.plan.messages.saturating_sub(watch.followers[index].next) as u64;
         }
         self.watch.out
-    }
-
-    fn start_followers(&mut self) {
-        let watch = &mut self.watch;
-        let clients = watch.followers.len();
-        for index in 0..clients {
-            match watch.plan.style {
-                Style::Long { .. } => watch.ask(&mut self.engine, index),
-                Style::Short { every } => {
-                    // A connection now, its polls at slots spread evenly over one period, as
-                    // independent clients would be.
-                    watch.open(&mut self.engine, index, b"");
-                    let slot = Instant::now() + every.mul_f64(index as f64 / clients as f64);
-                    watch.followers[index].slot = slot;
-                    watch.wait_until(index, slot);
-                }
-            }
-        }
     }
 
     fn publish_due(&mut self, now: Instant) -> Result<(), String> {
@@ -497,25 +481,9 @@ impl Watch {
                 self.fatal.get_or_insert(format!("follower {index}: out of open files ({io}); lower --clients"));
             }
             ConnError::Connect(_) => self.wait_until(index, Instant::now() + RETRY_AFTER),
-            _ => self.reask(engine, index),
-        }
-    }
-
-    /// Asks again on a new connection: at once (long), or at its slot (short).
-    fn reask(&mut self, engine: &mut Engine<Role>, index: usize) {
-        match self.plan.style {
-            Style::Long { .. } => self.ask(engine, index),
-            Style::Short { .. } => {
-                let slot = self.followers[index].slot.max(Instant::now());
-                self.wait_until(index, slot);
-            }
-        }
-    }
-
-    fn publisher_answered(&mut self, engine: &Engine<Role>, key: usize, frame: &Frame) {
-        if frame.status != 200 && self.fatal.is_none() {
-            let body = String::from_utf8_lossy(engine.body(key, frame)).trim().to_string();
-            self.fatal = Some(format!("a publish was answered {}: {body}", frame.status));
+            // Asks again on a new connection: at once (long), or at its slot (short).
+            _ if matches!(self.plan.style, Style::Long { .. }) => self.ask(engine, index),
+            _ => self.wait_until(index, self.followers[index].slot.max(Instant::now())),
         }
     }
 }
@@ -523,7 +491,12 @@ impl Watch {
 impl Load<Role> for Watch {
     fn answered(&mut self, engine: &mut Engine<Role>, key: usize, frame: &Frame, now: Instant) {
         let index = match engine.get(key).map(|open| open.state) {
-            Some(Role::Publisher) => return self.publisher_answered(engine, key, frame),
+            Some(Role::Publisher) if frame.status != 200 => {
+                let body = String::from_utf8_lossy(engine.bytes(key, &frame.body)).trim().to_string();
+                self.fatal.get_or_insert(format!("a publish was answered {}: {body}", frame.status));
+                return;
+            }
+            Some(Role::Publisher) => return,
             Some(Role::Follower(index)) => index,
             None => return,
         };
@@ -533,7 +506,7 @@ impl Load<Role> for Watch {
         }
         self.answers += 1;
         let retry = if frame.status == 200 {
-            match serde_json::from_slice::<Answer>(engine.body(key, frame)) {
+            match serde_json::from_slice::<Answer>(engine.bytes(key, &frame.body)) {
                 Ok(answer) => self.take_answer(index, &answer, now),
                 Err(_) => self.out.errors.malformed += 1,
             }

@@ -19,7 +19,6 @@
 //! - Lateness is kept exact and signed (one value per poll, sorted), not in a histogram.
 //! - Bounded: N sockets (checked against the open-file limit); the run as above.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -29,7 +28,7 @@ use super::conn::ConnError;
 use super::engine::{Ending, Engine, Gone, Load};
 use super::frame::Frame;
 use super::longpoll::default_topic;
-use super::report::{nearest_rank, round, Errors, Table};
+use super::report::{self, nearest_rank, round, Errors, Table};
 use super::{check_fd_budget, stat, Outcome, Progress, Target};
 use crate::backoff::XorShift;
 use crate::config::parse_duration;
@@ -84,12 +83,10 @@ pub fn run(args: &LatenessArgs) -> Result<Outcome, String> {
     target.check_listening()?;
     let topic = args.topic.clone().unwrap_or_else(|| default_topic("lateness"));
     let holds = hold_times(args.clients, args.spread);
-    let (base, authority) = (target.base_path(), target.url.authority());
     let mut engine = Engine::new(target.addr, CONNECTS_PER_TURN)?;
     for (index, hold) in holds.iter().enumerate() {
-        let ms = hold.as_millis();
-        let request = format!("GET {base}/poll/{topic}?timeout={ms}ms HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-        engine.open(index, request.as_bytes());
+        let path = format!("{}/poll/{topic}?timeout={}ms", target.base_path(), hold.as_millis());
+        engine.open(index, target.get(&path, "").as_bytes());
     }
     let mut polls =
         Polls { holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Asking }).collect(), ..Polls::default() };
@@ -205,7 +202,7 @@ impl Load<usize> for Polls {
 
     /// The one answer a poll gets: a `timeout` at its deadline, or anything else, a failure.
     fn answered(&mut self, engine: &mut Engine<usize>, key: usize, frame: &Frame, now: Instant) {
-        let timed_out = frame.status == 200 && is_timeout_answer(engine.body(key, frame));
+        let timed_out = frame.status == 200 && is_timeout_answer(engine.bytes(key, &frame.body));
         let Some(index) = engine.close(key).map(|open| open.state) else {
             return;
         };
@@ -298,46 +295,44 @@ struct Measured {
 }
 
 fn outcome(args: &LatenessArgs, target: &Target, topic: &str, m: &Measured, stats: &Value) -> Outcome {
-    let answered = m.groups[0].late_us.len();
-    let e = &m.errors;
-    let key = |name: &str| name.replace(' ', "_");
-    let groups: serde_json::Map<String, Value> = m.groups.iter().map(|g| (key(g.name), g.to_json())).collect();
+    let (answered, e, clients) = (m.groups[0].late_us.len(), &m.errors, m.clients);
+    let groups: Value = m.groups.iter().map(|g| (g.name.replace(' ', "_"), g.to_json())).collect();
     let timed_out = stat(stats, "/polls/timed_out");
+    let mut error_kinds = e.to_json(&["connect", "io", "malformed", "timeout", "status"]);
+    error_kinds["not_a_timeout"] = json!(e.delivery);
     let json = json!({
-        "scenario": "lateness", "url": args.url, "topic": topic, "clients": m.clients,
-        "spread_ms": args.spread.as_millis() as u64,
-        "opening_ms": m.opening.map(|d| round(d.as_secs_f64() * 1e3, 1)),
-        "answered": answered, "errors": e.total(),
-        "error_kinds": {"connect": e.connect, "io": e.io, "malformed": e.malformed, "timeout": e.timeout,
-                        "status": e.status, "not_a_timeout": e.delivery},
-        "lateness_ms": groups,
-        "server": {"polls_timed_out": timed_out},
+        "scenario": "lateness", "url": args.url, "topic": topic, "clients": clients,
+        "spread_ms": args.spread.as_millis() as u64, "opening_ms": m.opening.map(|d| report::ms(d, 1)),
+        "answered": answered, "errors": e.total(), "error_kinds": error_kinds,
+        "lateness_ms": groups, "server": {"polls_timed_out": timed_out},
     });
     let mut table = Table::new(&["polls", "count", "min", "p50", "p90", "p99", "max", "early"]);
     for group in &m.groups {
         let ms = |us: i64| format!("{:.2} ms", us as f64 / 1e3);
         let figures = group.percentiles().map_or(vec![String::new(); 5], |p| p.map(ms).to_vec());
-        let mut row = vec![group.name.to_string(), group.late_us.len().to_string()];
-        row.extend(figures);
-        row.push(group.early().to_string());
-        table.row(row);
+        let (name, count, early) = (group.name.to_string(), group.late_us.len().to_string(), group.early().to_string());
+        table.row([vec![name, count], figures, vec![early]].concat());
     }
-    let longest = MIN_HOLD + args.spread;
-    let mut text = format!(
-        "lateness: {} polls to {} on topic {topic}, holds {MIN_HOLD:?} to {longest:?} in shuffled order, nothing published\n\
-         lateness = answer read - (request written + hold); early = more than {EARLY_SLACK:?} before the deadline\n",
-        m.clients, target.addr
-    );
     let opening = m.opening.map_or("not every request was written".into(), |d| {
         format!("every request written {:.2} s after the start", d.as_secs_f64())
     });
-    let _ = writeln!(text, "opened          {} connections; {opening}", m.clients);
     let errors = if e.total() == 0 { "0".into() } else { e.breakdown().replace("delivery", "not a timeout") };
-    let _ = writeln!(text, "answered        {answered} of {} with timeout; errors: {errors}", m.clients);
-    let _ = writeln!(text, "server          polls.timed_out {timed_out} (its /stats, since it started)");
-    text.push_str(&table.render());
+    let longest = MIN_HOLD + args.spread;
+    let text = format!(
+        "lateness: {clients} polls to {} on topic {topic}, holds {MIN_HOLD:?} to {longest:?} in shuffled order, \
+         nothing published\n\
+         lateness = answer read - (request written + hold); early = more than {EARLY_SLACK:?} before the deadline\n\
+         {}{}",
+        target.addr,
+        report::lines([
+            ("opened", format!("{clients} connections; {opening}")),
+            ("answered", format!("{answered} of {clients} with timeout; errors: {errors}")),
+            ("server", format!("polls.timed_out {timed_out} (its /stats, since it started)")),
+        ]),
+        table.render()
+    );
     let nothing_measured = (answered == 0).then(|| format!("no poll was answered `timeout` by {}", target.addr));
-    Outcome { json, table: text, title: String::new(), distributions: vec![], nothing_measured }
+    Outcome { json, table: text, nothing_measured, ..Outcome::default() }
 }
 
 #[cfg(test)]

@@ -145,9 +145,7 @@ impl Reply {
     /// `200 in 0.4 ms`, or how it failed.
     pub fn describe(&self) -> String {
         match self {
-            Reply::Answer { status, took, .. } => {
-                format!("{status} in {}", crate::bench::report::human_us(took.as_secs_f64() * 1e6))
-            }
+            Reply::Answer { status, took, .. } => format!("{status} in {}", crate::bench::report::human(*took)),
             Reply::Failed(refusal) => refusal.describe().to_string(),
         }
     }
