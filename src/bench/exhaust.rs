@@ -13,11 +13,11 @@
 //!              --window: KNOCKERS newcomers knock; the server's CPU from /proc/PID/stat
 //!              POST /publish/T "MARKER" on K (else close one held poll and publish on a new
 //!              connection); count the held polls answered with it within DELIVERY_BOUND
-//!   after      close everything; a fresh GET /stats, retried for up to AFTER_BOUND
+//!   after      close everything; a fresh GET /stats, retried for up to RETRY_BOUND
 //! ```
 //!
-//! `probe` is one newcomer and how it ended; `summary` counts and tells; `host` reads the server's pid and CPU time from
-//! `/proc` and raises this process's open-file limit.
+//! `probe` is one newcomer and how it ended; `summary` counts and tells; `host` reads the
+//! server's pid and CPU time from `/proc` and raises this process's open-file limit.
 //!
 //! Invariants:
 //! - Bounded in count: at most `--max` newcomers plus `KNOCKERS`, and never more sockets than
@@ -125,26 +125,20 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     fill.request = poll_request(&target, &topic, cursor).into_bytes();
     let progress = Progress::new(max as u64, args.hang + args.window, "filling");
     let deadline = Instant::now() + FILL_MIN + FILL_PER_THOUSAND * (max / 1000) as u32 + args.hang;
-    let mut fill_timed_out = false;
-    loop {
-        let opening = fill.newcomers.counts.opened < max && !fill.newcomers.enough_refusals(args.refusals);
-        if !opening && fill.newcomers.waiting.is_empty() {
-            break;
+    let more = |n: &Newcomers| n.counts.opened < max && !n.enough_refusals(args.refusals);
+    let fill_timed_out = loop {
+        if !more(&fill.newcomers) && fill.newcomers.waiting.is_empty() {
+            break false;
         }
         if Instant::now() >= deadline {
-            fill_timed_out = true;
-            break;
+            break true;
         }
-        while opening
-            && fill.newcomers.waiting.len() < WINDOW
-            && fill.newcomers.counts.opened < max
-            && !fill.newcomers.enough_refusals(args.refusals)
-        {
+        while more(&fill.newcomers) && fill.newcomers.waiting.len() < WINDOW {
             fill.open(false, Instant::now() + args.hang);
         }
         fill.turn(TICK)?;
         progress.set(fill.newcomers.counts.opened as u64);
-    }
+    };
     progress.finish();
     let held_at_limit = fill.newcomers.held;
 
@@ -223,7 +217,10 @@ fn poll_request(target: &Target, topic: &str, cursor: Option<u64>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
     Newcomer(usize),
-    Control,
+    /// The control connection, and when the exchange in flight on it was sent.
+    Control {
+        sent: Instant,
+    },
 }
 
 /// The newcomers and the control connections, on the lab's engine.
@@ -235,6 +232,7 @@ struct Fill {
 }
 
 /// What became of each newcomer: the scenario's side of the engine.
+#[derive(Default)]
 struct Newcomers {
     marker: String,
     /// By index, in the order opened; never removed, so an index is never reused.
@@ -248,29 +246,13 @@ struct Newcomers {
     counts: Counts,
     /// The control connection, while it is open.
     control_key: Option<usize>,
-    /// The answer to the control exchange in flight, or how it failed, and when it was sent.
+    /// The answer to the control exchange in flight, or how it failed.
     control: Option<Reply>,
-    control_sent: Instant,
 }
 
 impl Fill {
     fn new(addr: SocketAddr) -> Result<Fill, String> {
-        Ok(Fill {
-            engine: Engine::new(addr, WINDOW)?,
-            request: Vec::new(),
-            newcomers: Newcomers {
-                marker: String::new(),
-                probes: Vec::new(),
-                waiting: Vec::new(),
-                held: 0,
-                delivering: false,
-                last_delivery: None,
-                counts: Counts::default(),
-                control_key: None,
-                control: None,
-                control_sent: Instant::now(),
-            },
-        })
+        Ok(Fill { engine: Engine::new(addr, WINDOW)?, request: Vec::new(), newcomers: Newcomers::default() })
     }
 
     /// Sends `request` on the control connection (kept open between exchanges: the keep-alive
@@ -280,8 +262,12 @@ impl Fill {
         if fresh {
             self.close_control();
         }
-        let key = *self.newcomers.control_key.get_or_insert_with(|| self.engine.open(Peer::Control, b""));
-        (self.newcomers.control, self.newcomers.control_sent) = (None, Instant::now());
+        let peer = Peer::Control { sent: Instant::now() };
+        let key = *self.newcomers.control_key.get_or_insert_with(|| self.engine.open(peer, b""));
+        if let Some(open) = self.engine.get_mut(key) {
+            open.state = peer;
+        }
+        self.newcomers.control = None;
         if let Err(e) = self.engine.send(key, request.as_bytes()) {
             self.close_control();
             return Reply::Failed(probe::refusal(&Ending::Failed(e)));
@@ -456,9 +442,9 @@ impl Load<Peer> for Newcomers {
                     None => {}
                 }
             }
-            Some(Peer::Control) => {
+            Some(Peer::Control { sent }) => {
                 let (status, body) = (frame.status, engine.bytes(key, &frame.body).to_vec());
-                self.control = Some(Reply::Answer { status, body, took: now - self.control_sent });
+                self.control = Some(Reply::Answer { status, body, took: now - sent });
             }
             None => {}
         }
@@ -472,7 +458,7 @@ impl Load<Peer> for Newcomers {
                 let end = probe.ended(&ending);
                 self.end(engine, index, end);
             }
-            Peer::Control => {
+            Peer::Control { .. } => {
                 self.control_key = None;
                 self.control.get_or_insert(Reply::Failed(probe::refusal(&ending)));
             }

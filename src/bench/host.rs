@@ -167,18 +167,9 @@ pub fn ticks_per_second() -> u64 {
     u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
-/// The peak resident memory (`VmHWM` of `/proc/PID/status`) of the processes `pids`, summed, in
-/// bytes; `None` without a pid or when one cannot be read.
-pub fn peak_rss_bytes(pids: &[i32]) -> Option<u64> {
-    status_bytes(pids, "VmHWM:")
-}
-
-/// The resident memory (`VmRSS`) of the processes `pids`, summed, in bytes.
-pub fn rss_bytes(pids: &[i32]) -> Option<u64> {
-    status_bytes(pids, "VmRSS:")
-}
-
-fn status_bytes(pids: &[i32], key: &str) -> Option<u64> {
+/// A memory figure of `/proc/PID/status` (`VmRSS:` the resident memory, `VmHWM:` its peak) of
+/// the processes `pids`, summed, in bytes; `None` without a pid or when one cannot be read.
+pub fn status_bytes(pids: &[i32], key: &str) -> Option<u64> {
     if pids.is_empty() {
         return None;
     }
@@ -286,8 +277,9 @@ mod tests {
         assert_eq!(kib_field("Name:\ttether\nVmHWM:\t    5424 kB\nVmRSS:\t 5000 kB\n", "VmHWM:"), Some(5424));
         assert_eq!(kib_field("Name:\ttether\n", "VmHWM:"), None);
         let me = [std::process::id() as i32];
-        assert!(peak_rss_bytes(&me).is_some_and(|peak| peak > 0) && rss_bytes(&me).is_some_and(|rss| rss > 0));
-        assert_eq!(peak_rss_bytes(&[]), None);
+        let [peak, rss] = ["VmHWM:", "VmRSS:"].map(|key| status_bytes(&me, key));
+        assert!(peak.is_some_and(|peak| peak > 0) && rss.is_some_and(|rss| rss > 0));
+        assert_eq!(status_bytes(&[], "VmHWM:"), None);
         assert!(meminfo_bytes("Slab:").is_some_and(|bytes| bytes > 0));
     }
 

@@ -158,7 +158,7 @@ impl Figures {
     fn read(pids: &[i32]) -> Figures {
         let sockets = crate::stats::sockstat();
         let (slab, sunreclaim) = (host::meminfo_bytes("Slab:"), host::meminfo_bytes("SUnreclaim:"));
-        let memory = [host::rss_bytes(pids), slab, sunreclaim, Some(sockets.tcp_mem_bytes)];
+        let memory = [host::status_bytes(pids, "VmRSS:"), slab, sunreclaim, Some(sockets.tcp_mem_bytes)];
         Figures { memory, sockets, caches: host::slab_caches(&CACHES) }
     }
 }

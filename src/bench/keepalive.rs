@@ -114,7 +114,7 @@ pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
         let time_wait_before = crate::stats::sockstat().tcp_time_wait;
         let mut engine = Engine::new(target.addr, usize::MAX)?;
         let mut load = ClosedLoop::new(&target, args, mode);
-        load.run(&mut engine, args.duration, |elapsed| progress.set((offset + elapsed).as_millis() as u64))?;
+        load.run(&mut engine, |elapsed| progress.set((offset + elapsed).as_millis() as u64))?;
         let time_wait = [time_wait_before, crate::stats::sockstat().tcp_time_wait];
         results.push(Measured { load, opened: engine.opened, time_wait });
     }
@@ -152,7 +152,7 @@ struct ClosedLoop {
     latency: Latency,
     requests: u64,
     errors: Errors,
-    elapsed: Duration,
+    duration: Duration,
     /// Answers read and connections ended after this are not counted.
     deadline: Instant,
 }
@@ -171,33 +171,23 @@ impl ClosedLoop {
             latency: Latency::default(),
             requests: 0,
             errors: Errors::default(),
-            elapsed: Duration::ZERO,
+            duration: args.duration,
             deadline: Instant::now(),
         }
     }
 
     fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.requests as f64 / self.duration.as_secs_f64().max(1e-9)
     }
 
-    /// Runs the loop for `duration`; `tick` hears the elapsed time every `TICK`.
-    fn run(
-        &mut self,
-        engine: &mut Engine<Slot>,
-        duration: Duration,
-        mut tick: impl FnMut(Duration),
-    ) -> Result<(), String> {
+    /// Runs the loop for `--duration`; `tick` hears the elapsed time every `TICK`.
+    fn run(&mut self, engine: &mut Engine<Slot>, mut tick: impl FnMut(Duration)) -> Result<(), String> {
         let started = Instant::now();
-        let deadline = started + duration;
-        self.deadline = deadline;
+        self.deadline = started + self.duration;
         let mut next_tick = started + TICK;
         self.open_due(engine, started);
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            engine.turn(self, next_tick.min(deadline).saturating_duration_since(now))?;
+        while Instant::now() < self.deadline {
+            engine.turn(self, next_tick.min(self.deadline).saturating_duration_since(Instant::now()))?;
             let now = Instant::now();
             if now >= next_tick {
                 self.expire(engine, now);
@@ -206,7 +196,6 @@ impl ClosedLoop {
             }
             self.open_due(engine, now);
         }
-        self.elapsed = deadline - started;
         Ok(())
     }
 
@@ -302,7 +291,7 @@ impl engine::Load<Slot> for ClosedLoop {
         }
     }
 
-    fn ended(&mut self, _engine: &mut Engine<Slot>, key: usize, _gone: Gone<Slot>, ending: Ending, now: Instant) {
+    fn ended(&mut self, engine: &mut Engine<Slot>, key: usize, _gone: Gone<Slot>, ending: Ending, now: Instant) {
         if now >= self.deadline {
             return; // what ends after the deadline (a close after an uncounted answer) is not counted
         }
@@ -311,11 +300,7 @@ impl engine::Load<Slot> for ClosedLoop {
                 self.errors.io += 1;
                 self.reopen.push(now);
             }
-            Ending::Failed(e) => {
-                self.errors.count(&e);
-                log::debug!("connection {key}: {e}");
-                self.reopen.push(now + RETRY_DELAY);
-            }
+            Ending::Failed(e) => self.fail(engine, key, &e, now),
         }
     }
 }

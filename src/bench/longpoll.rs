@@ -70,7 +70,7 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     let held = target.stats(&mut control)?;
     let slab_growth = meminfo_slab_bytes() - slab_before;
     let pids = host::server_pids(args.server_pid, target.addr);
-    let peak_held = host::peak_rss_bytes(&pids);
+    let peak_held = host::status_bytes(&pids, "VmHWM:");
     let progress = Progress::new(args.messages as u64, args.interval * args.messages as u32, "publishing");
     follow.run_schedule(|published| progress.set(published))?;
     progress.finish();
@@ -85,7 +85,7 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     let growth = |pointer: &str| stat(&held, pointer) as i64 - stat(&before, pointer) as i64;
     let per_client = |bytes: i64| report::round(bytes as f64 / args.clients as f64, 1);
     let (fanout_us, woken) = (stat(&after, "/polls/last_fanout_us"), stat(&after, "/polls/last_fanout_woken"));
-    let peak_end = host::peak_rss_bytes(&pids);
+    let peak_end = host::status_bytes(&pids, "VmHWM:");
     let server = json!({
         "fds_held": growth("/fds/open"),
         "user_bytes_per_held_poll": per_client(growth("/memory/rss_bytes")),

@@ -42,14 +42,6 @@ mod realtime;
 mod report;
 mod slowloris;
 
-pub use exhaust::ExhaustArgs;
-pub use idle::IdleArgs;
-pub use keepalive::KeepaliveArgs;
-pub use lateness::LatenessArgs;
-pub use longpoll::LongpollArgs;
-pub use realtime::RealtimeArgs;
-pub use slowloris::SlowlorisArgs;
-
 /// Descriptors the generator keeps beside its sockets: stdio, epoll, the control connection,
 /// the publisher, `/proc` reads.
 const SPARE_FDS: usize = 32;
@@ -67,24 +59,24 @@ pub struct BenchArgs {
 #[derive(Subcommand, Debug)]
 pub enum Scenario {
     /// Requests per second and latency with keep-alive, one connection per request, and pipelining.
-    Keepalive(KeepaliveArgs),
+    Keepalive(keepalive::KeepaliveArgs),
     /// N clients hold polls on one topic while M messages are published: delivery latency and
     /// what a held poll costs the server (with --messages 1, the fan-out of one publish).
-    Longpoll(LongpollArgs),
+    Longpoll(longpoll::LongpollArgs),
     /// N polls held with hold times spread over 1s to 1s + --spread, nothing published: how late
     /// after its deadline the server answers each.
-    Lateness(LatenessArgs),
+    Lateness(lateness::LatenessArgs),
     /// The same publish schedule delivered by short polling, then by long polling: the comparison.
-    Realtime(RealtimeArgs),
+    Realtime(realtime::RealtimeArgs),
     /// Newcomers hold polls until the server refuses one: where and how it refuses, whether
     /// what it held still works, and its CPU while at the limit.
-    Exhaust(ExhaustArgs),
+    Exhaust(exhaust::ExhaustArgs),
     /// Connections that send a request head one byte at a time and never finish it: how and
     /// when the server ends them, and what fresh requests wait meanwhile.
-    Slowloris(SlowlorisArgs),
+    Slowloris(slowloris::SlowlorisArgs),
     /// N keep-alive connections asked once and left idle: what each costs the server's RSS and
     /// the kernel's memory.
-    Idle(IdleArgs),
+    Idle(idle::IdleArgs),
 }
 
 /// The options every scenario shares.

@@ -473,22 +473,15 @@ fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran:
     let [p50, _, p99, max] = latency.summary().human();
     let latencies = if latency.count() == 0 { String::new() } else { format!(", p50 {p50}, p99 {p99}, max {max}") };
     let errors = if e.total() == 0 { "0".into() } else { e.breakdown() };
-    let pids = host::pid_list(&ran.pids);
+    let (answered_fresh, opened) = (latency.count(), run.fresh_opened);
+    let cpu = |p: f64| format!("{p:.1} % of one core over the run (pid {})", host::pid_list(&ran.pids));
     let rows = [
         ("ran", ended),
         ("ended", tally.breakdown()),
         ("answers", if answered.is_empty() { "none".into() } else { answered.join(", ") }),
         ("closed after", closed_after),
-        (
-            "fresh requests",
-            format!("{} of {} answered 200{latencies}; errors: {errors}", latency.count(), run.fresh_opened),
-        ),
-        (
-            "server CPU",
-            ran.cpu.map_or(host::unknown(&ran.pids, "stat"), |p| {
-                format!("{p:.1} % of one core over the run (pid {pids})")
-            }),
-        ),
+        ("fresh requests", format!("{answered_fresh} of {opened} answered 200{latencies}; errors: {errors}")),
+        ("server CPU", ran.cpu.map_or(host::unknown(&ran.pids, "stat"), cpu)),
     ];
     let table = format!(
         "slowloris: {} connections to {}, each an unfinished GET head, then one byte every {:?}, for up to {:?}\n\

@@ -184,22 +184,15 @@ pub fn outcome(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured) -
         }
     };
     let stats = [m.keepalive.as_ref().and_then(server_figures), server_figures(&m.after.reply)];
+    let first = c.first_refusal.as_ref();
     let json = json!({
-        "scenario": "exhaust",
-        "url": args.url,
-        "topic": topic,
-        "limit_reached": c.first_refusal.is_some(),
-        "max": m.max,
-        "max_requested": args.max,
-        "open_file_limit": m.open_file_limit,
-        "newcomers": c.opened,
-        "fill_timed_out": m.fill_timed_out,
-        "first_refusal": c.first_refusal.as_ref().map(|f| json!({
-            "held": f.held, "newcomer": f.newcomer, "kind": f.kind.describe(),
-        })),
+        "scenario": "exhaust", "url": args.url, "topic": topic, "limit_reached": first.is_some(),
+        "max": m.max, "max_requested": args.max, "open_file_limit": m.open_file_limit,
+        "newcomers": c.opened, "fill_timed_out": m.fill_timed_out,
+        "first_refusal": first.map(|f| json!({"held": f.held, "newcomer": f.newcomer, "kind": f.kind.describe()})),
         "refusals": c.refused.to_json(),
         "held": {
-            "at_first_refusal": c.first_refusal.as_ref().map(|f| f.held),
+            "at_first_refusal": first.map(|f| f.held),
             "peak": c.held_peak, "at_limit": m.held_at_limit, "after_window": m.held_after_window,
             "lost": c.lost.to_json(), "answered_early": c.answered_early,
         },
