@@ -369,32 +369,26 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
-    /// What a scenario heard, in order.
+    /// What a scenario heard, in order; a connection's state is its name.
     #[derive(Default)]
     struct Heard(Vec<String>);
+    type Name = &'static str;
 
-    impl Load<&'static str> for Heard {
-        fn connected(&mut self, engine: &mut Engine<&'static str>, key: usize, _now: Instant) {
+    impl Load<Name> for Heard {
+        fn connected(&mut self, engine: &mut Engine<Name>, key: usize, _now: Instant) {
             self.0.push(format!("connected {}", engine.get(key).map_or("?", |open| open.state)));
         }
 
-        fn written(&mut self, engine: &mut Engine<&'static str>, key: usize, _now: Instant) {
+        fn written(&mut self, engine: &mut Engine<Name>, key: usize, _now: Instant) {
             self.0.push(format!("written {}", engine.get(key).map_or("?", |open| open.state)));
         }
 
-        fn answered(&mut self, engine: &mut Engine<&'static str>, key: usize, frame: &Frame, _now: Instant) {
+        fn answered(&mut self, engine: &mut Engine<Name>, key: usize, frame: &Frame, _now: Instant) {
             let body = String::from_utf8_lossy(engine.bytes(key, &frame.body)).to_string();
             self.0.push(format!("answered {} {body}", frame.status));
         }
 
-        fn ended(
-            &mut self,
-            _: &mut Engine<&'static str>,
-            _: usize,
-            gone: Gone<&'static str>,
-            ending: Ending,
-            _: Instant,
-        ) {
+        fn ended(&mut self, _: &mut Engine<Name>, _: usize, gone: Gone<Name>, ending: Ending, _: Instant) {
             self.0.push(format!("ended {} {ending:?} after {} and {} bytes", gone.state, gone.sent, gone.received));
         }
     }
@@ -410,10 +404,8 @@ mod tests {
             peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut request = [0u8; 64];
             let _ = peer.read(&mut request).unwrap();
-            peer.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 503 No\r\nContent-Length: 1\r\n\r\nb",
-            )
-            .unwrap();
+            let two = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 503 No\r\nContent-Length: 1\r\n\r\nb";
+            peer.write_all(two).unwrap();
         });
         let mut engine = Engine::new(addr, 1).unwrap();
         let mut heard = Heard::default();

@@ -323,18 +323,17 @@ fn outcome(target: &Target, args: &KeepaliveArgs, results: Vec<Measured>) -> Out
             "connections_opened": opened, "errors": errors, "time_wait_before": before, "time_wait_after": after,
         }));
     }
-    let (path, connections, pipeline) = (target.url.target(), args.connections, args.pipeline);
+    let (path, connections, pipeline, duration) = (target.url.target(), args.connections, args.pipeline, args.duration);
     let table = format!(
-        "keepalive: {path} for {:?} per mode, {connections} connections, pipeline {pipeline}\n\n{}\n\
+        "keepalive: {path} for {duration:?} per mode, {connections} connections, pipeline {pipeline}\n\n{}\n\
          latency: request written -> answer read (close: from the connect); a closed loop under-counts stalls\n\
          TIME_WAIT: sockets in TIME_WAIT before -> after the mode, host-wide (/proc/net/sockstat; \
          docs/lab.md)\n{notes}",
-        args.duration,
         table.render()
     );
     let json = json!({
         "scenario": "keepalive", "url": format!("http://{}{path}", target.url.authority()),
-        "connections": connections, "duration_secs": args.duration.as_secs_f64(), "pipeline": pipeline, "modes": modes,
+        "connections": connections, "duration_secs": duration.as_secs_f64(), "pipeline": pipeline, "modes": modes,
     });
     let distributions = results.into_iter().map(|m| (m.load.mode.name().to_string(), m.load.latency)).collect();
     let title = "keepalive: request latency by mode".into();

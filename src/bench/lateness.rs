@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::conn::ConnError;
 use super::engine::{Ending, Engine, Gone, Load};
 use super::frame::Frame;
 use super::longpoll::default_topic;
@@ -165,12 +164,8 @@ impl Polls {
                 Phase::Asking | Phase::Held { .. } => errors.timeout += 1,
             }
         }
-        Measured {
-            clients: self.holds.len(),
-            opening: self.all_sent.map(|all| all.saturating_duration_since(started)),
-            groups: Group::split(&late),
-            errors,
-        }
+        let opening = self.all_sent.map(|all| all.saturating_duration_since(started));
+        Measured { opening, groups: Group::split(&late), errors }
     }
 
     /// The request of poll `index` is out whole: its hold runs from `now`.
@@ -183,13 +178,6 @@ impl Polls {
                 self.all_sent = Some(now);
             }
         }
-    }
-
-    fn fail(&mut self, index: usize, error: &ConnError) {
-        self.errors.count(error);
-        log::debug!("poll {index}: {error}");
-        self.holds[index].phase = Phase::Failed;
-        self.ended += 1;
     }
 }
 
@@ -222,7 +210,11 @@ impl Load<usize> for Polls {
     }
 
     fn ended(&mut self, _engine: &mut Engine<usize>, _key: usize, gone: Gone<usize>, ending: Ending, _now: Instant) {
-        self.fail(gone.state, &ending.into_error());
+        let error = ending.into_error();
+        log::debug!("poll {}: {error}", gone.state);
+        self.errors.count(&error);
+        self.holds[gone.state].phase = Phase::Failed;
+        self.ended += 1;
     }
 }
 
@@ -287,7 +279,6 @@ impl Group {
 }
 
 struct Measured {
-    clients: usize,
     /// From the start to the last request written, if every one was.
     opening: Option<Duration>,
     groups: Vec<Group>,
@@ -295,7 +286,7 @@ struct Measured {
 }
 
 fn outcome(args: &LatenessArgs, target: &Target, topic: &str, m: &Measured, stats: &Value) -> Outcome {
-    let (answered, e, clients) = (m.groups[0].late_us.len(), &m.errors, m.clients);
+    let (answered, e, clients) = (m.groups[0].late_us.len(), &m.errors, args.clients);
     let groups: Value = m.groups.iter().map(|g| (g.name.replace(' ', "_"), g.to_json())).collect();
     let timed_out = stat(stats, "/polls/timed_out");
     let mut error_kinds = e.to_json(&["connect", "io", "malformed", "timeout", "status"]);

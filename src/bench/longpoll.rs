@@ -96,13 +96,10 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
         "fanout_us_per_answer": report::round(report::ratio(fanout_us, woken), 2),
         "peak_rss_bytes": {"pids": pids, "held": peak_held, "end": peak_end},
     });
-    let peak_rss = match (peak_held, peak_end) {
-        (Some(held), Some(end)) => format!(
-            "{} KiB with the polls held, {} KiB at the end (VmHWM, pid {})",
-            held / 1024,
-            end / 1024,
-            host::pid_list(&pids)
-        ),
+    let peak_rss = match (peak_held.map(|b| b / 1024), peak_end.map(|b| b / 1024)) {
+        (Some(held), Some(end)) => {
+            format!("{held} KiB with the polls held, {end} KiB at the end (VmHWM, pid {})", host::pid_list(&pids))
+        }
         _ => host::unknown(&pids, "status"),
     };
     Ok(outcome(args, &topic, followed, &server, peak_rss))
@@ -191,10 +188,8 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, server: &Value,
         ("server peak RSS", peak_rss),
     ];
     let table = format!(
-        "longpoll: {} clients on topic {topic}, {} messages, one every {:?}\n\
+        "longpoll: {clients} clients on topic {topic}, {messages} messages, one every {:?}\n\
          latency: scheduled publish -> answer read by the client (no coordinated omission)\n{}",
-        args.clients,
-        args.messages,
         args.interval,
         report::lines(rows)
     );

@@ -86,27 +86,19 @@ fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<(Style,
     let (mut modes, mut notes) = (Vec::new(), String::new());
     let expected = (args.clients * args.messages) as u64;
     for (style, f) in &deliveries {
-        let (name, s, errors) = (style.name(), f.latency.summary(), f.errors.total());
+        let (name, s, errors, delivered) = (style.name(), f.latency.summary(), f.errors.total(), f.delivered);
         let (purpose, connection) = match style {
             Style::Short { every } => (format!("ask every {every:?}, answered at once"), "a request per poll"),
             Style::Long { .. } => ("ask once, held until news".to_string(), "each holds a request"),
         };
-        let (requests, bytes) = (f.traffic.requests_per(f.delivered), f.traffic.bytes_per(f.delivered));
+        let (requests, bytes) = (f.traffic.requests_per(delivered), f.traffic.bytes_per(delivered));
+        let overhead = format!("{requests:.2} req/msg, {} empty, {bytes:.0} B/msg", f.empty);
         let [p50, _, p99, _] = s.human();
-        table.row(vec![
-            name.to_string(),
-            purpose,
-            format!("{} opened, {connection}", f.opened),
-            format!("{requests:.2} req/msg, {} empty, {bytes:.0} B/msg", f.empty),
-            format!("p50 {p50}, p99 {p99}"),
-        ]);
-        if f.delivered != expected || errors > 0 {
-            let _ = writeln!(
-                notes,
-                "{name}: delivered {} of {expected}, errors {errors} {}",
-                f.delivered,
-                f.errors.breakdown()
-            );
+        let latency = format!("p50 {p50}, p99 {p99}");
+        table.row(vec![name.to_string(), purpose, format!("{} opened, {connection}", f.opened), overhead, latency]);
+        if delivered != expected || errors > 0 {
+            let breakdown = f.errors.breakdown();
+            let _ = writeln!(notes, "{name}: delivered {delivered} of {expected}, errors {errors} {breakdown}");
         }
         modes.push(json!({
             "mode": name, "delivered": f.delivered, "requests": f.traffic.requests,
@@ -120,13 +112,12 @@ fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<(Style,
         "interval_ms": args.interval.as_millis() as u64, "publish_interval_ms": publish_every.as_millis() as u64,
         "modes": modes,
     });
+    let (clients, messages) = (args.clients, args.messages);
     let table = format!(
-        "realtime: {} clients, {} messages published every {publish_every:?}, in each style\n\n{}\n\
+        "realtime: {clients} clients, {messages} messages published every {publish_every:?}, in each style\n\n{}\n\
          latency: scheduled publish -> answer read by the client (no coordinated omission)\n\
          B/msg: HTTP request and response bytes of the clients per delivered message (no TCP/IP headers);\n\
          a short poll's answer repeats the last message it has, so that tether answers at once (docs/lab.md)\n{notes}",
-        args.clients,
-        args.messages,
         table.render()
     );
     let distributions = deliveries.into_iter().map(|(style, f)| (style.name().to_string(), f.latency)).collect();

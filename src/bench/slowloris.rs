@@ -239,12 +239,10 @@ impl Run {
 
     /// The progress line: `5.0 s of 20 s: 1500 bytes trickled, 0 of 300 ended`.
     fn status(&self, elapsed: Duration, duration: Duration) -> String {
+        let (trickled, ended) = (self.watch.slow.iter().map(|slow| slow.trickled).sum::<usize>(), self.watch.ended);
         format!(
-            "{:.1} s of {:?}: {} bytes trickled, {} of {} ended",
+            "{:.1} s of {duration:?}: {trickled} bytes trickled, {ended} of {} ended",
             elapsed.as_secs_f64(),
-            duration,
-            self.watch.slow.iter().map(|slow| slow.trickled).sum::<usize>(),
-            self.watch.ended,
             self.watch.slow.len()
         )
     }
@@ -294,14 +292,8 @@ impl Run {
     fn turn(&mut self, wait: Duration) -> Result<(), String> {
         self.engine.turn(&mut self.watch, wait)?;
         let now = Instant::now();
-        let late: Vec<usize> = self
-            .engine
-            .states()
-            .filter(|(_, open)| {
-                open.state == Role::Fresh && now.saturating_duration_since(open.opened_at) >= FRESH_TIMEOUT
-            })
-            .map(|(key, _)| key)
-            .collect();
+        let late = |open: &Open<Role>| open.state == Role::Fresh && now - open.opened_at >= FRESH_TIMEOUT;
+        let late: Vec<usize> = self.engine.states().filter(|(_, open)| late(open)).map(|(key, _)| key).collect();
         for key in late {
             self.engine.close(key);
             self.watch.fresh -= 1;
@@ -374,14 +366,7 @@ impl Load<Role> for Watch {
         }
     }
 
-    fn ended(
-        &mut self,
-        engine: &mut Engine<Role>,
-        _key: usize,
-        gone: Gone<Role>,
-        ending: engine::Ending,
-        now: Instant,
-    ) {
+    fn ended(&mut self, engine: &mut Engine<Role>, _: usize, gone: Gone<Role>, ending: engine::Ending, now: Instant) {
         let Role::Slow(index) = gone.state else {
             self.fresh -= 1;
             return self.errors.count(&ending.into_error());
@@ -483,13 +468,11 @@ fn outcome(args: &SlowlorisArgs, target: &Target, tally: &Tally, run: &Run, ran:
         ("fresh requests", format!("{answered_fresh} of {opened} answered 200{latencies}; errors: {errors}")),
         ("server CPU", ran.cpu.map_or(host::unknown(&ran.pids, "stat"), cpu)),
     ];
+    let (connections, addr, trickle, duration) = (args.connections, target.addr, args.trickle, args.duration);
     let table = format!(
-        "slowloris: {} connections to {}, each an unfinished GET head, then one byte every {:?}, for up to {:?}\n\
-         fresh requests: GET /plaintext on a new connection every {FRESH_EVERY:?}\n{}",
-        args.connections,
-        target.addr,
-        args.trickle,
-        args.duration,
+        "slowloris: {connections} connections to {addr}, each an unfinished GET head, then one byte every \
+         {trickle:?}, for up to {duration:?}\nfresh requests: GET /plaintext on a new connection every \
+         {FRESH_EVERY:?}\n{}",
         report::lines(rows)
     );
     let nothing_measured =

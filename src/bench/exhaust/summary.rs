@@ -225,13 +225,11 @@ fn table(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured, stats: 
         None if m.fill_timed_out => format!("none: {} newcomers opened before the fill's time bound", c.opened),
         None => format!("none: all {} newcomers were held (--max {})", c.opened, m.max),
     };
+    let (peak, at_limit, after_window) = (c.held_peak, m.held_at_limit, m.held_after_window);
     let mut rows = vec![
         ("first refusal", first),
         ("refused", format!("{} of {} newcomers: {}", c.refused.total(), c.opened, c.refused.breakdown())),
-        (
-            "held",
-            format!("{} at most, {} {at}, {} after the window", c.held_peak, m.held_at_limit, m.held_after_window),
-        ),
+        ("held", format!("{peak} at most, {at_limit} {at}, {after_window} after the window")),
     ];
     if let Some(s) = &stats[0] {
         let (open, held, fds, limit) = (&s["connections_open"], &s["polls_held"], &s["fds_open"], &s["fds_limit"]);
@@ -280,9 +278,8 @@ fn table(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured, stats: 
         text.push_str("the fill stopped at its time bound\n");
     }
     if c.first_refusal.is_none() {
-        text.push_str(
-            "no limit reached: the server refused no newcomer; raise --max, or lower the server's --max-connections\n",
-        );
+        text +=
+            "no limit reached: the server refused no newcomer; raise --max, or lower the server's --max-connections\n";
     }
     text + &report::lines(rows)
 }
