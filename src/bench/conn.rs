@@ -31,8 +31,10 @@ const MAX_INPUT: usize = frame::MAX_HEAD_BYTES + frame::MAX_BODY_BYTES;
 pub enum ConnError {
     /// The connect failed.
     Connect(io::Error),
-    /// A read or write failed, or the server closed when a response was due.
+    /// A read or write failed.
     Io(io::Error),
+    /// The server closed its side; `partial` when bytes of an unfinished response were left.
+    Closed { partial: bool },
     /// The bytes are not a response the generator frames.
     Frame(FrameError),
 }
@@ -42,6 +44,7 @@ impl std::fmt::Display for ConnError {
         match self {
             ConnError::Connect(e) => write!(f, "connect failed: {e}"),
             ConnError::Io(e) => write!(f, "connection failed: {e}"),
+            ConnError::Closed { .. } => f.write_str("the server closed the connection"),
             ConnError::Frame(e) => write!(f, "bad response: {e}"),
         }
     }

@@ -52,25 +52,6 @@ pub fn sleep_before(due: Instant) -> Duration {
     due.saturating_duration_since(Instant::now()).saturating_sub(SPIN)
 }
 
-/// How a connection ended.
-#[derive(Debug)]
-pub enum Ending {
-    /// The server closed its side; `partial` when bytes of an unfinished response were left.
-    Closed { partial: bool },
-    /// A failed connect, read or write, or bytes that are not a response.
-    Failed(ConnError),
-}
-
-impl Ending {
-    /// As a failure: a close is an unexpected end of the stream.
-    pub fn into_error(self) -> ConnError {
-        match self {
-            Ending::Closed { .. } => ConnError::Io(ErrorKind::UnexpectedEof.into()),
-            Ending::Failed(e) => e,
-        }
-    }
-}
-
 /// What happens on the connections, told to the scenario. Each callback may open, send to and
 /// close any connection, this one included.
 pub trait Load<S> {
@@ -82,8 +63,9 @@ pub trait Load<S> {
     /// A whole response arrived on `key`: its bytes are `engine.bytes(key, range)` (its body at
     /// `frame.body`) until the callback returns, when it is consumed.
     fn answered(&mut self, engine: &mut Engine<S>, key: usize, frame: &Frame, now: Instant);
-    /// `key` ended (its connect failed, or the connection did); its state is handed back.
-    fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, ending: Ending, now: Instant);
+    /// `key` ended, for the reason `why` (its connect failed, the connection did, or the server
+    /// closed it); its state is handed back.
+    fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, why: ConnError, now: Instant);
 }
 
 /// An open connection and the scenario's state for it.
@@ -277,7 +259,7 @@ impl<S> Engine<S> {
                 }
                 Err(e) => {
                     self.released.push(key);
-                    load.ended(self, key, Gone { state, sent: 0, received: 0 }, Ending::Failed(e), now);
+                    load.ended(self, key, Gone { state, sent: 0, received: 0 }, e, now);
                 }
             }
         }
@@ -294,7 +276,7 @@ impl<S> Engine<S> {
                 Ok(true) => load.connected(self, key, now),
                 Ok(false) => return false, // still connecting
                 Err(e) => {
-                    self.end(load, key, Ending::Failed(e), now);
+                    self.end(load, key, e, now);
                     return false;
                 }
             }
@@ -304,7 +286,7 @@ impl<S> Engine<S> {
         };
         if open.conn.wants_write() {
             if let Err(e) = open.conn.flush() {
-                self.end(load, key, Ending::Failed(e), now);
+                self.end(load, key, e, now);
                 return false;
             }
             if !open.conn.wants_write() {
@@ -329,7 +311,7 @@ impl<S> Engine<S> {
         // the data, only reading on finds it, as no later edge will announce it.
         let eof = match open.conn.fill(event.is_read_closed() || event.is_error()) {
             Ok(eof) => eof,
-            Err(e) => return self.end(load, key, Ending::Failed(e), now),
+            Err(e) => return self.end(load, key, e, now),
         };
         let mut answers = 0;
         loop {
@@ -345,19 +327,19 @@ impl<S> Engine<S> {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return answers + self.end(load, key, Ending::Failed(e), now),
+                Err(e) => return answers + self.end(load, key, e, now),
             }
         }
         if eof {
             let partial = self.get(key).is_some_and(|open| open.conn.has_partial_input());
-            self.end(load, key, Ending::Closed { partial }, now);
+            self.end(load, key, ConnError::Closed { partial }, now);
         }
         answers
     }
 
-    fn end(&mut self, load: &mut impl Load<S>, key: usize, ending: Ending, now: Instant) -> usize {
+    fn end(&mut self, load: &mut impl Load<S>, key: usize, why: ConnError, now: Instant) -> usize {
         if let Some(gone) = self.close(key) {
-            load.ended(self, key, gone, ending, now);
+            load.ended(self, key, gone, why, now);
         }
         0
     }
@@ -388,8 +370,8 @@ mod tests {
             self.0.push(format!("answered {} {body}", frame.status));
         }
 
-        fn ended(&mut self, _: &mut Engine<Name>, _: usize, gone: Gone<Name>, ending: Ending, _: Instant) {
-            self.0.push(format!("ended {} {ending:?} after {} and {} bytes", gone.state, gone.sent, gone.received));
+        fn ended(&mut self, _: &mut Engine<Name>, _: usize, gone: Gone<Name>, why: ConnError, _: Instant) {
+            self.0.push(format!("ended {} {why:?} after {} and {} bytes", gone.state, gone.sent, gone.received));
         }
     }
 

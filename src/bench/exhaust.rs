@@ -39,7 +39,8 @@ use serde_json::Value;
 
 use self::probe::{End, Probe, Refusal, Reply, Stage};
 use self::summary::{outcome, After, Counts, FirstRefusal, Measured, Publish};
-use super::engine::{Ending, Engine, Gone, Load};
+use super::conn::ConnError;
+use super::engine::{Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::longpoll::default_topic;
@@ -270,7 +271,7 @@ impl Fill {
         self.newcomers.control = None;
         if let Err(e) = self.engine.send(key, request.as_bytes()) {
             self.close_control();
-            return Reply::Failed(probe::refusal(&Ending::Failed(e)));
+            return Reply::Failed(probe::refusal(&e));
         }
         let deadline = Instant::now() + CONTROL_TIMEOUT;
         while self.newcomers.control.is_none() && Instant::now() < deadline {
@@ -450,17 +451,15 @@ impl Load<Peer> for Newcomers {
         }
     }
 
-    fn ended(&mut self, engine: &mut Engine<Peer>, _key: usize, gone: Gone<Peer>, ending: Ending, _now: Instant) {
+    fn ended(&mut self, engine: &mut Engine<Peer>, _key: usize, gone: Gone<Peer>, why: ConnError, _now: Instant) {
         match gone.state {
             Peer::Newcomer(index) => {
-                let probe = &mut self.probes[index];
-                probe.key = None;
-                let end = probe.ended(&ending);
+                let end = self.probes[index].ended(&why);
                 self.end(engine, index, end);
             }
             Peer::Control { .. } => {
                 self.control_key = None;
-                self.control.get_or_insert(Reply::Failed(probe::refusal(&ending)));
+                self.control.get_or_insert(Reply::Failed(probe::refusal(&why)));
             }
         }
     }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::conn::ConnError;
-use super::engine::{self, Ending, Engine, Gone, Load};
+use super::engine::{self, Engine, Gone, Load};
 use super::frame::{Frame, FrameError};
 use super::report::{Errors, Latency, Traffic};
 use super::Target;
@@ -523,12 +523,12 @@ impl Load<Role> for Watch {
         self.next_poll(index, retry, now);
     }
 
-    fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Gone<Role>, ending: Ending, _now: Instant) {
+    fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Gone<Role>, why: ConnError, _now: Instant) {
         let index = match gone.state {
             Role::Publisher => {
-                self.fatal.get_or_insert(match ending {
-                    Ending::Closed { .. } => "the server closed the publisher's connection".into(),
-                    Ending::Failed(e) => format!("the publisher's connection failed: {e}"),
+                self.fatal.get_or_insert(match why {
+                    ConnError::Closed { .. } => "the server closed the publisher's connection".into(),
+                    why => format!("the publisher's connection failed: {why}"),
                 });
                 return;
             }
@@ -537,7 +537,7 @@ impl Load<Role> for Watch {
         self.followers[index].key = None;
         self.out.traffic.sent += gone.sent;
         self.out.traffic.received += gone.received;
-        self.fail(engine, index, &ending.into_error());
+        self.fail(engine, index, &why);
     }
 }
 

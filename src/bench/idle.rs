@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::engine::{Ending, Engine, Gone, Load};
+use super::conn::ConnError;
+use super::engine::{Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, SlabCache};
 use super::report::{self, round, Errors, Table};
@@ -123,18 +124,12 @@ impl Load<()> for Idle {
         engine.close(key);
     }
 
-    fn ended(&mut self, _engine: &mut Engine<()>, _key: usize, gone: Gone<()>, ending: Ending, _now: Instant) {
-        match ending {
-            Ending::Closed { partial: false } if gone.received > 0 => self.closed += 1,
-            Ending::Closed { .. } => {
-                self.errors.io += 1;
-                self.failed += 1;
-            }
-            Ending::Failed(e) => {
-                self.errors.count(&e);
-                self.failed += 1;
-            }
+    fn ended(&mut self, _engine: &mut Engine<()>, _key: usize, gone: Gone<()>, why: ConnError, _now: Instant) {
+        if let (ConnError::Closed { partial: false }, true) = (&why, gone.received > 0) {
+            return self.closed += 1; // an idle connection the server closed
         }
+        self.errors.count(&why);
+        self.failed += 1;
     }
 }
 

@@ -31,7 +31,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use super::conn::ConnError;
-use super::engine::{self, Ending, Engine, Gone};
+use super::engine::{self, Engine, Gone};
 use super::frame::Frame;
 use super::report::{self, Errors, Latency, Table};
 use super::{check_fd_budget, Outcome, OutputArgs, Progress, Target};
@@ -291,17 +291,15 @@ impl engine::Load<Slot> for ClosedLoop {
         }
     }
 
-    fn ended(&mut self, engine: &mut Engine<Slot>, key: usize, _gone: Gone<Slot>, ending: Ending, now: Instant) {
+    fn ended(&mut self, engine: &mut Engine<Slot>, key: usize, _gone: Gone<Slot>, why: ConnError, now: Instant) {
         if now >= self.deadline {
             return; // what ends after the deadline (a close after an uncounted answer) is not counted
         }
-        match ending {
-            Ending::Closed { .. } => {
-                self.errors.io += 1;
-                self.reopen.push(now);
-            }
-            Ending::Failed(e) => self.fail(engine, key, &e, now),
+        if let ConnError::Closed { .. } = why {
+            self.errors.io += 1;
+            return self.reopen.push(now);
         }
+        self.fail(engine, key, &why, now);
     }
 }
 

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::engine::{Ending, Engine, Gone, Load};
+use super::conn::ConnError;
+use super::engine::{Engine, Gone, Load};
 use super::frame::Frame;
 use super::longpoll::default_topic;
 use super::report::{self, nearest_rank, round, Errors, Table};
@@ -209,10 +210,9 @@ impl Load<usize> for Polls {
         }
     }
 
-    fn ended(&mut self, _engine: &mut Engine<usize>, _key: usize, gone: Gone<usize>, ending: Ending, _now: Instant) {
-        let error = ending.into_error();
-        log::debug!("poll {}: {error}", gone.state);
-        self.errors.count(&error);
+    fn ended(&mut self, _engine: &mut Engine<usize>, _key: usize, gone: Gone<usize>, why: ConnError, _now: Instant) {
+        log::debug!("poll {}: {why}", gone.state);
+        self.errors.count(&why);
         self.holds[gone.state].phase = Phase::Failed;
         self.ended += 1;
     }

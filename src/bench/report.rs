@@ -7,7 +7,6 @@
 //! - A summary is ordered: `p50 <= p90 <= p99 <= max`, all zero for an empty histogram.
 //! - Every figure printed in a table is the same number the JSON carries, rounded for reading.
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -87,8 +86,8 @@ pub struct Summary {
 impl Summary {
     /// `{"p50":..,"p90":..,"p99":..,"max":..}` in microseconds, to 0.1 µs.
     pub fn to_json(self) -> Value {
-        let round = |us: f64| (us * 10.0).round() / 10.0;
-        json!({"p50": round(self.p50_us), "p90": round(self.p90_us), "p99": round(self.p99_us), "max": round(self.max_us)})
+        let [p50, p90, p99, max] = [self.p50_us, self.p90_us, self.p99_us, self.max_us].map(|us| round(us, 1));
+        json!({"p50": p50, "p90": p90, "p99": p99, "max": max})
     }
 
     /// p50, p90, p99 and max for a person.
@@ -135,7 +134,7 @@ impl Errors {
     pub fn count(&mut self, error: &ConnError) {
         match error {
             ConnError::Connect(_) => self.connect += 1,
-            ConnError::Io(_) => self.io += 1,
+            ConnError::Io(_) | ConnError::Closed { .. } => self.io += 1,
             ConnError::Frame(_) => self.malformed += 1,
         }
     }
@@ -255,16 +254,9 @@ impl Table {
         let mut out = String::new();
         for row in &self.rows {
             let mut line = String::new();
-            for (c, cell) in row.iter().enumerate() {
-                let pad = widths[c].saturating_sub(cell.chars().count());
-                if c > 0 {
-                    line.push_str("  ");
-                }
-                if c == 0 || !self.numbers {
-                    let _ = write!(line, "{cell}{}", " ".repeat(pad));
-                } else {
-                    let _ = write!(line, "{}{cell}", " ".repeat(pad));
-                }
+            for (c, (cell, &width)) in row.iter().zip(&widths).enumerate() {
+                line +=
+                    &if c == 0 || !self.numbers { format!("{cell:<width$}  ") } else { format!("{cell:>width$}  ") };
             }
             out.push_str(line.trim_end());
             out.push('\n');

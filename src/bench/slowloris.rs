@@ -33,7 +33,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::ConnError;
-use super::engine::{self, Engine, Gone, Load, Open};
+use super::engine::{Engine, Gone, Load, Open};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::report::{self, breakdown, nearest_rank, round, Errors, Latency};
@@ -157,6 +157,7 @@ impl Ending {
     fn of(error: &ConnError) -> Ending {
         match error {
             ConnError::Connect(_) => Ending::ConnectFailed,
+            ConnError::Closed { .. } => Ending::Closed,
             ConnError::Io(_) | ConnError::Frame(_) => Ending::Reset,
         }
     }
@@ -366,20 +367,16 @@ impl Load<Role> for Watch {
         }
     }
 
-    fn ended(&mut self, engine: &mut Engine<Role>, _: usize, gone: Gone<Role>, ending: engine::Ending, now: Instant) {
+    fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Gone<Role>, why: ConnError, now: Instant) {
         let Role::Slow(index) = gone.state else {
             self.fresh -= 1;
-            return self.errors.count(&ending.into_error());
+            return self.errors.count(&why);
         };
         // Bytes that are not a response, whole or cut short by the close, were an answer too.
-        let (unframed, how) = match &ending {
-            engine::Ending::Closed { partial } => (*partial, Ending::Closed),
-            engine::Ending::Failed(e) => (matches!(e, ConnError::Frame(_)), Ending::of(e)),
-        };
-        if unframed {
+        if matches!(why, ConnError::Frame(_) | ConnError::Closed { partial: true }) {
             self.slow[index].answer.get_or_insert(UNFRAMED);
         }
-        self.end(engine, index, how, now);
+        self.end(engine, index, Ending::of(&why), now);
     }
 }
 
