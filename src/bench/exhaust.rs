@@ -44,7 +44,7 @@ use super::engine::{Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::longpoll::default_topic;
-use super::{Outcome, Progress, Target, SPARE_FDS};
+use super::{progress_bar, Outcome, Target, SPARE_FDS};
 use crate::config::parse_duration;
 
 /// Newcomers waiting for their connect or their probe's answer at once: enough to fill fast,
@@ -124,7 +124,7 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
         reply => return Err(format!("the warm-up publish: {}", reply.describe())),
     };
     fill.request = poll_request(&target, &topic, cursor).into_bytes();
-    let progress = Progress::new(max as u64, args.hang + args.window, "filling");
+    let progress = progress_bar(max as u64, args.hang + args.window, "filling");
     let deadline = Instant::now() + FILL_MIN + FILL_PER_THOUSAND * (max / 1000) as u32 + args.hang;
     let more = |n: &Newcomers| n.counts.opened < max && !n.enough_refusals(args.refusals);
     let fill_timed_out = loop {
@@ -138,9 +138,9 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
             fill.open(false, Instant::now() + args.hang);
         }
         fill.turn(TICK)?;
-        progress.set(fill.newcomers.counts.opened as u64);
+        progress.set_position(fill.newcomers.counts.opened as u64);
     };
-    progress.finish();
+    progress.finish_and_clear();
     let held_at_limit = fill.newcomers.held;
 
     // At the limit: the old keep-alive connection (unless the server closed it while it sat
@@ -381,32 +381,24 @@ impl Newcomers {
         if probe.was_held {
             self.held -= 1;
         }
-        let knocker = probe.knocker;
+        let c = &mut self.counts;
         match end {
-            End::Refused(refusal) => self.refuse(index, knocker, refusal),
-            End::Lost(refusal) => self.counts.lost.add(&refusal),
-            End::Answered { marked } if self.delivering => {
-                if marked {
-                    self.counts.delivered += 1;
-                    self.last_delivery = Some(Instant::now());
-                } else {
-                    self.counts.answered_other += 1;
+            End::Refused(refusal) if probe.knocker => c.knocked.add(&refusal),
+            End::Refused(refusal) => {
+                // Newcomers are numbered from 1 in the order opened.
+                if c.first_refusal.as_ref().is_none_or(|first| index + 1 < first.newcomer) {
+                    c.first_refusal = Some(FirstRefusal { held: 0, newcomer: index + 1, kind: refusal.clone() });
                 }
+                c.refused.add(&refusal);
             }
-            End::Answered { .. } => self.counts.answered_early += 1,
+            End::Lost(refusal) => c.lost.add(&refusal),
+            End::Answered { marked: true } if self.delivering => {
+                c.delivered += 1;
+                self.last_delivery = Some(Instant::now());
+            }
+            End::Answered { .. } if self.delivering => c.answered_other += 1,
+            End::Answered { .. } => c.answered_early += 1,
         }
-    }
-
-    /// Counts a refusal of newcomer `index`; newcomers are numbered from 1 in the order opened.
-    fn refuse(&mut self, index: usize, knocker: bool, refusal: Refusal) {
-        if knocker {
-            self.counts.knocked.add(&refusal);
-            return;
-        }
-        if self.counts.first_refusal.as_ref().is_none_or(|first| index + 1 < first.newcomer) {
-            self.counts.first_refusal = Some(FirstRefusal { held: 0, newcomer: index + 1, kind: refusal.clone() });
-        }
-        self.counts.refused.add(&refusal);
     }
 
     /// What a publish sent now may still deliver to: the polls held, and any already answered

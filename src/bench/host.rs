@@ -40,11 +40,7 @@ pub fn server_pids(given: Option<i32>, addr: SocketAddr) -> Vec<i32> {
 /// `1234, 1240`, or `unknown` when no process is known.
 pub fn pid_list(pids: &[i32]) -> String {
     let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
-    if pids.is_empty() {
-        "unknown".into()
-    } else {
-        pids.join(", ")
-    }
+    Some(pids.join(", ")).filter(|list| !list.is_empty()).unwrap_or_else(|| "unknown".into())
 }
 
 /// Why a figure read from `/proc/PID/FILE` is unknown, for the report.

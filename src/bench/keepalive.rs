@@ -34,7 +34,7 @@ use super::conn::ConnError;
 use super::engine::{self, Engine, Gone};
 use super::frame::Frame;
 use super::report::{self, Errors, Latency, Table};
-use super::{check_fd_budget, Outcome, OutputArgs, Progress, Target};
+use super::{check_fd_budget, progress_bar, Outcome, OutputArgs, Target};
 use crate::config::parse_duration;
 
 /// How often the loop looks for stalled connections and moves the progress bar.
@@ -106,19 +106,19 @@ pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
     let modes: Vec<Mode> =
         given.iter().enumerate().filter(|(i, m)| !given[..*i].contains(m)).map(|(_, m)| *m).collect();
     let total = args.duration * modes.len() as u32;
-    let progress = Progress::new(total.as_millis() as u64, total, "keepalive");
+    let progress = progress_bar(total.as_millis() as u64, total, "keepalive");
     let mut results = Vec::new();
     for (i, &mode) in modes.iter().enumerate() {
-        progress.rename(mode.name());
+        progress.set_prefix(mode.name());
         let offset = args.duration * i as u32;
         let time_wait_before = crate::stats::sockstat().tcp_time_wait;
         let mut engine = Engine::new(target.addr, usize::MAX)?;
         let mut load = ClosedLoop::new(&target, args, mode);
-        load.run(&mut engine, |elapsed| progress.set((offset + elapsed).as_millis() as u64))?;
+        load.run(&mut engine, |elapsed| progress.set_position((offset + elapsed).as_millis() as u64))?;
         let time_wait = [time_wait_before, crate::stats::sockstat().tcp_time_wait];
         results.push(Measured { load, opened: engine.opened, time_wait });
     }
-    progress.finish();
+    progress.finish_and_clear();
     Ok(outcome(&target, args, results))
 }
 

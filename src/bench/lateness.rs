@@ -29,7 +29,7 @@ use super::engine::{Engine, Gone, Load};
 use super::frame::Frame;
 use super::longpoll::default_topic;
 use super::report::{self, nearest_rank, round, Errors, Table};
-use super::{check_fd_budget, stat, Outcome, Progress, Target};
+use super::{check_fd_budget, stat, timed_bar, Outcome, Target};
 use crate::backoff::XorShift;
 use crate::config::parse_duration;
 
@@ -94,12 +94,13 @@ pub fn run(args: &LatenessArgs) -> Result<Outcome, String> {
     let open_bound = OPEN_MIN + OPEN_PER_THOUSAND * (args.clients / 1000) as u32;
     let started = Instant::now();
     let deadline = started + open_bound + longest + GRACE;
-    let progress = Progress::timed(longest, "lateness");
+    let progress = timed_bar(longest, "lateness");
     while polls.ended < holds.len() && Instant::now() < deadline {
         engine.turn(&mut polls, TICK.min(deadline.saturating_duration_since(Instant::now())))?;
-        progress.status(started.elapsed(), format!("{} of {} polls ended", polls.ended, holds.len()));
+        progress.set_position(started.elapsed().as_millis() as u64);
+        progress.set_message(format!("{} of {} polls ended", polls.ended, holds.len()));
     }
-    progress.finish();
+    progress.finish_and_clear();
     let stats = target.stats(&mut target.control())?;
     Ok(outcome(args, &target, &topic, &polls.finish(started), &stats))
 }

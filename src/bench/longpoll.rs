@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::follow::{Follow, Followed, Plan, Style};
 use super::host;
 use super::report;
-use super::{check_fd_budget, stat, Outcome, OutputArgs, Progress, Target};
+use super::{check_fd_budget, progress_bar, stat, Outcome, OutputArgs, Target};
 use crate::client::Client;
 use crate::config::parse_duration;
 
@@ -65,15 +65,17 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     // /stats is a barrier: once it is answered, the server has accepted the publisher.
     target.stats(&mut control)?;
     let before = target.stats(&mut control)?;
-    let slab_before = meminfo_slab_bytes();
+    // `Slab:` of /proc/meminfo: the kernel's object caches, host-wide (0 if unreadable).
+    let slab = || host::meminfo_bytes("Slab:").map_or(0, |bytes| bytes as i64);
+    let slab_before = slab();
     follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
     let held = target.stats(&mut control)?;
-    let slab_growth = meminfo_slab_bytes() - slab_before;
+    let slab_growth = slab() - slab_before;
     let pids = host::server_pids(args.server_pid, target.addr);
     let peak_held = host::status_bytes(&pids, "VmHWM:");
-    let progress = Progress::new(args.messages as u64, args.interval * args.messages as u32, "publishing");
-    follow.run_schedule(|published| progress.set(published))?;
-    progress.finish();
+    let progress = progress_bar(args.messages as u64, args.interval * args.messages as u32, "publishing");
+    follow.run_schedule(|published| progress.set_position(published))?;
+    progress.finish_and_clear();
     let followed = follow.finish();
     let after = target.stats(&mut control)?;
 
@@ -142,11 +144,6 @@ pub(super) fn prepare(
     let after = json["seq"].as_u64().ok_or_else(|| format!("POST {path}: no seq in {json}"))?;
     let (target, topic, style) = (target.clone(), topic.to_string(), Style::Long { hold: LONG_HOLD });
     Ok(Plan { target, topic, clients, messages, interval, style, after })
-}
-
-/// `Slab:` of `/proc/meminfo` in bytes: the kernel's object caches, host-wide (0 if unreadable).
-fn meminfo_slab_bytes() -> i64 {
-    host::meminfo_bytes("Slab:").map_or(0, |bytes| bytes as i64)
 }
 
 /// The report, with the server's figures as `run` put them in the JSON and its peak RSS told.

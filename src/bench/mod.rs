@@ -265,52 +265,29 @@ pub fn check_fd_budget(option: &str, value: usize, sockets: usize) -> Result<(),
     Ok(())
 }
 
-/// A progress bar on standard error, drawn only when that is a terminal and the run is long
-/// enough to be worth watching; otherwise every call does nothing.
-pub struct Progress(ProgressBar);
+/// A progress bar on standard error of `len` steps named `what`, for a run expected to take
+/// `expected`. It is drawn only when standard error is a terminal and the run is long enough to be
+/// worth watching; otherwise it is hidden, and every call on it does nothing.
+pub fn progress_bar(len: u64, expected: Duration, what: &str) -> ProgressBar {
+    drawn(len, expected, what, "{pos}/{len} {elapsed}")
+}
 
-impl Progress {
-    /// A bar of `len` steps, named `what`, for a run expected to take `expected`.
-    pub fn new(len: u64, expected: Duration, what: &str) -> Progress {
-        Progress::drawn(len, expected, what, "{pos}/{len} {elapsed}")
-    }
+/// As `progress_bar`, filling with time over `duration` (its position is the milliseconds
+/// elapsed, its message what happened so far), for a run whose count moves only at its end
+/// (slowloris end together at the server's header timeout).
+pub fn timed_bar(duration: Duration, what: &str) -> ProgressBar {
+    drawn(duration.as_millis() as u64, duration, what, "{msg}")
+}
 
-    /// A bar that fills with time over `duration`, for a run whose count moves only at its end
-    /// (slowloris end together at the server's header timeout); `status` says what happened so far.
-    pub fn timed(duration: Duration, what: &str) -> Progress {
-        Progress::drawn(duration.as_millis() as u64, duration, what, "{msg}")
+fn drawn(len: u64, expected: Duration, what: &str, tail: &str) -> ProgressBar {
+    if expected <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
     }
-
-    fn drawn(len: u64, expected: Duration, what: &str, tail: &str) -> Progress {
-        if expected <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
-            return Progress(ProgressBar::hidden());
-        }
-        let bar = ProgressBar::new(len);
-        if let Ok(style) = ProgressStyle::with_template(&format!("{{prefix:>12}} [{{bar:40}}] {tail}")) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_prefix(what.to_string());
-        Progress(bar)
+    let bar = ProgressBar::new(len).with_prefix(what.to_string());
+    if let Ok(style) = ProgressStyle::with_template(&format!("{{prefix:>12}} [{{bar:40}}] {tail}")) {
+        bar.set_style(style.progress_chars("=> "));
     }
-
-    /// For a `timed` bar: the time elapsed, and what happened so far.
-    pub fn status(&self, elapsed: Duration, what: String) {
-        self.0.set_position(elapsed.as_millis() as u64);
-        self.0.set_message(what);
-    }
-
-    pub fn set(&self, position: u64) {
-        self.0.set_position(position);
-    }
-
-    /// Names the bar anew (the mode now running).
-    pub fn rename(&self, what: &str) {
-        self.0.set_prefix(what.to_string());
-    }
-
-    pub fn finish(&self) {
-        self.0.finish_and_clear();
-    }
+    bar
 }
 
 #[cfg(test)]

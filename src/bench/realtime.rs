@@ -23,7 +23,7 @@ use serde_json::json;
 use super::follow::{Follow, Followed, Plan, Style};
 use super::longpoll::{check_arguments, default_topic, prepare, LONG_HOLD};
 use super::report::{self, Table};
-use super::{stat, Outcome, OutputArgs, Progress, Target};
+use super::{progress_bar, stat, Outcome, OutputArgs, Target};
 use crate::config::parse_duration;
 
 /// By default, messages are published once per this many short polls.
@@ -62,22 +62,22 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
     check_arguments(args.clients, args.messages, publish_every)?;
     let prefix = args.topic.clone().unwrap_or_else(|| default_topic("realtime"));
     let total = publish_every * args.messages as u32 * 2;
-    let progress = Progress::new(2 * args.messages as u64, total, "short-poll");
+    let progress = progress_bar(2 * args.messages as u64, total, "short-poll");
     let mut deliveries = Vec::new();
     for (i, style) in [Style::Short { every: args.interval }, Style::Long { hold: LONG_HOLD }].into_iter().enumerate() {
         let mut control = target.control();
         let name = if i == 0 { "short" } else { "long" };
-        progress.rename(&format!("{name}-poll"));
+        progress.set_prefix(style.name());
         let plan =
             prepare(&target, &mut control, &format!("{prefix}-{name}"), args.clients, args.messages, publish_every)?;
         let mut follow = Follow::new(Plan { style, ..plan })?;
         let before = target.stats(&mut control)?;
         follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
         let offset = (i * args.messages) as u64;
-        follow.run_schedule(|published| progress.set(offset + published))?;
+        follow.run_schedule(|published| progress.set_position(offset + published))?;
         deliveries.push((style, follow.finish()));
     }
-    progress.finish();
+    progress.finish_and_clear();
     Ok(outcome(args, publish_every, deliveries))
 }
 

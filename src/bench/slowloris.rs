@@ -37,7 +37,7 @@ use super::engine::{Engine, Gone, Load, Open};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::report::{self, breakdown, nearest_rank, round, Errors, Latency};
-use super::{check_fd_budget, Outcome, Progress, Target};
+use super::{check_fd_budget, timed_bar, Outcome, Target};
 use crate::config::parse_duration;
 
 /// What each slowloris trickles, one byte at a time, over and over: header lines, never the
@@ -89,7 +89,7 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
     let started = Instant::now();
     let mut run = Run::new(&target, args.connections)?;
     // By time, not by slowloris ended: they end together, at the header timeout.
-    let progress = Progress::timed(args.duration, "slowloris");
+    let progress = timed_bar(args.duration, "slowloris");
 
     let cpu_start = CpuSample::take(&pids);
     let mut next_fresh = started;
@@ -107,10 +107,11 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
         }
         run.turn(next_fresh.saturating_duration_since(Instant::now()).min(TICK))?;
         now = Instant::now();
-        progress.status(now - started, run.status(now - started, args.duration));
+        progress.set_position((now - started).as_millis() as u64);
+        progress.set_message(run.status(now - started, args.duration));
     }
     let cpu = cpu_start.percent_until(&CpuSample::take(&pids));
-    progress.finish();
+    progress.finish_and_clear();
     let ran = Ran { took: started.elapsed(), all_closed: run.all_ended(), cpu, pids };
     let tally = run.watch.tally();
     // The fresh requests in flight are answered or time out; the slowloris stay open meanwhile.
@@ -172,7 +173,6 @@ struct Slow {
     /// The status of what the server answered before its close (`UNFRAMED` for bytes that are
     /// not a response).
     answer: Option<u16>,
-    ended: Option<(Ending, Instant)>,
     trickled: usize,
 }
 
@@ -207,6 +207,7 @@ struct Watch {
     fresh: usize,
     latency: Latency,
     errors: Errors,
+    tally: Tally,
 }
 
 impl Run {
@@ -221,7 +222,6 @@ impl Run {
                 connected: false,
                 opened: now,
                 answer: None,
-                ended: None,
                 trickled: 0,
             })
             .collect();
@@ -305,35 +305,36 @@ impl Run {
 }
 
 impl Watch {
-    /// Notes a slowloris' end and closes its socket.
+    /// Counts a slowloris' end, once, and closes its socket.
     fn end(&mut self, engine: &mut Engine<Role>, index: usize, ending: Ending, now: Instant) {
         let slow = &mut self.slow[index];
-        if slow.ended.is_none() {
-            slow.ended = Some((ending, now));
-            if let Some(key) = slow.key.take() {
-                engine.close(key);
-            }
-            self.ended += 1;
+        let Some(key) = slow.key.take() else {
+            return; // ended already
+        };
+        engine.close(key);
+        self.ended += 1;
+        let tally = &mut self.tally;
+        match (ending, slow.answer) {
+            (Ending::Closed, Some(_)) => tally.answer_then_close += 1,
+            (Ending::Closed, None) => tally.close_without_answer += 1,
+            (Ending::Reset, _) => tally.reset += 1,
+            (Ending::ConnectFailed, _) => return tally.connect_failed += 1,
         }
+        tally.closed_after.push(now.saturating_duration_since(slow.opened));
     }
 
+    /// The ends counted so far, with the slowloris still open as they stand.
     fn tally(&self) -> Tally {
-        let mut tally = Tally::default();
+        let mut tally = self.tally.clone();
         for slow in &self.slow {
             if let Some(status) = slow.answer {
                 *tally.answers.entry(status).or_default() += 1;
             }
             tally.trickled += slow.trickled as u64;
-            match (slow.ended, slow.answer) {
-                (Some((Ending::Closed, _)), Some(_)) => tally.answer_then_close += 1,
-                (Some((Ending::Closed, _)), None) => tally.close_without_answer += 1,
-                (Some((Ending::Reset, _)), _) => tally.reset += 1,
-                (Some((Ending::ConnectFailed, _)), _) => tally.connect_failed += 1,
-                (None, _) if slow.connected => tally.still_open += 1,
-                (None, _) => tally.connect_failed += 1,
-            }
-            if let Some((Ending::Closed | Ending::Reset, at)) = slow.ended {
-                tally.closed_after.push(at.saturating_duration_since(slow.opened));
+            match (slow.key, slow.connected) {
+                (None, _) => {}
+                (Some(_), true) => tally.still_open += 1,
+                (Some(_), false) => tally.connect_failed += 1,
             }
         }
         tally.closed_after.sort();
@@ -381,7 +382,7 @@ impl Load<Role> for Watch {
 }
 
 /// How the slowloris ended, each counted once under one kind.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Tally {
     answer_then_close: u64,
     close_without_answer: u64,
@@ -508,8 +509,7 @@ mod tests {
     fn progress_moves_with_time_and_bytes_before_any_slowloris_ends() {
         let target = Target::parse("http://127.0.0.1:8080").unwrap();
         let mut run = Run::new(&target, 298).unwrap();
-        let trickled =
-            |n| Slow { key: None, connected: true, opened: Instant::now(), answer: None, ended: None, trickled: n };
+        let trickled = |n| Slow { key: None, connected: true, opened: Instant::now(), answer: None, trickled: n };
         run.watch.slow.extend([trickled(7000), trickled(500)]);
         let line = run.status(Duration::from_millis(5000), Duration::from_secs(20));
         assert_eq!(line, "5.0 s of 20s: 7500 bytes trickled, 0 of 300 ended");
