@@ -46,6 +46,12 @@ use super::frame::Frame;
 const SPIN: Duration = Duration::from_millis(1);
 const EVENTS_CAPACITY: usize = 4096;
 
+/// How long opening `connections` may take, each connected and its request written, before a
+/// scenario stops waiting and reports what it has: 10 s, plus 2 s per thousand.
+pub fn opening_bound(connections: usize) -> Duration {
+    Duration::from_secs(10) + Duration::from_secs(2) * (connections / 1000) as u32
+}
+
 /// How long a turn may sleep to wake no later than `due` (see `SPIN`): for a scenario whose
 /// timing is part of what it measures.
 pub fn sleep_before(due: Instant) -> Duration {
@@ -211,12 +217,12 @@ impl<S> Engine<S> {
     }
 
     /// One turn: sleeps until an event or for `sleep`, then hands every event's happenings to
-    /// `load`. Returns how many answers were handed over.
+    /// `load`.
     ///
     /// # Errors
     ///
     /// When the poll fails.
-    pub fn turn(&mut self, load: &mut impl Load<S>, sleep: Duration) -> Result<usize, String> {
+    pub fn turn(&mut self, load: &mut impl Load<S>, sleep: Duration) -> Result<(), String> {
         self.connect_waiting(load);
         if let Err(e) = self.poll.poll(&mut self.events, Some(sleep)) {
             if e.kind() != ErrorKind::Interrupted {
@@ -224,16 +230,15 @@ impl<S> Engine<S> {
             }
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        let mut answers = 0;
         for event in events.iter() {
             // One clock reading per event: the arrival time of this connection's answers.
-            answers += self.dispatch(load, event, Instant::now());
+            self.dispatch(load, event, Instant::now());
         }
         self.events = events;
         for key in self.released.drain(..) {
             self.entries.remove(key);
         }
-        Ok(answers)
+        Ok(())
     }
 
     /// Starts the connects of up to `connects_per_turn` waiting connections.
@@ -296,16 +301,13 @@ impl<S> Engine<S> {
         self.get(key).is_some()
     }
 
-    fn dispatch(&mut self, load: &mut impl Load<S>, event: &Event, now: Instant) -> usize {
+    fn dispatch(&mut self, load: &mut impl Load<S>, event: &Event, now: Instant) {
         let key = event.token().0;
-        if !self.progress(load, key, now) {
-            return 0; // gone, or still connecting
-        }
-        if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
-            return 0;
+        if !self.progress(load, key, now) || !(event.is_readable() || event.is_read_closed() || event.is_error()) {
+            return; // gone, still connecting, or nothing to read
         }
         let Some(open) = self.get_mut(key) else {
-            return 0;
+            return;
         };
         // A short read usually means the socket is drained; when the peer's close came with
         // the data, only reading on finds it, as no later edge will announce it.
@@ -313,35 +315,29 @@ impl<S> Engine<S> {
             Ok(eof) => eof,
             Err(e) => return self.end(load, key, e, now),
         };
-        let mut answers = 0;
-        loop {
-            let Some(open) = self.get_mut(key) else {
-                return answers; // the scenario closed it
-            };
+        // Until the scenario closes it, or no whole response is left.
+        while let Some(open) = self.get_mut(key) {
             match open.conn.next_response() {
                 Ok(Some(frame)) => {
-                    answers += 1;
                     load.answered(self, key, &frame, now);
                     if let Some(open) = self.get_mut(key) {
                         open.conn.consume(&frame);
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return answers + self.end(load, key, e, now),
+                Err(e) => return self.end(load, key, e, now),
             }
         }
         if eof {
             let partial = self.get(key).is_some_and(|open| open.conn.has_partial_input());
             self.end(load, key, ConnError::Closed { partial }, now);
         }
-        answers
     }
 
-    fn end(&mut self, load: &mut impl Load<S>, key: usize, why: ConnError, now: Instant) -> usize {
+    fn end(&mut self, load: &mut impl Load<S>, key: usize, why: ConnError, now: Instant) {
         if let Some(gone) = self.close(key) {
             load.ended(self, key, gone, why, now);
         }
-        0
     }
 }
 

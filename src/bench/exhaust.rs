@@ -23,7 +23,7 @@
 //! - Bounded in count: at most `--max` newcomers plus `KNOCKERS`, and never more sockets than
 //!   this process's open-file limit (raised to its hard limit at start) less `SPARE_FDS`. One
 //!   process holds them all: `--max` above that is lowered, and the report says so.
-//! - Bounded in time: the fill by `FILL_MIN` plus `FILL_PER_THOUSAND`; every newcomer by
+//! - Bounded in time: the fill by `engine::opening_bound` of `--max`; every newcomer by
 //!   `--hang`; the window by `--window`; every blocking request by `CONTROL_TIMEOUT`.
 //! - A newcomer is known by its index in `probes`, never reused; its connection is closed when
 //!   it ends.
@@ -31,7 +31,6 @@
 mod probe;
 mod summary;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -40,7 +39,7 @@ use serde_json::Value;
 use self::probe::{End, Probe, Refusal, Reply, Stage};
 use self::summary::{outcome, After, Counts, FirstRefusal, Measured, Publish};
 use super::conn::ConnError;
-use super::engine::{Engine, Gone, Load};
+use super::engine::{self, Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::longpoll::default_topic;
@@ -55,9 +54,6 @@ const WINDOW: usize = 64;
 const KNOCKERS: usize = 16;
 /// How long the loop sleeps at most, so deadlines are seen within this.
 const TICK: Duration = Duration::from_millis(20);
-/// The fill may take this long, plus `FILL_PER_THOUSAND` per thousand of `--max`.
-const FILL_MIN: Duration = Duration::from_secs(10);
-const FILL_PER_THOUSAND: Duration = Duration::from_secs(2);
 /// How long a blocking request (the keep-alive connection, a publish, the last check) may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the held polls have to receive the message published at the limit.
@@ -112,7 +108,8 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     let stats = target.get(&format!("{}/stats", target.base_path()), "");
 
     // Before: the keep-alive connection, a /stats baseline, the topic's cursor.
-    let mut fill = Fill::new(target.addr)?;
+    let mut fill =
+        Fill { engine: Engine::new(target.addr, WINDOW)?, request: Vec::new(), newcomers: Newcomers::default() };
     let reply = fill.exchange(true, &stats);
     if !reply.is_ok() || fill.newcomers.control_key.is_none() {
         return Err(format!("GET {}/stats on {}: {}", target.base_path(), target.addr, reply.describe()));
@@ -125,7 +122,7 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     };
     fill.request = poll_request(&target, &topic, cursor).into_bytes();
     let progress = progress_bar(max as u64, args.hang + args.window, "filling");
-    let deadline = Instant::now() + FILL_MIN + FILL_PER_THOUSAND * (max / 1000) as u32 + args.hang;
+    let deadline = Instant::now() + engine::opening_bound(max) + args.hang;
     let more = |n: &Newcomers| n.counts.opened < max && !n.enough_refusals(args.refusals);
     let fill_timed_out = loop {
         if !more(&fill.newcomers) && fill.newcomers.waiting.is_empty() {
@@ -252,10 +249,6 @@ struct Newcomers {
 }
 
 impl Fill {
-    fn new(addr: SocketAddr) -> Result<Fill, String> {
-        Ok(Fill { engine: Engine::new(addr, WINDOW)?, request: Vec::new(), newcomers: Newcomers::default() })
-    }
-
     /// Sends `request` on the control connection (kept open between exchanges: the keep-alive
     /// connection opened before filling), or on a new one when `fresh` or when it is gone, and
     /// waits up to `CONTROL_TIMEOUT` for the answer, turning the newcomers meanwhile.

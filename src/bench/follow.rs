@@ -44,10 +44,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// Re-polls written per turn once the answers stop coming (about a millisecond of writes), so
 /// that answers still arriving are read between batches.
 const ASKS_PER_TURN: usize = 256;
-/// How long followers may take to connect and be held (or connected), per thousand of them;
-/// at least `SETUP_MIN`.
-const SETUP_PER_THOUSAND: Duration = Duration::from_secs(2);
-const SETUP_MIN: Duration = Duration::from_secs(10);
 /// How often the server's count of held polls is read while waiting for them.
 const STATS_EVERY: Duration = Duration::from_millis(50);
 /// After the last scheduled publish, how long deliveries may still take.
@@ -89,7 +85,7 @@ pub struct Plan {
 
 /// What a run measured, for the followers only (the publisher's traffic is the same in every
 /// style and is left out).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Followed {
     pub delivered: u64,
     pub latency: Latency,
@@ -233,15 +229,14 @@ impl Follow {
     ///
     /// # Errors
     ///
-    /// As `turn`, or when they are not ready within `SETUP_MIN` (`SETUP_PER_THOUSAND` per
-    /// thousand followers).
+    /// As `turn`, or when they are not ready within `engine::opening_bound`.
     pub fn wait_ready(
         &mut self,
         held_before: u64,
         mut held: impl FnMut() -> Result<u64, String>,
     ) -> Result<(), String> {
         let clients = self.watch.followers.len();
-        let limit = SETUP_MIN.max(SETUP_PER_THOUSAND * (clients / 1000 + 1) as u32);
+        let limit = engine::opening_bound(clients);
         let deadline = Instant::now() + limit;
         let mut next_check = Instant::now();
         loop {
@@ -355,10 +350,7 @@ impl Follow {
     }
 
     fn publish_due(&mut self, now: Instant) -> Result<(), String> {
-        while let Some(&at) = self.watch.schedule.get(self.publish_next) {
-            if at > now {
-                break;
-            }
+        while self.watch.schedule.get(self.publish_next).is_some_and(|&at| at <= now) {
             let plan = &self.watch.plan;
             let request = plan.target.publish(&plan.topic, &message_data(self.publish_next));
             // Written even if earlier replies are outstanding (pipelined): the schedule is kept.
@@ -524,15 +516,12 @@ impl Load<Role> for Watch {
     }
 
     fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Gone<Role>, why: ConnError, _now: Instant) {
-        let index = match gone.state {
-            Role::Publisher => {
-                self.fatal.get_or_insert(match why {
-                    ConnError::Closed { .. } => "the server closed the publisher's connection".into(),
-                    why => format!("the publisher's connection failed: {why}"),
-                });
-                return;
-            }
-            Role::Follower(index) => index,
+        let Role::Follower(index) = gone.state else {
+            self.fatal.get_or_insert(match why {
+                ConnError::Closed { .. } => "the server closed the publisher's connection".into(),
+                why => format!("the publisher's connection failed: {why}"),
+            });
+            return;
         };
         self.followers[index].key = None;
         self.out.traffic.sent += gone.sent;

@@ -21,7 +21,7 @@
 //!
 //! Invariants:
 //! - Bounded: N sockets (checked against the open-file limit, raised to its hard limit), the
-//!   opening by `OPEN_MIN` plus `OPEN_PER_THOUSAND`, the settle by `--settle` (at most 10 min).
+//!   opening by `engine::opening_bound`, the settle by `--settle` (at most 10 min).
 //! - A figure that cannot be read is `null` in the JSON and "unknown" in the report.
 
 use std::fmt::Write as _;
@@ -31,7 +31,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::ConnError;
-use super::engine::{Engine, Gone, Load};
+use super::engine::{self, Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, SlabCache};
 use super::report::{self, round, Errors, Table};
@@ -41,9 +41,6 @@ use crate::stats::Sockstat;
 
 /// Connects started per turn: faster could overflow the server's listen backlog.
 const CONNECTS_PER_TURN: usize = 64;
-/// The opening may take this long, plus `OPEN_PER_THOUSAND` per thousand connections.
-const OPEN_MIN: Duration = Duration::from_secs(10);
-const OPEN_PER_THOUSAND: Duration = Duration::from_secs(2);
 const MAX_SETTLE: Duration = Duration::from_secs(600);
 const TICK: Duration = Duration::from_millis(100);
 /// Slab caches that a TCP connection grows, shown per connection.
@@ -86,7 +83,7 @@ pub fn run(args: &IdleArgs) -> Result<Outcome, String> {
     }
     let mut idle = Idle::default();
     let started = Instant::now();
-    let deadline = started + OPEN_MIN + OPEN_PER_THOUSAND * (args.connections / 1000) as u32;
+    let deadline = started + engine::opening_bound(args.connections);
     while idle.idle + idle.failed < args.connections && Instant::now() < deadline {
         engine.turn(&mut idle, TICK)?;
     }

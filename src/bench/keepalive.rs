@@ -13,10 +13,10 @@
 //!
 //! Invariants:
 //! - `--connections` connections are open or about to be reopened at any time.
-//! - A connection keeps one start time per request in flight, oldest first; answers arrive in request
-//!   order (HTTP/1.1), so each answer takes the oldest. Latency runs from the write of the
-//!   request (keep-alive, pipelined) or from the connect (close: the handshake is part of what
-//!   close costs) to the last byte of the answer.
+//! - A connection keeps one start time per request in flight, oldest first; answers arrive in
+//!   request order (HTTP/1.1), so each answer takes the oldest. Latency runs from the write of
+//!   the request (keep-alive, pipelined) or from the connect (close: the handshake is part of
+//!   what close costs) to the last byte of the answer.
 //! - Only answers that arrive before the deadline count; requests in flight then are dropped.
 //!
 //! A closed loop under-reports stalls (coordinated omission): while a connection waits for a

@@ -25,7 +25,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::ConnError;
-use super::engine::{Engine, Gone, Load};
+use super::engine::{self, Engine, Gone, Load};
 use super::frame::Frame;
 use super::longpoll::default_topic;
 use super::report::{self, nearest_rank, round, Errors, Table};
@@ -37,14 +37,12 @@ use crate::config::parse_duration;
 const MIN_HOLD: Duration = Duration::from_secs(1);
 /// The longest `--spread`: the longest hold is then tether's default `--max-poll-timeout`, 120 s.
 const MAX_SPREAD: Duration = Duration::from_secs(119);
-/// Connections started per turn (the engine's budget). Between batches the loop reads the answers already due, and
-/// the server has fewer newcomers to accept before it reaches its timers: with 256 per turn (as
-/// `follow` opens), the polls whose deadline fell during the opening of 15,000 were answered up
-/// to 180–500 ms late, against 78–84 ms with 64 (docs/lab.md, `lateness`).
+/// Connections started per turn (the engine's budget). Between batches the loop reads the
+/// answers already due, and the server has fewer newcomers to accept before it reaches its
+/// timers: with 256 per turn (as `follow` opens), the polls whose deadline fell during the
+/// opening of 15,000 were answered up to 180–500 ms late, against 78–84 ms with 64
+/// (docs/lab.md, `lateness`).
 const CONNECTS_PER_TURN: usize = 64;
-/// The opening may take this long, plus `OPEN_PER_THOUSAND` per thousand polls.
-const OPEN_MIN: Duration = Duration::from_secs(10);
-const OPEN_PER_THOUSAND: Duration = Duration::from_secs(2);
 /// After the longest hold, how long answers may still take.
 const GRACE: Duration = Duration::from_secs(5);
 /// tether's clock is whole milliseconds: an answer this early is within its rounding.
@@ -91,9 +89,8 @@ pub fn run(args: &LatenessArgs) -> Result<Outcome, String> {
     let mut polls =
         Polls { holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Asking }).collect(), ..Polls::default() };
     let longest = MIN_HOLD + args.spread;
-    let open_bound = OPEN_MIN + OPEN_PER_THOUSAND * (args.clients / 1000) as u32;
     let started = Instant::now();
-    let deadline = started + open_bound + longest + GRACE;
+    let deadline = started + engine::opening_bound(args.clients) + longest + GRACE;
     let progress = timed_bar(longest, "lateness");
     while polls.ended < holds.len() && Instant::now() < deadline {
         engine.turn(&mut polls, TICK.min(deadline.saturating_duration_since(Instant::now())))?;
@@ -169,24 +166,20 @@ impl Polls {
         let opening = self.all_sent.map(|all| all.saturating_duration_since(started));
         Measured { opening, groups: Group::split(&late), errors }
     }
+}
 
-    /// The request of poll `index` is out whole: its hold runs from `now`.
-    fn held(&mut self, index: usize, now: Instant) {
-        let hold = &mut self.holds[index];
+impl Load<usize> for Polls {
+    /// The request of a poll is out whole: its hold runs from `now`.
+    fn written(&mut self, engine: &mut Engine<usize>, key: usize, now: Instant) {
+        let Some(hold) = engine.get(key).map(|open| &mut self.holds[open.state]) else {
+            return;
+        };
         if hold.phase == Phase::Asking {
             hold.phase = Phase::Held { sent: now };
             self.sent += 1;
             if self.sent == self.holds.len() {
                 self.all_sent = Some(now);
             }
-        }
-    }
-}
-
-impl Load<usize> for Polls {
-    fn written(&mut self, engine: &mut Engine<usize>, key: usize, now: Instant) {
-        if let Some(index) = engine.get(key).map(|open| open.state) {
-            self.held(index, now);
         }
     }
 

@@ -90,21 +90,6 @@ pub struct OutputArgs {
     pub plot: Option<PathBuf>,
 }
 
-impl Scenario {
-    /// How the outcome is to be printed.
-    fn output(&self) -> OutputArgs {
-        match self {
-            Scenario::Keepalive(args) => args.output.clone(),
-            Scenario::Longpoll(args) => args.output.clone(),
-            Scenario::Realtime(args) => args.output.clone(),
-            Scenario::Lateness(args) => OutputArgs { json: args.json, plot: None },
-            Scenario::Exhaust(args) => OutputArgs { json: args.json, plot: None },
-            Scenario::Slowloris(args) => OutputArgs { json: args.json, plot: None },
-            Scenario::Idle(args) => OutputArgs { json: args.json, plot: None },
-        }
-    }
-}
-
 /// Runs one scenario and prints its outcome.
 ///
 /// # Errors
@@ -112,21 +97,24 @@ impl Scenario {
 /// A message for the person who ran it: a refused argument, an unreachable server, a failed run,
 /// a run that measured nothing (after its outcome is printed), a plot that could not be drawn.
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    let output = args.scenario.output();
+    // How the scenario's outcome is printed (a plot only where there are latency distributions),
+    // and the scenario, to be run once that is known to be possible.
+    type Run<'a> = Box<dyn FnOnce() -> Result<Outcome, String> + 'a>;
+    let json = |json: bool| OutputArgs { json, plot: None };
+    let (output, scenario): (OutputArgs, Run) = match &args.scenario {
+        Scenario::Keepalive(args) => (args.output.clone(), Box::new(|| keepalive::run(args))),
+        Scenario::Longpoll(args) => (args.output.clone(), Box::new(|| longpoll::run(args))),
+        Scenario::Realtime(args) => (args.output.clone(), Box::new(|| realtime::run(args))),
+        Scenario::Lateness(args) => (json(args.json), Box::new(|| lateness::run(args))),
+        Scenario::Exhaust(args) => (json(args.json), Box::new(|| exhaust::run(args))),
+        Scenario::Slowloris(args) => (json(args.json), Box::new(|| slowloris::run(args))),
+        Scenario::Idle(args) => (json(args.json), Box::new(|| idle::run(args))),
+    };
     // A plot that cannot be written is refused now, not after a run whose figures it would lose.
     if let Some(path) = &output.plot {
         plot::check_writable(path)?;
     }
-    let outcome = match &args.scenario {
-        Scenario::Keepalive(args) => keepalive::run(args)?,
-        Scenario::Longpoll(args) => longpoll::run(args)?,
-        Scenario::Realtime(args) => realtime::run(args)?,
-        Scenario::Lateness(args) => lateness::run(args)?,
-        Scenario::Exhaust(args) => exhaust::run(args)?,
-        Scenario::Slowloris(args) => slowloris::run(args)?,
-        Scenario::Idle(args) => idle::run(args)?,
-    };
-    emit(&outcome, &output, &mut std::io::stdout().lock())
+    emit(&scenario()?, &output, &mut std::io::stdout().lock())
 }
 
 /// What a scenario measured, ready to print.

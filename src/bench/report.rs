@@ -28,13 +28,6 @@ impl Default for Latency {
     }
 }
 
-/// Shows the summary: the histogram's buckets say nothing to a person.
-impl std::fmt::Debug for Latency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Latency({} samples, {:?})", self.count(), self.summary())
-    }
-}
-
 impl Latency {
     pub fn record(&mut self, latency: Duration) {
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);

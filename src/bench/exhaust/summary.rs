@@ -177,12 +177,10 @@ pub fn reply_json(reply: &Reply) -> Value {
 
 pub fn outcome(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured) -> Outcome {
     let c = &m.counts;
-    let keepalive_json = match &m.keepalive {
-        None => json!({"outcome": "closed_while_idle"}),
-        Some(reply) => {
-            json!({"outcome": if reply.is_ok() { "answered" } else { "failed" }, "reply": reply_json(reply)})
-        }
-    };
+    let keepalive_json = m.keepalive.as_ref().map_or(
+        json!({"outcome": "closed_while_idle"}),
+        |reply| json!({"outcome": if reply.is_ok() { "answered" } else { "failed" }, "reply": reply_json(reply)}),
+    );
     let stats = [m.keepalive.as_ref().and_then(server_figures), server_figures(&m.after.reply)];
     let first = c.first_refusal.as_ref();
     let json = json!({
