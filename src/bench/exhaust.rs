@@ -478,9 +478,8 @@ mod tests {
     fn a_poll_asks_from_the_cursor_or_waits_for_the_next_message() {
         let target = Target::parse("http://127.0.0.1:8080/").unwrap();
         let with = poll_request(&target, "t", Some(7));
-        assert!(
-            with.starts_with("GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\nGET /poll/t?cursor=7&timeout=")
-        );
+        let probe = "GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+        assert!(with.starts_with(&format!("{probe}GET /poll/t?cursor=7&timeout=")), "{with}");
         let without = poll_request(&target, "t", None);
         assert!(without.contains("GET /poll/t?timeout=120s HTTP/1.1"), "{without}");
         assert!(target.publish("t", "hi").ends_with("Content-Length: 2\r\n\r\nhi"));

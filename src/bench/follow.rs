@@ -29,12 +29,14 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::conn::ConnError;
 use super::engine::{self, Engine, Gone, Load};
 use super::frame::{Frame, FrameError};
 use super::report::{Errors, Latency, Traffic};
-use super::Target;
+use super::{stat, Target};
+use crate::client::Client;
 
 /// Connections started per turn: opening faster than the server accepts overflows its listen
 /// backlog and costs each dropped connection a 1 s SYN retransmit.
@@ -223,19 +225,15 @@ impl Follow {
         Ok(follow)
     }
 
-    /// Turns the loop until every follower is ready: its poll held by the server (long), or its
-    /// connection open (short). `held` reads how many polls the server holds, `held_before`
-    /// what it held before the followers opened.
+    /// Turns the loop until every follower is ready: its poll held by the server (long, as its
+    /// `/stats` says on `control`, against what it held `before` the followers opened), or its
+    /// connection open (short).
     ///
     /// # Errors
     ///
-    /// As `turn`, or when they are not ready within `engine::opening_bound`.
-    pub fn wait_ready(
-        &mut self,
-        held_before: u64,
-        mut held: impl FnMut() -> Result<u64, String>,
-    ) -> Result<(), String> {
-        let clients = self.watch.followers.len();
+    /// As `turn`, when `/stats` fails, or when they are not ready within `engine::opening_bound`.
+    pub fn wait_ready(&mut self, control: &mut Client, before: &Value) -> Result<(), String> {
+        let (clients, held_before) = (self.watch.followers.len(), stat(before, "/polls/held"));
         let limit = engine::opening_bound(clients);
         let deadline = Instant::now() + limit;
         let mut next_check = Instant::now();
@@ -250,7 +248,7 @@ impl Follow {
             let opened = self.engine.waiting() == 0;
             let (ready, state) = match self.watch.plan.style {
                 Style::Long { .. } if opened => {
-                    let held = held()?;
+                    let held = stat(&self.watch.plan.target.stats(control)?, "/polls/held");
                     let ours = held.saturating_sub(held_before);
                     let state = format!("the server holds {held} polls, {ours} of ours");
                     (ours >= clients as u64, state + " (see --max-held and the open-file limit)")

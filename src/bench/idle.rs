@@ -194,18 +194,17 @@ fn outcome(args: &IdleArgs, target: &Target, pids: &[i32], [b, a]: [Figures; 2],
         let merged = aliases.map_or(String::new(), |aliases| format!("  (shared with {aliases} merged caches)"));
         let _ = writeln!(cache_lines, "  {name:<18} {objects:>8.2} {bytes:>10.0}{merged}");
     }
-    let (e, sockets) = (&idle.errors, [&b.sockets, &a.sockets]);
+    let (e, [inuse, time_wait]) = (&idle.errors, [b.sockets, a.sockets].map(|s| [s.tcp_inuse, s.tcp_time_wait]));
     let json = json!({
         "scenario": "idle", "url": args.url, "connections": args.connections, "idle": n, "still_open": still_open,
         "errors": e.total(), "error_kinds": e.to_json(&["connect", "io", "malformed", "status"]),
         "opening_ms": report::ms(opening, 1), "settle_ms": args.settle.as_millis() as u64,
         "pids": pids, "figures": figures, "slab_caches": caches,
-        "tcp_inuse": {"before": sockets[0].tcp_inuse, "after": sockets[1].tcp_inuse},
-        "time_wait": {"before": sockets[0].tcp_time_wait, "after": sockets[1].tcp_time_wait},
+        "tcp_inuse": {"before": inuse[0], "after": inuse[1]},
+        "time_wait": {"before": time_wait[0], "after": time_wait[1]},
     });
     let pids = if pids.is_empty() { "unknown (give --server-pid)".into() } else { host::pid_list(pids) };
     let errors = if e.total() == 0 { String::new() } else { format!("; errors: {}", e.breakdown()) };
-    let (inuse, time_wait) = (sockets.map(|s| s.tcp_inuse), sockets.map(|s| s.tcp_time_wait));
     let mut text =
         format!("idle: server pid {pids} at {}, GET {} on each connection\n", target.addr, target.url.target());
     let (connections, settle) = (args.connections, args.settle);

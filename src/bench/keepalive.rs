@@ -74,12 +74,9 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::KeepAlive => "keep-alive",
-            Mode::Close => "close",
-            Mode::Pipelined => "pipelined",
-        }
+    /// As `--modes` spells it, in the report too.
+    fn name(self) -> String {
+        self.to_possible_value().map_or_else(String::new, |value| value.get_name().to_string())
     }
 }
 
@@ -333,7 +330,7 @@ fn outcome(target: &Target, args: &KeepaliveArgs, results: Vec<Measured>) -> Out
         "scenario": "keepalive", "url": format!("http://{}{path}", target.url.authority()),
         "connections": connections, "duration_secs": duration.as_secs_f64(), "pipeline": pipeline, "modes": modes,
     });
-    let distributions = results.into_iter().map(|m| (m.load.mode.name().to_string(), m.load.latency)).collect();
+    let distributions = results.into_iter().map(|m| (m.load.mode.name(), m.load.latency)).collect();
     let title = "keepalive: request latency by mode".into();
     Outcome { json, table, title, distributions, nothing_measured: None }
 }

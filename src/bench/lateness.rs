@@ -99,7 +99,7 @@ pub fn run(args: &LatenessArgs) -> Result<Outcome, String> {
     }
     progress.finish_and_clear();
     let stats = target.stats(&mut target.control())?;
-    Ok(outcome(args, &target, &topic, &polls.finish(started), &stats))
+    Ok(outcome(args, &target, &topic, &polls, started, &stats))
 }
 
 /// `n` hold times, evenly spaced over `[MIN_HOLD, MIN_HOLD + spread]` in whole milliseconds,
@@ -145,27 +145,6 @@ struct Polls {
     all_sent: Option<Instant>,
     sent: usize,
     errors: Errors,
-}
-
-impl Polls {
-    /// Ends the run: every poll still open is counted as unanswered in time.
-    fn finish(&self, started: Instant) -> Measured {
-        let mut late = Vec::new();
-        let mut errors = self.errors;
-        for hold in &self.holds {
-            match hold.phase {
-                Phase::Answered { sent, at } => {
-                    let deadline = sent + hold.hold;
-                    let during_opening = self.all_sent.is_none_or(|all| deadline < all);
-                    late.push((signed_us(at, deadline), during_opening));
-                }
-                Phase::Failed => {}
-                Phase::Asking | Phase::Held { .. } => errors.timeout += 1,
-            }
-        }
-        let opening = self.all_sent.map(|all| all.saturating_duration_since(started));
-        Measured { opening, groups: Group::split(&late), errors }
-    }
 }
 
 impl Load<usize> for Polls {
@@ -272,33 +251,43 @@ impl Group {
     }
 }
 
-struct Measured {
-    /// From the start to the last request written, if every one was.
-    opening: Option<Duration>,
-    groups: Vec<Group>,
-    errors: Errors,
-}
-
-fn outcome(args: &LatenessArgs, target: &Target, topic: &str, m: &Measured, stats: &Value) -> Outcome {
-    let (answered, e, clients) = (m.groups[0].late_us.len(), &m.errors, args.clients);
-    let groups: Value = m.groups.iter().map(|g| (g.name.replace(' ', "_"), g.to_json())).collect();
+/// The report of a run that began at `start`: every poll still open is counted as unanswered in
+/// time.
+fn outcome(args: &LatenessArgs, target: &Target, topic: &str, polls: &Polls, start: Instant, stats: &Value) -> Outcome {
+    let (mut late, mut errors) = (Vec::new(), polls.errors);
+    for hold in &polls.holds {
+        match hold.phase {
+            Phase::Answered { sent, at } => {
+                let deadline = sent + hold.hold;
+                let during_opening = polls.all_sent.is_none_or(|all| deadline < all);
+                late.push((signed_us(at, deadline), during_opening));
+            }
+            Phase::Failed => {}
+            Phase::Asking | Phase::Held { .. } => errors.timeout += 1,
+        }
+    }
+    // From the start to the last request written, if every one was.
+    let opening = polls.all_sent.map(|all| all.saturating_duration_since(start));
+    let groups = Group::split(&late);
+    let (answered, e, clients) = (groups[0].late_us.len(), &errors, args.clients);
+    let groups_json: Value = groups.iter().map(|g| (g.name.replace(' ', "_"), g.to_json())).collect();
     let timed_out = stat(stats, "/polls/timed_out");
     let mut error_kinds = e.to_json(&["connect", "io", "malformed", "timeout", "status"]);
     error_kinds["not_a_timeout"] = json!(e.delivery);
     let json = json!({
         "scenario": "lateness", "url": args.url, "topic": topic, "clients": clients,
-        "spread_ms": args.spread.as_millis() as u64, "opening_ms": m.opening.map(|d| report::ms(d, 1)),
+        "spread_ms": args.spread.as_millis() as u64, "opening_ms": opening.map(|d| report::ms(d, 1)),
         "answered": answered, "errors": e.total(), "error_kinds": error_kinds,
-        "lateness_ms": groups, "server": {"polls_timed_out": timed_out},
+        "lateness_ms": groups_json, "server": {"polls_timed_out": timed_out},
     });
     let mut table = Table::new(&["polls", "count", "min", "p50", "p90", "p99", "max", "early"]);
-    for group in &m.groups {
+    for group in &groups {
         let ms = |us: i64| format!("{:.2} ms", us as f64 / 1e3);
         let figures = group.percentiles().map_or(vec![String::new(); 5], |p| p.map(ms).to_vec());
         let (name, count, early) = (group.name.to_string(), group.late_us.len().to_string(), group.early().to_string());
         table.row([vec![name, count], figures, vec![early]].concat());
     }
-    let opening = m.opening.map_or("not every request was written".into(), |d| {
+    let opening = opening.map_or("not every request was written".into(), |d| {
         format!("every request written {:.2} s after the start", d.as_secs_f64())
     });
     let errors = if e.total() == 0 { "0".into() } else { e.breakdown().replace("delivery", "not a timeout") };

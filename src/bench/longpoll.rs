@@ -68,7 +68,7 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     // `Slab:` of /proc/meminfo: the kernel's object caches, host-wide (0 if unreadable).
     let slab = || host::meminfo_bytes("Slab:").map_or(0, |bytes| bytes as i64);
     let slab_before = slab();
-    follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
+    follow.wait_ready(&mut control, &before)?;
     let held = target.stats(&mut control)?;
     let slab_growth = slab() - slab_before;
     let pids = host::server_pids(args.server_pid, target.addr);
@@ -89,12 +89,10 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     let (fanout_us, woken) = (stat(&after, "/polls/last_fanout_us"), stat(&after, "/polls/last_fanout_woken"));
     let peak_end = host::status_bytes(&pids, "VmHWM:");
     let server = json!({
-        "fds_held": growth("/fds/open"),
-        "user_bytes_per_held_poll": per_client(growth("/memory/rss_bytes")),
+        "fds_held": growth("/fds/open"), "user_bytes_per_held_poll": per_client(growth("/memory/rss_bytes")),
         "kernel_bytes_per_connection": per_client(growth("/kernel/tcp_mem_bytes")),
         "kernel_slab_bytes_per_connection": per_client(slab_growth),
-        "last_fanout_us": fanout_us,
-        "last_fanout_woken": woken,
+        "last_fanout_us": fanout_us, "last_fanout_woken": woken,
         "fanout_us_per_answer": report::round(report::ratio(fanout_us, woken), 2),
         "peak_rss_bytes": {"pids": pids, "held": peak_held, "end": peak_end},
     });

@@ -23,7 +23,7 @@ use serde_json::json;
 use super::follow::{Follow, Followed, Plan, Style};
 use super::longpoll::{check_arguments, default_topic, prepare, LONG_HOLD};
 use super::report::{self, Table};
-use super::{progress_bar, stat, Outcome, OutputArgs, Target};
+use super::{progress_bar, Outcome, OutputArgs, Target};
 use crate::config::parse_duration;
 
 /// By default, messages are published once per this many short polls.
@@ -72,7 +72,7 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
             prepare(&target, &mut control, &format!("{prefix}-{name}"), args.clients, args.messages, publish_every)?;
         let mut follow = Follow::new(Plan { style, ..plan })?;
         let before = target.stats(&mut control)?;
-        follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
+        follow.wait_ready(&mut control, &before)?;
         let offset = (i * args.messages) as u64;
         follow.run_schedule(|published| progress.set_position(offset + published))?;
         deliveries.push((style, follow.finish()));

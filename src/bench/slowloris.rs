@@ -240,12 +240,9 @@ impl Run {
 
     /// The progress line: `5.0 s of 20 s: 1500 bytes trickled, 0 of 300 ended`.
     fn status(&self, elapsed: Duration, duration: Duration) -> String {
-        let (trickled, ended) = (self.watch.slow.iter().map(|slow| slow.trickled).sum::<usize>(), self.watch.ended);
-        format!(
-            "{:.1} s of {duration:?}: {trickled} bytes trickled, {ended} of {} ended",
-            elapsed.as_secs_f64(),
-            self.watch.slow.len()
-        )
+        let (slow, elapsed) = (&self.watch.slow, elapsed.as_secs_f64());
+        let (trickled, ended, n) = (slow.iter().map(|slow| slow.trickled).sum::<usize>(), self.watch.ended, slow.len());
+        format!("{elapsed:.1} s of {duration:?}: {trickled} bytes trickled, {ended} of {n} ended")
     }
 
     fn open_fresh(&mut self) {

@@ -15,10 +15,9 @@ use super::{ExhaustArgs, DELIVERY_BOUND, KNOCKERS};
 use crate::bench::report::{self, breakdown, round};
 use crate::bench::{host, Outcome, Target};
 
-/// Refusals by kind.
+/// Refusals by kind (a 503 by its `Retry-After`).
 #[derive(Debug, Default)]
 pub struct Tally {
-    unavailable: u64,
     retry_after: BTreeMap<String, u64>,
     status: BTreeMap<u16, u64>,
     reset: u64,
@@ -31,10 +30,7 @@ pub struct Tally {
 impl Tally {
     pub fn add(&mut self, refusal: &Refusal) {
         match refusal {
-            Refusal::Unavailable { retry_after } => {
-                self.unavailable += 1;
-                *self.retry_after.entry(retry_after.clone()).or_default() += 1;
-            }
+            Refusal::Unavailable { retry_after } => *self.retry_after.entry(retry_after.clone()).or_default() += 1,
             Refusal::Status(status) => *self.status.entry(*status).or_default() += 1,
             Refusal::Reset => self.reset += 1,
             Refusal::Closed => self.closed += 1,
@@ -55,22 +51,22 @@ impl Tally {
         ]
     }
 
+    fn unavailable(&self) -> u64 {
+        self.retry_after.values().sum()
+    }
+
     pub fn total(&self) -> u64 {
-        self.unavailable + self.status.values().sum::<u64>() + self.plain().iter().map(|(n, _)| n).sum::<u64>()
+        self.unavailable() + self.status.values().sum::<u64>() + self.plain().iter().map(|(n, _)| n).sum::<u64>()
     }
 
     /// `48 503 (Retry-After: 1 x48), 2 closed without an answer`, or `none`.
     pub fn breakdown(&self) -> String {
         let after: Vec<String> = self.retry_after.iter().map(|(value, n)| format!("{value} x{n}")).collect();
-        let unavailable = (self.unavailable, format!("503 (Retry-After: {})", after.join(", ")));
+        let unavailable = (self.unavailable(), format!("503 (Retry-After: {})", after.join(", ")));
         let statuses = self.status.iter().map(|(status, n)| (*n, status.to_string()));
         let plain = self.plain().map(|(n, kind)| (n, kind.describe().to_string()));
         let text = breakdown(std::iter::once(unavailable).chain(statuses).chain(plain));
-        if text.is_empty() {
-            "none".into()
-        } else {
-            text
-        }
+        Some(text).filter(|text| !text.is_empty()).unwrap_or_else(|| "none".into())
     }
 
     /// Refusals of newcomers that never connected: nothing of the server's was seen.
@@ -82,7 +78,7 @@ impl Tally {
         let retry_after: Value = self.retry_after.iter().map(|(value, n)| (value.clone(), *n)).collect();
         let status: Value = self.status.iter().map(|(status, n)| (status.to_string(), *n)).collect();
         json!({
-            "total": self.total(), "status_503": self.unavailable, "retry_after": retry_after,
+            "total": self.total(), "status_503": self.unavailable(), "retry_after": retry_after,
             "other_status": status, "reset": self.reset, "closed": self.closed, "hang": self.hang,
             "connect_timeout": self.connect_timeout, "connect_error": self.connect_error,
         })
@@ -177,9 +173,10 @@ pub fn reply_json(reply: &Reply) -> Value {
 
 pub fn outcome(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured) -> Outcome {
     let c = &m.counts;
+    let asked = |reply: &Reply| if reply.is_ok() { "answered" } else { "failed" };
     let keepalive_json = m.keepalive.as_ref().map_or(
         json!({"outcome": "closed_while_idle"}),
-        |reply| json!({"outcome": if reply.is_ok() { "answered" } else { "failed" }, "reply": reply_json(reply)}),
+        |reply| json!({"outcome": asked(reply), "reply": reply_json(reply)}),
     );
     let stats = [m.keepalive.as_ref().and_then(server_figures), server_figures(&m.after.reply)];
     let first = c.first_refusal.as_ref();
@@ -188,13 +185,12 @@ pub fn outcome(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured) -
         "max": m.max, "max_requested": args.max, "open_file_limit": m.open_file_limit,
         "newcomers": c.opened, "fill_timed_out": m.fill_timed_out,
         "first_refusal": first.map(|f| json!({"held": f.held, "newcomer": f.newcomer, "kind": f.kind.describe()})),
-        "refusals": c.refused.to_json(),
+        "refusals": c.refused.to_json(), "keepalive": keepalive_json,
         "held": {
             "at_first_refusal": first.map(|f| f.held),
             "peak": c.held_peak, "at_limit": m.held_at_limit, "after_window": m.held_after_window,
             "lost": c.lost.to_json(), "answered_early": c.answered_early,
         },
-        "keepalive": keepalive_json,
         "cpu": {
             "pids": m.pids, "percent": m.cpu.map(|p| round(p, 1)),
             "window_s": args.window.as_secs_f64(), "knockers": KNOCKERS, "knocker_refusals": c.knocked.to_json(),
