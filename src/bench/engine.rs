@@ -156,12 +156,11 @@ impl<S> Engine<S> {
         }
     }
 
-    /// The open connections' states.
-    pub fn states(&self) -> impl Iterator<Item = (usize, &Open<S>)> {
-        self.entries.iter().filter_map(|(key, entry)| match entry {
-            Entry::Open(open) => Some((key, open)),
-            Entry::Waiting(..) | Entry::Closed => None,
-        })
+    /// The keys of the open connections that `which` picks (those past a scenario's timeout).
+    pub fn keys(&self, which: impl Fn(&Open<S>) -> bool) -> Vec<usize> {
+        let picked =
+            |(key, entry): (usize, &Entry<S>)| matches!(entry, Entry::Open(open) if which(open)).then_some(key);
+        self.entries.iter().filter_map(picked).collect()
     }
 
     /// Queues `bytes` on `key` and writes what the socket takes (all of it once connected,

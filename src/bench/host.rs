@@ -56,35 +56,25 @@ pub fn unknown(pids: &[i32], file: &str) -> String {
 /// from `/proc/net/tcp{,6}`, then the `/proc/*/fd` links that name `socket:[inode]`. Empty when
 /// the listener is not found or belongs to another user.
 pub fn listening_pids(addr: SocketAddr) -> Vec<i32> {
-    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
+    let links: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|path| std::fs::read_to_string(path).ok())
         .flat_map(|table| listen_inodes(&table, addr))
+        .map(|inode| format!("socket:[{inode}]"))
         .collect();
-    if inodes.is_empty() {
-        return Vec::new();
-    }
-    let links: Vec<String> = inodes.iter().map(|inode| format!("socket:[{inode}]")).collect();
-    let me = std::process::id() as i32;
-    let Ok(proc) = std::fs::read_dir("/proc") else {
+    let (Ok(proc), false) = (std::fs::read_dir("/proc"), links.is_empty()) else {
         return Vec::new();
     };
-    let mut pids = Vec::new();
-    for entry in proc.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue; // gone, or another user's
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|target| links.iter().any(|l| target.as_os_str() == l.as_str()))
-        });
-        if holds && pid != me {
-            pids.push(pid);
-        }
-    }
-    pids
+    let me = std::process::id() as i32;
+    let holds = |link: std::path::PathBuf| links.iter().any(|l| link.as_os_str() == l.as_str());
+    proc.flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok().filter(|&pid| pid != me)?;
+            // None when it is gone, or another user's.
+            let mut fds = std::fs::read_dir(entry.path().join("fd")).ok()?.flatten();
+            fds.any(|fd| std::fs::read_link(fd.path()).is_ok_and(holds)).then_some(pid)
+        })
+        .collect()
 }
 
 /// The inodes of the listening sockets in one `/proc/net/tcp` or `tcp6` table that accept
@@ -124,11 +114,8 @@ fn parse_local(text: &str) -> Option<SocketAddr> {
     let ip = match ip.len() {
         8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
         32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
+            let words = [word(0)?, word(1)?, word(2)?, word(3)?];
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(words.as_flattened()).ok()?))
         }
         _ => return None,
     };

@@ -222,12 +222,7 @@ impl ClosedLoop {
 
     /// Replaces connections that made no progress for `RESPONSE_TIMEOUT`.
     fn expire(&mut self, engine: &mut Engine<Slot>, now: Instant) {
-        let stalled: Vec<usize> = engine
-            .states()
-            .filter(|(_, open)| now.duration_since(open.state.progressed_at) >= RESPONSE_TIMEOUT)
-            .map(|(key, _)| key)
-            .collect();
-        for key in stalled {
+        for key in engine.keys(|open| now.duration_since(open.state.progressed_at) >= RESPONSE_TIMEOUT) {
             self.errors.timeout += 1;
             self.replace(engine, key, now);
         }

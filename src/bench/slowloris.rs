@@ -290,9 +290,7 @@ impl Run {
     fn turn(&mut self, wait: Duration) -> Result<(), String> {
         self.engine.turn(&mut self.watch, wait)?;
         let now = Instant::now();
-        let late = |open: &Open<Role>| open.state == Role::Fresh && now - open.opened_at >= FRESH_TIMEOUT;
-        let late: Vec<usize> = self.engine.states().filter(|(_, open)| late(open)).map(|(key, _)| key).collect();
-        for key in late {
+        for key in self.engine.keys(|open| open.state == Role::Fresh && now - open.opened_at >= FRESH_TIMEOUT) {
             self.engine.close(key);
             self.watch.fresh -= 1;
             self.watch.errors.timeout += 1;

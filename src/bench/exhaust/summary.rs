@@ -258,15 +258,12 @@ fn table(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured, stats: 
         let counted = format!("accepted {accepted}, rejected {rejected}, reclaimed {reclaimed}");
         rows.push(("server counted", format!("{counted}, polls rejected {} (its /stats)", s["polls_rejected"])));
     }
-    let clamped = if m.max < args.max {
-        format!(" (--max {} lowered to this process's open-file limit {} less a margin)", args.max, m.open_file_limit)
-    } else {
-        String::new()
-    };
+    let (limit, addr, max, hang) = (m.open_file_limit, target.addr, m.max, args.hang);
+    let lowered = format!(" (--max {} lowered to this process's open-file limit {limit} less a margin)", args.max);
+    let clamped = if max < args.max { lowered } else { String::new() };
     let mut text = format!(
-        "exhaust: held polls on topic {topic} at {}, up to {} newcomers{clamped}\n\
-         each newcomer: GET /plaintext then GET /poll in one write; no answer within {:?} is a hang\n",
-        target.addr, m.max, args.hang
+        "exhaust: held polls on topic {topic} at {addr}, up to {max} newcomers{clamped}\n\
+         each newcomer: GET /plaintext then GET /poll in one write; no answer within {hang:?} is a hang\n"
     );
     if m.fill_timed_out {
         text.push_str("the fill stopped at its time bound\n");
