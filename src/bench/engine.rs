@@ -223,10 +223,9 @@ impl<S> Engine<S> {
     /// When the poll fails.
     pub fn turn(&mut self, load: &mut impl Load<S>, sleep: Duration) -> Result<(), String> {
         self.connect_waiting(load);
-        if let Err(e) = self.poll.poll(&mut self.events, Some(sleep)) {
-            if e.kind() != ErrorKind::Interrupted {
-                return Err(format!("poll failed: {e}"));
-            }
+        match self.poll.poll(&mut self.events, Some(sleep)) {
+            Err(e) if e.kind() != ErrorKind::Interrupted => return Err(format!("poll failed: {e}")),
+            _ => {}
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
@@ -242,10 +241,8 @@ impl<S> Engine<S> {
 
     /// Starts the connects of up to `connects_per_turn` waiting connections.
     fn connect_waiting(&mut self, load: &mut impl Load<S>) {
-        for _ in 0..self.connects_per_turn.min(self.waiting.len()) {
-            let Some(key) = self.waiting.pop_front() else {
-                break;
-            };
+        let keys: Vec<usize> = self.waiting.drain(..self.connects_per_turn.min(self.waiting.len())).collect();
+        for key in keys {
             let Some(Entry::Waiting(state, request)) =
                 self.entries.get_mut(key).map(|e| std::mem::replace(e, Entry::Closed))
             else {

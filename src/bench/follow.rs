@@ -234,9 +234,8 @@ impl Follow {
     /// As `turn`, when `/stats` fails, or when they are not ready within `engine::opening_bound`.
     pub fn wait_ready(&mut self, control: &mut Client, before: &Value) -> Result<(), String> {
         let (clients, held_before) = (self.watch.followers.len(), stat(before, "/polls/held"));
-        let limit = engine::opening_bound(clients);
-        let deadline = Instant::now() + limit;
-        let mut next_check = Instant::now();
+        let (limit, mut next_check) = (engine::opening_bound(clients), Instant::now());
+        let deadline = next_check + limit;
         loop {
             self.turn(STATS_EVERY)?;
             let now = Instant::now();
@@ -380,13 +379,11 @@ impl Watch {
         let request = plan.target.get(&path, "");
         follower.phase = Phase::Asking;
         self.out.traffic.requests += 1;
-        match follower.key {
-            Some(key) => {
-                if let Err(e) = engine.send(key, request.as_bytes()) {
-                    self.fail(engine, index, &e);
-                }
-            }
-            None => self.open(engine, index, request.as_bytes()),
+        let Some(key) = follower.key else {
+            return self.open(engine, index, request.as_bytes());
+        };
+        if let Err(e) = engine.send(key, request.as_bytes()) {
+            self.fail(engine, index, &e);
         }
     }
 

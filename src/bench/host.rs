@@ -80,18 +80,14 @@ pub fn listening_pids(addr: SocketAddr) -> Vec<i32> {
 /// The inodes of the listening sockets in one `/proc/net/tcp` or `tcp6` table that accept
 /// connections to `addr`: bound to its port, and to its address or to the unspecified one.
 fn listen_inodes(table: &str, addr: SocketAddr) -> Vec<u64> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
-            let bound = parse_local(local)?;
-            let accepts =
-                bound.port() == addr.port() && (bound.ip().is_unspecified() || same_ip(bound.ip(), addr.ip()));
-            (*state == TCP_LISTEN && accepts).then(|| inode.parse().ok()).flatten()
-        })
-        .collect()
+    let listener = |line: &str| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        let bound = parse_local(local)?;
+        let accepts = bound.port() == addr.port() && (bound.ip().is_unspecified() || same_ip(bound.ip(), addr.ip()));
+        (*state == TCP_LISTEN && accepts).then(|| inode.parse().ok()).flatten()
+    };
+    table.lines().skip(1).filter_map(listener).collect()
 }
 
 /// Equal addresses, an IPv4 one also matching its IPv4-mapped IPv6 form.
@@ -153,13 +149,9 @@ pub fn ticks_per_second() -> u64 {
 /// A memory figure of `/proc/PID/status` (`VmRSS:` the resident memory, `VmHWM:` its peak) of
 /// the processes `pids`, summed, in bytes; `None` without a pid or when one cannot be read.
 pub fn status_bytes(pids: &[i32], key: &str) -> Option<u64> {
-    if pids.is_empty() {
-        return None;
-    }
-    pids.iter()
-        .map(|pid| kib_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, key))
-        .sum::<Option<u64>>()
-        .map(|kib| kib * 1024)
+    let kib = |pid: &i32| kib_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, key);
+    let total: Option<u64> = pids.iter().map(kib).sum();
+    total.filter(|_| !pids.is_empty()).map(|kib| kib * 1024)
 }
 
 /// A `/proc/meminfo` figure (`Slab:`, `SUnreclaim:`) in bytes: host-wide.

@@ -255,12 +255,9 @@ impl engine::Load<Slot> for ClosedLoop {
 
     /// Records the answer, and sends the next batch once all are in.
     fn answered(&mut self, engine: &mut Engine<Slot>, key: usize, frame: &Frame, now: Instant) {
-        let Some(open) = engine.get_mut(key) else {
-            return;
+        let Some(open) = engine.get_mut(key).filter(|_| now < self.deadline) else {
+            return; // after the deadline, nothing counts
         };
-        if now >= self.deadline {
-            return;
-        }
         open.state.progressed_at = now;
         // An answer nobody asked for has no start time; the connection is out of step.
         let Some(start) = open.state.started.pop_front() else {

@@ -242,10 +242,9 @@ impl Group {
     fn to_json(&self) -> Value {
         let ms = |us: i64| round(us as f64 / 1e3, 3);
         let mut value = json!({"count": self.late_us.len(), "early": self.early()});
-        if let Some([min, p50, p90, p99, max]) = self.percentiles() {
-            for (key, us) in [("min", min), ("p50", p50), ("p90", p90), ("p99", p99), ("max", max)] {
-                value[key] = json!(ms(us));
-            }
+        // None of them when nothing was answered.
+        for (key, us) in ["min", "p50", "p90", "p99", "max"].into_iter().zip(self.percentiles().into_iter().flatten()) {
+            value[key] = json!(ms(us));
         }
         value
     }

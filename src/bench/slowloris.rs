@@ -92,9 +92,7 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
     let progress = timed_bar(args.duration, "slowloris");
 
     let cpu_start = CpuSample::take(&pids);
-    let mut next_fresh = started;
-    let mut now = started;
-    let mut ramped = false;
+    let (mut now, mut next_fresh, mut ramped) = (started, started, false);
     while now < started + args.duration && !run.all_ended() {
         run.trickle(now, now.saturating_duration_since(started), args.trickle);
         // Fresh requests once every slowloris is connecting (the ramp is the generator's own

@@ -247,12 +247,9 @@ fn table(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured, stats: 
     let last = m.last_delivery.map_or(String::new(), |d| format!(" (the last after {})", report::human(d)));
     let (delivered, held, bound) = (c.delivered, m.publish.held, DELIVERY_BOUND.as_secs());
     rows.push(("delivered", format!("{delivered} of {held} held polls within {bound} s{last}")));
-    let attempts = match m.after.attempts {
-        1 => "1 attempt".to_string(),
-        n => format!("{n} attempts"),
-    };
-    let (reply, took) = (m.after.reply.describe(), report::human(m.after.took));
-    rows.push(("after", format!("all closed; a fresh GET /stats: {reply} ({attempts} in {took})")));
+    let (reply, attempts, took) = (m.after.reply.describe(), m.after.attempts, report::human(m.after.took));
+    let plural = if attempts == 1 { "" } else { "s" };
+    rows.push(("after", format!("all closed; a fresh GET /stats: {reply} ({attempts} attempt{plural} in {took})")));
     if let Some(s) = &stats[1] {
         let (accepted, rejected, reclaimed) = (&s["accepted"], &s["rejected"], &s["reclaimed"]);
         let counted = format!("accepted {accepted}, rejected {rejected}, reclaimed {reclaimed}");
