@@ -31,8 +31,10 @@ const MAX_INPUT: usize = frame::MAX_HEAD_BYTES + frame::MAX_BODY_BYTES;
 pub enum ConnError {
     /// The connect failed.
     Connect(io::Error),
-    /// A read or write failed, or the server closed when a response was due.
+    /// A read or write failed.
     Io(io::Error),
+    /// The server closed its side; `partial` when bytes of an unfinished response were left.
+    Closed { partial: bool },
     /// The bytes are not a response the generator frames.
     Frame(FrameError),
 }
@@ -42,6 +44,7 @@ impl std::fmt::Display for ConnError {
         match self {
             ConnError::Connect(e) => write!(f, "connect failed: {e}"),
             ConnError::Io(e) => write!(f, "connection failed: {e}"),
+            ConnError::Closed { .. } => f.write_str("the server closed the connection"),
             ConnError::Frame(e) => write!(f, "bad response: {e}"),
         }
     }
@@ -73,21 +76,8 @@ impl Conn {
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).map_err(ConnError::Connect)?;
         // Requests are written whole; there is nothing for Nagle to coalesce.
         let _ = stream.set_nodelay(true);
-        let mut conn = Conn {
-            stream,
-            connected: false,
-            output: Vec::new(),
-            written: 0,
-            input: Vec::new(),
-            start: 0,
-            end: 0,
-            sent: 0,
-            received: 0,
-        };
-        // On loopback the handshake often completes inside connect(): then the first request
-        // goes out now instead of one event later.
-        conn.connected = conn.stream.peer_addr().is_ok();
-        Ok(conn)
+        let (output, input) = (Vec::new(), Vec::new());
+        Ok(Conn { stream, connected: false, output, written: 0, input, start: 0, end: 0, sent: 0, received: 0 })
     }
 
     pub fn is_connected(&self) -> bool {

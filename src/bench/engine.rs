@@ -46,29 +46,16 @@ use super::frame::Frame;
 const SPIN: Duration = Duration::from_millis(1);
 const EVENTS_CAPACITY: usize = 4096;
 
+/// How long opening `connections` may take, each connected and its request written, before a
+/// scenario stops waiting and reports what it has: 10 s, plus 2 s per thousand.
+pub fn opening_bound(connections: usize) -> Duration {
+    Duration::from_secs(10) + Duration::from_secs(2) * (connections / 1000) as u32
+}
+
 /// How long a turn may sleep to wake no later than `due` (see `SPIN`): for a scenario whose
 /// timing is part of what it measures.
 pub fn sleep_before(due: Instant) -> Duration {
     due.saturating_duration_since(Instant::now()).saturating_sub(SPIN)
-}
-
-/// How a connection ended.
-#[derive(Debug)]
-pub enum Ending {
-    /// The server closed its side; `partial` when bytes of an unfinished response were left.
-    Closed { partial: bool },
-    /// A failed connect, read or write, or bytes that are not a response.
-    Failed(ConnError),
-}
-
-impl Ending {
-    /// As a failure: a close is an unexpected end of the stream.
-    pub fn into_error(self) -> ConnError {
-        match self {
-            Ending::Closed { .. } => ConnError::Io(ErrorKind::UnexpectedEof.into()),
-            Ending::Failed(e) => e,
-        }
-    }
 }
 
 /// What happens on the connections, told to the scenario. Each callback may open, send to and
@@ -79,11 +66,12 @@ pub trait Load<S> {
     /// Everything queued on `key` has been written: the request given to `open`, or what a
     /// `send` could not write at once.
     fn written(&mut self, _engine: &mut Engine<S>, _key: usize, _now: Instant) {}
-    /// A whole response arrived on `key`: its bytes are `engine.body(key, frame)` and
-    /// `engine.bytes(key, range)` until the callback returns, when it is consumed.
+    /// A whole response arrived on `key`: its bytes are `engine.bytes(key, range)` (its body at
+    /// `frame.body`) until the callback returns, when it is consumed.
     fn answered(&mut self, engine: &mut Engine<S>, key: usize, frame: &Frame, now: Instant);
-    /// `key` ended (its connect failed, or the connection did); its state is handed back.
-    fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, ending: Ending, now: Instant);
+    /// `key` ended, for the reason `why` (its connect failed, the connection did, or the server
+    /// closed it); its state is handed back.
+    fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, why: ConnError, now: Instant);
 }
 
 /// An open connection and the scenario's state for it.
@@ -168,12 +156,11 @@ impl<S> Engine<S> {
         }
     }
 
-    /// The open connections' states.
-    pub fn states(&self) -> impl Iterator<Item = (usize, &Open<S>)> {
-        self.entries.iter().filter_map(|(key, entry)| match entry {
-            Entry::Open(open) => Some((key, open)),
-            Entry::Waiting(..) | Entry::Closed => None,
-        })
+    /// The keys of the open connections that `which` picks (those past a scenario's timeout).
+    pub fn keys(&self, which: impl Fn(&Open<S>) -> bool) -> Vec<usize> {
+        let picked =
+            |(key, entry): (usize, &Entry<S>)| matches!(entry, Entry::Open(open) if which(open)).then_some(key);
+        self.entries.iter().filter_map(picked).collect()
     }
 
     /// Queues `bytes` on `key` and writes what the socket takes (all of it once connected,
@@ -195,12 +182,8 @@ impl<S> Engine<S> {
         Ok(())
     }
 
-    /// The body of a response framed on `key` (empty for a closed key).
-    pub fn body(&self, key: usize, frame: &Frame) -> &[u8] {
-        self.bytes(key, &frame.body)
-    }
-
-    /// Bytes of a response framed on `key`, at `at` (a header value located by the frame).
+    /// Bytes of a response framed on `key`, at `at` (its body or a header value located by the
+    /// frame); empty for a closed key.
     pub fn bytes(&self, key: usize, at: &Range<usize>) -> &[u8] {
         self.get(key).map_or(&[], |open| open.conn.bytes(at))
     }
@@ -233,38 +216,33 @@ impl<S> Engine<S> {
     }
 
     /// One turn: sleeps until an event or for `sleep`, then hands every event's happenings to
-    /// `load`. Returns how many answers were handed over.
+    /// `load`.
     ///
     /// # Errors
     ///
     /// When the poll fails.
-    pub fn turn(&mut self, load: &mut impl Load<S>, sleep: Duration) -> Result<usize, String> {
+    pub fn turn(&mut self, load: &mut impl Load<S>, sleep: Duration) -> Result<(), String> {
         self.connect_waiting(load);
-        if let Err(e) = self.poll.poll(&mut self.events, Some(sleep)) {
-            if e.kind() != ErrorKind::Interrupted {
-                return Err(format!("poll failed: {e}"));
-            }
+        match self.poll.poll(&mut self.events, Some(sleep)) {
+            Err(e) if e.kind() != ErrorKind::Interrupted => return Err(format!("poll failed: {e}")),
+            _ => {}
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        let mut answers = 0;
         for event in events.iter() {
             // One clock reading per event: the arrival time of this connection's answers.
-            answers += self.dispatch(load, event, Instant::now());
+            self.dispatch(load, event, Instant::now());
         }
         self.events = events;
         for key in self.released.drain(..) {
             self.entries.remove(key);
         }
-        Ok(answers)
+        Ok(())
     }
 
-    /// Starts the connects of up to `connects_per_turn` waiting connections. One completed
-    /// inside `connect()` (as on loopback) is told and written to at once.
+    /// Starts the connects of up to `connects_per_turn` waiting connections.
     fn connect_waiting(&mut self, load: &mut impl Load<S>) {
-        for _ in 0..self.connects_per_turn.min(self.waiting.len()) {
-            let Some(key) = self.waiting.pop_front() else {
-                break;
-            };
+        let keys: Vec<usize> = self.waiting.drain(..self.connects_per_turn.min(self.waiting.len())).collect();
+        for key in keys {
             let Some(Entry::Waiting(state, request)) =
                 self.entries.get_mut(key).map(|e| std::mem::replace(e, Entry::Closed))
             else {
@@ -275,16 +253,14 @@ impl<S> Engine<S> {
                 Ok(mut conn) => {
                     self.opened += 1;
                     conn.queue(&request);
-                    let connected = conn.is_connected();
                     self.entries[key] = Entry::Open(Open { conn, state, opened_at: now });
-                    if connected {
-                        load.connected(self, key, now);
-                    }
+                    // On loopback the handshake often completes inside connect(): then the
+                    // first request goes out now instead of one event later.
                     self.progress(load, key, now);
                 }
                 Err(e) => {
                     self.released.push(key);
-                    load.ended(self, key, Gone { state, sent: 0, received: 0 }, Ending::Failed(e), now);
+                    load.ended(self, key, Gone { state, sent: 0, received: 0 }, e, now);
                 }
             }
         }
@@ -301,7 +277,7 @@ impl<S> Engine<S> {
                 Ok(true) => load.connected(self, key, now),
                 Ok(false) => return false, // still connecting
                 Err(e) => {
-                    self.end(load, key, Ending::Failed(e), now);
+                    self.end(load, key, e, now);
                     return false;
                 }
             }
@@ -311,7 +287,7 @@ impl<S> Engine<S> {
         };
         if open.conn.wants_write() {
             if let Err(e) = open.conn.flush() {
-                self.end(load, key, Ending::Failed(e), now);
+                self.end(load, key, e, now);
                 return false;
             }
             if !open.conn.wants_write() {
@@ -321,52 +297,43 @@ impl<S> Engine<S> {
         self.get(key).is_some()
     }
 
-    fn dispatch(&mut self, load: &mut impl Load<S>, event: &Event, now: Instant) -> usize {
+    fn dispatch(&mut self, load: &mut impl Load<S>, event: &Event, now: Instant) {
         let key = event.token().0;
-        if !self.progress(load, key, now) {
-            return 0; // gone, or still connecting
-        }
-        if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
-            return 0;
+        if !self.progress(load, key, now) || !(event.is_readable() || event.is_read_closed() || event.is_error()) {
+            return; // gone, still connecting, or nothing to read
         }
         let Some(open) = self.get_mut(key) else {
-            return 0;
+            return;
         };
         // A short read usually means the socket is drained; when the peer's close came with
         // the data, only reading on finds it, as no later edge will announce it.
         let eof = match open.conn.fill(event.is_read_closed() || event.is_error()) {
             Ok(eof) => eof,
-            Err(e) => return self.end(load, key, Ending::Failed(e), now),
+            Err(e) => return self.end(load, key, e, now),
         };
-        let mut answers = 0;
-        loop {
-            let Some(open) = self.get_mut(key) else {
-                return answers; // the scenario closed it
-            };
+        // Until the scenario closes it, or no whole response is left.
+        while let Some(open) = self.get_mut(key) {
             match open.conn.next_response() {
                 Ok(Some(frame)) => {
-                    answers += 1;
                     load.answered(self, key, &frame, now);
                     if let Some(open) = self.get_mut(key) {
                         open.conn.consume(&frame);
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return answers + self.end(load, key, Ending::Failed(e), now),
+                Err(e) => return self.end(load, key, e, now),
             }
         }
         if eof {
             let partial = self.get(key).is_some_and(|open| open.conn.has_partial_input());
-            self.end(load, key, Ending::Closed { partial }, now);
+            self.end(load, key, ConnError::Closed { partial }, now);
         }
-        answers
     }
 
-    fn end(&mut self, load: &mut impl Load<S>, key: usize, ending: Ending, now: Instant) -> usize {
+    fn end(&mut self, load: &mut impl Load<S>, key: usize, why: ConnError, now: Instant) {
         if let Some(gone) = self.close(key) {
-            load.ended(self, key, gone, ending, now);
+            load.ended(self, key, gone, why, now);
         }
-        0
     }
 }
 
@@ -376,33 +343,27 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
-    /// What a scenario heard, in order.
+    /// What a scenario heard, in order; a connection's state is its name.
     #[derive(Default)]
     struct Heard(Vec<String>);
+    type Name = &'static str;
 
-    impl Load<&'static str> for Heard {
-        fn connected(&mut self, engine: &mut Engine<&'static str>, key: usize, _now: Instant) {
+    impl Load<Name> for Heard {
+        fn connected(&mut self, engine: &mut Engine<Name>, key: usize, _now: Instant) {
             self.0.push(format!("connected {}", engine.get(key).map_or("?", |open| open.state)));
         }
 
-        fn written(&mut self, engine: &mut Engine<&'static str>, key: usize, _now: Instant) {
+        fn written(&mut self, engine: &mut Engine<Name>, key: usize, _now: Instant) {
             self.0.push(format!("written {}", engine.get(key).map_or("?", |open| open.state)));
         }
 
-        fn answered(&mut self, engine: &mut Engine<&'static str>, key: usize, frame: &Frame, _now: Instant) {
-            let body = String::from_utf8_lossy(engine.body(key, frame)).to_string();
+        fn answered(&mut self, engine: &mut Engine<Name>, key: usize, frame: &Frame, _now: Instant) {
+            let body = String::from_utf8_lossy(engine.bytes(key, &frame.body)).to_string();
             self.0.push(format!("answered {} {body}", frame.status));
         }
 
-        fn ended(
-            &mut self,
-            _: &mut Engine<&'static str>,
-            _: usize,
-            gone: Gone<&'static str>,
-            ending: Ending,
-            _: Instant,
-        ) {
-            self.0.push(format!("ended {} {ending:?} after {} and {} bytes", gone.state, gone.sent, gone.received));
+        fn ended(&mut self, _: &mut Engine<Name>, _: usize, gone: Gone<Name>, why: ConnError, _: Instant) {
+            self.0.push(format!("ended {} {why:?} after {} and {} bytes", gone.state, gone.sent, gone.received));
         }
     }
 
@@ -417,10 +378,8 @@ mod tests {
             peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut request = [0u8; 64];
             let _ = peer.read(&mut request).unwrap();
-            peer.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 503 No\r\nContent-Length: 1\r\n\r\nb",
-            )
-            .unwrap();
+            let two = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 503 No\r\nContent-Length: 1\r\n\r\nb";
+            peer.write_all(two).unwrap();
         });
         let mut engine = Engine::new(addr, 1).unwrap();
         let mut heard = Heard::default();

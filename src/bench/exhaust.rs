@@ -13,17 +13,17 @@
 //!              --window: KNOCKERS newcomers knock; the server's CPU from /proc/PID/stat
 //!              POST /publish/T "MARKER" on K (else close one held poll and publish on a new
 //!              connection); count the held polls answered with it within DELIVERY_BOUND
-//!   after      close everything; a fresh GET /stats, retried for up to AFTER_BOUND
+//!   after      close everything; a fresh GET /stats, retried for up to RETRY_BOUND
 //! ```
 //!
-//! `probe` is one newcomer and how it ended; `summary` counts and tells; `host` reads the server's pid and CPU time from
-//! `/proc` and raises this process's open-file limit.
+//! `probe` is one newcomer and how it ended; `summary` counts and tells; `host` reads the
+//! server's pid and CPU time from `/proc` and raises this process's open-file limit.
 //!
 //! Invariants:
 //! - Bounded in count: at most `--max` newcomers plus `KNOCKERS`, and never more sockets than
 //!   this process's open-file limit (raised to its hard limit at start) less `SPARE_FDS`. One
 //!   process holds them all: `--max` above that is lowered, and the report says so.
-//! - Bounded in time: the fill by `FILL_MIN` plus `FILL_PER_THOUSAND`; every newcomer by
+//! - Bounded in time: the fill by `engine::opening_bound` of `--max`; every newcomer by
 //!   `--hang`; the window by `--window`; every blocking request by `CONTROL_TIMEOUT`.
 //! - A newcomer is known by its index in `probes`, never reused; its connection is closed when
 //!   it ends.
@@ -31,19 +31,19 @@
 mod probe;
 mod summary;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::Value;
 
 use self::probe::{End, Probe, Refusal, Reply, Stage};
-use self::summary::{outcome, After, Counts, Cpu, FirstRefusal, Keepalive, Measured, Publish};
-use super::engine::{Ending, Engine, Gone, Load};
+use self::summary::{outcome, After, Counts, FirstRefusal, Measured, Publish};
+use super::conn::ConnError;
+use super::engine::{self, Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, CpuSample};
 use super::longpoll::default_topic;
-use super::{Outcome, Progress, Target, SPARE_FDS};
+use super::{progress_bar, Outcome, Target, SPARE_FDS};
 use crate::config::parse_duration;
 
 /// Newcomers waiting for their connect or their probe's answer at once: enough to fill fast,
@@ -54,9 +54,6 @@ const WINDOW: usize = 64;
 const KNOCKERS: usize = 16;
 /// How long the loop sleeps at most, so deadlines are seen within this.
 const TICK: Duration = Duration::from_millis(20);
-/// The fill may take this long, plus `FILL_PER_THOUSAND` per thousand of `--max`.
-const FILL_MIN: Duration = Duration::from_secs(10);
-const FILL_PER_THOUSAND: Duration = Duration::from_secs(2);
 /// How long a blocking request (the keep-alive connection, a publish, the last check) may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the held polls have to receive the message published at the limit.
@@ -106,53 +103,46 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     if max == 0 {
         return Err(format!("an open-file limit of {open_file_limit} leaves no room for newcomers"));
     }
-    let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
-    let requests = Requests::new(&target, args.topic.clone().unwrap_or_else(|| default_topic("exhaust")));
+    let pids = host::server_pids(args.server_pid, target.addr);
+    let topic = args.topic.clone().unwrap_or_else(|| default_topic("exhaust"));
+    let stats = target.get(&format!("{}/stats", target.base_path()), "");
 
     // Before: the keep-alive connection, a /stats baseline, the topic's cursor.
-    let mut fill = Fill::new(target.addr)?;
-    let reply = fill.exchange(true, requests.stats.as_bytes());
+    let mut fill =
+        Fill { engine: Engine::new(target.addr, WINDOW)?, request: Vec::new(), newcomers: Newcomers::default() };
+    let reply = fill.exchange(true, &stats);
     if !reply.is_ok() || fill.newcomers.control_key.is_none() {
         return Err(format!("GET {}/stats on {}: {}", target.base_path(), target.addr, reply.describe()));
     }
-    let cursor = match fill.exchange(false, requests.publish("warm-up").as_bytes()) {
+    let cursor = match fill.exchange(false, &target.publish(&topic, "warm-up")) {
         Reply::Answer { status: 200, body, .. } => {
             serde_json::from_slice::<Value>(&body).ok().and_then(|reply| reply["seq"].as_u64())
         }
         reply => return Err(format!("the warm-up publish: {}", reply.describe())),
     };
-    fill.request = requests.poll(cursor);
-    let progress = Progress::new(max as u64, args.hang + args.window, "filling");
-    let deadline = Instant::now() + FILL_MIN + FILL_PER_THOUSAND * (max / 1000) as u32 + args.hang;
-    let mut fill_timed_out = false;
-    loop {
-        let opening = fill.newcomers.counts.opened < max && !fill.newcomers.enough_refusals(args.refusals);
-        if !opening && fill.newcomers.waiting.is_empty() {
-            break;
+    fill.request = poll_request(&target, &topic, cursor).into_bytes();
+    let progress = progress_bar(max as u64, args.hang + args.window, "filling");
+    let deadline = Instant::now() + engine::opening_bound(max) + args.hang;
+    let more = |n: &Newcomers| n.counts.opened < max && !n.enough_refusals(args.refusals);
+    let fill_timed_out = loop {
+        if !more(&fill.newcomers) && fill.newcomers.waiting.is_empty() {
+            break false;
         }
         if Instant::now() >= deadline {
-            fill_timed_out = true;
-            break;
+            break true;
         }
-        while opening
-            && fill.newcomers.waiting.len() < WINDOW
-            && fill.newcomers.counts.opened < max
-            && !fill.newcomers.enough_refusals(args.refusals)
-        {
+        while more(&fill.newcomers) && fill.newcomers.waiting.len() < WINDOW {
             fill.open(false, Instant::now() + args.hang);
         }
         fill.turn(TICK)?;
-        progress.set(fill.newcomers.counts.opened as u64);
-    }
-    progress.finish();
+        progress.set_position(fill.newcomers.counts.opened as u64);
+    };
+    progress.finish_and_clear();
     let held_at_limit = fill.newcomers.held;
 
-    // At the limit: the old keep-alive connection, the CPU window, a publish to the held polls.
-    let keepalive = if fill.newcomers.control_key.is_none() {
-        Keepalive::ClosedWhileIdle // the server closed it while it sat idle
-    } else {
-        Keepalive::Asked(fill.exchange(false, requests.stats.as_bytes()))
-    };
+    // At the limit: the old keep-alive connection (unless the server closed it while it sat
+    // idle), the CPU window, a publish to the held polls.
+    let keepalive = fill.newcomers.control_key.is_some().then(|| fill.exchange(false, &stats));
     let window_end = Instant::now() + args.window;
     for _ in 0..KNOCKERS {
         fill.open(true, window_end);
@@ -161,13 +151,13 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     while Instant::now() < window_end {
         fill.turn(window_end.saturating_duration_since(Instant::now()).min(TICK))?;
     }
-    let cpu_end = CpuSample::take(&pids);
+    let cpu = cpu_start.percent_until(&CpuSample::take(&pids));
     fill.turn(Duration::ZERO)?; // the knockers still waiting are past their deadline
-    let cpu = Cpu { pids, percent: cpu_start.percent_until(&cpu_end), window: args.window };
     let held_after_window = fill.newcomers.held;
 
-    let early_works = matches!(&keepalive, Keepalive::Asked(reply) if reply.is_ok());
-    let publish = publish(&mut fill, early_works, &requests);
+    let marker = format!("exhaust: published at the limit by {}", std::process::id());
+    let early_works = keepalive.as_ref().is_some_and(Reply::is_ok);
+    let publish = publish(&mut fill, early_works, &target.publish(&topic, &marker), marker);
     if publish.reply.is_ok() {
         while fill.newcomers.held > 0 && publish.sent_at.elapsed() < DELIVERY_BOUND {
             fill.turn(TICK)?;
@@ -177,7 +167,10 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
 
     // After: everything closed, a fresh request.
     fill.close_all();
-    let after = fresh_request(&mut fill, &requests);
+    let started = Instant::now();
+    let (reply, _, attempts) =
+        fill.retry(&target.get(&format!("{}/stats", target.base_path()), "Connection: close\r\n"));
+    let after = After { reply, attempts, took: started.elapsed() };
     let counts = fill.counts();
     let measured = Measured {
         max,
@@ -186,13 +179,14 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
         held_at_limit,
         held_after_window,
         keepalive,
+        pids,
         cpu,
         publish,
         last_delivery,
         after,
         counts,
     };
-    Ok(outcome(args, &target, &requests.topic, &measured))
+    Ok(outcome(args, &target, &topic, &measured))
 }
 
 fn check_arguments(args: &ExhaustArgs) -> Result<(), String> {
@@ -206,44 +200,14 @@ fn check_arguments(args: &ExhaustArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The requests of a run, written once.
-struct Requests {
-    base: String,
-    authority: String,
-    topic: String,
-    stats: String,
-    /// The text of the message published at the limit: what a delivery must carry.
-    marker: String,
-}
-
-impl Requests {
-    fn new(target: &Target, topic: String) -> Requests {
-        let (base, authority) = (target.base_path().to_string(), target.url.authority());
-        let stats = format!("GET {base}/stats HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-        let marker = format!("exhaust: published at the limit by {}", std::process::id());
-        Requests { base, authority, topic, stats, marker }
-    }
-
-    fn publish(&self, data: &str) -> String {
-        let (base, authority, topic, length) = (&self.base, &self.authority, &self.topic, data.len());
-        format!(
-            "POST {base}/publish/{topic} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/plain\r\n\
-             Content-Length: {length}\r\n\r\n{data}"
-        )
-    }
-
-    /// The probe and the poll, in one write. Without a cursor (a server whose publish answer
-    /// has no `seq`) the poll waits for the next message (docs/long-polling.md, "What cursors and
-    /// epochs guarantee").
-    fn poll(&self, cursor: Option<u64>) -> Vec<u8> {
-        let (base, authority, topic) = (&self.base, &self.authority, &self.topic);
-        let cursor = cursor.map_or(String::new(), |c| format!("cursor={c}&"));
-        format!(
-            "GET {base}/plaintext HTTP/1.1\r\nHost: {authority}\r\n\r\n\
-             GET {base}/poll/{topic}?{cursor}timeout={HOLD} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
-        )
-        .into_bytes()
-    }
+/// What each newcomer writes: the probe and the poll, in one write. Without a cursor (a server
+/// whose publish answer has no `seq`) the poll waits for the next message
+/// (docs/long-polling.md, "What cursors and epochs guarantee").
+fn poll_request(target: &Target, topic: &str, cursor: Option<u64>) -> String {
+    let base = target.base_path();
+    let cursor = cursor.map_or(String::new(), |c| format!("cursor={c}&"));
+    target.get(&format!("{base}/plaintext"), "")
+        + &target.get(&format!("{base}/poll/{topic}?{cursor}timeout={HOLD}"), "")
 }
 
 /// What a connection is: a newcomer (its index in `probes`), or the keep-alive connection or
@@ -251,7 +215,10 @@ impl Requests {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
     Newcomer(usize),
-    Control,
+    /// The control connection, and when the exchange in flight on it was sent.
+    Control {
+        sent: Instant,
+    },
 }
 
 /// The newcomers and the control connections, on the lab's engine.
@@ -263,6 +230,7 @@ struct Fill {
 }
 
 /// What became of each newcomer: the scenario's side of the engine.
+#[derive(Default)]
 struct Newcomers {
     marker: String,
     /// By index, in the order opened; never removed, so an index is never reused.
@@ -276,43 +244,27 @@ struct Newcomers {
     counts: Counts,
     /// The control connection, while it is open.
     control_key: Option<usize>,
-    /// The answer to the control exchange in flight, or how it failed, and when it was sent.
+    /// The answer to the control exchange in flight, or how it failed.
     control: Option<Reply>,
-    control_sent: Instant,
 }
 
 impl Fill {
-    fn new(addr: SocketAddr) -> Result<Fill, String> {
-        Ok(Fill {
-            engine: Engine::new(addr, WINDOW)?,
-            request: Vec::new(),
-            newcomers: Newcomers {
-                marker: String::new(),
-                probes: Vec::new(),
-                waiting: Vec::new(),
-                held: 0,
-                delivering: false,
-                last_delivery: None,
-                counts: Counts::default(),
-                control_key: None,
-                control: None,
-                control_sent: Instant::now(),
-            },
-        })
-    }
-
     /// Sends `request` on the control connection (kept open between exchanges: the keep-alive
     /// connection opened before filling), or on a new one when `fresh` or when it is gone, and
     /// waits up to `CONTROL_TIMEOUT` for the answer, turning the newcomers meanwhile.
-    fn exchange(&mut self, fresh: bool, request: &[u8]) -> Reply {
+    fn exchange(&mut self, fresh: bool, request: &str) -> Reply {
         if fresh {
             self.close_control();
         }
-        let key = *self.newcomers.control_key.get_or_insert_with(|| self.engine.open(Peer::Control, b""));
-        (self.newcomers.control, self.newcomers.control_sent) = (None, Instant::now());
-        if let Err(e) = self.engine.send(key, request) {
+        let peer = Peer::Control { sent: Instant::now() };
+        let key = *self.newcomers.control_key.get_or_insert_with(|| self.engine.open(peer, b""));
+        if let Some(open) = self.engine.get_mut(key) {
+            open.state = peer;
+        }
+        self.newcomers.control = None;
+        if let Err(e) = self.engine.send(key, request.as_bytes()) {
             self.close_control();
-            return Reply::Failed(probe::refusal(&Ending::Failed(e)));
+            return Reply::Failed(probe::refusal(&e));
         }
         let deadline = Instant::now() + CONTROL_TIMEOUT;
         while self.newcomers.control.is_none() && Instant::now() < deadline {
@@ -323,6 +275,24 @@ impl Fill {
             self.close_control();
             Reply::Failed(if connected { Refusal::Hang } else { Refusal::ConnectTimeout })
         })
+    }
+
+    /// `exchange` on a new connection, again every `RETRY_EVERY` (the newcomers turning
+    /// meanwhile) until answered 200 or `RETRY_BOUND` has passed. Returns the last reply, what
+    /// could be delivered and when, as the last attempt went out, and the attempts made.
+    fn retry(&mut self, request: &str) -> (Reply, (usize, Instant), u32) {
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let sent = (self.newcomers.deliverable(), Instant::now());
+            let reply = self.exchange(true, request);
+            self.close_control();
+            if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
+                return (reply, sent, attempts);
+            }
+            let _ = self.turn(RETRY_EVERY);
+        }
     }
 
     fn close_control(&mut self) {
@@ -404,32 +374,30 @@ impl Newcomers {
         if probe.was_held {
             self.held -= 1;
         }
-        let knocker = probe.knocker;
+        let c = &mut self.counts;
         match end {
-            End::Refused(refusal) => self.refuse(index, knocker, refusal),
-            End::Lost(refusal) => self.counts.lost.add(&refusal),
-            End::Answered { marked } if self.delivering => {
-                if marked {
-                    self.counts.delivered += 1;
-                    self.last_delivery = Some(Instant::now());
-                } else {
-                    self.counts.answered_other += 1;
+            End::Refused(refusal) if probe.knocker => c.knocked.add(&refusal),
+            End::Refused(refusal) => {
+                // Newcomers are numbered from 1 in the order opened.
+                if c.first_refusal.as_ref().is_none_or(|first| index + 1 < first.newcomer) {
+                    c.first_refusal = Some(FirstRefusal { held: 0, newcomer: index + 1, kind: refusal.clone() });
                 }
+                c.refused.add(&refusal);
             }
-            End::Answered { .. } => self.counts.answered_early += 1,
+            End::Lost(refusal) => c.lost.add(&refusal),
+            End::Answered { marked: true } if self.delivering => {
+                c.delivered += 1;
+                self.last_delivery = Some(Instant::now());
+            }
+            End::Answered { .. } if self.delivering => c.answered_other += 1,
+            End::Answered { .. } => c.answered_early += 1,
         }
     }
 
-    /// Counts a refusal of newcomer `index`; newcomers are numbered from 1 in the order opened.
-    fn refuse(&mut self, index: usize, knocker: bool, refusal: Refusal) {
-        if knocker {
-            self.counts.knocked.add(&refusal);
-            return;
-        }
-        if self.counts.first_refusal.as_ref().is_none_or(|first| index + 1 < first.newcomer) {
-            self.counts.first_refusal = Some(FirstRefusal { held: 0, newcomer: index + 1, kind: refusal.clone() });
-        }
-        self.counts.refused.add(&refusal);
+    /// What a publish sent now may still deliver to: the polls held, and any already answered
+    /// by an earlier attempt that the server did take.
+    fn deliverable(&self) -> usize {
+        self.held + self.counts.delivered as usize
     }
 
     /// After the first refusal, enough newcomers are refused or on their way to an answer.
@@ -449,7 +417,7 @@ impl Load<Peer> for Newcomers {
         match engine.get(key).map(|open| open.state) {
             Some(Peer::Newcomer(index)) => {
                 let retry_after = frame.retry_after.as_ref().map(|at| engine.bytes(key, at));
-                let body = engine.body(key, frame);
+                let body = engine.bytes(key, &frame.body);
                 let was_held = self.probes[index].was_held;
                 match self.probes[index].answered(frame.status, retry_after, body, &self.marker) {
                     Some(end) => self.end(engine, index, end),
@@ -460,25 +428,23 @@ impl Load<Peer> for Newcomers {
                     None => {}
                 }
             }
-            Some(Peer::Control) => {
-                let (status, body) = (frame.status, engine.body(key, frame).to_vec());
-                self.control = Some(Reply::Answer { status, body, took: now - self.control_sent });
+            Some(Peer::Control { sent }) => {
+                let (status, body) = (frame.status, engine.bytes(key, &frame.body).to_vec());
+                self.control = Some(Reply::Answer { status, body, took: now - sent });
             }
             None => {}
         }
     }
 
-    fn ended(&mut self, engine: &mut Engine<Peer>, _key: usize, gone: Gone<Peer>, ending: Ending, _now: Instant) {
+    fn ended(&mut self, engine: &mut Engine<Peer>, _key: usize, gone: Gone<Peer>, why: ConnError, _now: Instant) {
         match gone.state {
             Peer::Newcomer(index) => {
-                let probe = &mut self.probes[index];
-                probe.key = None;
-                let end = probe.ended(&ending);
+                let end = self.probes[index].ended(&why);
                 self.end(engine, index, end);
             }
-            Peer::Control => {
+            Peer::Control { .. } => {
                 self.control_key = None;
-                self.control.get_or_insert(Reply::Failed(probe::refusal(&ending)));
+                self.control.get_or_insert(Reply::Failed(probe::refusal(&why)));
             }
         }
     }
@@ -487,16 +453,12 @@ impl Load<Peer> for Newcomers {
 /// Publishes the marker on the old keep-alive connection if it still works, else on a new
 /// connection once one held poll has been closed to make room.
 /// From here on an answer to a held poll is a delivery.
-fn publish(fill: &mut Fill, early_works: bool, requests: &Requests) -> Publish {
-    fill.newcomers.marker = requests.marker.clone();
+fn publish(fill: &mut Fill, early_works: bool, request: &str, marker: String) -> Publish {
+    fill.newcomers.marker = marker;
     fill.newcomers.delivering = true;
-    let request = requests.publish(&requests.marker);
-    // What may still be delivered when a publish goes out: the polls held, and any already
-    // answered by an earlier attempt that the server did take.
-    let deliverable = |fill: &Fill| fill.newcomers.held + fill.newcomers.counts.delivered as usize;
     if early_works {
-        let (held, sent_at) = (deliverable(fill), Instant::now());
-        let reply = fill.exchange(false, request.as_bytes());
+        let (held, sent_at) = (fill.newcomers.deliverable(), Instant::now());
+        let reply = fill.exchange(false, request);
         if reply.is_ok() {
             return Publish { via: "keepalive", reply, held, sent_at };
         }
@@ -504,33 +466,8 @@ fn publish(fill: &mut Fill, early_works: bool, requests: &Requests) -> Publish {
     if !fill.release_one() {
         log::debug!("no held poll to close before publishing");
     }
-    let started = Instant::now();
-    loop {
-        let (held, sent_at) = (deliverable(fill), Instant::now());
-        let reply = fill.exchange(true, request.as_bytes());
-        fill.close_control();
-        if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
-            return Publish { via: "new_connection", reply, held, sent_at };
-        }
-        // Held polls keep being read meanwhile.
-        let _ = fill.turn(RETRY_EVERY);
-    }
-}
-
-/// A fresh `GET /stats` on a new connection, retried for up to `RETRY_BOUND`.
-fn fresh_request(fill: &mut Fill, requests: &Requests) -> After {
-    let started = Instant::now();
-    let request = requests.stats.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let reply = fill.exchange(true, request.as_bytes());
-        fill.close_control();
-        if reply.is_ok() || started.elapsed() >= RETRY_BOUND {
-            return After { reply, attempts, took: started.elapsed() };
-        }
-        let _ = fill.turn(RETRY_EVERY);
-    }
+    let (reply, (held, sent_at), _) = fill.retry(request);
+    Publish { via: "new_connection", reply, held, sent_at }
 }
 
 #[cfg(test)]
@@ -540,13 +477,11 @@ mod tests {
     #[test]
     fn a_poll_asks_from_the_cursor_or_waits_for_the_next_message() {
         let target = Target::parse("http://127.0.0.1:8080/").unwrap();
-        let requests = Requests::new(&target, "t".into());
-        let with = String::from_utf8(requests.poll(Some(7))).unwrap();
-        assert!(
-            with.starts_with("GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\nGET /poll/t?cursor=7&timeout=")
-        );
-        let without = String::from_utf8(requests.poll(None)).unwrap();
+        let with = poll_request(&target, "t", Some(7));
+        let probe = "GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+        assert!(with.starts_with(&format!("{probe}GET /poll/t?cursor=7&timeout=")), "{with}");
+        let without = poll_request(&target, "t", None);
         assert!(without.contains("GET /poll/t?timeout=120s HTTP/1.1"), "{without}");
-        assert!(requests.publish("hi").ends_with("Content-Length: 2\r\n\r\nhi"));
+        assert!(target.publish("t", "hi").ends_with("Content-Length: 2\r\n\r\nhi"));
     }
 }

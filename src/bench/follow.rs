@@ -26,16 +26,17 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fmt::Write;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::conn::ConnError;
-use super::engine::{self, Ending, Engine, Gone, Load};
+use super::engine::{self, Engine, Gone, Load};
 use super::frame::{Frame, FrameError};
 use super::report::{Errors, Latency, Traffic};
+use super::{stat, Target};
+use crate::client::Client;
 
 /// Connections started per turn: opening faster than the server accepts overflows its listen
 /// backlog and costs each dropped connection a 1 s SYN retransmit.
@@ -45,10 +46,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// Re-polls written per turn once the answers stop coming (about a millisecond of writes), so
 /// that answers still arriving are read between batches.
 const ASKS_PER_TURN: usize = 256;
-/// How long followers may take to connect and be held (or connected), per thousand of them;
-/// at least `SETUP_MIN`.
-const SETUP_PER_THOUSAND: Duration = Duration::from_secs(2);
-const SETUP_MIN: Duration = Duration::from_secs(10);
 /// How often the server's count of held polls is read while waiting for them.
 const STATS_EVERY: Duration = Duration::from_millis(50);
 /// After the last scheduled publish, how long deliveries may still take.
@@ -65,13 +62,20 @@ pub enum Style {
     Short { every: Duration },
 }
 
+impl Style {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Style::Short { .. } => "short-poll",
+            Style::Long { .. } => "long-poll",
+        }
+    }
+}
+
 /// What a run follows.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub addr: SocketAddr,
-    /// Prefix of the endpoints, and the `Host` header.
-    pub base_path: String,
-    pub authority: String,
+    pub target: Target,
     pub topic: String,
     pub clients: usize,
     pub messages: usize,
@@ -83,7 +87,7 @@ pub struct Plan {
 
 /// What a run measured, for the followers only (the publisher's traffic is the same in every
 /// style and is left out).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Followed {
     pub delivered: u64,
     pub latency: Latency,
@@ -121,8 +125,6 @@ fn message_index(data: &str) -> Option<usize> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Not started yet (connections open a batch per turn).
-    Idle,
     /// A poll is written or queued; its answer is due.
     Asking,
     /// Short polling: waiting for its next slot (in `due`).
@@ -132,6 +134,7 @@ enum Phase {
     Answered,
 }
 
+#[derive(Clone)]
 struct Follower {
     /// Its connection's key in the engine, while it has one.
     key: Option<usize>,
@@ -186,85 +189,82 @@ impl Follow {
     ///
     /// When the poll or the publisher's connection cannot be made.
     pub fn new(plan: Plan) -> Result<Follow, String> {
-        let mut engine = Engine::new(plan.addr, CONNECTS_PER_TURN)?;
+        let mut engine = Engine::new(plan.target.addr, CONNECTS_PER_TURN)?;
         let publisher = engine.open(Role::Publisher, b"");
-        let now = Instant::now();
-        let followers = (0..plan.clients)
-            .map(|_| Follower { key: None, phase: Phase::Idle, cursor: plan.after, epoch: None, next: 0, slot: now })
-            .collect();
-        let mut follow = Follow {
-            engine,
-            publisher,
-            publish_next: 0,
-            watch: Watch {
-                followers,
-                schedule: Vec::new(),
-                due: BinaryHeap::new(),
-                ask_queue: Vec::new(),
-                complete: if plan.messages == 0 { plan.clients } else { 0 },
-                answers: 0,
-                fatal: None,
-                out: Followed::default(),
-                plan,
-            },
+        let slot = Instant::now();
+        let first = Follower { key: None, phase: Phase::Asking, cursor: plan.after, epoch: None, next: 0, slot };
+        let watch = Watch {
+            followers: vec![first; plan.clients],
+            schedule: Vec::new(),
+            due: BinaryHeap::new(),
+            ask_queue: Vec::new(),
+            complete: 0,
+            answers: 0,
+            fatal: None,
+            out: Followed::default(),
+            plan,
         };
+        let mut follow = Follow { engine, publisher, publish_next: 0, watch };
         // The publisher connects now: it is part of the baseline. The followers connect from the
         // next turn on.
         follow.engine.turn(&mut follow.watch, Duration::ZERO)?;
-        follow.start_followers();
+        let (watch, engine) = (&mut follow.watch, &mut follow.engine);
+        let clients = watch.followers.len();
+        for index in 0..clients {
+            match watch.plan.style {
+                Style::Long { .. } => watch.ask(engine, index),
+                Style::Short { every } => {
+                    // A connection now, its polls at slots spread evenly over one period, as
+                    // independent clients would be.
+                    watch.open(engine, index, b"");
+                    watch.followers[index].slot = Instant::now() + every.mul_f64(index as f64 / clients as f64);
+                    watch.wait_until(index, watch.followers[index].slot);
+                }
+            }
+        }
         Ok(follow)
     }
 
-    /// Turns the loop until every follower is ready: its poll held by the server (long), or its
-    /// connection open (short). `held` reads how many polls the server holds, `held_before`
-    /// what it held before the followers opened.
+    /// Turns the loop until every follower is ready: its poll held by the server (long, as its
+    /// `/stats` says on `control`, against what it held `before` the followers opened), or its
+    /// connection open (short).
     ///
     /// # Errors
     ///
-    /// As `turn`, or when they are not ready within `SETUP_MIN` (`SETUP_PER_THOUSAND` per
-    /// thousand followers).
-    pub fn wait_ready(
-        &mut self,
-        held_before: u64,
-        mut held: impl FnMut() -> Result<u64, String>,
-    ) -> Result<(), String> {
-        let clients = self.watch.followers.len();
-        let limit = SETUP_MIN.max(SETUP_PER_THOUSAND * (clients / 1000 + 1) as u32);
-        let deadline = Instant::now() + limit;
-        let mut next_check = Instant::now();
+    /// As `turn`, when `/stats` fails, or when they are not ready within `engine::opening_bound`.
+    pub fn wait_ready(&mut self, control: &mut Client, before: &Value) -> Result<(), String> {
+        let (clients, held_before) = (self.watch.followers.len(), stat(before, "/polls/held"));
+        let (limit, mut next_check) = (engine::opening_bound(clients), Instant::now());
+        let deadline = next_check + limit;
         loop {
             self.turn(STATS_EVERY)?;
             let now = Instant::now();
+            if now < next_check && now < deadline {
+                continue;
+            }
+            next_check = now + STATS_EVERY;
             // Every follower has a connection and its first poll is out or scheduled.
-            if self.engine.waiting() == 0 && now >= next_check {
-                next_check = now + STATS_EVERY;
-                let ready = match self.watch.plan.style {
-                    Style::Long { .. } => {
-                        let held = held()?;
-                        if now >= deadline {
-                            let ours = held.saturating_sub(held_before);
-                            return Err(format!(
-                                "after {limit:?} the server holds {held} polls, {ours} of ours (see --max-held and \
-                                 the open-file limit)"
-                            ));
-                        }
-                        held >= held_before + clients as u64
-                    }
-                    Style::Short { .. } => self.connected() == clients,
-                };
-                if ready {
-                    return Ok(());
+            let opened = self.engine.waiting() == 0;
+            let (ready, state) = match self.watch.plan.style {
+                Style::Long { .. } if opened => {
+                    let held = stat(&self.watch.plan.target.stats(control)?, "/polls/held");
+                    let ours = held.saturating_sub(held_before);
+                    let state = format!("the server holds {held} polls, {ours} of ours");
+                    (ours >= clients as u64, state + " (see --max-held and the open-file limit)")
                 }
+                _ => {
+                    let connected = |key: usize| self.engine.get(key).is_some_and(|open| open.conn.is_connected());
+                    let connected = self.watch.followers.iter().filter(|f| f.key.is_some_and(connected)).count();
+                    (opened && connected == clients, format!("only {connected} of {clients} followers are connected"))
+                }
+            };
+            if ready {
+                return Ok(());
             }
             if now >= deadline {
-                return Err(format!("after {limit:?} only {} of {clients} followers are connected", self.connected()));
+                return Err(format!("after {limit:?} {state}"));
             }
         }
-    }
-
-    fn connected(&self) -> usize {
-        let connected = |key: usize| self.engine.get(key).is_some_and(|open| open.conn.is_connected());
-        self.watch.followers.iter().filter(|f| f.key.is_some_and(connected)).count()
     }
 
     /// Publishes on schedule, starting one interval from now, until every follower has every
@@ -339,48 +339,17 @@ impl Follow {
     /// Ends the run: counts what every connection carried and every message still missing.
     pub fn finish(mut self) -> Followed {
         let watch = &mut self.watch;
-        for follower in &mut watch.followers {
-            if let Some(gone) = follower.key.take().and_then(|key| self.engine.close(key)) {
-                watch.out.traffic.sent += gone.sent;
-                watch.out.traffic.received += gone.received;
-            }
-            watch.out.errors.delivery += (watch.plan.messages - follower.next.min(watch.plan.messages)) as u64;
+        for index in 0..watch.followers.len() {
+            watch.close(&mut self.engine, index);
+            watch.out.errors.delivery += watch.plan.messages.saturating_sub(watch.followers[index].next) as u64;
         }
         self.watch.out
     }
 
-    fn start_followers(&mut self) {
-        let watch = &mut self.watch;
-        let clients = watch.followers.len();
-        for index in 0..clients {
-            match watch.plan.style {
-                Style::Long { .. } => watch.ask(&mut self.engine, index),
-                Style::Short { every } => {
-                    // A connection now, its polls at slots spread evenly over one period, as
-                    // independent clients would be.
-                    watch.open(&mut self.engine, index, b"");
-                    let slot = Instant::now() + every.mul_f64(index as f64 / clients as f64);
-                    watch.followers[index].slot = slot;
-                    watch.wait_until(index, slot);
-                }
-            }
-        }
-    }
-
     fn publish_due(&mut self, now: Instant) -> Result<(), String> {
-        while let Some(&at) = self.watch.schedule.get(self.publish_next) {
-            if at > now {
-                break;
-            }
-            let data = message_data(self.publish_next);
+        while self.watch.schedule.get(self.publish_next).is_some_and(|&at| at <= now) {
             let plan = &self.watch.plan;
-            let request = format!(
-                "POST {}/publish/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
-                plan.base_path,
-                plan.topic,
-                plan.authority,
-                data.len()
-            );
+            let request = plan.target.publish(&plan.topic, &message_data(self.publish_next));
             // Written even if earlier replies are outstanding (pipelined): the schedule is kept.
             self.engine.send(self.publisher, request.as_bytes()).map_err(|e| format!("publisher: {e}"))?;
             self.publish_next += 1;
@@ -399,29 +368,22 @@ impl Watch {
     fn ask(&mut self, engine: &mut Engine<Role>, index: usize) {
         let plan = &self.plan;
         let follower = &mut self.followers[index];
-        let mut request = String::with_capacity(160);
         let (after, hold) = match plan.style {
             Style::Long { hold } => (follower.cursor, Some(hold)),
             // One message back, so that the server always has something and answers at once.
             Style::Short { .. } => (follower.cursor.saturating_sub(1), None),
         };
-        let _ = write!(request, "GET {}/poll/{}?cursor={after}", plan.base_path, plan.topic);
-        if let Some(epoch) = &follower.epoch {
-            let _ = write!(request, "&epoch={epoch}");
-        }
-        if let Some(hold) = hold {
-            let _ = write!(request, "&timeout={}ms", hold.as_millis());
-        }
-        let _ = write!(request, " HTTP/1.1\r\nHost: {}\r\n\r\n", plan.authority);
+        let epoch = follower.epoch.as_ref().map_or(String::new(), |epoch| format!("&epoch={epoch}"));
+        let timeout = hold.map_or(String::new(), |hold| format!("&timeout={}ms", hold.as_millis()));
+        let path = format!("{}/poll/{}?cursor={after}{epoch}{timeout}", plan.target.base_path(), plan.topic);
+        let request = plan.target.get(&path, "");
         follower.phase = Phase::Asking;
         self.out.traffic.requests += 1;
-        match follower.key {
-            Some(key) => {
-                if let Err(e) = engine.send(key, request.as_bytes()) {
-                    self.fail(engine, index, &e);
-                }
-            }
-            None => self.open(engine, index, request.as_bytes()),
+        let Some(key) = follower.key else {
+            return self.open(engine, index, request.as_bytes());
+        };
+        if let Err(e) = engine.send(key, request.as_bytes()) {
+            self.fail(engine, index, &e);
         }
     }
 
@@ -506,25 +468,9 @@ impl Watch {
                 self.fatal.get_or_insert(format!("follower {index}: out of open files ({io}); lower --clients"));
             }
             ConnError::Connect(_) => self.wait_until(index, Instant::now() + RETRY_AFTER),
-            _ => self.reask(engine, index),
-        }
-    }
-
-    /// Asks again on a new connection: at once (long), or at its slot (short).
-    fn reask(&mut self, engine: &mut Engine<Role>, index: usize) {
-        match self.plan.style {
-            Style::Long { .. } => self.ask(engine, index),
-            Style::Short { .. } => {
-                let slot = self.followers[index].slot.max(Instant::now());
-                self.wait_until(index, slot);
-            }
-        }
-    }
-
-    fn publisher_answered(&mut self, engine: &Engine<Role>, key: usize, frame: &Frame) {
-        if frame.status != 200 && self.fatal.is_none() {
-            let body = String::from_utf8_lossy(engine.body(key, frame)).trim().to_string();
-            self.fatal = Some(format!("a publish was answered {}: {body}", frame.status));
+            // Asks again on a new connection: at once (long), or at its slot (short).
+            _ if matches!(self.plan.style, Style::Long { .. }) => self.ask(engine, index),
+            _ => self.wait_until(index, self.followers[index].slot.max(Instant::now())),
         }
     }
 }
@@ -532,7 +478,12 @@ impl Watch {
 impl Load<Role> for Watch {
     fn answered(&mut self, engine: &mut Engine<Role>, key: usize, frame: &Frame, now: Instant) {
         let index = match engine.get(key).map(|open| open.state) {
-            Some(Role::Publisher) => return self.publisher_answered(engine, key, frame),
+            Some(Role::Publisher) if frame.status != 200 => {
+                let body = String::from_utf8_lossy(engine.bytes(key, &frame.body)).trim().to_string();
+                self.fatal.get_or_insert(format!("a publish was answered {}: {body}", frame.status));
+                return;
+            }
+            Some(Role::Publisher) => return,
             Some(Role::Follower(index)) => index,
             None => return,
         };
@@ -542,7 +493,7 @@ impl Load<Role> for Watch {
         }
         self.answers += 1;
         let retry = if frame.status == 200 {
-            match serde_json::from_slice::<Answer>(engine.body(key, frame)) {
+            match serde_json::from_slice::<Answer>(engine.bytes(key, &frame.body)) {
                 Ok(answer) => self.take_answer(index, &answer, now),
                 Err(_) => self.out.errors.malformed += 1,
             }
@@ -559,21 +510,18 @@ impl Load<Role> for Watch {
         self.next_poll(index, retry, now);
     }
 
-    fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Gone<Role>, ending: Ending, _now: Instant) {
-        let index = match gone.state {
-            Role::Publisher => {
-                self.fatal.get_or_insert(match ending {
-                    Ending::Closed { .. } => "the server closed the publisher's connection".into(),
-                    Ending::Failed(e) => format!("the publisher's connection failed: {e}"),
-                });
-                return;
-            }
-            Role::Follower(index) => index,
+    fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Gone<Role>, why: ConnError, _now: Instant) {
+        let Role::Follower(index) = gone.state else {
+            self.fatal.get_or_insert(match why {
+                ConnError::Closed { .. } => "the server closed the publisher's connection".into(),
+                why => format!("the publisher's connection failed: {why}"),
+            });
+            return;
         };
         self.followers[index].key = None;
         self.out.traffic.sent += gone.sent;
         self.out.traffic.received += gone.received;
-        self.fail(engine, index, &ending.into_error());
+        self.fail(engine, index, &why);
     }
 }
 

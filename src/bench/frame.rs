@@ -80,9 +80,7 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
     let (Some(status), Some(minor)) = (head.code, head.version) else {
         return Err(FrameError::Malformed);
     };
-    let mut length = None;
-    let mut close = None;
-    let mut retry_after = None;
+    let (mut length, mut close, mut retry_after) = (None, None, None);
     for header in head.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
             let value = parse_length(header.value).ok_or(FrameError::Malformed)?;
@@ -102,13 +100,8 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
             let has = |token: &str| {
                 header.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
             };
-            close = close.or(if has("close") {
-                Some(true)
-            } else if has("keep-alive") {
-                Some(false)
-            } else {
-                None
-            });
+            // The first that says either decides.
+            close = close.or(has("close").then_some(true)).or(has("keep-alive").then_some(false));
         }
     }
     // HTTP/1.1 persists unless told otherwise; HTTP/1.0 only when asked to.

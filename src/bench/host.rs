@@ -32,56 +32,62 @@ pub fn raise_open_file_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// The server's processes: `--server-pid` if given, else the ones listening on `addr`.
+pub fn server_pids(given: Option<i32>, addr: SocketAddr) -> Vec<i32> {
+    given.map_or_else(|| listening_pids(addr), |pid| vec![pid])
+}
+
+/// `1234, 1240`, or `unknown` when no process is known.
+pub fn pid_list(pids: &[i32]) -> String {
+    let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+    Some(pids.join(", ")).filter(|list| !list.is_empty()).unwrap_or_else(|| "unknown".into())
+}
+
+/// Why a figure read from `/proc/PID/FILE` is unknown, for the report.
+pub fn unknown(pids: &[i32], file: &str) -> String {
+    if pids.is_empty() {
+        "unknown (no pid: give --server-pid)".into()
+    } else {
+        format!("unknown (its /proc/PID/{file} is unreadable)")
+    }
+}
+
 /// The processes (other than this one) holding the socket that listens on `addr`: its inode
 /// from `/proc/net/tcp{,6}`, then the `/proc/*/fd` links that name `socket:[inode]`. Empty when
 /// the listener is not found or belongs to another user.
 pub fn listening_pids(addr: SocketAddr) -> Vec<i32> {
-    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
+    let links: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|path| std::fs::read_to_string(path).ok())
         .flat_map(|table| listen_inodes(&table, addr))
+        .map(|inode| format!("socket:[{inode}]"))
         .collect();
-    if inodes.is_empty() {
-        return Vec::new();
-    }
-    let links: Vec<String> = inodes.iter().map(|inode| format!("socket:[{inode}]")).collect();
-    let me = std::process::id() as i32;
-    let Ok(proc) = std::fs::read_dir("/proc") else {
+    let (Ok(proc), false) = (std::fs::read_dir("/proc"), links.is_empty()) else {
         return Vec::new();
     };
-    let mut pids = Vec::new();
-    for entry in proc.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue; // gone, or another user's
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|target| links.iter().any(|l| target.as_os_str() == l.as_str()))
-        });
-        if holds && pid != me {
-            pids.push(pid);
-        }
-    }
-    pids
+    let me = std::process::id() as i32;
+    let holds = |link: std::path::PathBuf| links.iter().any(|l| link.as_os_str() == l.as_str());
+    proc.flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok().filter(|&pid| pid != me)?;
+            // None when it is gone, or another user's.
+            let mut fds = std::fs::read_dir(entry.path().join("fd")).ok()?.flatten();
+            fds.any(|fd| std::fs::read_link(fd.path()).is_ok_and(holds)).then_some(pid)
+        })
+        .collect()
 }
 
 /// The inodes of the listening sockets in one `/proc/net/tcp` or `tcp6` table that accept
 /// connections to `addr`: bound to its port, and to its address or to the unspecified one.
 fn listen_inodes(table: &str, addr: SocketAddr) -> Vec<u64> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
-            let bound = parse_local(local)?;
-            let accepts =
-                bound.port() == addr.port() && (bound.ip().is_unspecified() || same_ip(bound.ip(), addr.ip()));
-            (*state == TCP_LISTEN && accepts).then(|| inode.parse().ok()).flatten()
-        })
-        .collect()
+    let listener = |line: &str| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        let bound = parse_local(local)?;
+        let accepts = bound.port() == addr.port() && (bound.ip().is_unspecified() || same_ip(bound.ip(), addr.ip()));
+        (*state == TCP_LISTEN && accepts).then(|| inode.parse().ok()).flatten()
+    };
+    table.lines().skip(1).filter_map(listener).collect()
 }
 
 /// Equal addresses, an IPv4 one also matching its IPv4-mapped IPv6 form.
@@ -104,11 +110,8 @@ fn parse_local(text: &str) -> Option<SocketAddr> {
     let ip = match ip.len() {
         8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
         32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
+            let words = [word(0)?, word(1)?, word(2)?, word(3)?];
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(words.as_flattened()).ok()?))
         }
         _ => return None,
     };
@@ -143,25 +146,12 @@ pub fn ticks_per_second() -> u64 {
     u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
-/// The peak resident memory (`VmHWM` of `/proc/PID/status`) of the processes `pids`, summed, in
-/// bytes; `None` without a pid or when one cannot be read.
-pub fn peak_rss_bytes(pids: &[i32]) -> Option<u64> {
-    status_bytes(pids, "VmHWM:")
-}
-
-/// The resident memory (`VmRSS`) of the processes `pids`, summed, in bytes.
-pub fn rss_bytes(pids: &[i32]) -> Option<u64> {
-    status_bytes(pids, "VmRSS:")
-}
-
-fn status_bytes(pids: &[i32], key: &str) -> Option<u64> {
-    if pids.is_empty() {
-        return None;
-    }
-    pids.iter()
-        .map(|pid| kib_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, key))
-        .sum::<Option<u64>>()
-        .map(|kib| kib * 1024)
+/// A memory figure of `/proc/PID/status` (`VmRSS:` the resident memory, `VmHWM:` its peak) of
+/// the processes `pids`, summed, in bytes; `None` without a pid or when one cannot be read.
+pub fn status_bytes(pids: &[i32], key: &str) -> Option<u64> {
+    let kib = |pid: &i32| kib_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, key);
+    let total: Option<u64> = pids.iter().map(kib).sum();
+    total.filter(|_| !pids.is_empty()).map(|kib| kib * 1024)
 }
 
 /// A `/proc/meminfo` figure (`Slab:`, `SUnreclaim:`) in bytes: host-wide.
@@ -262,8 +252,9 @@ mod tests {
         assert_eq!(kib_field("Name:\ttether\nVmHWM:\t    5424 kB\nVmRSS:\t 5000 kB\n", "VmHWM:"), Some(5424));
         assert_eq!(kib_field("Name:\ttether\n", "VmHWM:"), None);
         let me = [std::process::id() as i32];
-        assert!(peak_rss_bytes(&me).is_some_and(|peak| peak > 0) && rss_bytes(&me).is_some_and(|rss| rss > 0));
-        assert_eq!(peak_rss_bytes(&[]), None);
+        let [peak, rss] = ["VmHWM:", "VmRSS:"].map(|key| status_bytes(&me, key));
+        assert!(peak.is_some_and(|peak| peak > 0) && rss.is_some_and(|rss| rss > 0));
+        assert_eq!(status_bytes(&[], "VmHWM:"), None);
         assert!(meminfo_bytes("Slab:").is_some_and(|bytes| bytes > 0));
     }
 

@@ -21,7 +21,7 @@
 //!
 //! Invariants:
 //! - Bounded: N sockets (checked against the open-file limit, raised to its hard limit), the
-//!   opening by `OPEN_MIN` plus `OPEN_PER_THOUSAND`, the settle by `--settle` (at most 10 min).
+//!   opening by `engine::opening_bound`, the settle by `--settle` (at most 10 min).
 //! - A figure that cannot be read is `null` in the JSON and "unknown" in the report.
 
 use std::fmt::Write as _;
@@ -30,19 +30,17 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::engine::{Ending, Engine, Gone, Load};
+use super::conn::ConnError;
+use super::engine::{self, Engine, Gone, Load};
 use super::frame::Frame;
 use super::host::{self, SlabCache};
-use super::report::{round, Errors, Table};
+use super::report::{self, round, Errors, Table};
 use super::{check_fd_budget, Outcome, Target};
 use crate::config::parse_duration;
 use crate::stats::Sockstat;
 
 /// Connects started per turn: faster could overflow the server's listen backlog.
 const CONNECTS_PER_TURN: usize = 64;
-/// The opening may take this long, plus `OPEN_PER_THOUSAND` per thousand connections.
-const OPEN_MIN: Duration = Duration::from_secs(10);
-const OPEN_PER_THOUSAND: Duration = Duration::from_secs(2);
 const MAX_SETTLE: Duration = Duration::from_secs(600);
 const TICK: Duration = Duration::from_millis(100);
 /// Slab caches that a TCP connection grows, shown per connection.
@@ -76,8 +74,8 @@ pub fn run(args: &IdleArgs) -> Result<Outcome, String> {
     host::raise_open_file_limit();
     check_fd_budget("--connections", args.connections, args.connections)?;
     target.check_listening()?;
-    let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
-    let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", target.url.target(), target.url.authority());
+    let pids = host::server_pids(args.server_pid, target.addr);
+    let request = target.get(&target.url.target(), "");
     let before = Figures::read(&pids);
     let mut engine = Engine::new(target.addr, CONNECTS_PER_TURN)?;
     for _ in 0..args.connections {
@@ -85,18 +83,17 @@ pub fn run(args: &IdleArgs) -> Result<Outcome, String> {
     }
     let mut idle = Idle::default();
     let started = Instant::now();
-    let deadline = started + OPEN_MIN + OPEN_PER_THOUSAND * (args.connections / 1000) as u32;
+    let deadline = started + engine::opening_bound(args.connections);
     while idle.idle + idle.failed < args.connections && Instant::now() < deadline {
         engine.turn(&mut idle, TICK)?;
     }
-    let opening = started.elapsed();
+    idle.opening = started.elapsed();
     let settled = Instant::now() + args.settle;
     while Instant::now() < settled {
         engine.turn(&mut idle, settled.saturating_duration_since(Instant::now()))?;
     }
     let after = Figures::read(&pids);
-    let measured = Measured { pids, opening, before, after, idle };
-    Ok(outcome(args, &target, &measured))
+    Ok(outcome(args, &target, &pids, [before, after], idle))
 }
 
 /// What the connections did: the scenario's side of the engine.
@@ -108,6 +105,8 @@ struct Idle {
     /// Never answered 2xx with keep-alive: counted in `errors`.
     failed: usize,
     errors: Errors,
+    /// How long opening them took.
+    opening: Duration,
 }
 
 impl Load<()> for Idle {
@@ -122,48 +121,38 @@ impl Load<()> for Idle {
         engine.close(key);
     }
 
-    fn ended(&mut self, _engine: &mut Engine<()>, _key: usize, gone: Gone<()>, ending: Ending, _now: Instant) {
-        match ending {
-            Ending::Closed { partial: false } if gone.received > 0 => self.closed += 1,
-            Ending::Closed { .. } => {
-                self.errors.io += 1;
-                self.failed += 1;
-            }
-            Ending::Failed(e) => {
-                self.errors.count(&e);
-                self.failed += 1;
-            }
+    fn ended(&mut self, _engine: &mut Engine<()>, _key: usize, gone: Gone<()>, why: ConnError, _now: Instant) {
+        if let (ConnError::Closed { partial: false }, true) = (&why, gone.received > 0) {
+            return self.closed += 1; // an idle connection the server closed
         }
+        self.errors.count(&why);
+        self.failed += 1;
     }
 }
 
+/// The memory figures, by their names in the report and in the JSON, and what they count.
+const MEMORY: [(&str, &str, &str); 4] = [
+    ("server VmRSS", "server_rss", "server process only"),
+    ("kernel Slab", "kernel_slab", "host-wide, both ends"),
+    ("kernel SUnreclaim", "kernel_sunreclaim", "host-wide, both ends"),
+    ("sockstat TCP mem", "tcp_mem", "host-wide, both ends"),
+];
+
 /// The server's and the kernel's memory at one moment.
 struct Figures {
-    rss: Option<u64>,
-    slab: Option<u64>,
-    sunreclaim: Option<u64>,
+    /// In bytes, in the order of `MEMORY`.
+    memory: [Option<u64>; 4],
     sockets: Sockstat,
     caches: Vec<Option<SlabCache>>,
 }
 
 impl Figures {
     fn read(pids: &[i32]) -> Figures {
-        Figures {
-            rss: host::rss_bytes(pids),
-            slab: host::meminfo_bytes("Slab:"),
-            sunreclaim: host::meminfo_bytes("SUnreclaim:"),
-            sockets: crate::stats::sockstat(),
-            caches: host::slab_caches(&CACHES),
-        }
+        let sockets = crate::stats::sockstat();
+        let (slab, sunreclaim) = (host::meminfo_bytes("Slab:"), host::meminfo_bytes("SUnreclaim:"));
+        let memory = [host::status_bytes(pids, "VmRSS:"), slab, sunreclaim, Some(sockets.tcp_mem_bytes)];
+        Figures { memory, sockets, caches: host::slab_caches(&CACHES) }
     }
-}
-
-struct Measured {
-    pids: Vec<i32>,
-    opening: Duration,
-    before: Figures,
-    after: Figures,
-    idle: Idle,
 }
 
 /// Growth from `before` to `after` per connection, with both readings; `None` if either failed.
@@ -173,29 +162,17 @@ fn growth(before: Option<u64>, after: Option<u64>, connections: usize) -> Option
     Some((before, after, total, total as f64 / connections.max(1) as f64))
 }
 
-fn outcome(args: &IdleArgs, target: &Target, m: &Measured) -> Outcome {
-    let (b, a, n) = (&m.before, &m.after, m.idle.idle);
-    let still_open = n - m.idle.closed;
-    let rows = [
-        ("server VmRSS", "server_rss", growth(b.rss, a.rss, n), "server process only"),
-        ("kernel Slab", "kernel_slab", growth(b.slab, a.slab, n), "host-wide, both ends"),
-        ("kernel SUnreclaim", "kernel_sunreclaim", growth(b.sunreclaim, a.sunreclaim, n), "host-wide, both ends"),
-        (
-            "sockstat TCP mem",
-            "tcp_mem",
-            growth(Some(b.sockets.tcp_mem_bytes), Some(a.sockets.tcp_mem_bytes), n),
-            "host-wide, both ends",
-        ),
-    ];
+fn outcome(args: &IdleArgs, target: &Target, pids: &[i32], [b, a]: [Figures; 2], idle: Idle) -> Outcome {
+    let (n, opening) = (idle.idle, idle.opening);
+    let still_open = n - idle.closed;
     let mut figures = serde_json::Map::new();
     let mut table = Table::new(&["figure", "before B", "after B", "growth B", "B/conn", ""]);
-    for (name, key, growth, what) in &rows {
-        figures.insert(
-            key.to_string(),
-            growth.map_or(Value::Null, |(before, after, total, each)| {
-                json!({"before": before, "after": after, "growth": total, "per_connection": round(each, 1)})
-            }),
-        );
+    for (i, (name, key, what)) in MEMORY.into_iter().enumerate() {
+        let growth = growth(b.memory[i], a.memory[i], n);
+        let figure = growth.map(|(before, after, total, each)| {
+            json!({"before": before, "after": after, "growth": total, "per_connection": round(each, 1)})
+        });
+        figures.insert(key.to_string(), figure.unwrap_or(Value::Null));
         let cells = growth.map_or(vec!["unknown".into(); 4], |(before, after, total, each)| {
             vec![before.to_string(), after.to_string(), total.to_string(), format!("{each:.0}")]
         });
@@ -210,52 +187,50 @@ fn outcome(args: &IdleArgs, target: &Target, m: &Measured) -> Outcome {
         let objects = (after.objects as f64 - before.objects as f64) / n.max(1) as f64;
         let bytes = (after.bytes as f64 - before.bytes as f64) / n.max(1) as f64;
         let aliases = host::slab_aliases(name).filter(|&aliases| aliases > 0);
-        caches.insert(
-            name.to_string(),
-            json!({"objects_per_connection": round(objects, 2), "bytes_per_connection": round(bytes, 1), "aliases": aliases}),
-        );
+        let (objects_json, bytes_json) = (round(objects, 2), round(bytes, 1));
+        let each =
+            json!({"objects_per_connection": objects_json, "bytes_per_connection": bytes_json, "aliases": aliases});
+        caches.insert(name.to_string(), each);
         let merged = aliases.map_or(String::new(), |aliases| format!("  (shared with {aliases} merged caches)"));
         let _ = writeln!(cache_lines, "  {name:<18} {objects:>8.2} {bytes:>10.0}{merged}");
     }
-    let e = &m.idle.errors;
+    let (e, [inuse, time_wait]) = (&idle.errors, [b.sockets, a.sockets].map(|s| [s.tcp_inuse, s.tcp_time_wait]));
     let json = json!({
         "scenario": "idle", "url": args.url, "connections": args.connections, "idle": n, "still_open": still_open,
-        "errors": e.total(), "error_kinds": {"connect": e.connect, "io": e.io, "malformed": e.malformed, "status": e.status},
-        "opening_ms": round(m.opening.as_secs_f64() * 1e3, 1), "settle_ms": args.settle.as_millis() as u64,
-        "pids": m.pids, "figures": figures, "slab_caches": caches,
-        "tcp_inuse": {"before": b.sockets.tcp_inuse, "after": a.sockets.tcp_inuse},
-        "time_wait": {"before": b.sockets.tcp_time_wait, "after": a.sockets.tcp_time_wait},
+        "errors": e.total(), "error_kinds": e.to_json(&["connect", "io", "malformed", "status"]),
+        "opening_ms": report::ms(opening, 1), "settle_ms": args.settle.as_millis() as u64,
+        "pids": pids, "figures": figures, "slab_caches": caches,
+        "tcp_inuse": {"before": inuse[0], "after": inuse[1]},
+        "time_wait": {"before": time_wait[0], "after": time_wait[1]},
     });
-    let pids: Vec<String> = m.pids.iter().map(i32::to_string).collect();
-    let pids = if pids.is_empty() { "unknown (give --server-pid)".into() } else { pids.join(", ") };
+    let pids = if pids.is_empty() { "unknown (give --server-pid)".into() } else { host::pid_list(pids) };
+    let errors = if e.total() == 0 { String::new() } else { format!("; errors: {}", e.breakdown()) };
     let mut text =
         format!("idle: server pid {pids} at {}, GET {} on each connection\n", target.addr, target.url.target());
-    let errors = if e.total() == 0 { String::new() } else { format!("; errors: {}", e.breakdown()) };
-    let _ = writeln!(
-        text,
-        "connections     {n} of {} idle after {:.1?}, {still_open} still open after {:?}{errors}",
-        args.connections, m.opening, args.settle
-    );
-    let _ =
-        writeln!(text, "TCP sockets     {} -> {} in use (both ends counted)", b.sockets.tcp_inuse, a.sockets.tcp_inuse);
-    text.push_str(&table.render());
+    let (connections, settle) = (args.connections, args.settle);
+    let idled = format!("{n} of {connections} idle after {opening:.1?}, {still_open} still open after {settle:?}");
+    text += &report::lines([
+        ("connections", idled + &errors),
+        ("TCP sockets", format!("{} -> {} in use (both ends counted)", inuse[0], inuse[1])),
+    ]);
+    text += &table.render();
     if !cache_lines.is_empty() {
-        text.push_str("slab caches (host-wide, /proc/slabinfo active objects): objects/conn, bytes/conn\n");
-        text.push_str(&cache_lines);
+        text += "slab caches (host-wide, /proc/slabinfo active objects): objects/conn, bytes/conn\n";
+        text += &cache_lines;
     }
-    if b.sockets.tcp_time_wait != a.sockets.tcp_time_wait {
+    if time_wait[0] != time_wait[1] {
         let _ = writeln!(
             text,
             "warning: TIME_WAIT sockets went {} -> {} during the run; their slab (tw_sock_TCP) skews the kernel \
              figures. Rerun 60 s after any Connection: close load.",
-            b.sockets.tcp_time_wait, a.sockets.tcp_time_wait
+            time_wait[0], time_wait[1]
         );
     }
-    if m.idle.closed > 0 {
-        let _ = writeln!(text, "warning: the server closed {} connections before the second reading", m.idle.closed);
+    if idle.closed > 0 {
+        let _ = writeln!(text, "warning: the server closed {} connections before the second reading", idle.closed);
     }
     let nothing_measured = (n == 0).then(|| format!("no connection to {} was left idle", target.addr));
-    Outcome { json, table: text, title: String::new(), distributions: vec![], nothing_measured }
+    Outcome { json, table: text, nothing_measured, ..Outcome::default() }
 }
 
 #[cfg(test)]

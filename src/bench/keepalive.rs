@@ -13,10 +13,10 @@
 //!
 //! Invariants:
 //! - `--connections` connections are open or about to be reopened at any time.
-//! - A connection keeps one start time per request in flight, oldest first; answers arrive in request
-//!   order (HTTP/1.1), so each answer takes the oldest. Latency runs from the write of the
-//!   request (keep-alive, pipelined) or from the connect (close: the handshake is part of what
-//!   close costs) to the last byte of the answer.
+//! - A connection keeps one start time per request in flight, oldest first; answers arrive in
+//!   request order (HTTP/1.1), so each answer takes the oldest. Latency runs from the write of
+//!   the request (keep-alive, pipelined) or from the connect (close: the handshake is part of
+//!   what close costs) to the last byte of the answer.
 //! - Only answers that arrive before the deadline count; requests in flight then are dropped.
 //!
 //! A closed loop under-reports stalls (coordinated omission): while a connection waits for a
@@ -28,13 +28,13 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::conn::ConnError;
-use super::engine::{self, Ending, Engine, Gone};
+use super::engine::{self, Engine, Gone};
 use super::frame::Frame;
 use super::report::{self, Errors, Latency, Table};
-use super::{check_fd_budget, Outcome, OutputArgs, Progress, Target};
+use super::{check_fd_budget, progress_bar, Outcome, OutputArgs, Target};
 use crate::config::parse_duration;
 
 /// How often the loop looks for stalled connections and moves the progress bar.
@@ -74,31 +74,18 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::KeepAlive => "keep-alive",
-            Mode::Close => "close",
-            Mode::Pipelined => "pipelined",
-        }
+    /// As `--modes` spells it, in the report too.
+    fn name(self) -> String {
+        self.to_possible_value().map_or_else(String::new, |value| value.get_name().to_string())
     }
 }
 
-/// What one mode measured.
+/// What one mode measured: its closed loop's counts, the connections it opened, and the
+/// host's sockets in TIME_WAIT before and after it.
 struct Measured {
-    mode: Mode,
-    requests: u64,
-    elapsed: Duration,
-    latency: Latency,
+    load: ClosedLoop,
     opened: u64,
-    errors: Errors,
-    time_wait_before: u64,
-    time_wait_after: u64,
-}
-
-impl Measured {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
+    time_wait: [u64; 2],
 }
 
 pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
@@ -111,48 +98,35 @@ pub fn run(args: &KeepaliveArgs) -> Result<Outcome, String> {
     }
     check_fd_budget("--connections", args.connections, args.connections)?;
     preflight(&target)?;
-    let mut modes: Vec<Mode> = Vec::new();
-    for mode in &args.modes {
-        if !modes.contains(mode) {
-            modes.push(*mode);
-        }
-    }
+    // Each mode once, where it was first given.
+    let given = &args.modes;
+    let modes: Vec<Mode> =
+        given.iter().enumerate().filter(|(i, m)| !given[..*i].contains(m)).map(|(_, m)| *m).collect();
     let total = args.duration * modes.len() as u32;
-    let progress = Progress::new(total.as_millis() as u64, total, "keepalive");
+    let progress = progress_bar(total.as_millis() as u64, total, "keepalive");
     let mut results = Vec::new();
     for (i, &mode) in modes.iter().enumerate() {
-        progress.message(mode.name());
+        progress.set_prefix(mode.name());
         let offset = args.duration * i as u32;
         let time_wait_before = crate::stats::sockstat().tcp_time_wait;
         let mut engine = Engine::new(target.addr, usize::MAX)?;
         let mut load = ClosedLoop::new(&target, args, mode);
-        load.run(&mut engine, args.duration, |elapsed| progress.set((offset + elapsed).as_millis() as u64))?;
-        results.push(Measured {
-            mode,
-            requests: load.requests,
-            elapsed: load.elapsed,
-            latency: load.latency,
-            opened: engine.opened,
-            errors: load.errors,
-            time_wait_before,
-            time_wait_after: crate::stats::sockstat().tcp_time_wait,
-        });
+        load.run(&mut engine, |elapsed| progress.set_position((offset + elapsed).as_millis() as u64))?;
+        let time_wait = [time_wait_before, crate::stats::sockstat().tcp_time_wait];
+        results.push(Measured { load, opened: engine.opened, time_wait });
     }
-    progress.finish();
+    progress.finish_and_clear();
     Ok(outcome(&target, args, results))
 }
 
 /// One blocking request first, so that a wrong URL is one clear error, not a run of them.
 fn preflight(target: &Target) -> Result<(), String> {
     let path = target.url.target();
-    let response = target.control().get(&path).map_err(|e| format!("GET {}: {e}", target.url.target()))?;
-    if !(200..300).contains(&response.status) {
-        return Err(format!(
-            "GET {path} answered {} {}; bench a URL that answers 2xx",
-            response.status, response.reason
-        ));
+    let response = target.control().get(&path).map_err(|e| format!("GET {path}: {e}"))?;
+    if (200..300).contains(&response.status) {
+        return Ok(());
     }
-    Ok(())
+    Err(format!("GET {path} answered {} {}; bench a URL that answers 2xx", response.status, response.reason))
 }
 
 /// A connection of the closed loop.
@@ -175,7 +149,7 @@ struct ClosedLoop {
     latency: Latency,
     requests: u64,
     errors: Errors,
-    elapsed: Duration,
+    duration: Duration,
     /// Answers read and connections ended after this are not counted.
     deadline: Instant,
 }
@@ -184,8 +158,7 @@ impl ClosedLoop {
     fn new(target: &Target, args: &KeepaliveArgs, mode: Mode) -> ClosedLoop {
         let close = if mode == Mode::Close { "Connection: close\r\n" } else { "" };
         // The same request as wrk's, so that both ask the server for the same work.
-        let request =
-            format!("GET {} HTTP/1.1\r\nHost: {}\r\n{close}\r\n", target.url.target(), target.url.authority());
+        let request = target.get(&target.url.target(), close);
         let depth = if mode == Mode::Pipelined { args.pipeline } else { 1 };
         ClosedLoop {
             mode,
@@ -195,29 +168,23 @@ impl ClosedLoop {
             latency: Latency::default(),
             requests: 0,
             errors: Errors::default(),
-            elapsed: Duration::ZERO,
+            duration: args.duration,
             deadline: Instant::now(),
         }
     }
 
-    /// Runs the loop for `duration`; `tick` hears the elapsed time every `TICK`.
-    fn run(
-        &mut self,
-        engine: &mut Engine<Slot>,
-        duration: Duration,
-        mut tick: impl FnMut(Duration),
-    ) -> Result<(), String> {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.duration.as_secs_f64().max(1e-9)
+    }
+
+    /// Runs the loop for `--duration`; `tick` hears the elapsed time every `TICK`.
+    fn run(&mut self, engine: &mut Engine<Slot>, mut tick: impl FnMut(Duration)) -> Result<(), String> {
         let started = Instant::now();
-        let deadline = started + duration;
-        self.deadline = deadline;
+        self.deadline = started + self.duration;
         let mut next_tick = started + TICK;
         self.open_due(engine, started);
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            engine.turn(self, next_tick.min(deadline).saturating_duration_since(now))?;
+        while Instant::now() < self.deadline {
+            engine.turn(self, next_tick.min(self.deadline).saturating_duration_since(Instant::now()))?;
             let now = Instant::now();
             if now >= next_tick {
                 self.expire(engine, now);
@@ -226,7 +193,6 @@ impl ClosedLoop {
             }
             self.open_due(engine, now);
         }
-        self.elapsed = deadline - started;
         Ok(())
     }
 
@@ -256,12 +222,7 @@ impl ClosedLoop {
 
     /// Replaces connections that made no progress for `RESPONSE_TIMEOUT`.
     fn expire(&mut self, engine: &mut Engine<Slot>, now: Instant) {
-        let stalled: Vec<usize> = engine
-            .states()
-            .filter(|(_, open)| now.duration_since(open.state.progressed_at) >= RESPONSE_TIMEOUT)
-            .map(|(key, _)| key)
-            .collect();
-        for key in stalled {
+        for key in engine.keys(|open| now.duration_since(open.state.progressed_at) >= RESPONSE_TIMEOUT) {
             self.errors.timeout += 1;
             self.replace(engine, key, now);
         }
@@ -294,12 +255,9 @@ impl engine::Load<Slot> for ClosedLoop {
 
     /// Records the answer, and sends the next batch once all are in.
     fn answered(&mut self, engine: &mut Engine<Slot>, key: usize, frame: &Frame, now: Instant) {
-        let Some(open) = engine.get_mut(key) else {
-            return;
+        let Some(open) = engine.get_mut(key).filter(|_| now < self.deadline) else {
+            return; // after the deadline, nothing counts
         };
-        if now >= self.deadline {
-            return;
-        }
         open.state.progressed_at = now;
         // An answer nobody asked for has no start time; the connection is out of step.
         let Some(start) = open.state.started.pop_front() else {
@@ -322,87 +280,49 @@ impl engine::Load<Slot> for ClosedLoop {
         }
     }
 
-    fn ended(&mut self, _engine: &mut Engine<Slot>, key: usize, _gone: Gone<Slot>, ending: Ending, now: Instant) {
+    fn ended(&mut self, engine: &mut Engine<Slot>, key: usize, _gone: Gone<Slot>, why: ConnError, now: Instant) {
         if now >= self.deadline {
             return; // what ends after the deadline (a close after an uncounted answer) is not counted
         }
-        match ending {
-            Ending::Closed { .. } => {
-                self.errors.io += 1;
-                self.reopen.push(now);
-            }
-            Ending::Failed(e) => {
-                self.errors.count(&e);
-                log::debug!("connection {key}: {e}");
-                self.reopen.push(now + RETRY_DELAY);
-            }
+        if let ConnError::Closed { .. } = why {
+            self.errors.io += 1;
+            return self.reopen.push(now);
         }
+        self.fail(engine, key, &why, now);
     }
 }
 
 fn outcome(target: &Target, args: &KeepaliveArgs, results: Vec<Measured>) -> Outcome {
     let header = ["mode", "requests", "req/s", "p50", "p90", "p99", "max", "connections", "errors", "TIME_WAIT"];
     let mut table = Table::new(&header);
-    let mut modes = Vec::new();
-    let mut notes = Vec::new();
-    for m in &results {
-        let s = m.latency.summary();
-        table.row(vec![
-            m.mode.name().to_string(),
-            m.requests.to_string(),
-            format!("{:.0}", m.rps()),
-            report::human_us(s.p50_us),
-            report::human_us(s.p90_us),
-            report::human_us(s.p99_us),
-            report::human_us(s.max_us),
-            m.opened.to_string(),
-            m.errors.total().to_string(),
-            format!("{} -> {}", m.time_wait_before, m.time_wait_after),
-        ]);
-        if m.errors.total() > 0 {
-            notes.push(format!("{} errors: {}", m.mode.name(), m.errors.breakdown()));
+    let (mut modes, mut notes) = (Vec::new(), String::new());
+    for Measured { load: m, opened, time_wait: [before, after] } in &results {
+        let (name, s, errors) = (m.mode.name(), m.latency.summary(), m.errors.total());
+        let mut row = vec![name.to_string(), m.requests.to_string(), format!("{:.0}", m.rps())];
+        row.extend(s.human());
+        row.extend([opened.to_string(), errors.to_string(), format!("{before} -> {after}")]);
+        table.row(row);
+        if errors > 0 {
+            let _ = writeln!(notes, "{name} errors: {}", m.errors.breakdown());
         }
         modes.push(json!({
-            "mode": m.mode.name(),
-            "requests": m.requests,
-            "rps": report::round(m.rps(), 1),
-            "latency_us": s.to_json(),
-            "connections_opened": m.opened,
-            "errors": m.errors.total(),
-            "time_wait_before": m.time_wait_before,
-            "time_wait_after": m.time_wait_after,
+            "mode": name, "requests": m.requests, "rps": report::round(m.rps(), 1), "latency_us": s.to_json(),
+            "connections_opened": opened, "errors": errors, "time_wait_before": before, "time_wait_after": after,
         }));
     }
-    let mut text = format!(
-        "keepalive: {} for {:?} per mode, {} connections, pipeline {}\n\n",
-        target.url.target(),
-        args.duration,
-        args.connections,
-        args.pipeline
+    let (path, connections, pipeline, duration) = (target.url.target(), args.connections, args.pipeline, args.duration);
+    let table = format!(
+        "keepalive: {path} for {duration:?} per mode, {connections} connections, pipeline {pipeline}\n\n{}\n\
+         latency: request written -> answer read (close: from the connect); a closed loop under-counts stalls\n\
+         TIME_WAIT: sockets in TIME_WAIT before -> after the mode, host-wide (/proc/net/sockstat; \
+         docs/lab.md)\n{notes}",
+        table.render()
     );
-    text.push_str(&table.render());
-    text.push_str(
-        "\nlatency: request written -> answer read (close: from the connect); a closed loop under-counts \
-         stalls\nTIME_WAIT: sockets in TIME_WAIT before -> after the mode, host-wide (/proc/net/sockstat; \
-         docs/lab.md)\n",
-    );
-    for note in notes {
-        let _ = writeln!(text, "{note}");
-    }
-    let json: Value = json!({
-        "scenario": "keepalive",
-        "url": format!("http://{}{}", target.url.authority(), target.url.target()),
-        "connections": args.connections,
-        "duration_secs": args.duration.as_secs_f64(),
-        "pipeline": args.pipeline,
-        "modes": modes,
+    let json = json!({
+        "scenario": "keepalive", "url": format!("http://{}{path}", target.url.authority()),
+        "connections": connections, "duration_secs": duration.as_secs_f64(), "pipeline": pipeline, "modes": modes,
     });
-    let distributions = results.into_iter().map(|m| (m.mode.name().to_string(), m.latency)).collect();
-    Outcome {
-        json,
-        table: text,
-        title: "keepalive: request latency by mode".into(),
-        distributions,
-        nothing_measured: None,
-    }
+    let distributions = results.into_iter().map(|m| (m.load.mode.name(), m.load.latency)).collect();
+    let title = "keepalive: request latency by mode".into();
+    Outcome { json, table, title, distributions, nothing_measured: None }
 }

@@ -19,18 +19,17 @@
 //! - Lateness is kept exact and signed (one value per poll, sorted), not in a histogram.
 //! - Bounded: N sockets (checked against the open-file limit); the run as above.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{json, Value};
 
 use super::conn::ConnError;
-use super::engine::{Ending, Engine, Gone, Load};
+use super::engine::{self, Engine, Gone, Load};
 use super::frame::Frame;
 use super::longpoll::default_topic;
-use super::report::{nearest_rank, round, Errors, Table};
-use super::{check_fd_budget, stat, Outcome, Progress, Target};
+use super::report::{self, nearest_rank, round, Errors, Table};
+use super::{check_fd_budget, stat, timed_bar, Outcome, Target};
 use crate::backoff::XorShift;
 use crate::config::parse_duration;
 
@@ -38,14 +37,12 @@ use crate::config::parse_duration;
 const MIN_HOLD: Duration = Duration::from_secs(1);
 /// The longest `--spread`: the longest hold is then tether's default `--max-poll-timeout`, 120 s.
 const MAX_SPREAD: Duration = Duration::from_secs(119);
-/// Connections started per turn (the engine's budget). Between batches the loop reads the answers already due, and
-/// the server has fewer newcomers to accept before it reaches its timers: with 256 per turn (as
-/// `follow` opens), the polls whose deadline fell during the opening of 15,000 were answered up
-/// to 180–500 ms late, against 78–84 ms with 64 (docs/lab.md, `lateness`).
+/// Connections started per turn (the engine's budget). Between batches the loop reads the
+/// answers already due, and the server has fewer newcomers to accept before it reaches its
+/// timers: with 256 per turn (as `follow` opens), the polls whose deadline fell during the
+/// opening of 15,000 were answered up to 180–500 ms late, against 78–84 ms with 64
+/// (docs/lab.md, `lateness`).
 const CONNECTS_PER_TURN: usize = 64;
-/// The opening may take this long, plus `OPEN_PER_THOUSAND` per thousand polls.
-const OPEN_MIN: Duration = Duration::from_secs(10);
-const OPEN_PER_THOUSAND: Duration = Duration::from_secs(2);
 /// After the longest hold, how long answers may still take.
 const GRACE: Duration = Duration::from_secs(5);
 /// tether's clock is whole milliseconds: an answer this early is within its rounding.
@@ -84,27 +81,25 @@ pub fn run(args: &LatenessArgs) -> Result<Outcome, String> {
     target.check_listening()?;
     let topic = args.topic.clone().unwrap_or_else(|| default_topic("lateness"));
     let holds = hold_times(args.clients, args.spread);
-    let (base, authority) = (target.base_path(), target.url.authority());
     let mut engine = Engine::new(target.addr, CONNECTS_PER_TURN)?;
     for (index, hold) in holds.iter().enumerate() {
-        let ms = hold.as_millis();
-        let request = format!("GET {base}/poll/{topic}?timeout={ms}ms HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-        engine.open(index, request.as_bytes());
+        let path = format!("{}/poll/{topic}?timeout={}ms", target.base_path(), hold.as_millis());
+        engine.open(index, target.get(&path, "").as_bytes());
     }
     let mut polls =
         Polls { holds: holds.iter().map(|&hold| Hold { hold, phase: Phase::Asking }).collect(), ..Polls::default() };
     let longest = MIN_HOLD + args.spread;
-    let open_bound = OPEN_MIN + OPEN_PER_THOUSAND * (args.clients / 1000) as u32;
     let started = Instant::now();
-    let deadline = started + open_bound + longest + GRACE;
-    let progress = Progress::timed(longest, "lateness");
+    let deadline = started + engine::opening_bound(args.clients) + longest + GRACE;
+    let progress = timed_bar(longest, "lateness");
     while polls.ended < holds.len() && Instant::now() < deadline {
         engine.turn(&mut polls, TICK.min(deadline.saturating_duration_since(Instant::now())))?;
-        progress.status(started.elapsed(), format!("{} of {} polls ended", polls.ended, holds.len()));
+        progress.set_position(started.elapsed().as_millis() as u64);
+        progress.set_message(format!("{} of {} polls ended", polls.ended, holds.len()));
     }
-    progress.finish();
+    progress.finish_and_clear();
     let stats = target.stats(&mut target.control())?;
-    Ok(outcome(args, &target, &topic, &polls.finish(started), &stats))
+    Ok(outcome(args, &target, &topic, &polls, started, &stats))
 }
 
 /// `n` hold times, evenly spaced over `[MIN_HOLD, MIN_HOLD + spread]` in whole milliseconds,
@@ -152,33 +147,12 @@ struct Polls {
     errors: Errors,
 }
 
-impl Polls {
-    /// Ends the run: every poll still open is counted as unanswered in time.
-    fn finish(&self, started: Instant) -> Measured {
-        let mut late = Vec::new();
-        let mut errors = self.errors;
-        for hold in &self.holds {
-            match hold.phase {
-                Phase::Answered { sent, at } => {
-                    let deadline = sent + hold.hold;
-                    let during_opening = self.all_sent.is_none_or(|all| deadline < all);
-                    late.push((signed_us(at, deadline), during_opening));
-                }
-                Phase::Failed => {}
-                Phase::Asking | Phase::Held { .. } => errors.timeout += 1,
-            }
-        }
-        Measured {
-            clients: self.holds.len(),
-            opening: self.all_sent.map(|all| all.saturating_duration_since(started)),
-            groups: Group::split(&late),
-            errors,
-        }
-    }
-
-    /// The request of poll `index` is out whole: its hold runs from `now`.
-    fn held(&mut self, index: usize, now: Instant) {
-        let hold = &mut self.holds[index];
+impl Load<usize> for Polls {
+    /// The request of a poll is out whole: its hold runs from `now`.
+    fn written(&mut self, engine: &mut Engine<usize>, key: usize, now: Instant) {
+        let Some(hold) = engine.get(key).map(|open| &mut self.holds[open.state]) else {
+            return;
+        };
         if hold.phase == Phase::Asking {
             hold.phase = Phase::Held { sent: now };
             self.sent += 1;
@@ -188,24 +162,9 @@ impl Polls {
         }
     }
 
-    fn fail(&mut self, index: usize, error: &ConnError) {
-        self.errors.count(error);
-        log::debug!("poll {index}: {error}");
-        self.holds[index].phase = Phase::Failed;
-        self.ended += 1;
-    }
-}
-
-impl Load<usize> for Polls {
-    fn written(&mut self, engine: &mut Engine<usize>, key: usize, now: Instant) {
-        if let Some(index) = engine.get(key).map(|open| open.state) {
-            self.held(index, now);
-        }
-    }
-
     /// The one answer a poll gets: a `timeout` at its deadline, or anything else, a failure.
     fn answered(&mut self, engine: &mut Engine<usize>, key: usize, frame: &Frame, now: Instant) {
-        let timed_out = frame.status == 200 && is_timeout_answer(engine.body(key, frame));
+        let timed_out = frame.status == 200 && is_timeout_answer(engine.bytes(key, &frame.body));
         let Some(index) = engine.close(key).map(|open| open.state) else {
             return;
         };
@@ -224,8 +183,11 @@ impl Load<usize> for Polls {
         }
     }
 
-    fn ended(&mut self, _engine: &mut Engine<usize>, _key: usize, gone: Gone<usize>, ending: Ending, _now: Instant) {
-        self.fail(gone.state, &ending.into_error());
+    fn ended(&mut self, _engine: &mut Engine<usize>, _key: usize, gone: Gone<usize>, why: ConnError, _now: Instant) {
+        log::debug!("poll {}: {why}", gone.state);
+        self.errors.count(&why);
+        self.holds[gone.state].phase = Phase::Failed;
+        self.ended += 1;
     }
 }
 
@@ -280,64 +242,70 @@ impl Group {
     fn to_json(&self) -> Value {
         let ms = |us: i64| round(us as f64 / 1e3, 3);
         let mut value = json!({"count": self.late_us.len(), "early": self.early()});
-        if let Some([min, p50, p90, p99, max]) = self.percentiles() {
-            for (key, us) in [("min", min), ("p50", p50), ("p90", p90), ("p99", p99), ("max", max)] {
-                value[key] = json!(ms(us));
-            }
+        // None of them when nothing was answered.
+        for (key, us) in ["min", "p50", "p90", "p99", "max"].into_iter().zip(self.percentiles().into_iter().flatten()) {
+            value[key] = json!(ms(us));
         }
         value
     }
 }
 
-struct Measured {
-    clients: usize,
-    /// From the start to the last request written, if every one was.
-    opening: Option<Duration>,
-    groups: Vec<Group>,
-    errors: Errors,
-}
-
-fn outcome(args: &LatenessArgs, target: &Target, topic: &str, m: &Measured, stats: &Value) -> Outcome {
-    let answered = m.groups[0].late_us.len();
-    let e = &m.errors;
-    let key = |name: &str| name.replace(' ', "_");
-    let groups: serde_json::Map<String, Value> = m.groups.iter().map(|g| (key(g.name), g.to_json())).collect();
+/// The report of a run that began at `start`: every poll still open is counted as unanswered in
+/// time.
+fn outcome(args: &LatenessArgs, target: &Target, topic: &str, polls: &Polls, start: Instant, stats: &Value) -> Outcome {
+    let (mut late, mut errors) = (Vec::new(), polls.errors);
+    for hold in &polls.holds {
+        match hold.phase {
+            Phase::Answered { sent, at } => {
+                let deadline = sent + hold.hold;
+                let during_opening = polls.all_sent.is_none_or(|all| deadline < all);
+                late.push((signed_us(at, deadline), during_opening));
+            }
+            Phase::Failed => {}
+            Phase::Asking | Phase::Held { .. } => errors.timeout += 1,
+        }
+    }
+    // From the start to the last request written, if every one was.
+    let opening = polls.all_sent.map(|all| all.saturating_duration_since(start));
+    let groups = Group::split(&late);
+    let (answered, e, clients) = (groups[0].late_us.len(), &errors, args.clients);
+    let groups_json: Value = groups.iter().map(|g| (g.name.replace(' ', "_"), g.to_json())).collect();
     let timed_out = stat(stats, "/polls/timed_out");
+    let mut error_kinds = e.to_json(&["connect", "io", "malformed", "timeout", "status"]);
+    error_kinds["not_a_timeout"] = json!(e.delivery);
     let json = json!({
-        "scenario": "lateness", "url": args.url, "topic": topic, "clients": m.clients,
-        "spread_ms": args.spread.as_millis() as u64,
-        "opening_ms": m.opening.map(|d| round(d.as_secs_f64() * 1e3, 1)),
-        "answered": answered, "errors": e.total(),
-        "error_kinds": {"connect": e.connect, "io": e.io, "malformed": e.malformed, "timeout": e.timeout,
-                        "status": e.status, "not_a_timeout": e.delivery},
-        "lateness_ms": groups,
-        "server": {"polls_timed_out": timed_out},
+        "scenario": "lateness", "url": args.url, "topic": topic, "clients": clients,
+        "spread_ms": args.spread.as_millis() as u64, "opening_ms": opening.map(|d| report::ms(d, 1)),
+        "answered": answered, "errors": e.total(), "error_kinds": error_kinds,
+        "lateness_ms": groups_json, "server": {"polls_timed_out": timed_out},
     });
     let mut table = Table::new(&["polls", "count", "min", "p50", "p90", "p99", "max", "early"]);
-    for group in &m.groups {
+    for group in &groups {
         let ms = |us: i64| format!("{:.2} ms", us as f64 / 1e3);
         let figures = group.percentiles().map_or(vec![String::new(); 5], |p| p.map(ms).to_vec());
-        let mut row = vec![group.name.to_string(), group.late_us.len().to_string()];
-        row.extend(figures);
-        row.push(group.early().to_string());
-        table.row(row);
+        let (name, count, early) = (group.name.to_string(), group.late_us.len().to_string(), group.early().to_string());
+        table.row([vec![name, count], figures, vec![early]].concat());
     }
-    let longest = MIN_HOLD + args.spread;
-    let mut text = format!(
-        "lateness: {} polls to {} on topic {topic}, holds {MIN_HOLD:?} to {longest:?} in shuffled order, nothing published\n\
-         lateness = answer read - (request written + hold); early = more than {EARLY_SLACK:?} before the deadline\n",
-        m.clients, target.addr
-    );
-    let opening = m.opening.map_or("not every request was written".into(), |d| {
+    let opening = opening.map_or("not every request was written".into(), |d| {
         format!("every request written {:.2} s after the start", d.as_secs_f64())
     });
-    let _ = writeln!(text, "opened          {} connections; {opening}", m.clients);
     let errors = if e.total() == 0 { "0".into() } else { e.breakdown().replace("delivery", "not a timeout") };
-    let _ = writeln!(text, "answered        {answered} of {} with timeout; errors: {errors}", m.clients);
-    let _ = writeln!(text, "server          polls.timed_out {timed_out} (its /stats, since it started)");
-    text.push_str(&table.render());
+    let longest = MIN_HOLD + args.spread;
+    let text = format!(
+        "lateness: {clients} polls to {} on topic {topic}, holds {MIN_HOLD:?} to {longest:?} in shuffled order, \
+         nothing published\n\
+         lateness = answer read - (request written + hold); early = more than {EARLY_SLACK:?} before the deadline\n\
+         {}{}",
+        target.addr,
+        report::lines([
+            ("opened", format!("{clients} connections; {opening}")),
+            ("answered", format!("{answered} of {clients} with timeout; errors: {errors}")),
+            ("server", format!("polls.timed_out {timed_out} (its /stats, since it started)")),
+        ]),
+        table.render()
+    );
     let nothing_measured = (answered == 0).then(|| format!("no poll was answered `timeout` by {}", target.addr));
-    Outcome { json, table: text, title: String::new(), distributions: vec![], nothing_measured }
+    Outcome { json, table: text, nothing_measured, ..Outcome::default() }
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@
 //!
 //! `prepare`, `Follow::wait_ready` and `Follow::run_schedule` are shared with `realtime`.
 
-use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -21,7 +20,7 @@ use serde_json::{json, Value};
 use super::follow::{Follow, Followed, Plan, Style};
 use super::host;
 use super::report;
-use super::{check_fd_budget, stat, Outcome, OutputArgs, Progress, Target};
+use super::{check_fd_budget, progress_bar, stat, Outcome, OutputArgs, Target};
 use crate::client::Client;
 use crate::config::parse_duration;
 
@@ -61,30 +60,49 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     check_arguments(args.clients, args.messages, args.interval)?;
     let mut control = target.control();
     let topic = args.topic.clone().unwrap_or_else(|| default_topic("longpoll"));
-    let plan = prepare(&target, &mut control, &topic, args.clients, args.messages, args.interval)?;
-    let plan = Plan { style: Style::Long { hold: LONG_HOLD }, ..plan };
-    let mut follow = Follow::new(plan)?;
+    let mut follow = Follow::new(prepare(&target, &mut control, &topic, args.clients, args.messages, args.interval)?)?;
     // The control and publisher connections and the topic are part of the baseline. The first
     // /stats is a barrier: once it is answered, the server has accepted the publisher.
     target.stats(&mut control)?;
     let before = target.stats(&mut control)?;
-    let slab_before = meminfo_slab_bytes();
-    follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
+    // `Slab:` of /proc/meminfo: the kernel's object caches, host-wide (0 if unreadable).
+    let slab = || host::meminfo_bytes("Slab:").map_or(0, |bytes| bytes as i64);
+    let slab_before = slab();
+    follow.wait_ready(&mut control, &before)?;
     let held = target.stats(&mut control)?;
-    let slab_held = meminfo_slab_bytes();
-    let pids = args.server_pid.map_or_else(|| host::listening_pids(target.addr), |pid| vec![pid]);
-    let peak_held = host::peak_rss_bytes(&pids);
-    let progress = Progress::new(args.messages as u64, args.interval * args.messages as u32, "publishing");
-    follow.run_schedule(|published| progress.set(published))?;
-    progress.finish();
+    let slab_growth = slab() - slab_before;
+    let pids = host::server_pids(args.server_pid, target.addr);
+    let peak_held = host::status_bytes(&pids, "VmHWM:");
+    let progress = progress_bar(args.messages as u64, args.interval * args.messages as u32, "publishing");
+    follow.run_schedule(|published| progress.set_position(published))?;
+    progress.finish_and_clear();
     let followed = follow.finish();
     let after = target.stats(&mut control)?;
-    let mut cost = ServerCost::between(&before, &held, slab_held - slab_before, args.clients);
-    cost.last_fanout_us = stat(&after, "/polls/last_fanout_us");
-    cost.last_fanout_woken = stat(&after, "/polls/last_fanout_woken");
-    let peak_end = host::peak_rss_bytes(&pids);
-    cost.peak_rss = PeakRss { pids, held: peak_held, end: peak_end };
-    Ok(outcome(args, &topic, followed, &cost))
+
+    // What the held polls cost the server, from its /stats before and once they were held; the
+    // server's own time for the last publish's fan-out (parsing it to the last answer handed to
+    // the kernel: beside the client's latency it shows which side is slower); its peak resident
+    // memory (VmHWM) once the polls were held and at the end: what answering them cost beyond
+    // holding them.
+    let growth = |pointer: &str| stat(&held, pointer) as i64 - stat(&before, pointer) as i64;
+    let per_client = |bytes: i64| report::round(bytes as f64 / args.clients as f64, 1);
+    let (fanout_us, woken) = (stat(&after, "/polls/last_fanout_us"), stat(&after, "/polls/last_fanout_woken"));
+    let peak_end = host::status_bytes(&pids, "VmHWM:");
+    let server = json!({
+        "fds_held": growth("/fds/open"), "user_bytes_per_held_poll": per_client(growth("/memory/rss_bytes")),
+        "kernel_bytes_per_connection": per_client(growth("/kernel/tcp_mem_bytes")),
+        "kernel_slab_bytes_per_connection": per_client(slab_growth),
+        "last_fanout_us": fanout_us, "last_fanout_woken": woken,
+        "fanout_us_per_answer": report::round(report::ratio(fanout_us, woken), 2),
+        "peak_rss_bytes": {"pids": pids, "held": peak_held, "end": peak_end},
+    });
+    let peak_rss = match (peak_held.map(|b| b / 1024), peak_end.map(|b| b / 1024)) {
+        (Some(held), Some(end)) => {
+            format!("{held} KiB with the polls held, {end} KiB at the end (VmHWM, pid {})", host::pid_list(&pids))
+        }
+        _ => host::unknown(&pids, "status"),
+    };
+    Ok(outcome(args, &topic, followed, &server, peak_rss))
 }
 
 /// Refuses what cannot run, before anything is opened.
@@ -106,7 +124,7 @@ pub(super) fn default_topic(scenario: &str) -> String {
 }
 
 /// Publishes a warm-up message, so that the topic exists and every follower can start after a
-/// known sequence number (a short poll asks from one before it).
+/// known sequence number (a short poll asks from one before it). The plan asks by long polling.
 pub(super) fn prepare(
     target: &Target,
     control: &mut Client,
@@ -122,157 +140,54 @@ pub(super) fn prepare(
     }
     let json: Value = serde_json::from_slice(&reply.body).map_err(|e| format!("POST {path}: not JSON: {e}"))?;
     let after = json["seq"].as_u64().ok_or_else(|| format!("POST {path}: no seq in {json}"))?;
-    Ok(Plan {
-        addr: target.addr,
-        base_path: target.base_path().to_string(),
-        authority: target.url.authority(),
-        topic: topic.to_string(),
-        clients,
-        messages,
-        interval,
-        style: Style::Long { hold: LONG_HOLD },
-        after,
-    })
+    let (target, topic, style) = (target.clone(), topic.to_string(), Style::Long { hold: LONG_HOLD });
+    Ok(Plan { target, topic, clients, messages, interval, style, after })
 }
 
-/// `Slab:` of `/proc/meminfo` in bytes: the kernel's object caches, host-wide (0 if unreadable).
-fn meminfo_slab_bytes() -> i64 {
-    host::meminfo_bytes("Slab:").map_or(0, |bytes| bytes as i64)
-}
-
-/// What the held polls cost the server, from its `/stats` before and after.
-struct ServerCost {
-    fds_held: i64,
-    user_bytes_per_held_poll: f64,
-    kernel_bytes_per_connection: f64,
-    kernel_slab_bytes_per_connection: f64,
-    /// The server's own time for the last publish's fan-out: parsing it to the last answer
-    /// handed to the kernel. Beside the client's latency it shows which side is slower.
-    last_fanout_us: u64,
-    /// The polls that fan-out answered.
-    last_fanout_woken: u64,
-    peak_rss: PeakRss,
-}
-
-/// The server's peak resident memory (`VmHWM`) once the polls are held and at the end: what
-/// answering them cost beyond holding them.
-#[derive(Default)]
-struct PeakRss {
-    pids: Vec<i32>,
-    held: Option<u64>,
-    end: Option<u64>,
-}
-
-impl PeakRss {
-    fn describe(&self) -> String {
-        let kib = |bytes: u64| format!("{} KiB", bytes / 1024);
-        match (self.held, self.end) {
-            (Some(held), Some(end)) => {
-                let pids: Vec<String> = self.pids.iter().map(i32::to_string).collect();
-                format!("{} with the polls held, {} at the end (VmHWM, pid {})", kib(held), kib(end), pids.join(", "))
-            }
-            _ if self.pids.is_empty() => "unknown (no pid: give --server-pid)".into(),
-            _ => "unknown (its /proc/PID/status is unreadable)".into(),
-        }
-    }
-}
-
-impl ServerCost {
-    fn between(before: &Value, held: &Value, slab_growth: i64, clients: usize) -> ServerCost {
-        let growth = |pointer: &str| stat(held, pointer) as i64 - stat(before, pointer) as i64;
-        let per = |bytes: i64| report::round(bytes as f64 / clients as f64, 1);
-        ServerCost {
-            fds_held: growth("/fds/open"),
-            user_bytes_per_held_poll: per(growth("/memory/rss_bytes")),
-            kernel_bytes_per_connection: per(growth("/kernel/tcp_mem_bytes")),
-            kernel_slab_bytes_per_connection: per(slab_growth),
-            last_fanout_us: 0,
-            last_fanout_woken: 0,
-            peak_rss: PeakRss::default(),
-        }
-    }
-}
-
-fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, cost: &ServerCost) -> Outcome {
+/// The report, with the server's figures as `run` put them in the JSON and its peak RSS told.
+fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, server: &Value, peak_rss: String) -> Outcome {
     let expected = (args.clients * args.messages) as u64;
     let summary = followed.latency.summary();
     let mut latency_us = summary.to_json();
     // The first delivery: with one message, how soon the fan-out's first answer arrived.
     latency_us["min"] = json!(report::round(followed.latency.min_us(), 1));
-    let per_answer_us = report::ratio(cost.last_fanout_us, cost.last_fanout_woken);
     let json = json!({
-        "scenario": "longpoll",
-        "topic": topic,
-        "clients": args.clients,
-        "messages": args.messages,
-        "interval_ms": args.interval.as_millis() as u64,
-        "delivered": followed.delivered,
-        "errors": followed.errors.total(),
-        "latency_us": latency_us,
-        "requests": followed.traffic.requests,
-        "empty_responses": followed.empty,
-        "connections_opened": followed.opened,
-        "server": {
-            "fds_held": cost.fds_held,
-            "user_bytes_per_held_poll": cost.user_bytes_per_held_poll,
-            "kernel_bytes_per_connection": cost.kernel_bytes_per_connection,
-            "kernel_slab_bytes_per_connection": cost.kernel_slab_bytes_per_connection,
-            "last_fanout_us": cost.last_fanout_us,
-            "last_fanout_woken": cost.last_fanout_woken,
-            "fanout_us_per_answer": report::round(per_answer_us, 2),
-            "peak_rss_bytes": {"pids": cost.peak_rss.pids, "held": cost.peak_rss.held, "end": cost.peak_rss.end},
-        },
+        "scenario": "longpoll", "topic": topic, "clients": args.clients, "messages": args.messages,
+        "interval_ms": args.interval.as_millis() as u64, "delivered": followed.delivered,
+        "errors": followed.errors.total(), "latency_us": latency_us, "requests": followed.traffic.requests,
+        "empty_responses": followed.empty, "connections_opened": followed.opened, "server": server,
     });
-    let in_order = if followed.delivered == expected { "all, in order" } else { "MISSING OR OUT OF ORDER" };
+    let figure = |key: &str| server[key].as_f64().unwrap_or(0.0);
+    let bytes = |key: &str, what: &str| format!("{:.0} B per {what}", figure(key));
+    let (delivered, clients, messages) = (followed.delivered, args.clients, args.messages);
+    let in_order = if delivered == expected { "all, in order" } else { "MISSING OR OUT OF ORDER" };
+    let [p50, p90, p99, max] = summary.human();
+    let (took, woken, each) = (figure("last_fanout_us"), &server["last_fanout_woken"], figure("fanout_us_per_answer"));
+    let fanout =
+        format!("{} for the last publish, to {woken} held polls: {each:.1} µs per answer", report::human_us(took));
+    let slab = bytes("kernel_slab_bytes_per_connection", "connection (/proc/meminfo Slab: host-wide, both ends)");
     let rows = [
-        (
-            "delivered",
-            format!("{} of {expected} ({} x {}): {in_order}", followed.delivered, args.clients, args.messages),
-        ),
+        ("delivered", format!("{delivered} of {expected} ({clients} x {messages}): {in_order}")),
         ("errors", format!("{} {}", followed.errors.total(), followed.errors.breakdown())),
         ("latency min", report::human_us(followed.latency.min_us())),
-        ("latency p50", report::human_us(summary.p50_us)),
-        ("latency p90", report::human_us(summary.p90_us)),
-        ("latency p99", report::human_us(summary.p99_us)),
-        ("latency max", report::human_us(summary.max_us)),
-        (
-            "server fan-out",
-            format!(
-                "{} for the last publish, to {} held polls: {:.1} µs per answer (its polls.last_fanout_us)",
-                report::human_us(cost.last_fanout_us as f64),
-                cost.last_fanout_woken,
-                per_answer_us
-            ),
-        ),
+        ("latency p50", p50),
+        ("latency p90", p90),
+        ("latency p99", p99),
+        ("latency max", max),
+        ("server fan-out", format!("{fanout} (its polls.last_fanout_us)")),
         ("requests", format!("{} ({} empty answers)", followed.traffic.requests, followed.empty)),
-        ("fds held", format!("{} by the server for {} polls", cost.fds_held, args.clients)),
-        ("user bytes", format!("{:.0} B per held poll (server RSS growth / clients)", cost.user_bytes_per_held_poll)),
-        (
-            "kernel bytes",
-            format!("{:.0} B per connection in socket buffers (sockstat TCP mem)", cost.kernel_bytes_per_connection),
-        ),
-        (
-            "kernel slab",
-            format!(
-                "{:.0} B per connection (/proc/meminfo Slab: host-wide, both ends)",
-                cost.kernel_slab_bytes_per_connection
-            ),
-        ),
-        ("server peak RSS", cost.peak_rss.describe()),
+        ("fds held", format!("{} by the server for {clients} polls", server["fds_held"])),
+        ("user bytes", bytes("user_bytes_per_held_poll", "held poll (server RSS growth / clients)")),
+        ("kernel bytes", bytes("kernel_bytes_per_connection", "connection in socket buffers (sockstat TCP mem)")),
+        ("kernel slab", slab),
+        ("server peak RSS", peak_rss),
     ];
-    let mut text = format!(
-        "longpoll: {} clients on topic {topic}, {} messages, one every {:?}\n\
-         latency: scheduled publish -> answer read by the client (no coordinated omission)\n",
-        args.clients, args.messages, args.interval
+    let table = format!(
+        "longpoll: {clients} clients on topic {topic}, {messages} messages, one every {:?}\n\
+         latency: scheduled publish -> answer read by the client (no coordinated omission)\n{}",
+        args.interval,
+        report::lines(rows)
     );
-    for (name, value) in rows {
-        let _ = writeln!(text, "{name:<16}{}", value.trim_end());
-    }
-    Outcome {
-        json,
-        table: text,
-        title: "longpoll: delivery latency".into(),
-        distributions: vec![("long-poll".into(), followed.latency)],
-        nothing_measured: None,
-    }
+    let title = "longpoll: delivery latency".into();
+    Outcome { json, table, title, distributions: vec![("long-poll".into(), followed.latency)], nothing_measured: None }
 }

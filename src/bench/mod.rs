@@ -1,28 +1,13 @@
 //! `tether bench`: the lab. A single-threaded mio load generator that measures, against a
-//! running server on this machine, what keep-alive and long polling cost.
+//! running server on this machine, what keep-alive and long polling cost. The scenarios are the
+//! variants of `Scenario`, each a module of its own on the one engine.
 //!
-//! ```text
-//!   keepalive  closed loop: each connection sends, waits for the answer, sends again
-//!              (keep-alive | close: one connection per request | pipelined: a batch at once)
-//!   longpoll   N followers hold polls on one topic; M messages published on a schedule
-//!              (M = 1: one fan-out, from the publish to the first and the last answer)
-//!   lateness   N polls held with hold times spread over [1s, 1s + spread]: how late past its
-//!              deadline each is answered
-//!   realtime   the same schedule delivered by short polling, then by long polling
-//!   exhaust    newcomers hold polls until the server refuses: how it refuses, what still
-//!              works, its CPU at the limit
-//!   slowloris  N connections trickle a request head that never ends: how and when the server
-//!              ends them, what fresh requests wait meanwhile
-//!   idle       N keep-alive connections asked once and left idle: the server's RSS and the
-//!              kernel's memory per connection
-//! ```
-//!
-//! Who owns what: `conn` is one non-blocking client connection, `frame` finds where a response
-//! ends, `keepalive` drives the closed-loop connections, `follow` drives the followers and the
-//! publisher of `longpoll` and `realtime`, `report` turns counts and histograms into tables and
-//! JSON, `plot` draws the latency distributions, `host` reads the server's pid, CPU time and peak
-//! RSS from `/proc`; `lateness`, `exhaust` and `slowloris` own their phases. This module parses the arguments, checks
-//! the target and the open-file budget, and prints the outcome.
+//! Who owns what: `engine` is the one event loop, `conn` one non-blocking client connection,
+//! `frame` finds where a response ends, `follow` drives the followers and the publisher of
+//! `longpoll` and `realtime`, `report` turns counts and histograms into tables and JSON, `plot`
+//! draws the latency distributions, `host` reads the server's pid, CPU time and memory from
+//! `/proc`. This module parses the arguments, checks the target and the open-file budget, writes
+//! the requests every scenario sends, and prints the outcome.
 //!
 //! Invariants every scenario keeps:
 //! - Load goes to loopback only (127.0.0.0/8 or ::1); any other address is refused.
@@ -57,14 +42,6 @@ mod realtime;
 mod report;
 mod slowloris;
 
-pub use exhaust::ExhaustArgs;
-pub use idle::IdleArgs;
-pub use keepalive::KeepaliveArgs;
-pub use lateness::LatenessArgs;
-pub use longpoll::LongpollArgs;
-pub use realtime::RealtimeArgs;
-pub use slowloris::SlowlorisArgs;
-
 /// Descriptors the generator keeps beside its sockets: stdio, epoll, the control connection,
 /// the publisher, `/proc` reads.
 const SPARE_FDS: usize = 32;
@@ -82,24 +59,24 @@ pub struct BenchArgs {
 #[derive(Subcommand, Debug)]
 pub enum Scenario {
     /// Requests per second and latency with keep-alive, one connection per request, and pipelining.
-    Keepalive(KeepaliveArgs),
+    Keepalive(keepalive::KeepaliveArgs),
     /// N clients hold polls on one topic while M messages are published: delivery latency and
     /// what a held poll costs the server (with --messages 1, the fan-out of one publish).
-    Longpoll(LongpollArgs),
+    Longpoll(longpoll::LongpollArgs),
     /// N polls held with hold times spread over 1s to 1s + --spread, nothing published: how late
     /// after its deadline the server answers each.
-    Lateness(LatenessArgs),
+    Lateness(lateness::LatenessArgs),
     /// The same publish schedule delivered by short polling, then by long polling: the comparison.
-    Realtime(RealtimeArgs),
+    Realtime(realtime::RealtimeArgs),
     /// Newcomers hold polls until the server refuses one: where and how it refuses, whether
     /// what it held still works, and its CPU while at the limit.
-    Exhaust(ExhaustArgs),
+    Exhaust(exhaust::ExhaustArgs),
     /// Connections that send a request head one byte at a time and never finish it: how and
     /// when the server ends them, and what fresh requests wait meanwhile.
-    Slowloris(SlowlorisArgs),
+    Slowloris(slowloris::SlowlorisArgs),
     /// N keep-alive connections asked once and left idle: what each costs the server's RSS and
     /// the kernel's memory.
-    Idle(IdleArgs),
+    Idle(idle::IdleArgs),
 }
 
 /// The options every scenario shares.
@@ -113,21 +90,6 @@ pub struct OutputArgs {
     pub plot: Option<PathBuf>,
 }
 
-impl Scenario {
-    /// How the outcome is to be printed.
-    fn output(&self) -> OutputArgs {
-        match self {
-            Scenario::Keepalive(args) => args.output.clone(),
-            Scenario::Longpoll(args) => args.output.clone(),
-            Scenario::Realtime(args) => args.output.clone(),
-            Scenario::Lateness(args) => OutputArgs { json: args.json, plot: None },
-            Scenario::Exhaust(args) => OutputArgs { json: args.json, plot: None },
-            Scenario::Slowloris(args) => OutputArgs { json: args.json, plot: None },
-            Scenario::Idle(args) => OutputArgs { json: args.json, plot: None },
-        }
-    }
-}
-
 /// Runs one scenario and prints its outcome.
 ///
 /// # Errors
@@ -135,24 +97,28 @@ impl Scenario {
 /// A message for the person who ran it: a refused argument, an unreachable server, a failed run,
 /// a run that measured nothing (after its outcome is printed), a plot that could not be drawn.
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    let output = args.scenario.output();
+    // How the scenario's outcome is printed (a plot only where there are latency distributions),
+    // and the scenario, to be run once that is known to be possible.
+    type Run<'a> = Box<dyn FnOnce() -> Result<Outcome, String> + 'a>;
+    let json = |json: bool| OutputArgs { json, plot: None };
+    let (output, scenario): (OutputArgs, Run) = match &args.scenario {
+        Scenario::Keepalive(args) => (args.output.clone(), Box::new(|| keepalive::run(args))),
+        Scenario::Longpoll(args) => (args.output.clone(), Box::new(|| longpoll::run(args))),
+        Scenario::Realtime(args) => (args.output.clone(), Box::new(|| realtime::run(args))),
+        Scenario::Lateness(args) => (json(args.json), Box::new(|| lateness::run(args))),
+        Scenario::Exhaust(args) => (json(args.json), Box::new(|| exhaust::run(args))),
+        Scenario::Slowloris(args) => (json(args.json), Box::new(|| slowloris::run(args))),
+        Scenario::Idle(args) => (json(args.json), Box::new(|| idle::run(args))),
+    };
     // A plot that cannot be written is refused now, not after a run whose figures it would lose.
     if let Some(path) = &output.plot {
         plot::check_writable(path)?;
     }
-    let outcome = match &args.scenario {
-        Scenario::Keepalive(args) => keepalive::run(args)?,
-        Scenario::Longpoll(args) => longpoll::run(args)?,
-        Scenario::Realtime(args) => realtime::run(args)?,
-        Scenario::Lateness(args) => lateness::run(args)?,
-        Scenario::Exhaust(args) => exhaust::run(args)?,
-        Scenario::Slowloris(args) => slowloris::run(args)?,
-        Scenario::Idle(args) => idle::run(args)?,
-    };
-    emit(&outcome, &output, &mut std::io::stdout().lock())
+    emit(&scenario()?, &output, &mut std::io::stdout().lock())
 }
 
 /// What a scenario measured, ready to print.
+#[derive(Default)]
 pub struct Outcome {
     pub json: Value,
     pub table: String,
@@ -231,6 +197,20 @@ impl Target {
             .map_err(|e| format!("cannot connect to {}: {e}; is the server running?", self.addr))
     }
 
+    /// `GET request_target` (a path and its query) with `headers`, each ending in CRLF.
+    pub fn get(&self, request_target: &str, headers: &str) -> String {
+        format!("GET {request_target} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n", self.url.authority())
+    }
+
+    /// `POST /publish/TOPIC` with `data` as its body.
+    pub fn publish(&self, topic: &str, data: &str) -> String {
+        let (base, authority, length) = (self.base_path(), self.url.authority(), data.len());
+        format!(
+            "POST {base}/publish/{topic} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/plain\r\n\
+             Content-Length: {length}\r\n\r\n{data}"
+        )
+    }
+
     /// A blocking keep-alive connection for `/stats`, warm-up publishes and the preflight.
     pub fn control(&self) -> Client {
         Client::new(&self.url).response_timeout(CONTROL_TIMEOUT)
@@ -273,54 +253,29 @@ pub fn check_fd_budget(option: &str, value: usize, sockets: usize) -> Result<(),
     Ok(())
 }
 
-/// A progress bar on standard error, drawn only when that is a terminal and the run is long
-/// enough to be worth watching; otherwise every call does nothing.
-pub struct Progress(ProgressBar);
+/// A progress bar on standard error of `len` steps named `what`, for a run expected to take
+/// `expected`. It is drawn only when standard error is a terminal and the run is long enough to be
+/// worth watching; otherwise it is hidden, and every call on it does nothing.
+pub fn progress_bar(len: u64, expected: Duration, what: &str) -> ProgressBar {
+    drawn(len, expected, what, "{pos}/{len} {elapsed}")
+}
 
-impl Progress {
-    pub fn new(len: u64, expected: Duration, what: &str) -> Progress {
-        if expected <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
-            return Progress(ProgressBar::hidden());
-        }
-        let bar = ProgressBar::new(len);
-        if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}") {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(what.to_string());
-        Progress(bar)
-    }
+/// As `progress_bar`, filling with time over `duration` (its position is the milliseconds
+/// elapsed, its message what happened so far), for a run whose count moves only at its end
+/// (slowloris end together at the server's header timeout).
+pub fn timed_bar(duration: Duration, what: &str) -> ProgressBar {
+    drawn(duration.as_millis() as u64, duration, what, "{msg}")
+}
 
-    /// A bar that fills with time over `duration`, for a run whose count moves only at its end
-    /// (slowloris end together at the server's header timeout); `status` says what happened so far.
-    pub fn timed(duration: Duration, what: &str) -> Progress {
-        if duration <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
-            return Progress(ProgressBar::hidden());
-        }
-        let bar = ProgressBar::new(duration.as_millis() as u64);
-        if let Ok(style) = ProgressStyle::with_template("{prefix:>12} [{bar:40}] {msg}") {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_prefix(what.to_string());
-        Progress(bar)
+fn drawn(len: u64, expected: Duration, what: &str, tail: &str) -> ProgressBar {
+    if expected <= PROGRESS_AFTER || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
     }
-
-    /// For a `timed` bar: the time elapsed, and what happened so far.
-    pub fn status(&self, elapsed: Duration, what: String) {
-        self.0.set_position(elapsed.as_millis() as u64);
-        self.0.set_message(what);
+    let bar = ProgressBar::new(len).with_prefix(what.to_string());
+    if let Ok(style) = ProgressStyle::with_template(&format!("{{prefix:>12}} [{{bar:40}}] {tail}")) {
+        bar.set_style(style.progress_chars("=> "));
     }
-
-    pub fn set(&self, position: u64) {
-        self.0.set_position(position);
-    }
-
-    pub fn message(&self, what: &str) {
-        self.0.set_message(what.to_string());
-    }
-
-    pub fn finish(&self) {
-        self.0.finish_and_clear();
-    }
+    bar
 }
 
 #[cfg(test)]

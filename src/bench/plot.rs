@@ -43,11 +43,8 @@ pub fn svg_path(text: &str) -> Result<PathBuf, String> {
 /// `cannot write --plot PATH: REASON`.
 pub fn check_writable(path: &Path) -> Result<(), String> {
     let existed = path.exists();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| format!("cannot write --plot {}: {e}", path.display()))?;
+    let opened = std::fs::OpenOptions::new().append(true).create(true).open(path);
+    opened.map_err(|e| format!("cannot write --plot {}: {e}", path.display()))?;
     if !existed {
         let _ = std::fs::remove_file(path);
     }
@@ -97,12 +94,8 @@ pub fn write(path: &Path, title: &str, distributions: &[(String, Latency)]) -> R
 
 /// (nines, latency in µs) from 0 % to 99.99 %, evenly spaced in nines.
 fn curve(latency: &Latency) -> Vec<(f64, f64)> {
-    (0..=STEPS)
-        .map(|i| {
-            let nines = MAX_NINES * i as f64 / STEPS as f64;
-            (nines, latency.quantile_us(1.0 - 10f64.powf(-nines)))
-        })
-        .collect()
+    let nines = |step: usize| MAX_NINES * step as f64 / STEPS as f64;
+    (0..=STEPS).map(|step| (nines(step), latency.quantile_us(1.0 - 10f64.powf(-nines(step))))).collect()
 }
 
 /// 0 -> "0%", 1 -> "90%", 2 -> "99%", 3 -> "99.9%".

@@ -14,15 +14,16 @@
 //! publish interval of four polls. How a short poll is made to answer at once on a server that
 //! holds polls is in `follow`'s module doc.
 
+use std::fmt::Write;
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::follow::{Follow, Followed, Style};
+use super::follow::{Follow, Followed, Plan, Style};
 use super::longpoll::{check_arguments, default_topic, prepare, LONG_HOLD};
 use super::report::{self, Table};
-use super::{stat, Outcome, OutputArgs, Progress, Target};
+use super::{progress_bar, Outcome, OutputArgs, Target};
 use crate::config::parse_duration;
 
 /// By default, messages are published once per this many short polls.
@@ -52,21 +53,6 @@ pub struct RealtimeArgs {
     pub output: OutputArgs,
 }
 
-/// What one style measured.
-struct Delivery {
-    style: Style,
-    followed: Followed,
-}
-
-impl Delivery {
-    fn name(&self) -> &'static str {
-        match self.style {
-            Style::Short { .. } => "short-poll",
-            Style::Long { .. } => "long-poll",
-        }
-    }
-}
-
 pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
     let target = Target::parse(&args.url)?;
     if args.interval.is_zero() {
@@ -76,99 +62,65 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
     check_arguments(args.clients, args.messages, publish_every)?;
     let prefix = args.topic.clone().unwrap_or_else(|| default_topic("realtime"));
     let total = publish_every * args.messages as u32 * 2;
-    let progress = Progress::new(2 * args.messages as u64, total, "short-poll");
+    let progress = progress_bar(2 * args.messages as u64, total, "short-poll");
     let mut deliveries = Vec::new();
     for (i, style) in [Style::Short { every: args.interval }, Style::Long { hold: LONG_HOLD }].into_iter().enumerate() {
         let mut control = target.control();
         let name = if i == 0 { "short" } else { "long" };
-        progress.message(&format!("{name}-poll"));
+        progress.set_prefix(style.name());
         let plan =
             prepare(&target, &mut control, &format!("{prefix}-{name}"), args.clients, args.messages, publish_every)?;
-        let mut follow = Follow::new(super::follow::Plan { style, ..plan })?;
+        let mut follow = Follow::new(Plan { style, ..plan })?;
         let before = target.stats(&mut control)?;
-        follow.wait_ready(stat(&before, "/polls/held"), || Ok(stat(&target.stats(&mut control)?, "/polls/held")))?;
+        follow.wait_ready(&mut control, &before)?;
         let offset = (i * args.messages) as u64;
-        follow.run_schedule(|published| progress.set(offset + published))?;
-        deliveries.push(Delivery { style, followed: follow.finish() });
+        follow.run_schedule(|published| progress.set_position(offset + published))?;
+        deliveries.push((style, follow.finish()));
     }
-    progress.finish();
+    progress.finish_and_clear();
     Ok(outcome(args, publish_every, deliveries))
 }
 
-fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<Delivery>) -> Outcome {
+fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<(Style, Followed)>) -> Outcome {
     let mut table = Table::text(&["", "Purpose", "Connection", "Overhead", "Latency"]);
-    let mut modes: Vec<Value> = Vec::new();
-    let mut notes = String::new();
+    let (mut modes, mut notes) = (Vec::new(), String::new());
     let expected = (args.clients * args.messages) as u64;
-    for d in &deliveries {
-        let f = &d.followed;
-        let s = f.latency.summary();
-        let purpose = match d.style {
-            Style::Short { every } => format!("ask every {every:?}, answered at once"),
-            Style::Long { .. } => "ask once, held until news".to_string(),
+    for (style, f) in &deliveries {
+        let (name, s, errors, delivered) = (style.name(), f.latency.summary(), f.errors.total(), f.delivered);
+        let (purpose, connection) = match style {
+            Style::Short { every } => (format!("ask every {every:?}, answered at once"), "a request per poll"),
+            Style::Long { .. } => ("ask once, held until news".to_string(), "each holds a request"),
         };
-        let connection = match d.style {
-            Style::Short { .. } => format!("{} opened, a request per poll", f.opened),
-            Style::Long { .. } => format!("{} opened, each holds a request", f.opened),
-        };
-        table.row(vec![
-            d.name().to_string(),
-            purpose,
-            connection,
-            format!(
-                "{:.2} req/msg, {} empty, {:.0} B/msg",
-                f.traffic.requests_per(f.delivered),
-                f.empty,
-                f.traffic.bytes_per(f.delivered)
-            ),
-            format!("p50 {}, p99 {}", report::human_us(s.p50_us), report::human_us(s.p99_us)),
-        ]);
-        if f.delivered != expected || f.errors.total() > 0 {
-            notes.push_str(&format!(
-                "{}: delivered {} of {expected}, errors {} {}\n",
-                d.name(),
-                f.delivered,
-                f.errors.total(),
-                f.errors.breakdown()
-            ));
+        let (requests, bytes) = (f.traffic.requests_per(delivered), f.traffic.bytes_per(delivered));
+        let overhead = format!("{requests:.2} req/msg, {} empty, {bytes:.0} B/msg", f.empty);
+        let [p50, _, p99, _] = s.human();
+        let latency = format!("p50 {p50}, p99 {p99}");
+        table.row(vec![name.to_string(), purpose, format!("{} opened, {connection}", f.opened), overhead, latency]);
+        if delivered != expected || errors > 0 {
+            let breakdown = f.errors.breakdown();
+            let _ = writeln!(notes, "{name}: delivered {delivered} of {expected}, errors {errors} {breakdown}");
         }
         modes.push(json!({
-            "mode": d.name(),
-            "delivered": f.delivered,
-            "requests": f.traffic.requests,
-            "requests_per_message": report::round(f.traffic.requests_per(f.delivered), 3),
-            "empty_responses": f.empty,
-            "bytes_per_message": report::round(f.traffic.bytes_per(f.delivered), 1),
-            "latency_us": s.to_json(),
-            "connections_opened": f.opened,
-            "errors": f.errors.total(),
+            "mode": name, "delivered": f.delivered, "requests": f.traffic.requests,
+            "requests_per_message": report::round(requests, 3), "empty_responses": f.empty,
+            "bytes_per_message": report::round(bytes, 1), "latency_us": s.to_json(),
+            "connections_opened": f.opened, "errors": errors,
         }));
     }
     let json = json!({
-        "scenario": "realtime",
-        "clients": args.clients,
-        "messages": args.messages,
-        "interval_ms": args.interval.as_millis() as u64,
-        "publish_interval_ms": publish_every.as_millis() as u64,
+        "scenario": "realtime", "clients": args.clients, "messages": args.messages,
+        "interval_ms": args.interval.as_millis() as u64, "publish_interval_ms": publish_every.as_millis() as u64,
         "modes": modes,
     });
-    let mut text = format!(
-        "realtime: {} clients, {} messages published every {publish_every:?}, in each style\n\n",
-        args.clients, args.messages
-    );
-    text.push_str(&table.render());
-    text.push_str(
-        "\nlatency: scheduled publish -> answer read by the client (no coordinated omission)\n\
+    let (clients, messages) = (args.clients, args.messages);
+    let table = format!(
+        "realtime: {clients} clients, {messages} messages published every {publish_every:?}, in each style\n\n{}\n\
+         latency: scheduled publish -> answer read by the client (no coordinated omission)\n\
          B/msg: HTTP request and response bytes of the clients per delivered message (no TCP/IP headers);\n\
-         a short poll's answer repeats the last message it has, so that tether answers at once (docs/lab.md)\n",
+         a short poll's answer repeats the last message it has, so that tether answers at once (docs/lab.md)\n{notes}",
+        table.render()
     );
-    text.push_str(&notes);
-    let distributions = deliveries.into_iter().map(|d| (d.name().to_string(), d.followed.latency)).collect();
-    Outcome {
-        json,
-        table: text,
-        title: "realtime: delivery latency, short vs long polling".into(),
-        distributions,
-        nothing_measured: None,
-    }
+    let distributions = deliveries.into_iter().map(|(style, f)| (style.name().to_string(), f.latency)).collect();
+    let title = "realtime: delivery latency, short vs long polling".into();
+    Outcome { json, table, title, distributions, nothing_measured: None }
 }

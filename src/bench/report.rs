@@ -7,7 +7,6 @@
 //! - A summary is ordered: `p50 <= p90 <= p99 <= max`, all zero for an empty histogram.
 //! - Every figure printed in a table is the same number the JSON carries, rounded for reading.
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -26,13 +25,6 @@ impl Default for Latency {
     fn default() -> Self {
         // Constant, valid bounds: 1 <= low, 2 * low <= high, sigfig <= 5.
         Latency(Histogram::new_with_bounds(1, MAX_RECORDED_NS, 3).expect("constant histogram bounds are valid"))
-    }
-}
-
-/// Shows the summary: the histogram's buckets say nothing to a person.
-impl std::fmt::Debug for Latency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Latency({} samples, {:?})", self.count(), self.summary())
     }
 }
 
@@ -87,8 +79,13 @@ pub struct Summary {
 impl Summary {
     /// `{"p50":..,"p90":..,"p99":..,"max":..}` in microseconds, to 0.1 µs.
     pub fn to_json(self) -> Value {
-        let round = |us: f64| (us * 10.0).round() / 10.0;
-        json!({"p50": round(self.p50_us), "p90": round(self.p90_us), "p99": round(self.p99_us), "max": round(self.max_us)})
+        let [p50, p90, p99, max] = [self.p50_us, self.p90_us, self.p99_us, self.max_us].map(|us| round(us, 1));
+        json!({"p50": p50, "p90": p90, "p99": p99, "max": max})
+    }
+
+    /// p50, p90, p99 and max for a person.
+    pub fn human(self) -> [String; 4] {
+        [self.p50_us, self.p90_us, self.p99_us, self.max_us].map(human_us)
     }
 }
 
@@ -101,6 +98,11 @@ pub fn human_us(us: f64) -> String {
     } else {
         format!("{:.2} s", us / 1e6)
     }
+}
+
+/// A duration for a person, as `human_us`.
+pub fn human(duration: Duration) -> String {
+    human_us(duration.as_secs_f64() * 1e6)
 }
 
 /// Failures by kind; `total` is what the JSON's `errors` says.
@@ -125,28 +127,42 @@ impl Errors {
     pub fn count(&mut self, error: &ConnError) {
         match error {
             ConnError::Connect(_) => self.connect += 1,
-            ConnError::Io(_) => self.io += 1,
+            ConnError::Io(_) | ConnError::Closed { .. } => self.io += 1,
             ConnError::Frame(_) => self.malformed += 1,
         }
     }
 
-    pub fn total(&self) -> u64 {
-        self.connect + self.io + self.malformed + self.timeout + self.status + self.delivery
-    }
-
-    /// `"3 connect, 1 timeout"`, or `""` when there are none.
-    pub fn breakdown(&self) -> String {
-        let kinds = [
+    /// Each kind under its JSON name.
+    fn kinds(&self) -> [(&'static str, u64); 6] {
+        [
             ("connect", self.connect),
             ("io", self.io),
             ("malformed", self.malformed),
             ("timeout", self.timeout),
             ("status", self.status),
             ("delivery", self.delivery),
-        ];
-        let named: Vec<String> = kinds.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{n} {k}")).collect();
-        named.join(", ")
+        ]
     }
+
+    pub fn total(&self) -> u64 {
+        self.kinds().iter().map(|(_, n)| n).sum()
+    }
+
+    /// `"3 connect, 1 timeout"`, or `""` when there are none.
+    pub fn breakdown(&self) -> String {
+        breakdown(self.kinds().map(|(kind, n)| (n, kind)))
+    }
+
+    /// `{"connect": 3, ...}`: the kinds a scenario can meet, each under its JSON name.
+    pub fn to_json(self, kinds: &[&str]) -> Value {
+        self.kinds().iter().filter(|(kind, _)| kinds.contains(kind)).copied().collect()
+    }
+}
+
+/// `"3 connect, 1 timeout"`: each kind counted at least once, in the order given; `""` for none.
+pub fn breakdown<K: std::fmt::Display>(kinds: impl IntoIterator<Item = (u64, K)>) -> String {
+    let named: Vec<String> = kinds.into_iter().filter(|(n, _)| *n > 0).map(|(n, kind)| format!("{n} {kind}")).collect();
+    named.join(", ")
 }
 
 /// Requests and the HTTP bytes that crossed the client's sockets for them (TCP/IP headers are
@@ -179,10 +195,9 @@ pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
 
 /// `part / whole`, or 0 for an empty whole.
 pub fn ratio(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
+    match whole {
+        0 => 0.0,
+        whole => part as f64 / whole as f64,
     }
 }
 
@@ -190,6 +205,16 @@ pub fn ratio(part: u64, whole: u64) -> f64 {
 pub fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (value * scale).round() / scale
+}
+
+/// A duration in milliseconds, rounded to `digits` decimals.
+pub fn ms(duration: Duration, digits: i32) -> f64 {
+    round(duration.as_secs_f64() * 1e3, digits)
+}
+
+/// Lines of a report: each name in a column of its own, then its value.
+pub fn lines<'a>(rows: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    rows.into_iter().map(|(name, value)| format!("{name:<16}{}\n", value.trim_end())).collect()
 }
 
 /// An aligned text table: the first column left-aligned, the others right-aligned (numbers)
@@ -215,22 +240,14 @@ impl Table {
 
     pub fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
-        let widths: Vec<usize> = (0..columns)
-            .map(|c| self.rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
-            .collect();
+        let width = |c: usize| self.rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns).map(width).collect();
         let mut out = String::new();
         for row in &self.rows {
             let mut line = String::new();
-            for (c, cell) in row.iter().enumerate() {
-                let pad = widths[c].saturating_sub(cell.chars().count());
-                if c > 0 {
-                    line.push_str("  ");
-                }
-                if c == 0 || !self.numbers {
-                    let _ = write!(line, "{cell}{}", " ".repeat(pad));
-                } else {
-                    let _ = write!(line, "{}{cell}", " ".repeat(pad));
-                }
+            for (c, (cell, &width)) in row.iter().zip(&widths).enumerate() {
+                line +=
+                    &if c == 0 || !self.numbers { format!("{cell:<width$}  ") } else { format!("{cell:>width$}  ") };
             }
             out.push_str(line.trim_end());
             out.push('\n');
@@ -321,6 +338,7 @@ mod tests {
         let errors = Errors { connect: 3, timeout: 1, ..Errors::default() };
         assert_eq!((errors.total(), errors.breakdown().as_str()), (4, "3 connect, 1 timeout"));
         assert_eq!(Errors::default().breakdown(), "");
+        assert_eq!(errors.to_json(&["io", "timeout"]), json!({"io": 0, "timeout": 1}));
     }
 
     #[test]
@@ -335,5 +353,9 @@ mod tests {
         assert_eq!(human_us(250.0), "250 µs");
         assert_eq!(human_us(2500.0), "2.5 ms");
         assert_eq!(human_us(2_500_000.0), "2.50 s");
+        assert_eq!(
+            lines([("held", "3 ".to_string()), ("a longer name ...", "x".into())]),
+            "held            3\na longer name ...x\n"
+        );
     }
 }

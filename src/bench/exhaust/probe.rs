@@ -21,7 +21,6 @@ use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use crate::bench::conn::ConnError;
-use crate::bench::engine::Ending;
 
 /// How a newcomer was refused, or how a held poll was lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +105,8 @@ impl Probe {
     }
 
     /// The connection ended: a refusal before the probe was held, a lost poll after.
-    pub fn ended(&mut self, ending: &Ending) -> End {
-        let how = refusal(ending);
+    pub fn ended(&mut self, why: &ConnError) -> End {
+        let how = refusal(why);
         let end = if self.stage == Stage::Held { End::Lost(how) } else { End::Refused(how) };
         self.stage = Stage::Done;
         end
@@ -145,9 +144,7 @@ impl Reply {
     /// `200 in 0.4 ms`, or how it failed.
     pub fn describe(&self) -> String {
         match self {
-            Reply::Answer { status, took, .. } => {
-                format!("{status} in {}", crate::bench::report::human_us(took.as_secs_f64() * 1e6))
-            }
+            Reply::Answer { status, took, .. } => format!("{status} in {}", crate::bench::report::human(*took)),
             Reply::Failed(refusal) => refusal.describe().to_string(),
         }
     }
@@ -170,13 +167,11 @@ impl Refusal {
 
 /// How a connection's end refuses: a failed connect, a reset, or a close (or bytes that are
 /// not a response: nothing more can be read).
-pub fn refusal(ending: &Ending) -> Refusal {
-    match ending {
-        Ending::Failed(ConnError::Connect(_)) => Refusal::ConnectError,
-        Ending::Failed(ConnError::Io(e)) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
-            Refusal::Reset
-        }
-        Ending::Closed { .. } | Ending::Failed(_) => Refusal::Closed,
+pub fn refusal(why: &ConnError) -> Refusal {
+    match why {
+        ConnError::Connect(_) => Refusal::ConnectError,
+        ConnError::Io(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => Refusal::Reset,
+        ConnError::Io(_) | ConnError::Closed { .. } | ConnError::Frame(_) => Refusal::Closed,
     }
 }
 
@@ -211,9 +206,9 @@ mod tests {
         let mut lost = Probe::new(false, deadline);
         lost.connected();
         lost.answered(200, None, b"ok", "m");
-        let reset = Ending::Failed(ConnError::Io(ErrorKind::ConnectionReset.into()));
+        let reset = ConnError::Io(ErrorKind::ConnectionReset.into());
         assert_eq!(lost.ended(&reset), End::Lost(Refusal::Reset));
-        let closed = Ending::Closed { partial: false };
+        let closed = ConnError::Closed { partial: false };
         assert_eq!(Probe::new(false, deadline).ended(&closed), End::Refused(Refusal::Closed));
     }
 

@@ -6,20 +6,18 @@
 //! - A refusal is counted once, under one kind; `Tally::total` is the sum of the kinds.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::probe::{Refusal, Reply};
 use super::{ExhaustArgs, DELIVERY_BOUND, KNOCKERS};
-use crate::bench::report::{human_us, round};
-use crate::bench::{Outcome, Target};
+use crate::bench::report::{self, breakdown, round};
+use crate::bench::{host, Outcome, Target};
 
-/// Refusals by kind.
+/// Refusals by kind (a 503 by its `Retry-After`).
 #[derive(Debug, Default)]
 pub struct Tally {
-    unavailable: u64,
     retry_after: BTreeMap<String, u64>,
     status: BTreeMap<u16, u64>,
     reset: u64,
@@ -32,10 +30,7 @@ pub struct Tally {
 impl Tally {
     pub fn add(&mut self, refusal: &Refusal) {
         match refusal {
-            Refusal::Unavailable { retry_after } => {
-                self.unavailable += 1;
-                *self.retry_after.entry(retry_after.clone()).or_default() += 1;
-            }
+            Refusal::Unavailable { retry_after } => *self.retry_after.entry(retry_after.clone()).or_default() += 1,
             Refusal::Status(status) => *self.status.entry(*status).or_default() += 1,
             Refusal::Reset => self.reset += 1,
             Refusal::Closed => self.closed += 1,
@@ -45,40 +40,33 @@ impl Tally {
         }
     }
 
-    pub fn total(&self) -> u64 {
-        self.unavailable
-            + self.status.values().sum::<u64>()
-            + self.reset
-            + self.closed
-            + self.hang
-            + self.connect_timeout
-            + self.connect_error
-    }
-
-    /// `48 503 (Retry-After: 1 x48), 2 closed without an answer`, or `none`.
-    pub fn breakdown(&self) -> String {
-        let mut kinds = Vec::new();
-        if self.unavailable > 0 {
-            let after: Vec<String> = self.retry_after.iter().map(|(value, n)| format!("{value} x{n}")).collect();
-            kinds.push(format!("{} 503 (Retry-After: {})", self.unavailable, after.join(", ")));
-        }
-        kinds.extend(self.status.iter().map(|(status, n)| format!("{n} {status}")));
-        for (n, kind) in [
+    /// The kinds counted without detail.
+    fn plain(&self) -> [(u64, Refusal); 5] {
+        [
             (self.reset, Refusal::Reset),
             (self.closed, Refusal::Closed),
             (self.hang, Refusal::Hang),
             (self.connect_timeout, Refusal::ConnectTimeout),
             (self.connect_error, Refusal::ConnectError),
-        ] {
-            if n > 0 {
-                kinds.push(format!("{n} {}", kind.describe()));
-            }
-        }
-        if kinds.is_empty() {
-            "none".into()
-        } else {
-            kinds.join(", ")
-        }
+        ]
+    }
+
+    fn unavailable(&self) -> u64 {
+        self.retry_after.values().sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.unavailable() + self.status.values().sum::<u64>() + self.plain().iter().map(|(n, _)| n).sum::<u64>()
+    }
+
+    /// `48 503 (Retry-After: 1 x48), 2 closed without an answer`, or `none`.
+    pub fn breakdown(&self) -> String {
+        let after: Vec<String> = self.retry_after.iter().map(|(value, n)| format!("{value} x{n}")).collect();
+        let unavailable = (self.unavailable(), format!("503 (Retry-After: {})", after.join(", ")));
+        let statuses = self.status.iter().map(|(status, n)| (*n, status.to_string()));
+        let plain = self.plain().map(|(n, kind)| (n, kind.describe().to_string()));
+        let text = breakdown(std::iter::once(unavailable).chain(statuses).chain(plain));
+        Some(text).filter(|text| !text.is_empty()).unwrap_or_else(|| "none".into())
     }
 
     /// Refusals of newcomers that never connected: nothing of the server's was seen.
@@ -87,12 +75,10 @@ impl Tally {
     }
 
     pub fn to_json(&self) -> Value {
-        let retry_after: serde_json::Map<String, Value> =
-            self.retry_after.iter().map(|(value, n)| (value.clone(), json!(n))).collect();
-        let status: serde_json::Map<String, Value> =
-            self.status.iter().map(|(status, n)| (status.to_string(), json!(n))).collect();
+        let retry_after: Value = self.retry_after.iter().map(|(value, n)| (value.clone(), *n)).collect();
+        let status: Value = self.status.iter().map(|(status, n)| (status.to_string(), *n)).collect();
         json!({
-            "total": self.total(), "status_503": self.unavailable, "retry_after": retry_after,
+            "total": self.total(), "status_503": self.unavailable(), "retry_after": retry_after,
             "other_status": status, "reset": self.reset, "closed": self.closed, "hang": self.hang,
             "connect_timeout": self.connect_timeout, "connect_error": self.connect_error,
         })
@@ -144,28 +130,19 @@ pub struct After {
     pub took: Duration,
 }
 
-/// The old keep-alive connection at the limit.
-pub enum Keepalive {
-    /// The server closed it while it sat idle: reclaimed to make room (docs/architecture.md,
-    /// "Limits").
-    ClosedWhileIdle,
-    Asked(Reply),
-}
-
-pub struct Cpu {
-    pub pids: Vec<i32>,
-    pub percent: Option<f64>,
-    pub window: Duration,
-}
-
 pub struct Measured {
     pub max: usize,
     pub open_file_limit: u64,
     pub fill_timed_out: bool,
     pub held_at_limit: usize,
     pub held_after_window: usize,
-    pub keepalive: Keepalive,
-    pub cpu: Cpu,
+    /// The answer on the keep-alive connection opened before filling, at the limit; `None`
+    /// when the server closed it while it sat idle: reclaimed to make room
+    /// (docs/architecture.md, "Limits").
+    pub keepalive: Option<Reply>,
+    /// The server's processes, and their CPU over the window in percent of one core.
+    pub pids: Vec<i32>,
+    pub cpu: Option<f64>,
     pub publish: Publish,
     pub last_delivery: Option<Duration>,
     pub after: After,
@@ -189,179 +166,110 @@ pub fn server_figures(reply: &Reply) -> Option<Value> {
 
 pub fn reply_json(reply: &Reply) -> Value {
     match reply {
-        Reply::Answer { status, took, .. } => {
-            json!({"status": status, "ms": round(took.as_secs_f64() * 1e3, 2)})
-        }
+        Reply::Answer { status, took, .. } => json!({"status": status, "ms": report::ms(*took, 2)}),
         Reply::Failed(refusal) => json!({"failed": refusal.describe()}),
     }
 }
 
 pub fn outcome(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured) -> Outcome {
     let c = &m.counts;
-    let ms = |d: Duration| round(d.as_secs_f64() * 1e3, 2);
-    let keepalive_json = match &m.keepalive {
-        Keepalive::ClosedWhileIdle => json!({"outcome": "closed_while_idle"}),
-        Keepalive::Asked(reply) => json!({"outcome": if reply.is_ok() { "answered" } else { "failed" },
-                                          "reply": reply_json(reply)}),
-    };
-    let at_limit = match &m.keepalive {
-        Keepalive::Asked(reply) => server_figures(reply),
-        Keepalive::ClosedWhileIdle => None,
-    };
+    let asked = |reply: &Reply| if reply.is_ok() { "answered" } else { "failed" };
+    let keepalive_json = m.keepalive.as_ref().map_or(
+        json!({"outcome": "closed_while_idle"}),
+        |reply| json!({"outcome": asked(reply), "reply": reply_json(reply)}),
+    );
+    let stats = [m.keepalive.as_ref().and_then(server_figures), server_figures(&m.after.reply)];
+    let first = c.first_refusal.as_ref();
     let json = json!({
-        "scenario": "exhaust",
-        "url": args.url,
-        "topic": topic,
-        "limit_reached": c.first_refusal.is_some(),
-        "max": m.max,
-        "max_requested": args.max,
-        "open_file_limit": m.open_file_limit,
-        "newcomers": c.opened,
-        "fill_timed_out": m.fill_timed_out,
-        "first_refusal": c.first_refusal.as_ref().map(|f| json!({
-            "held": f.held, "newcomer": f.newcomer, "kind": f.kind.describe(),
-        })),
-        "refusals": c.refused.to_json(),
+        "scenario": "exhaust", "url": args.url, "topic": topic, "limit_reached": first.is_some(),
+        "max": m.max, "max_requested": args.max, "open_file_limit": m.open_file_limit,
+        "newcomers": c.opened, "fill_timed_out": m.fill_timed_out,
+        "first_refusal": first.map(|f| json!({"held": f.held, "newcomer": f.newcomer, "kind": f.kind.describe()})),
+        "refusals": c.refused.to_json(), "keepalive": keepalive_json,
         "held": {
-            "at_first_refusal": c.first_refusal.as_ref().map(|f| f.held),
+            "at_first_refusal": first.map(|f| f.held),
             "peak": c.held_peak, "at_limit": m.held_at_limit, "after_window": m.held_after_window,
             "lost": c.lost.to_json(), "answered_early": c.answered_early,
         },
-        "keepalive": keepalive_json,
         "cpu": {
-            "pids": m.cpu.pids, "percent": m.cpu.percent.map(|p| round(p, 1)),
-            "window_s": m.cpu.window.as_secs_f64(), "knockers": KNOCKERS, "knocker_refusals": c.knocked.to_json(),
+            "pids": m.pids, "percent": m.cpu.map(|p| round(p, 1)),
+            "window_s": args.window.as_secs_f64(), "knockers": KNOCKERS, "knocker_refusals": c.knocked.to_json(),
         },
         "publish": {
             "via": m.publish.via, "reply": reply_json(&m.publish.reply), "released": c.released,
             "held_at_publish": m.publish.held, "delivered": c.delivered, "answered_other": c.answered_other,
-            "last_delivery_ms": m.last_delivery.map(ms),
+            "last_delivery_ms": m.last_delivery.map(|d| report::ms(d, 2)),
         },
-        "after": {"ok": m.after.reply.is_ok(), "attempts": m.after.attempts, "ms": ms(m.after.took),
+        "after": {"ok": m.after.reply.is_ok(), "attempts": m.after.attempts, "ms": report::ms(m.after.took, 2),
                   "reply": reply_json(&m.after.reply)},
-        "server_stats": {"at_limit": at_limit, "after": server_figures(&m.after.reply)},
+        "server_stats": {"at_limit": stats[0], "after": stats[1]},
     });
     let nothing_measured = (c.held_peak == 0 && c.refused.total() == c.refused.unconnected())
         .then(|| format!("no newcomer connected to {}: nothing was measured", target.addr));
-    Outcome {
-        table: table(args, target, topic, m, at_limit.as_ref()),
-        json,
-        title: String::new(),
-        distributions: vec![],
-        nothing_measured,
-    }
+    Outcome { table: table(args, target, topic, m, &stats), json, nothing_measured, ..Outcome::default() }
 }
 
-pub fn table(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured, at_limit: Option<&Value>) -> String {
+/// The report; `stats` are the server's figures at the limit and after.
+fn table(args: &ExhaustArgs, target: &Target, topic: &str, m: &Measured, stats: &[Option<Value>; 2]) -> String {
     let c = &m.counts;
     // Without a refusal there was no limit: the figures are of wherever the fill stopped.
     let at = if c.first_refusal.is_some() { "at the limit" } else { "when the fill ended" };
-    let mut rows: Vec<(&str, String)> = Vec::new();
     let first = match &c.first_refusal {
         Some(f) => format!("after {} held polls, at newcomer {}: {}", f.held, f.newcomer, f.kind.describe()),
         None if m.fill_timed_out => format!("none: {} newcomers opened before the fill's time bound", c.opened),
         None => format!("none: all {} newcomers were held (--max {})", c.opened, m.max),
     };
-    rows.push(("first refusal", first));
-    rows.push(("refused", format!("{} of {} newcomers: {}", c.refused.total(), c.opened, c.refused.breakdown())));
-    rows.push((
-        "held",
-        format!("{} at most, {} {at}, {} after the window", c.held_peak, m.held_at_limit, m.held_after_window),
-    ));
-    if let Some(stats) = at_limit {
-        let n = |key: &str| stats[key].to_string();
-        rows.push((
-            "server /stats",
-            format!(
-                "{at}: {} connections open, {} polls held, {} of {} fds",
-                n("connections_open"),
-                n("polls_held"),
-                n("fds_open"),
-                n("fds_limit")
-            ),
-        ));
+    let (peak, at_limit, after_window) = (c.held_peak, m.held_at_limit, m.held_after_window);
+    let mut rows = vec![
+        ("first refusal", first),
+        ("refused", format!("{} of {} newcomers: {}", c.refused.total(), c.opened, c.refused.breakdown())),
+        ("held", format!("{peak} at most, {at_limit} {at}, {after_window} after the window")),
+    ];
+    if let Some(s) = &stats[0] {
+        let (open, held, fds, limit) = (&s["connections_open"], &s["polls_held"], &s["fds_open"], &s["fds_limit"]);
+        rows.push(("server /stats", format!("{at}: {open} connections open, {held} polls held, {fds} of {limit} fds")));
     }
-    rows.push((
-        "keep-alive",
-        match &m.keepalive {
-            Keepalive::ClosedWhileIdle => "opened before filling: closed by the server while idle (reclaimed)".into(),
-            Keepalive::Asked(reply) => {
-                format!("GET /stats on a connection opened before filling: {}", reply.describe())
-            }
-        },
-    ));
-    let cpu = match (m.cpu.percent, m.cpu.pids.is_empty()) {
-        (Some(percent), _) => format!("{percent:.1} % of one core"),
-        (None, true) => "unknown (no pid: give --server-pid)".into(),
-        (None, false) => "unknown (its /proc/PID/stat is unreadable)".into(),
+    let keepalive = match &m.keepalive {
+        None => "opened before filling: closed by the server while idle (reclaimed)".into(),
+        Some(reply) => format!("GET /stats on a connection opened before filling: {}", reply.describe()),
     };
-    let pids: Vec<String> = m.cpu.pids.iter().map(i32::to_string).collect();
-    rows.push((
-        "server CPU",
-        format!(
-            "{cpu} over {:.1} s {at}, {KNOCKERS} newcomers knocking (pid {})",
-            m.cpu.window.as_secs_f64(),
-            if pids.is_empty() { "unknown".into() } else { pids.join(", ") }
-        ),
-    ));
+    rows.push(("keep-alive", keepalive));
+    let cpu = m.cpu.map_or_else(|| host::unknown(&m.pids, "stat"), |percent| format!("{percent:.1} % of one core"));
+    let (window, pids) = (args.window.as_secs_f64(), host::pid_list(&m.pids));
+    rows.push(("server CPU", format!("{cpu} over {window:.1} s {at}, {KNOCKERS} newcomers knocking (pid {pids})")));
     rows.push(("knockers", c.knocked.breakdown()));
     rows.push(("lost", format!("{} held polls ended unanswered: {}", c.lost.total(), c.lost.breakdown())));
-    let via = match (m.publish.via, c.released) {
-        ("keepalive", _) => "on the keep-alive connection".to_string(),
-        (_, released) => format!("on a new connection, after closing {released} held poll"),
+    let via = match m.publish.via {
+        "keepalive" => "on the keep-alive connection".to_string(),
+        _ => format!("on a new connection, after closing {} held poll", c.released),
     };
     rows.push(("publish", format!("{} {via}", m.publish.reply.describe())));
-    let last =
-        m.last_delivery.map_or(String::new(), |d| format!(" (the last after {})", human_us(d.as_secs_f64() * 1e6)));
-    rows.push((
-        "delivered",
-        format!("{} of {} held polls within {} s{last}", c.delivered, m.publish.held, DELIVERY_BOUND.as_secs()),
-    ));
-    rows.push((
-        "after",
-        format!(
-            "all closed; a fresh GET /stats: {} ({} in {})",
-            m.after.reply.describe(),
-            if m.after.attempts == 1 { "1 attempt".to_string() } else { format!("{} attempts", m.after.attempts) },
-            human_us(m.after.took.as_secs_f64() * 1e6)
-        ),
-    ));
-    if let Some(stats) = server_figures(&m.after.reply) {
-        let n = |key: &str| stats[key].to_string();
-        rows.push((
-            "server counted",
-            format!(
-                "accepted {}, rejected {}, reclaimed {}, polls rejected {} (its /stats)",
-                n("accepted"),
-                n("rejected"),
-                n("reclaimed"),
-                n("polls_rejected")
-            ),
-        ));
+    let last = m.last_delivery.map_or(String::new(), |d| format!(" (the last after {})", report::human(d)));
+    let (delivered, held, bound) = (c.delivered, m.publish.held, DELIVERY_BOUND.as_secs());
+    rows.push(("delivered", format!("{delivered} of {held} held polls within {bound} s{last}")));
+    let (reply, attempts, took) = (m.after.reply.describe(), m.after.attempts, report::human(m.after.took));
+    let plural = if attempts == 1 { "" } else { "s" };
+    rows.push(("after", format!("all closed; a fresh GET /stats: {reply} ({attempts} attempt{plural} in {took})")));
+    if let Some(s) = &stats[1] {
+        let (accepted, rejected, reclaimed) = (&s["accepted"], &s["rejected"], &s["reclaimed"]);
+        let counted = format!("accepted {accepted}, rejected {rejected}, reclaimed {reclaimed}");
+        rows.push(("server counted", format!("{counted}, polls rejected {} (its /stats)", s["polls_rejected"])));
     }
-    let clamped = if m.max < args.max {
-        format!(" (--max {} lowered to this process's open-file limit {} less a margin)", args.max, m.open_file_limit)
-    } else {
-        String::new()
-    };
+    let (limit, addr, max, hang) = (m.open_file_limit, target.addr, m.max, args.hang);
+    let lowered = format!(" (--max {} lowered to this process's open-file limit {limit} less a margin)", args.max);
+    let clamped = if max < args.max { lowered } else { String::new() };
     let mut text = format!(
-        "exhaust: held polls on topic {topic} at {}, up to {} newcomers{clamped}\n\
-         each newcomer: GET /plaintext then GET /poll in one write; no answer within {:?} is a hang\n",
-        target.addr, m.max, args.hang
+        "exhaust: held polls on topic {topic} at {addr}, up to {max} newcomers{clamped}\n\
+         each newcomer: GET /plaintext then GET /poll in one write; no answer within {hang:?} is a hang\n"
     );
     if m.fill_timed_out {
         text.push_str("the fill stopped at its time bound\n");
     }
     if c.first_refusal.is_none() {
-        let _ = writeln!(
-            text,
-            "no limit reached: the server refused no newcomer; raise --max, or lower the server's --max-connections"
-        );
+        text +=
+            "no limit reached: the server refused no newcomer; raise --max, or lower the server's --max-connections\n";
     }
-    for (name, value) in rows {
-        let _ = writeln!(text, "{name:<16}{}", value.trim_end());
-    }
-    text
+    text + &report::lines(rows)
 }
 
 #[cfg(test)]
