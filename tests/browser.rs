@@ -188,7 +188,9 @@ impl PageOrigin {
         let thread = thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, _)) => serve_page(stream),
+                    // A thread each: Chromium may open a connection and send nothing on it
+                    // (a preconnect), which must not hold up the next one.
+                    Ok((stream, _)) => drop(thread::spawn(move || serve_page(stream))),
                     // WouldBlock: nobody yet; anything else (a connection reset before it was
                     // accepted): the next one.
                     Err(_) => thread::sleep(Duration::from_millis(10)),
