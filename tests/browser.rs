@@ -1,0 +1,239 @@
+//! tether from a real browser: headless Chromium, driven by the Python Playwright scripts in
+//! `tests/browser/`, against the real binary. What a page can do is what the browser lets it:
+//! event streams and long polls from another origin only with `--allow-origin`
+//! (docs/browser.md), a reload that resumes from the cursor the page kept, and the live page
+//! (`GET /`) drawing the cost view without a console error.
+//!
+//! Each test starts its own server (and, for a cross-origin page, the page's own origin), runs
+//! one script with their addresses, and asserts on its exit status and what it printed. The
+//! scripts need `/usr/bin/chromium` and the Python package `playwright` (`bash tests/run`
+//! installs both); without them a test fails, saying what is missing: it never passes silently.
+//! A script's every wait is bounded, and the script as a whole is killed after `SCRIPT_TIMEOUT`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::{Server, IO_TIMEOUT};
+
+/// How long a script may run in all: its waits are 15 s each, and it has a few.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The page the cross-origin tests load from their second origin.
+const CLIENT_PAGE: &str = include_str!("browser/client.html");
+
+/// A page of another origin, allowed by `--allow-origin`, receives what is published both by
+/// EventSource (`/events/t`) and by long poll (`fetch` of `/poll/t`), and a fetch that needs a
+/// preflight (it sends `Last-Event-ID`) is answered too.
+#[test]
+fn a_cross_origin_page_receives_messages_by_event_source_and_by_fetch() {
+    let page = PageOrigin::start();
+    let server = Server::start(&["--allow-origin", &page.origin()]);
+    let output = run_script("cross_origin.py", &[&url(&server), &page.url(), "receives"]);
+    assert_printed(&output, "received by events: 1:m1 2:m2 3:m3");
+    assert_printed(&output, "received by polls: 1:m1 2:m2 3:m3");
+    assert_printed(&output, "preflighted poll: 2:m2 3:m3");
+}
+
+/// The page keeps its cursors in sessionStorage and opens its streams from them: messages
+/// published while it reloads, or while it is away, arrive once each, none twice.
+#[test]
+fn after_a_reload_the_page_resumes_from_last_event_id_with_nothing_lost_or_twice() {
+    let page = PageOrigin::start();
+    let server = Server::start(&["--allow-origin", &page.origin()]);
+    let output = run_script("reload.py", &[&url(&server), &page.url()]);
+    assert_printed(&output, "received by events: 1:m1 2:m2 3:m3 4:m4 5:m5 6:m6 7:end");
+    assert_printed(&output, "received by polls: 1:m1 2:m2 3:m3 4:m4 5:m5 6:m6 7:end");
+}
+
+/// Set `TETHER_SCREENSHOT=1` to have this test write docs/img/live.png (off by default, so
+/// that running the tests leaves the tree as it was).
+#[test]
+fn the_live_page_loads_without_console_errors_and_its_figures_move() {
+    let server = Server::start(&[]);
+    let mut args = vec![url(&server)];
+    if std::env::var_os("TETHER_SCREENSHOT").is_some_and(|v| v == "1") {
+        let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img/live.png");
+        args.push(png.to_string_lossy().into_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run_script("live_page.py", &args);
+    assert_printed(&output, "live page: ok");
+}
+
+/// The browser, not tether, keeps a page from reading answers meant for other origins: tether
+/// answers, without `Access-Control-Allow-Origin`, and the page gets errors and no message.
+#[test]
+fn a_page_from_an_origin_not_allowed_receives_nothing() {
+    let page = PageOrigin::start();
+    // Another origin is allowed, so CORS is on; the page's own is not among them.
+    let server = Server::start(&["--allow-origin", "http://allowed.test"]);
+    let output = run_script("cross_origin.py", &[&url(&server), &page.url(), "blocked"]);
+    assert_printed(&output, "cross-origin page: blocked");
+}
+
+/// `--allow-origin '*'` lets any origin's page read the streams and polls.
+#[test]
+fn with_allow_origin_star_a_page_from_any_origin_receives_messages() {
+    let page = PageOrigin::start();
+    let server = Server::start(&["--allow-origin", "*"]);
+    let output = run_script("cross_origin.py", &[&url(&server), &page.url(), "receives"]);
+    assert_printed(&output, "received by events: 1:m1 2:m2 3:m3");
+    assert_printed(&output, "received by polls: 1:m1 2:m2 3:m3");
+}
+
+// ---- running a script ---------------------------------------------------------------------
+
+fn url(server: &Server) -> String {
+    format!("http://{}", server.addr)
+}
+
+fn assert_printed(output: &str, line: &str) {
+    assert!(output.lines().any(|l| l == line), "expected the line {line:?} in:\n{output}");
+}
+
+/// Fails the test, naming what is missing and how to install it, unless Chromium and
+/// Playwright are both there.
+fn require_browser() {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!("Chromium at {CHROMIUM} (as root: apt-get install --no-install-recommends chromium)"));
+    }
+    let playwright =
+        Command::new("python3").args(["-c", "import playwright"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !playwright.is_ok_and(|status| status.success()) {
+        missing.push("the Python package playwright (python3 -m pip install playwright)".to_owned());
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser tests need {}; `bash tests/run` installs what is missing",
+        missing.join(" and ")
+    );
+}
+
+/// Runs `tests/browser/<script>` to its end (or kills it after `SCRIPT_TIMEOUT`) and returns
+/// what it printed, stdout then stderr; fails the test unless it exited 0.
+fn run_script(script: &str, args: &[&str]) -> String {
+    require_browser();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let mut child = Command::new("python3")
+        .arg(dir.join(script))
+        .args(args)
+        // No __pycache__ beside the scripts: the tests leave the tree as it was.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 {script}: {e}"));
+    // Read both pipes on threads, so that waiting for the exit has a deadline.
+    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait on the script") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let output = format!("{}{}", stdout.join().expect("stdout reader"), stderr.join().expect("stderr reader"));
+    match status {
+        Some(status) => assert!(status.success(), "{script} failed ({status}):\n{output}"),
+        None => panic!("{script} did not end within {SCRIPT_TIMEOUT:?}, killed:\n{output}"),
+    }
+    output
+}
+
+fn read_to_end(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+// ---- a second origin ----------------------------------------------------------------------
+
+/// `http://127.0.0.1:PORT`, another origin than tether's: it answers every request with
+/// `tests/browser/client.html`. Its listener is bound before tether starts, so its origin can
+/// be given to `--allow-origin`; it stops when dropped.
+struct PageOrigin {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PageOrigin {
+    fn start() -> PageOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page's origin");
+        let addr = listener.local_addr().expect("the page's address");
+        // Not blocking, so that the loop sees `stop` between connections.
+        listener.set_nonblocking(true).expect("a non-blocking listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    // A thread each: Chromium may open a connection and send nothing on it
+                    // (a preconnect), which must not hold up the next one.
+                    Ok((stream, _)) => drop(thread::spawn(move || serve_page(stream))),
+                    // WouldBlock: nobody yet; anything else (a connection reset before it was
+                    // accepted): the next one.
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        PageOrigin { addr, stop, thread: Some(thread) }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn url(&self) -> String {
+        format!("{}/client.html", self.origin())
+    }
+}
+
+impl Drop for PageOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads one request head (whatever it asks for) and answers with the page, then closes.
+fn serve_page(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{CLIENT_PAGE}",
+        CLIENT_PAGE.len()
+    );
+    let _ = stream.write_all(answer.as_bytes());
+}
