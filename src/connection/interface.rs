@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{CloseReason, StateKind, Stream, Wait};
 use crate::buffer::BufferPool;
+use crate::http::cors::AllowedOrigins;
 use crate::http::date::HttpDate;
 use crate::http::request::{Limits, Method, Request};
 use crate::http::response::Response;
@@ -75,9 +76,8 @@ pub trait Endpoints {
     /// Asked before `100 Continue` is sent, so that a client need not send a body only to have
     /// it thrown away.
     fn refuse_by_head(&mut self, method: Method, path: &str, refused: bool) -> Option<Response<'static>>;
-    /// Answers a complete request of connection `key`, asks it to wait, or opens a stream. The
-    /// answer may borrow from the request (a CORS header names its `Origin`).
-    fn answer<'a>(&'a mut self, key: usize, request: &'a Request<'a>, refused: bool, now: Tick) -> Reply<'a>;
+    /// Answers a complete request of connection `key`, asks it to wait, or opens a stream.
+    fn answer(&mut self, key: usize, request: &Request, refused: bool, now: Tick) -> Reply<'_>;
     /// Answers a held poll that is due, and forgets its hold.
     fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_>;
     /// Whether the poll is still listed on its topic: a publish takes the whole list.
@@ -114,6 +114,8 @@ pub struct Settings {
     pub max_requests: u32,
     /// `--sse-heartbeat`: an idle event stream gets a comment this often.
     pub heartbeat: Duration,
+    /// `--allow-origin`: whom an answer that may be shared across origins tells so.
+    pub origins: AllowedOrigins,
 }
 
 /// What a connection sees of the reactor's current turn.

@@ -48,7 +48,9 @@ mod tests;
 mod transitions;
 
 pub use interface::{deadline_after, Endpoints, Event, Io, Reply, Settings, Timer, Turn, Want};
-pub use transitions::{keep_alive, must_linger, next_state, CloseReason, Framing, KeepAliveInput, Next, Settling};
+pub use transitions::{
+    keep_alive, must_linger, next_state, Asked, CloseReason, Framing, KeepAliveInput, Next, Settling,
+};
 
 /// How long a closing connection waits for the peer's FIN after our last answer.
 pub const LINGER: Duration = Duration::from_secs(2);
@@ -545,10 +547,11 @@ impl Connection {
     /// Answers one complete request into `out`, or holds it (a long poll with nothing to say
     /// yet). Returns where the conversation goes.
     fn answer<E: Endpoints>(&self, req: &Request, out: &mut Vec<u8>, turn: &mut Turn<E>) -> Conversation {
-        let framing = Framing::of(req);
+        let framing = Framing::of(req, turn.settings);
         match turn.endpoints.answer(turn.key, req, self.refused, turn.now) {
             Reply::Wait(wait) => Conversation::Holding(HeldPoll { wait, framing }),
             Reply::Stream(head, stream) => {
+                let head = head.allowing(turn.settings.origins.allowed(framing.cors));
                 response::write(out, &head, Persistence::Stream, framing.head_only, turn.date);
                 if framing.head_only {
                     turn.endpoints.end_stream(turn.key, &stream, turn.now);
@@ -564,6 +567,7 @@ impl Connection {
                 } else {
                     keep_alive(&framing.keep_alive_input(self.served, turn.settings, turn.draining))
                 };
+                let answer = answer.allowing(turn.settings.origins.allowed(framing.cors));
                 response::write(out, &answer, persistence, framing.head_only, turn.date);
                 Conversation::after_answer(closing)
             }
@@ -595,6 +599,7 @@ impl Connection {
         let input = poll.framing.keep_alive_input(self.served.saturating_sub(1), turn.settings, turn.draining);
         let (persistence, closing) = keep_alive(&input);
         let answer = turn.endpoints.answer_held(turn.key, &poll.wait, turn.now);
+        let answer = answer.allowing(turn.settings.origins.allowed(poll.framing.cors));
         let buffers = self.buffers.get_or_insert_with(|| turn.pool.take());
         response::write(buffers.output(), &answer, persistence, poll.framing.head_only, turn.date);
         Conversation::after_answer(closing)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::buffer::BufferPool;
+use crate::http::cors::{AllowedOrigins, Grant};
 use crate::http::request::Limits;
 use crate::pubsub::{HoldKey, TopicLimits, Topics};
 
@@ -131,7 +132,7 @@ impl Endpoints for Site {
 
     fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_> {
         self.topics.release(wait.hold, key, now);
-        Response::new(Status::OK, "text/plain", b"message")
+        Response::new(Status::OK, "text/plain", b"message").with_cors(response::Cors::Shared)
     }
 
     fn still_waiting(&self, key: usize, wait: &Wait) -> bool {
@@ -174,12 +175,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 pub(super) fn a_held_poll() -> HeldPoll {
     let mut site = Site::new();
     let hold = site.topics.hold(site.topic, 7);
-    let framing = Framing {
-        version: request::Version::Http11,
-        close_requested: false,
-        keep_alive_requested: false,
-        head_only: false,
-    };
+    let framing = Framing { asked: Asked::KeepAlive11, head_only: false, cors: Grant::NONE };
     HeldPoll { wait: Wait { hold, after: 0, deadline: 100 }, framing }
 }
 
@@ -212,6 +208,7 @@ impl Rig {
             write_timeout: Duration::from_secs(30),
             max_requests: 10_000,
             heartbeat: HEARTBEAT,
+            origins: AllowedOrigins::new(&["http://page.test".into()]),
         };
         let conn = Connection::new(refused);
         let timer = conn.deadline(0, &settings);
@@ -593,4 +590,23 @@ fn a_slow_stream_catches_up_once_its_output_drains() {
     let events = String::from_utf8_lossy(&rig.peer.received).into_owned();
     assert_eq!(events, "id: 1\ndata: a\n\nid: 2\ndata: b\n\n");
     assert_eq!(rig.conn.kind(), StateKind::Streaming);
+}
+
+/// A held poll keeps its request's CORS grant (one byte, not the origin's text): its answer,
+/// written when a publish comes, names the allowed origin as an immediate answer would.
+#[test]
+fn a_held_poll_answers_the_allowed_origin_of_its_request() {
+    let mut rig = Rig::new(false);
+    rig.step(&Step::Send("GET /poll HTTP/1.1\r\nHost: x\r\nOrigin: http://page.test\r\n\r\n"));
+    assert_eq!(rig.conn.kind(), StateKind::Held);
+    rig.step(&Step::Publish("m"));
+    rig.step(&Step::Flush);
+    let answer = String::from_utf8_lossy(&rig.peer.received).into_owned();
+    assert!(answer.contains("\r\nAccess-Control-Allow-Origin: http://page.test\r\nVary: Origin\r\n"), "{answer}");
+    rig.peer.received.clear();
+    rig.step(&Step::Send("GET /poll HTTP/1.1\r\nHost: x\r\nOrigin: http://elsewhere.test\r\n\r\n"));
+    rig.step(&Step::Publish("n"));
+    rig.step(&Step::Flush);
+    let answer = String::from_utf8_lossy(&rig.peer.received).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200") && !answer.contains("Access-Control"), "{answer}");
 }

@@ -4,6 +4,7 @@
 //! them.
 
 use super::{Conversation, Settings, State};
+use crate::http::cors::Grant;
 use crate::http::request::{Method, Request, Version};
 use crate::http::response::Persistence;
 
@@ -80,12 +81,32 @@ pub fn must_linger(reason: CloseReason, unread_input: bool) -> bool {
     reason != CloseReason::ByClient || unread_input
 }
 
+/// What a request asked of its connection's persistence, reduced once from its version and
+/// `Connection` header (RFC 9112 §9.3): HTTP/1.1 persists unless `close` is asked for, HTTP/1.0
+/// only with `keep-alive`. One byte, kept by a held poll until its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    Close,
+    KeepAlive11,
+    /// HTTP/1.0 with `Connection: keep-alive`, which its answer must say too.
+    KeepAlive10,
+}
+
+impl Asked {
+    pub fn of(version: Version, close: bool, keep_alive: bool) -> Asked {
+        match version {
+            _ if close => Asked::Close,
+            Version::Http11 => Asked::KeepAlive11,
+            Version::Http10 if keep_alive => Asked::KeepAlive10,
+            Version::Http10 => Asked::Close,
+        }
+    }
+}
+
 /// What the keep-alive rule needs to know about one request.
 #[derive(Debug, Clone, Copy)]
 pub struct KeepAliveInput {
-    pub version: Version,
-    pub close_requested: bool,
-    pub keep_alive_requested: bool,
+    pub asked: Asked,
     /// Requests answered on this connection before this one.
     pub served_before: u32,
     pub max_requests: u32,
@@ -94,15 +115,15 @@ pub struct KeepAliveInput {
 }
 
 /// The one place that decides whether a connection survives an answer to a request (RFC 9112
-/// section 9.3): HTTP/1.1 persists unless `close` is asked for; HTTP/1.0 only with
-/// `keep-alive`; the server ends it at `--max-requests` and on drain. Returns the headers to
+/// section 9.3): as the client asked (`Asked`), unless the server ends it at `--max-requests`
+/// or on drain. Returns the headers to
 /// write and, when closing, why. (Input that could not be parsed as a request never gets here:
 /// where the next request would start is unknown, so its error answer always closes.)
 pub fn keep_alive(input: &KeepAliveInput) -> (Persistence, Option<CloseReason>) {
     let served = input.served_before.saturating_add(1);
     let reason = if input.draining {
         Some(CloseReason::Drain)
-    } else if input.close_requested || (input.version == Version::Http10 && !input.keep_alive_requested) {
+    } else if input.asked == Asked::Close {
         Some(CloseReason::ByClient)
     } else if served >= input.max_requests {
         Some(CloseReason::MaxRequests)
@@ -115,7 +136,7 @@ pub fn keep_alive(input: &KeepAliveInput) -> (Persistence, Option<CloseReason>) 
             Persistence::KeepAlive {
                 timeout_secs: input.idle_timeout_secs,
                 remaining: input.max_requests - served,
-                http10: input.version == Version::Http10,
+                http10: input.asked == Asked::KeepAlive10,
             },
             None,
         ),
@@ -123,31 +144,28 @@ pub fn keep_alive(input: &KeepAliveInput) -> (Persistence, Option<CloseReason>) 
 }
 
 /// A request's facts that decide how its answer is framed; a held poll keeps them until its
-/// answer is written.
+/// answer is written. Three bytes: a held poll's 28 bytes have no room for more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Framing {
-    pub version: Version,
-    pub close_requested: bool,
-    pub keep_alive_requested: bool,
+    pub asked: Asked,
     pub head_only: bool,
+    /// What the request's `Origin` was granted: whom the answer tells it may read it.
+    pub cors: Grant,
 }
 
 impl Framing {
-    pub fn of(req: &Request) -> Framing {
+    pub fn of(req: &Request, settings: &Settings) -> Framing {
         Framing {
-            version: req.version,
-            close_requested: req.close,
-            keep_alive_requested: req.keep_alive,
+            asked: Asked::of(req.version, req.close, req.keep_alive),
             head_only: req.method == Method::Head,
+            cors: settings.origins.grant(req.origin),
         }
     }
 
     /// What the keep-alive rule needs, with `served_before` requests answered before this one.
     pub fn keep_alive_input(&self, served_before: u32, settings: &Settings, draining: bool) -> KeepAliveInput {
         KeepAliveInput {
-            version: self.version,
-            close_requested: self.close_requested,
-            keep_alive_requested: self.keep_alive_requested,
+            asked: self.asked,
             served_before,
             max_requests: settings.max_requests,
             idle_timeout_secs: settings.idle_timeout.as_secs(),
@@ -162,9 +180,7 @@ mod tests {
 
     fn request(version: Version) -> KeepAliveInput {
         KeepAliveInput {
-            version,
-            close_requested: false,
-            keep_alive_requested: false,
+            asked: Asked::of(version, false, false),
             served_before: 0,
             max_requests: 1000,
             idle_timeout_secs: 75,
@@ -287,13 +303,13 @@ mod tests {
     #[test]
     fn http10_persists_only_when_asked() {
         assert_eq!(keep_alive(&request(Version::Http10)), (Persistence::Close, Some(CloseReason::ByClient)));
-        let asked = KeepAliveInput { keep_alive_requested: true, ..request(Version::Http10) };
+        let asked = KeepAliveInput { asked: Asked::of(Version::Http10, false, true), ..request(Version::Http10) };
         assert!(matches!(keep_alive(&asked).0, Persistence::KeepAlive { http10: true, .. }));
     }
 
     #[test]
     fn the_server_ends_a_connection_for_its_own_reasons() {
-        let close = KeepAliveInput { close_requested: true, ..request(Version::Http11) };
+        let close = KeepAliveInput { asked: Asked::of(Version::Http11, true, false), ..request(Version::Http11) };
         assert_eq!(keep_alive(&close).1, Some(CloseReason::ByClient));
         let last = KeepAliveInput { served_before: 999, ..request(Version::Http11) };
         assert_eq!(keep_alive(&last), (Persistence::Close, Some(CloseReason::MaxRequests)));

@@ -11,6 +11,7 @@ macro_rules! bad {
 }
 
 mod chunked;
+pub mod cors;
 pub mod date;
 pub mod error;
 mod grammar;

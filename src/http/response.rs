@@ -68,21 +68,23 @@ pub struct Response<'a> {
     pub content_type: &'static str,
     pub headers: &'a [(&'static str, &'a str)],
     pub body: &'a [u8],
+    /// Whether a page of another origin may read it, and (`allow_origin`) which: the endpoint
+    /// says the first, the request's grant (`http::cors`) the second.
     pub cors: Cors<'a>,
+    pub allow_origin: Option<&'a str>,
 }
 
-/// What an answer tells a browser about reading it from a page of another origin (the Fetch
+/// Whether an answer may be read by a page of another origin that is allowed (the Fetch
 /// standard's CORS protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cors<'a> {
-    /// Nothing: the browser keeps the answer from a page of another origin.
+    /// No: the browser keeps it from a page of another origin.
     None,
-    /// `Access-Control-Allow-Origin: <origin>` and `Vary: Origin`: a page of this origin may
-    /// read it.
-    Allow(&'a str),
-    /// The answer to a preflight from this origin: also which methods and request headers it
-    /// may use, for how long.
-    Preflight { origin: &'a str, methods: &'a str },
+    /// Yes: `Access-Control-Allow-Origin` and `Vary: Origin`.
+    Shared,
+    /// The answer to a preflight: also which methods and request headers the page may use, and
+    /// for how long the browser may remember so.
+    Preflight { methods: &'a str },
 }
 
 /// The request headers a page may send across origins: a token, a JSON body, and the cursor an
@@ -93,7 +95,7 @@ const CORS_MAX_AGE_SECS: &str = "600";
 
 impl<'a> Response<'a> {
     pub fn new(status: Status, content_type: &'static str, body: &'a [u8]) -> Self {
-        Response { status, content_type, headers: &[], body, cors: Cors::None }
+        Response { status, content_type, headers: &[], body, cors: Cors::None, allow_origin: None }
     }
 
     /// An error answer: a one-line `text/plain` body.
@@ -107,6 +109,11 @@ impl<'a> Response<'a> {
 
     pub fn with_cors(self, cors: Cors<'a>) -> Self {
         Response { cors, ..self }
+    }
+
+    /// Names the origin a shared answer is for (`None`: the request's origin was not allowed).
+    pub fn allowing(self, allow_origin: Option<&'a str>) -> Self {
+        Response { allow_origin, ..self }
     }
 }
 
@@ -140,15 +147,10 @@ pub fn write(out: &mut Vec<u8>, response: &Response, persistence: Persistence, h
     for (name, value) in response.headers {
         push_header(out, name, value);
     }
-    match response.cors {
-        Cors::None => {}
-        Cors::Allow(origin) => {
-            push_header(out, "Access-Control-Allow-Origin", origin);
-            push_header(out, "Vary", "Origin");
-        }
-        Cors::Preflight { origin, methods } => {
-            push_header(out, "Access-Control-Allow-Origin", origin);
-            push_header(out, "Vary", "Origin");
+    if let (Some(origin), Cors::Shared | Cors::Preflight { .. }) = (response.allow_origin, response.cors) {
+        push_header(out, "Access-Control-Allow-Origin", origin);
+        push_header(out, "Vary", "Origin");
+        if let Cors::Preflight { methods } = response.cors {
             push_header(out, "Access-Control-Allow-Methods", methods);
             push_header(out, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
             push_header(out, "Access-Control-Max-Age", CORS_MAX_AGE_SECS);
@@ -265,12 +267,15 @@ mod tests {
 
     #[test]
     fn cors_names_the_origin_and_varies_on_it() {
-        let allowed = Response::new(Status::OK, "application/json", b"{}").with_cors(Cors::Allow("http://a.test"));
+        let allowed = Response::new(Status::OK, "application/json", b"{}")
+            .with_cors(Cors::Shared)
+            .allowing(Some("http://a.test"));
         let text = render(&allowed, Persistence::Close, false);
         assert!(text.contains("\r\nAccess-Control-Allow-Origin: http://a.test\r\nVary: Origin\r\n"), "{text}");
         let preflight = Response::new(Status::NO_CONTENT, "", b"")
             .with_headers(&[("Allow", "GET, HEAD, OPTIONS")])
-            .with_cors(Cors::Preflight { origin: "http://a.test", methods: "GET, HEAD, OPTIONS" });
+            .with_cors(Cors::Preflight { methods: "GET, HEAD, OPTIONS" })
+            .allowing(Some("http://a.test"));
         let text = render(&preflight, Persistence::Close, false);
         for line in [
             "Access-Control-Allow-Origin: http://a.test",
@@ -280,8 +285,12 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
-        let plain = render(&Response::new(Status::OK, "text/plain", b"x"), Persistence::Close, false);
-        assert!(!plain.contains("Access-Control") && !plain.contains("Vary"));
+        let plain = Response::new(Status::OK, "text/plain", b"x").allowing(Some("http://a.test"));
+        let plain = render(&plain, Persistence::Close, false);
+        assert!(!plain.contains("Access-Control") && !plain.contains("Vary"), "not shared: {plain}");
+        let not_allowed =
+            render(&Response::new(Status::OK, "text/plain", b"x").with_cors(Cors::Shared), Persistence::Close, false);
+        assert!(!not_allowed.contains("Access-Control"), "shared, but not with this origin");
     }
 
     #[test]

@@ -62,6 +62,7 @@ use crate::backoff::XorShift;
 use crate::buffer::BufferPool;
 use crate::config::{Config, FD_RESERVE};
 use crate::connection::{deadline_after, Connection, Event, Io, Settings, StateKind, Timer, Turn, Want};
+use crate::http::cors::AllowedOrigins;
 use crate::http::date::HttpDate;
 use crate::http::request::Limits;
 use crate::stats;
@@ -181,6 +182,7 @@ impl Server {
             write_timeout: config.write_timeout,
             max_requests: config.max_requests,
             heartbeat: config.sse_heartbeat,
+            origins: AllowedOrigins::new(&config.allow_origin),
         };
         let fd_limit = usize::try_from(stats::fds_limit()).unwrap_or(usize::MAX);
         let max_connections = config.max_connections.unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));

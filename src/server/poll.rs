@@ -22,7 +22,7 @@ use super::service::{Service, COST_VIEW_TOPIC};
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
 use crate::connection::{deadline_after, Stream, Wait};
 use crate::http::request::{Body, Request};
-use crate::http::response::{self, Response, Status};
+use crate::http::response::{self, Cors, Response, Status};
 use crate::json;
 use crate::pubsub::{Cursor, HoldKey, Message, Read, TopicError, Topics};
 use crate::timer::Tick;
@@ -155,12 +155,20 @@ impl Service {
             .with_headers(self.retry_after()))
     }
 
-    /// `GET /events/{topic}`: what feeds the stream. It starts where a poll would (the cursor,
-    /// `Last-Event-ID`, `from=oldest`, or the next message); a foreign epoch starts it with a
+    /// `GET /events/{topic}`: what feeds the stream. It starts where a poll would (`Last-Event-ID`,
+    /// the cursor, `from=oldest`, or the next message); a foreign epoch starts it with a
     /// `reset`. Its first events are written by the machine's first feed.
     pub(super) fn open_stream(&mut self, req: &Request, name: &str, now: Tick) -> Result<Stream, Response<'static>> {
-        let query = PollQuery::parse(req.query, req.last_event_id)
+        let mut query = PollQuery::parse(req.query, None)
             .map_err(|reason| Response::error(Status::BAD_REQUEST, reason.as_bytes()))?;
+        // A browser reconnects a broken stream to the same address, `?cursor=` included, and adds
+        // the last id it saw as `Last-Event-ID`: here the header is the newer news and wins.
+        if let Some(id) = req.last_event_id {
+            let cursor = parse_seq(id).ok_or_else(|| {
+                Response::error(Status::BAD_REQUEST, b"bad stream: Last-Event-ID must be a whole number\n")
+            })?;
+            query.cursor = Some(cursor);
+        }
         self.check_max_held()?;
         if name == COST_VIEW_TOPIC {
             self.costs.streams_open += 1;
@@ -280,9 +288,9 @@ fn poll_body(out: &mut String, topics: &Topics, topic: u32, read: &Read, after: 
     out.push_str("]}\n");
 }
 
-/// Every poll answer is `200`, JSON, and never cached.
+/// Every poll answer is `200`, JSON, never cached, and may be read by an allowed origin.
 pub(super) fn poll_response(body: &[u8]) -> Response<'_> {
-    Response::new(Status::OK, "application/json", body).with_headers(response::NO_STORE)
+    Response::new(Status::OK, "application/json", body).with_headers(response::NO_STORE).with_cors(Cors::Shared)
 }
 
 pub(super) fn topic_error(error: TopicError) -> Response<'static> {

@@ -189,23 +189,19 @@ impl Endpoints for Service {
         self.route_by_head(method, path, refused).err()
     }
 
-    fn answer<'a>(&'a mut self, key: usize, req: &'a Request<'a>, refused: bool, now: Tick) -> Reply<'a> {
+    fn answer(&mut self, key: usize, req: &Request, refused: bool, now: Tick) -> Reply<'_> {
         let route = match self.route_by_head(req.method, req.path, refused) {
             Ok(route) => route,
             Err(refusal) => return Reply::Now(refusal),
         };
-        // Polls, streams and their preflights may be read by the pages of allowed origins.
-        let origin = req.origin.filter(|origin| self.config.allows_origin(origin));
-        let cors = origin.map_or(Cors::None, Cors::Allow);
         self.body.clear();
         let content_type = match route {
             Route::Plaintext => return Reply::Now(Response::new(Status::OK, "text/plain", b"Hello, World!")),
             Route::Live => return Reply::Now(Response::new(Status::OK, "text/html; charset=utf-8", LIVE_PAGE)),
             Route::Options(allow) => {
-                let cors = match origin {
-                    Some(origin) if req.preflight => Cors::Preflight { origin, methods: allow[0].1 },
-                    _ => cors,
-                };
+                // Polls, streams and OPTIONS may be read by the pages of allowed origins (the
+                // machine names the origin).
+                let cors = if req.preflight { Cors::Preflight { methods: allow[0].1 } } else { Cors::Shared };
                 return Reply::Now(Response::new(Status::NO_CONTENT, "", b"").with_headers(allow).with_cors(cors));
             }
             Route::Stats => {
@@ -220,24 +216,25 @@ impl Endpoints for Service {
                 Ok(()) => return Reply::Now(Response::new(Status::OK, "application/json", self.body.as_bytes())),
                 Err(refusal) => return Reply::Now(refusal),
             },
-            Route::Poll(topic) => match self.poll(key, req, topic, now) {
-                Ok(None) => "application/json",
-                Ok(Some(wait)) => return Reply::Wait(wait),
-                Err(refusal) => return Reply::Now(refusal.with_cors(cors)),
-            },
+            Route::Poll(topic) => {
+                return match self.poll(key, req, topic, now) {
+                    Ok(None) => Reply::Now(poll_response(self.body.as_bytes())),
+                    Ok(Some(wait)) => Reply::Wait(wait),
+                    Err(refusal) => Reply::Now(refusal.with_cors(Cors::Shared)),
+                }
+            }
             Route::Events(topic) => {
                 return match self.open_stream(req, topic, now) {
                     Ok(stream) => {
                         let head = Response::new(Status::OK, "text/event-stream", b"");
-                        Reply::Stream(head.with_headers(response::NO_STORE).with_cors(cors), stream)
+                        Reply::Stream(head.with_headers(response::NO_STORE).with_cors(Cors::Shared), stream)
                     }
-                    Err(refusal) => Reply::Now(refusal.with_cors(cors)),
+                    Err(refusal) => Reply::Now(refusal.with_cors(Cors::Shared)),
                 }
             }
         };
-        // Polls and the cost view change from one moment to the next: never cached.
-        let answer = Response::new(Status::OK, content_type, self.body.as_bytes()).with_headers(response::NO_STORE);
-        Reply::Now(answer.with_cors(cors))
+        // The cost view changes from one moment to the next: never cached.
+        Reply::Now(Response::new(Status::OK, content_type, self.body.as_bytes()).with_headers(response::NO_STORE))
     }
 
     fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_> {
