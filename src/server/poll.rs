@@ -170,7 +170,7 @@ impl Service {
         let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
         // A cursor past the log makes the first read a reset, which is what a foreign epoch needs.
         let after = if foreign_epoch { u64::MAX } else { self.topics.resolve(topic, query.start()) };
-        self.topics.open_stream(topic);
+        self.topics.watch(topic);
         self.costs.streams_open += 1;
         let heartbeat = deadline_after(now, self.config.sse_heartbeat);
         Ok(Stream::Topic(Wait { hold: HoldKey::unlisted(topic), after, deadline: heartbeat }))

@@ -268,7 +268,7 @@ impl Endpoints for Service {
     fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick) {
         if let Stream::Topic(wait) = stream {
             self.topics.release(wait.hold, key, now);
-            self.topics.close_stream(wait.hold.topic, now);
+            self.topics.unwatch(wait.hold.topic, now);
         }
         self.costs.streams_open -= 1;
     }
