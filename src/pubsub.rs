@@ -16,9 +16,10 @@
 //!   `(last_active, id)` of every *quiet* topic (no held poll, no watcher); each is updated in
 //!   the same step as what it indexes, so the largest ring and the longest idle topic are found
 //!   in O(log topics), and no publish or sweep scans all topics.
-//! - A topic with a held poll or a watcher (an open event stream) is never forgotten, so the
-//!   topic id in a live `HoldKey` stays valid (a watcher is counted on its topic while it lives,
-//!   also while a publish has taken it off the list); a forgotten topic's id may be reused.
+//! - A topic with a held poll or a watcher (an open event stream, a subscription of several
+//!   topics) is never forgotten, so the topic id in a live `HoldKey` stays valid (a watcher is
+//!   counted on its topic while it lives, also while a publish has taken it off the list); a
+//!   forgotten topic's id may be reused. No topic id is `MANY`, the mark of a subscription's key.
 //! - A topic's held polls are connection keys in a slab; the connection keeps its `HoldKey`, so
 //!   a client that hangs up is removed in O(1), and a publish drains the whole list at once.
 //!
@@ -98,17 +99,44 @@ pub fn data_lines(text: &str) -> String {
     out
 }
 
-/// Where a held poll sits: its topic and its slot in that topic's list of holds.
+/// What a connection waits on: its slot in one topic's list of holds, or a subscription of
+/// several topics, whose holds on each topic the service keeps (`HoldKey::many`). Eight bytes
+/// either way, since every connection's state carries one; `on` says which it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HoldKey {
-    pub topic: u32,
+    /// The topic, or `MANY`: then `slot` numbers the subscription.
+    topic: u32,
     slot: u32,
 }
+
+/// What a `HoldKey` names: a place on one topic's list (listed or not), or subscription number
+/// N of several topics, which the service keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOn {
+    One(u32),
+    Many(u32),
+}
+
+/// The topic id a subscription's key carries instead of a topic: no topic ever has it
+/// (`get_or_create` stops below it).
+const MANY: u32 = u32::MAX;
 
 impl HoldKey {
     /// A place on `topic`'s list that holds nobody: an event stream before it is first listed.
     pub fn unlisted(topic: u32) -> HoldKey {
         HoldKey { topic, slot: u32::MAX }
+    }
+
+    /// Subscription number `n` of several topics: the connection waits on all of its holds.
+    pub fn many(n: u32) -> HoldKey {
+        HoldKey { topic: MANY, slot: n }
+    }
+
+    pub fn on(self) -> HoldOn {
+        match self.topic {
+            MANY => HoldOn::Many(self.slot),
+            topic => HoldOn::One(topic),
+        }
     }
 }
 
@@ -125,8 +153,9 @@ struct Topic {
     /// Connection keys of the polls held on this topic (and of the event streams that have
     /// sent everything so far).
     held: Slab<usize>,
-    /// What names this topic by id while it may be off the list: event streams (a publish takes
-    /// them off; they are fed from this topic all the same).
+    /// What names this topic by id while it may be off the list: event streams, and
+    /// subscriptions of several topics (a publish on another of their topics, or on this one,
+    /// takes them off; they are answered or fed from this topic all the same).
     watchers: u32,
     /// When the topic was last published to or its last held poll or watcher left (at first,
     /// when it was created): the start of its idle time.
@@ -302,7 +331,7 @@ impl Topics {
         if self.topics.len() >= self.limits.max_topics {
             return Err(TopicError::TooMany);
         }
-        let id = u32::try_from(self.topics.vacant_key()).map_err(|_| TopicError::TooMany)?;
+        let id = u32::try_from(self.topics.vacant_key()).ok().filter(|&id| id < MANY).ok_or(TopicError::TooMany)?;
         let name: Rc<str> = Rc::from(name);
         let epoch = self.new_epoch();
         self.by_name.insert(name.clone(), id);
@@ -528,8 +557,8 @@ impl Topics {
         keys
     }
 
-    /// Counts a watcher of `topic` (an event stream): the topic is not idle, and so not
-    /// forgotten, while it watches.
+    /// Counts a watcher of `topic` (an event stream, or a subscription of several topics): the
+    /// topic is not idle, and so not forgotten, while it watches.
     pub fn watch(&mut self, topic: u32) {
         let t = &mut self.topics[topic as usize];
         if t.is_quiet() {
