@@ -13,13 +13,13 @@
 //!   that left the ring between the cursor and the oldest retained one (pushed out by newer
 //!   ones, or evicted for the byte bound) are counted in `missed`.
 //! - `by_size` holds `(ring_bytes, id)` of every non-empty ring and `by_idle` holds
-//!   `(last_active, id)` of every *quiet* topic (no held poll, no open stream); each is updated
-//!   in the same step as
-//!   what it indexes, so the largest ring and the longest idle topic are found in O(log topics),
-//!   and no publish or sweep scans all topics.
-//! - A topic with a held poll or an open event stream is never forgotten, so the topic id in a
-//!   live `HoldKey` stays valid (a stream is counted on its topic while it lives, also while a
-//!   publish has taken it off the list); a forgotten topic's id may be reused.
+//!   `(last_active, id)` of every *quiet* topic (no held poll, no watcher); each is updated in
+//!   the same step as what it indexes, so the largest ring and the longest idle topic are found
+//!   in O(log topics), and no publish or sweep scans all topics.
+//! - A topic with a held poll or a watcher (an open event stream, a subscription of several
+//!   topics) is never forgotten, so the topic id in a live `HoldKey` stays valid (a watcher is
+//!   counted on its topic while it lives, also while a publish has taken it off the list); a
+//!   forgotten topic's id may be reused. No topic id is `MANY`, the mark of a subscription's key.
 //! - A topic's held polls are connection keys in a slab; the connection keeps its `HoldKey`, so
 //!   a client that hangs up is removed in O(1), and a publish drains the whole list at once.
 //!
@@ -46,6 +46,16 @@ pub const MAX_MESSAGES_PER_ANSWER: usize = 100;
 pub const MAX_ANSWER_DATA_BYTES: usize = 64 * 1024;
 /// Longest topic name.
 pub const MAX_TOPIC_LEN: usize = 64;
+/// Bytes one place on a topic's hold list takes: slab stores `enum Entry { Vacant(usize),
+/// Occupied(T) }`, which this private mirror reproduces, since slab does not export its type.
+pub const HOLD_SLOT_BYTES: usize = {
+    #[allow(dead_code)]
+    enum SlabEntry {
+        Vacant(usize),
+        Occupied(usize),
+    }
+    std::mem::size_of::<SlabEntry>()
+};
 /// What a retained message costs beyond its two forms: its ring slot (`seq` and the shared
 /// pointers) and each shared allocation's two reference counts. Counted in `retained_bytes`, so
 /// that a flood of empty messages is bounded too, not only large ones.
@@ -89,17 +99,44 @@ pub fn data_lines(text: &str) -> String {
     out
 }
 
-/// Where a held poll sits: its topic and its slot in that topic's list of holds.
+/// What a connection waits on: its slot in one topic's list of holds, or a subscription of
+/// several topics, whose holds on each topic the service keeps (`HoldKey::many`). Eight bytes
+/// either way, since every connection's state carries one; `on` says which it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HoldKey {
-    pub topic: u32,
+    /// The topic, or `MANY`: then `slot` numbers the subscription.
+    topic: u32,
     slot: u32,
 }
+
+/// What a `HoldKey` names: a place on one topic's list (listed or not), or subscription number
+/// N of several topics, which the service keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOn {
+    One(u32),
+    Many(u32),
+}
+
+/// The topic id a subscription's key carries instead of a topic: no topic ever has it
+/// (`get_or_create` stops below it).
+const MANY: u32 = u32::MAX;
 
 impl HoldKey {
     /// A place on `topic`'s list that holds nobody: an event stream before it is first listed.
     pub fn unlisted(topic: u32) -> HoldKey {
         HoldKey { topic, slot: u32::MAX }
+    }
+
+    /// Subscription number `n` of several topics: the connection waits on all of its holds.
+    pub fn many(n: u32) -> HoldKey {
+        HoldKey { topic: MANY, slot: n }
+    }
+
+    pub fn on(self) -> HoldOn {
+        match self.topic {
+            MANY => HoldOn::Many(self.slot),
+            topic => HoldOn::One(topic),
+        }
     }
 }
 
@@ -116,9 +153,11 @@ struct Topic {
     /// Connection keys of the polls held on this topic (and of the event streams that have
     /// sent everything so far).
     held: Slab<usize>,
-    /// Event streams open on this topic, listed or not.
-    streams: u32,
-    /// When the topic was last published to or its last held poll or stream left (at first,
+    /// What names this topic by id while it may be off the list: event streams, and
+    /// subscriptions of several topics (a publish on another of their topics, or on this one,
+    /// takes them off; they are answered or fed from this topic all the same).
+    watchers: u32,
+    /// When the topic was last published to or its last held poll or watcher left (at first,
     /// when it was created): the start of its idle time.
     last_active: Tick,
 }
@@ -126,23 +165,42 @@ struct Topic {
 impl Topic {
     /// Nobody waits on it: its idle time runs.
     fn is_quiet(&self) -> bool {
-        self.held.is_empty() && self.streams == 0
+        self.held.is_empty() && self.watchers == 0
     }
 }
 
 /// What a poll's cursor means against a topic's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
-    /// Messages newer than the cursor (at most `MAX_MESSAGES_PER_ANSWER` and, past the first,
-    /// `MAX_ANSWER_DATA_BYTES` of data), how many left the ring before the first of them, and
-    /// the cursor to continue from: the last message's seq, or, when every message after the
-    /// cursor was lost, the last lost one's.
+    /// Messages newer than the cursor (what the answer has room for: `AnswerRoom`), how many
+    /// left the ring before the first of them, and the cursor past both.
     Messages { messages: Vec<Message>, missed: u64, cursor: u64 },
     /// Nothing newer than the cursor: hold the poll.
     Nothing,
     /// The cursor does not belong to this log (another epoch, or ahead of the newest message):
     /// the client starts over from `cursor`.
     Reset { cursor: u64 },
+}
+
+/// What one answer has room for: `MAX_MESSAGES_PER_ANSWER` messages and, past its first,
+/// `MAX_ANSWER_DATA_BYTES` of data. Once a message is refused the answer is full, so an answer
+/// that reads several topics carries a prefix of them, in order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnswerRoom {
+    messages: usize,
+    data_bytes: usize,
+    full: bool,
+}
+
+impl AnswerRoom {
+    /// Takes `message` into the answer if there is room.
+    fn admit(&mut self, message: &Message) -> bool {
+        self.data_bytes = self.data_bytes.saturating_add(message.data_bytes());
+        self.full |=
+            self.messages == MAX_MESSAGES_PER_ANSWER || (self.messages > 0 && self.data_bytes > MAX_ANSWER_DATA_BYTES);
+        self.messages += usize::from(!self.full);
+        !self.full
+    }
 }
 
 /// Where a poll starts reading.
@@ -201,7 +259,7 @@ pub struct Topics {
     topics: Slab<Topic>,
     /// `(ring_bytes, id)` of every topic with a message: the last entry is the largest ring.
     by_size: BTreeSet<(usize, u32)>,
-    /// `(last_active, id)` of every topic without a held poll: the first is the longest idle.
+    /// `(last_active, id)` of every quiet topic: the first is the longest idle.
     by_idle: BTreeSet<(Tick, u32)>,
     /// Messages retained across all rings.
     retained: u64,
@@ -273,7 +331,7 @@ impl Topics {
         if self.topics.len() >= self.limits.max_topics {
             return Err(TopicError::TooMany);
         }
-        let id = u32::try_from(self.topics.vacant_key()).map_err(|_| TopicError::TooMany)?;
+        let id = u32::try_from(self.topics.vacant_key()).ok().filter(|&id| id < MANY).ok_or(TopicError::TooMany)?;
         let name: Rc<str> = Rc::from(name);
         let epoch = self.new_epoch();
         self.by_name.insert(name.clone(), id);
@@ -284,7 +342,7 @@ impl Topics {
             ring_bytes: 0,
             last_seq: 0,
             held: Slab::new(),
-            streams: 0,
+            watchers: 0,
             last_active: now,
         });
         self.by_idle.insert((now, id));
@@ -412,7 +470,7 @@ impl Topics {
             self.by_idle.pop_first();
             self.resize_ring(id, |t| t.ring_bytes = 0);
             let topic = self.topics.remove(id as usize);
-            debug_assert!(topic.is_quiet(), "a topic with held polls or streams was idle");
+            debug_assert!(topic.is_quiet(), "a topic with held polls or watchers was idle");
             self.retained -= topic.ring.len() as u64;
             self.by_name.remove(&topic.name);
             forgotten += 1;
@@ -433,6 +491,13 @@ impl Topics {
 
     /// What a poll whose client has seen everything up to `after` gets now.
     pub fn read(&self, topic: u32, after: u64) -> Read {
+        self.read_within(topic, after, &mut AnswerRoom::default())
+    }
+
+    /// `read` for one topic of an answer that may read several: its messages take what `room`
+    /// has left, and a topic with news but no room gets none (its losses are still counted, and
+    /// its cursor moves past them only).
+    pub fn read_within(&self, topic: u32, after: u64, room: &mut AnswerRoom) -> Read {
         let topic = &self.topics[topic as usize];
         if after > topic.last_seq {
             return Read::Reset { cursor: topic.last_seq };
@@ -444,19 +509,8 @@ impl Topics {
         let missed = oldest.saturating_sub(after + 1);
         // The ring is contiguous in seq, so the first message to send is found by arithmetic.
         let skip = usize::try_from((after + 1).saturating_sub(oldest)).unwrap_or(usize::MAX);
-        let mut data_bytes = 0;
-        let messages: Vec<Message> = topic
-            .ring
-            .iter()
-            .skip(skip)
-            .take(MAX_MESSAGES_PER_ANSWER)
-            .enumerate()
-            .take_while(|(i, message)| {
-                data_bytes += message.data_bytes();
-                *i == 0 || data_bytes <= MAX_ANSWER_DATA_BYTES
-            })
-            .map(|(_, message)| message.clone())
-            .collect();
+        let messages: Vec<Message> =
+            topic.ring.iter().skip(skip).take_while(|message| room.admit(message)).cloned().collect();
         let cursor = after + missed + messages.len() as u64;
         Read::Messages { messages, missed, cursor }
     }
@@ -503,20 +557,21 @@ impl Topics {
         keys
     }
 
-    /// Counts an event stream opening on `topic`: the topic is not idle while it is open.
-    pub fn open_stream(&mut self, topic: u32) {
+    /// Counts a watcher of `topic` (an event stream, or a subscription of several topics): the
+    /// topic is not idle, and so not forgotten, while it watches.
+    pub fn watch(&mut self, topic: u32) {
         let t = &mut self.topics[topic as usize];
         if t.is_quiet() {
             self.by_idle.remove(&(t.last_active, topic));
         }
-        t.streams += 1;
+        t.watchers += 1;
     }
 
-    /// Counts an event stream on `topic` closing (its hold released first); the topic's idle
-    /// time starts `now` if nobody else waits on it.
-    pub fn close_stream(&mut self, topic: u32, now: Tick) {
+    /// Counts a watcher of `topic` leaving (its hold released first); the topic's idle time
+    /// starts `now` if nobody else waits on it.
+    pub fn unwatch(&mut self, topic: u32, now: Tick) {
         let t = &mut self.topics[topic as usize];
-        t.streams = t.streams.saturating_sub(1);
+        t.watchers = t.watchers.saturating_sub(1);
         if t.is_quiet() {
             t.last_active = now;
             self.by_idle.insert((now, topic));
@@ -531,12 +586,7 @@ impl Topics {
 
     /// Bytes the hold lists take (slab capacity x slot size): part of what a held poll costs.
     pub fn hold_list_bytes(&self) -> usize {
-        #[allow(dead_code)]
-        enum SlabEntry {
-            Vacant(usize),
-            Occupied(usize),
-        }
-        self.topics.iter().map(|(_, t)| t.held.capacity() * std::mem::size_of::<SlabEntry>()).sum()
+        self.topics.iter().map(|(_, t)| t.held.capacity() * HOLD_SLOT_BYTES).sum()
     }
 
     /// Every hold on every topic's list with its connection key, for invariant checks.
@@ -545,45 +595,12 @@ impl Topics {
             t.held.iter().map(move |(slot, &key)| (HoldKey { topic: topic as u32, slot: slot as u32 }, key))
         })
     }
-
-    pub fn held_on(&self, topic: u32) -> usize {
-        self.topics[topic as usize].held.len()
-    }
 }
 
 /// A topic name is 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
 pub fn valid_topic_name(name: &str) -> bool {
     (1..=MAX_TOPIC_LEN).contains(&name.len())
         && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-}
-
-#[cfg(test)]
-impl Topics {
-    /// Recomputes every count and index from the rings and holds, and checks that the kept ones
-    /// agree (tests only: it is O(topics + messages)).
-    fn assert_consistent(&self) {
-        let mut by_size = BTreeSet::new();
-        let mut by_idle = BTreeSet::new();
-        let (mut retained, mut retained_bytes) = (0, 0);
-        for (id, t) in &self.topics {
-            let id = u32::try_from(id).unwrap();
-            let bytes: usize = t.ring.iter().map(Message::stored_bytes).sum();
-            assert_eq!(bytes, t.ring_bytes, "topic {}", t.name);
-            if bytes > 0 {
-                by_size.insert((bytes, id));
-            }
-            if t.is_quiet() {
-                by_idle.insert((t.last_active, id));
-            }
-            assert_eq!(self.by_name.get(&t.name), Some(&id));
-            retained += t.ring.len() as u64;
-            retained_bytes += bytes;
-        }
-        assert_eq!(by_size, self.by_size, "by_size");
-        assert_eq!(by_idle, self.by_idle, "by_idle");
-        assert_eq!((retained, retained_bytes), (self.retained, self.retained_bytes), "retained");
-        assert_eq!(self.by_name.len(), self.topics.len());
-    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,38 @@ fn found(read: Read) -> (Vec<u64>, u64, u64) {
     }
 }
 
+impl Topics {
+    fn held_on(&self, topic: u32) -> usize {
+        self.topics[topic as usize].held.len()
+    }
+
+    /// Recomputes every count and index from the rings and holds, and checks that the kept ones
+    /// agree (tests only: it is O(topics + messages)).
+    fn assert_consistent(&self) {
+        let mut by_size = BTreeSet::new();
+        let mut by_idle = BTreeSet::new();
+        let (mut retained, mut retained_bytes) = (0, 0);
+        for (id, t) in &self.topics {
+            let id = u32::try_from(id).unwrap();
+            let bytes: usize = t.ring.iter().map(Message::stored_bytes).sum();
+            assert_eq!(bytes, t.ring_bytes, "topic {}", t.name);
+            if bytes > 0 {
+                by_size.insert((bytes, id));
+            }
+            if t.is_quiet() {
+                by_idle.insert((t.last_active, id));
+            }
+            assert_eq!(self.by_name.get(&t.name), Some(&id));
+            retained += t.ring.len() as u64;
+            retained_bytes += bytes;
+        }
+        assert_eq!(by_size, self.by_size, "by_size");
+        assert_eq!(by_idle, self.by_idle, "by_idle");
+        assert_eq!((retained, retained_bytes), (self.retained, self.retained_bytes), "retained");
+        assert_eq!(self.by_name.len(), self.topics.len());
+    }
+}
+
 // ---- one topic's log ----------------------------------------------------------------------
 
 #[test]
@@ -126,6 +158,37 @@ fn answers_are_bounded_in_bytes_but_always_carry_one_message() {
     assert_eq!(seqs(&topics.read(t, 0)), [1, 2, 3, 4], "64 KiB of data fit, quotes aside");
     assert_eq!(seqs(&topics.read(t, 9)), [10], "the next one would pass the bound");
     assert_eq!(seqs(&topics.read(t, 10)), [11], "one message over the bound still goes out");
+}
+
+/// An answer that reads several topics shares one room among them: 100 messages, and 64 KiB
+/// of data past its first message. Once a message is refused the answer is full; a topic read
+/// then carries none, but still reports its loss and moves its cursor past it.
+#[test]
+fn reads_of_one_answer_share_its_room() {
+    let mut topics = topics(3, 10);
+    let (a, b, c) = (topics.get_or_create("a", 0).unwrap(), topics.get_or_create("b", 0).unwrap(), 2);
+    assert_eq!(topics.get_or_create("c", 0), Ok(c));
+    for _ in 0..3 {
+        topics.publish(a, &"a".repeat(30 * 1024), 0);
+    }
+    for _ in 0..5 {
+        topics.publish(c, "c", 0); // the ring keeps 3 to 5: 1 and 2 are lost
+    }
+    let mut room = AnswerRoom::default();
+    assert_eq!(topics.read_within(b, 0, &mut room), Read::Nothing, "nothing new takes no room");
+    assert_eq!(found(topics.read_within(a, 0, &mut room)), (vec![1, 2], 0, 2), "60 KiB fit, 90 do not");
+    assert_eq!(found(topics.read_within(c, 0, &mut room)), (vec![], 2, 2), "full: only the loss");
+    assert_eq!(found(topics.read_within(c, 0, &mut AnswerRoom::default())), (vec![3, 4, 5], 2, 5));
+
+    let mut many = self::topics(200, 10);
+    let (a, b) = (many.get_or_create("a", 0).unwrap(), many.get_or_create("b", 0).unwrap());
+    for _ in 0..80 {
+        many.publish(a, "x", 0);
+        many.publish(b, "y", 0);
+    }
+    let mut room = AnswerRoom::default();
+    assert_eq!(seqs(&many.read_within(a, 0, &mut room)), (1..=80).collect::<Vec<_>>());
+    assert_eq!(seqs(&many.read_within(b, 0, &mut room)), (1..=20).collect::<Vec<_>>(), "100 over both");
 }
 
 #[test]
@@ -372,14 +435,14 @@ fn forgetting_makes_room_under_max_topics() {
 fn a_topic_with_an_open_stream_is_not_forgotten() {
     let mut topics = Topics::new(TopicLimits { idle_timeout: 100, ..UNBOUNDED });
     let t = topics.get_or_create("t", 0).unwrap();
-    topics.open_stream(t);
+    topics.watch(t);
     let hold = topics.hold(t, 7);
     topics.publish(t, "m", 10);
     assert_eq!(topics.take_held(t, 10), [7]);
     assert_eq!(topics.forget_idle(1_000), 0, "unlisted, but still open");
     topics.assert_consistent();
     topics.release(hold, 7, 1_000);
-    topics.close_stream(t, 1_000);
+    topics.unwatch(t, 1_000);
     topics.assert_consistent();
     assert_eq!(topics.forget_idle(1_099), 0);
     assert_eq!(topics.forget_idle(1_100), 1);

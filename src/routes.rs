@@ -16,9 +16,13 @@ pub enum Route<'a> {
     Publish(&'a str),
     /// `GET /poll/{topic}`: a long poll.
     Poll(&'a str),
+    /// `GET /poll?topic=A&topic=B`: one long poll on several topics (the query names them).
+    PollMany,
     /// `GET /events/{topic}`: an event stream (Server-Sent Events). `/events/$stats` streams
     /// the cost view once a second, for the live page.
     Events(&'a str),
+    /// `GET /events?topic=A&topic=B`: one event stream of several topics.
+    EventsMany,
     /// `GET /`: the live page.
     Live,
     /// `OPTIONS` on an endpoint, or `OPTIONS *` on the server: `204` with this `Allow` header.
@@ -80,6 +84,8 @@ pub fn route<'a>(method: Method, path: &'a str) -> Result<Route<'a>, NoRoute> {
             "/plaintext" => (Route::Plaintext, Methods::GetOrHead),
             "/stats" => (Route::Stats, Methods::GetOrHead),
             "/metrics" => (Route::Metrics, Methods::GetOrHead),
+            "/poll" => (Route::PollMany, Methods::GetOrHead),
+            "/events" => (Route::EventsMany, Methods::GetOrHead),
             "*" if method == Method::Options => return Ok(Route::Options(ANY)),
             _ => return Err(NoRoute::NotFound),
         }
@@ -124,7 +130,13 @@ mod tests {
             (Method::Get, "*", Err(NoRoute::NotFound)),
             (Method::Options, "/nowhere", Err(NoRoute::NotFound)),
             (Method::Get, "/plaintext/", Err(NoRoute::NotFound)),
-            (Method::Get, "/poll", Err(NoRoute::NotFound)),
+            (Method::Get, "/poll", Ok(Route::PollMany)),
+            (Method::Head, "/poll", Ok(Route::PollMany)),
+            (Method::Get, "/events", Ok(Route::EventsMany)),
+            (Method::Options, "/events", Ok(Route::Options(GET_OR_HEAD))),
+            (Method::Post, "/poll", Err(NoRoute::MethodNotAllowed(GET_OR_HEAD))),
+            (Method::Get, "/poll/a/b", Ok(Route::Poll("a/b"))),
+            (Method::Get, "/polls", Err(NoRoute::NotFound)),
             (Method::Post, "/nowhere", Err(NoRoute::NotFound)),
         ];
         for (method, path, expected) in cases {

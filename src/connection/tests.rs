@@ -145,14 +145,14 @@ impl Endpoints for Site {
     }
 
     fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>) {
-        match self.topics.read(wait.hold.topic, wait.after) {
+        match self.topics.read(self.topic, wait.after) {
             crate::pubsub::Read::Messages { messages, cursor, .. } => {
                 for message in messages {
                     out.extend_from_slice(format!("id: {}\n{}\n", message.seq, message.lines).as_bytes());
                 }
                 wait.after = cursor;
             }
-            _ => wait.hold = self.topics.hold(wait.hold.topic, key),
+            _ => wait.hold = self.topics.hold(self.topic, key),
         }
     }
 

@@ -2,9 +2,10 @@
 //!
 //! What is counted as it changes (connections by state, holds, lent buffer bytes) is recounted
 //! here from the structures themselves, and every cross-reference is followed both ways: a
-//! connection's timer back to its key, a connection's hold to its topic's list and back, WRITABLE
-//! interest to the `Writing` state. A bookkeeping slip fails the first test that reaches it, at
-//! the turn where it happened, instead of showing later as a wrong figure or a lost answer.
+//! connection's timer back to its key, a connection's hold to its topic's list and back (through
+//! its subscription, for a wait on several topics), WRITABLE interest to the `Writing` state. A
+//! bookkeeping slip fails the first test that reaches it, at the turn where it happened, instead
+//! of showing later as a wrong figure or a lost answer.
 //! The walk is O(connections + holds) per turn: a debug build's price, never paid in release.
 
 use std::collections::HashSet;
@@ -13,7 +14,8 @@ use mio::Interest;
 
 use super::Server;
 use crate::buffer::BufferPool;
-use crate::connection::{State, StateKind, Stream};
+use crate::connection::{Connection, Endpoints, State, StateKind, Stream, Wait};
+use crate::pubsub::HoldOn;
 use crate::stats::ByState;
 
 /// What the reactor keeps only so that it can be checked: the kernel will not say which
@@ -41,6 +43,7 @@ impl Server {
     pub(super) fn check_invariants(&self) {
         let mut by_state = ByState::default();
         let (mut holds, mut streams, mut lent, mut timers) = (0u64, 0u64, 0usize, 0usize);
+        let mut subscriptions = 0;
         let reaped: HashSet<usize> = self.reap_queue.iter().copied().collect();
         let queued: HashSet<usize> = self.flush_queue.iter().copied().collect();
         for (key, slot) in &self.connections {
@@ -79,8 +82,12 @@ impl Server {
             streams += u64::from(conn.stream().is_some());
             if let Some(poll) = conn.held() {
                 holds += 1;
-                let listed = self.service.topics.holds(poll.wait.hold, key);
+                let listed = self.service.still_waiting(key, &poll.wait);
                 assert!(listed || queued.contains(&key), "{key}'s poll is neither listed nor woken");
+            }
+            if let Some(HoldOn::Many(n)) = waits_on(&slot.conn).map(|wait| wait.hold.on()) {
+                subscriptions += 1;
+                assert_eq!(self.service.subscriptions.holder(n), Some(key), "{key} waits on another's subscription");
             }
             lent += conn.buffers().map_or(0, BufferPool::accounted);
         }
@@ -88,15 +95,24 @@ impl Server {
         assert_eq!(by_state, costs.by_state, "connections by state drifted from a recount");
         assert_eq!(holds, costs.polls.held, "polls.held drifted from a recount");
         assert_eq!(streams, costs.streams_open, "streams.open drifted from a recount");
+        assert_eq!(subscriptions, self.service.subscriptions.len(), "a subscription outlived its wait");
         for (hold, key) in self.service.topics.held_polls() {
             let slot = self.connections.get(key).unwrap_or_else(|| panic!("topic lists a freed {key}"));
-            let waits_on = match slot.conn.stream() {
-                Some(Stream::Topic(wait)) => Some(wait.hold),
-                _ => slot.conn.held().map(|poll| poll.wait.hold),
-            };
-            assert_eq!(waits_on, Some(hold), "topic lists {key}, which waits on something else");
+            let listed_by_its_wait = waits_on(&slot.conn).is_some_and(|wait| match wait.hold.on() {
+                HoldOn::One(_) => wait.hold == hold,
+                HoldOn::Many(n) => self.service.subscriptions.has(n, hold),
+            });
+            assert!(listed_by_its_wait, "topic lists {key}, which waits on something else");
         }
         assert_eq!(lent, self.pool.lent_bytes(), "lent buffer bytes drifted from a recount");
         assert!(self.wheel.len() >= timers, "fewer timers armed than connections hold");
+    }
+}
+
+/// What a connection waits on: its held poll, or its topic stream.
+fn waits_on(conn: &Connection) -> Option<Wait> {
+    match conn.stream() {
+        Some(Stream::Topic(wait)) => Some(wait),
+        _ => conn.held().map(|poll| poll.wait),
     }
 }

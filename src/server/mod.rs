@@ -511,7 +511,12 @@ mod tests {
     #[test]
     fn per_connection_structures_stay_small() {
         let (slot, timer) = (super::ENTRY_BYTES, crate::timer::ENTRY_BYTES);
-        println!("slab slot: {slot} bytes (a Slot: {}), timer entry: {timer} bytes", size_of::<super::Slot>());
+        println!(
+            "slab slot: {slot} bytes (a Slot: {}, of which the machine {} and the socket {}), timer entry: {timer} bytes",
+            size_of::<super::Slot>(),
+            size_of::<crate::connection::Connection>(),
+            size_of::<mio::net::TcpStream>()
+        );
         // Checked when the test compiles: a field that grows the entry fails the build of the tests.
         const { assert!(super::ENTRY_BYTES <= 80, "the slab slot grew") };
         const { assert!(crate::timer::ENTRY_BYTES <= 48, "the timer entry grew") };

@@ -27,6 +27,11 @@ use crate::json;
 use crate::pubsub::{Cursor, HoldKey, Message, Read, TopicError, Topics};
 use crate::timer::Tick;
 
+mod subscription;
+mod subscription_query;
+
+pub(super) use subscription::Subscriptions;
+
 /// The topic sweep runs this often, an eighth of `--topic-idle-timeout`, but at most once a
 /// second: a topic is forgotten at most that long after its idle time is up.
 pub(super) fn topic_sweep_period(idle_timeout: Duration) -> Duration {
@@ -139,10 +144,15 @@ impl Service {
             return Ok(None);
         }
         self.check_max_held()?;
-        let hold_for =
-            query.timeout.unwrap_or(self.config.poll_timeout).clamp(MIN_POLL_TIMEOUT, self.config.max_poll_timeout);
+        let hold_for = self.hold_time(query.timeout);
         self.costs.polls.held += 1;
         Ok(Some(Wait { hold: self.topics.hold(topic, key), after, deadline: deadline_after(now, hold_for) }))
+    }
+
+    /// How long a poll is held: its `timeout=`, or `--poll-timeout`, clamped between one second
+    /// and `--max-poll-timeout`.
+    fn hold_time(&self, asked: Option<Duration>) -> Duration {
+        asked.unwrap_or(self.config.poll_timeout).clamp(MIN_POLL_TIMEOUT, self.config.max_poll_timeout)
     }
 
     /// `--max-held` counts held polls and open streams alike: each pins a connection for long.
@@ -150,9 +160,14 @@ impl Service {
         if self.costs.polls.held + self.costs.streams_open < self.max_held as u64 {
             return Ok(());
         }
+        Err(self.too_many_held())
+    }
+
+    /// The 503 of a poll or stream refused at `--max-held`, counted.
+    fn too_many_held(&mut self) -> Response<'static> {
         self.costs.polls.rejected += 1;
-        Err(Response::error(Status::SERVICE_UNAVAILABLE, b"too many polls held, retry later\n")
-            .with_headers(self.retry_after()))
+        Response::error(Status::SERVICE_UNAVAILABLE, b"too many polls held, retry later\n")
+            .with_headers(self.retry_after())
     }
 
     /// `GET /events/{topic}`: what feeds the stream. It starts where a poll would (`Last-Event-ID`,
@@ -178,7 +193,7 @@ impl Service {
         let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
         // A cursor past the log makes the first read a reset, which is what a foreign epoch needs.
         let after = if foreign_epoch { u64::MAX } else { self.topics.resolve(topic, query.start()) };
-        self.topics.open_stream(topic);
+        self.topics.watch(topic);
         self.costs.streams_open += 1;
         let heartbeat = deadline_after(now, self.config.sse_heartbeat);
         Ok(Stream::Topic(Wait { hold: HoldKey::unlisted(topic), after, deadline: heartbeat }))
@@ -188,8 +203,8 @@ impl Service {
     /// (with the cursor past the loss), then each message with its seq as `id:`; or a `reset`
     /// with the topic's current cursor and epoch. Once it has sent everything, the stream is
     /// listed on its topic again, to be woken by the next publish.
-    pub(super) fn stream_events(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>) {
-        let (topic, after) = (wait.hold.topic, wait.after);
+    pub(super) fn stream_events(&mut self, key: usize, topic: u32, wait: &mut Wait, out: &mut Vec<u8>) {
+        let after = wait.after;
         // Topic names and epochs need no escaping (`valid_topic_name`, hex digits and `-`).
         let name = self.topics.name(topic);
         match self.topics.read(topic, after) {
@@ -197,13 +212,13 @@ impl Service {
             Read::Reset { cursor } => {
                 let epoch = self.topics.epoch(topic);
                 let data = format!("{{\"topic\":\"{name}\",\"cursor\":{cursor},\"epoch\":\"{epoch}\"}}");
-                push_event(out, "reset", cursor, &data);
+                push_event(out, "reset", &cursor.to_string(), &data);
                 wait.after = cursor;
             }
             Read::Messages { messages, missed, cursor } => {
                 if missed > 0 {
                     let data = format!("{{\"topic\":\"{name}\",\"missed\":{missed}}}");
-                    push_event(out, "missed", after + missed, &data);
+                    push_event(out, "missed", &(after + missed).to_string(), &data);
                 }
                 for message in &messages {
                     out.extend_from_slice(b"id: ");
@@ -233,16 +248,16 @@ impl Service {
 
     /// The answer of a held poll that is due, in `self.body`: what its topic has after the
     /// cursor, or `timeout` when nothing (the hold time passed, or the server drains).
-    pub(super) fn held_answer(&mut self, key: usize, wait: &Wait, now: Tick) {
+    pub(super) fn held_answer(&mut self, key: usize, topic: u32, wait: &Wait, now: Tick) {
         self.costs.polls.held -= 1;
         self.topics.release(wait.hold, key, now); // a no-op once a publish took it
-        let read = self.topics.read(wait.hold.topic, wait.after);
+        let read = self.topics.read(topic, wait.after);
         if read == Read::Nothing {
             self.costs.polls.timed_out += 1;
         } else {
             self.costs.polls.answered += 1;
         }
-        poll_body(&mut self.body, &self.topics, wait.hold.topic, &read, wait.after);
+        poll_body(&mut self.body, &self.topics, topic, &read, wait.after);
     }
 
     /// The topic sweep's timer fired: forget the topics idle for `--topic-idle-timeout`. A sweep
@@ -257,11 +272,11 @@ impl Service {
 
 /// One event of our own (not a message): its name, the cursor it leaves the stream at, one line
 /// of JSON data.
-fn push_event(out: &mut Vec<u8>, event: &str, id: u64, data: &str) {
+fn push_event(out: &mut Vec<u8>, event: &str, id: &str, data: &str) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(event.as_bytes());
     out.extend_from_slice(b"\nid: ");
-    response::push_decimal(out, id);
+    out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(b"\ndata: ");
     out.extend_from_slice(data.as_bytes());
     out.extend_from_slice(b"\n\n");

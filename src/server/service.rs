@@ -2,28 +2,31 @@
 //! cost view, and (in `poll`) publishing and long polling on the topics.
 //!
 //! The service owns what outlives a connection: the topics and the polls held on them, the
-//! counters the cost view reports, and the spare descriptor that a snapshot borrows at the
-//! open-file limit. It never touches a socket; the reactor tells it its own figures
-//! (`ReactorFigures`) before each connection's event, so a snapshot costs O(1) in connections.
+//! subscriptions of several topics, the counters the cost view reports, and the spare
+//! descriptor that a snapshot borrows at the open-file limit. It never touches a socket; the
+//! reactor tells it its own figures (`ReactorFigures`) before each connection's event, so a
+//! snapshot costs O(1) in connections.
 //!
 //! Invariants:
 //! - Every request the machine hands over is answered or held; a refusal of a connection
 //!   admitted only to be refused is a 503, except `/stats` and `/metrics`.
-//! - `costs.polls.held` counts the polls held (woken ones too, until answered); `--max-held`
-//!   is checked against it.
+//! - `costs.polls.held` counts the polls held (woken ones too, until answered), a poll on several
+//!   topics once; `--max-held` is checked against it.
+//! - A connection waits on one topic or on one subscription of several (`HoldKey::on`); every
+//!   call about its wait goes to the one it names.
 
 use std::fs::File;
 use std::time::Instant;
 
 use log::warn;
 
-use super::poll::{poll_response, topic_error};
+use super::poll::{poll_response, topic_error, Subscriptions};
 use crate::backoff::XorShift;
 use crate::config::Config;
 use crate::connection::{Endpoints, Reply, StateKind, Stream, Wait};
 use crate::http::request::{Method, Request};
 use crate::http::response::{self, Cors, Response, Status};
-use crate::pubsub::{valid_topic_name, TopicError, TopicLimits, Topics};
+use crate::pubsub::{valid_topic_name, HoldOn, TopicError, TopicLimits, Topics};
 use crate::routes::{self, NoRoute, Route};
 use crate::stats::{self, ByState, Polls, Snapshot, Totals};
 use crate::timer::Tick;
@@ -61,6 +64,8 @@ pub(super) struct ReactorFigures {
 
 pub(super) struct Service {
     pub(super) topics: Topics,
+    /// Polls and streams on several topics, which their connections' waits name.
+    pub(super) subscriptions: Subscriptions,
     pub(super) costs: Costs,
     /// Connections whose held polls a publish woke; the reactor moves them to its flush queue.
     pub(super) woken: Vec<usize>,
@@ -85,6 +90,7 @@ impl Service {
     pub(super) fn new(config: Config, max_held: usize, jitter: XorShift) -> Service {
         Service {
             topics: Topics::new(TopicLimits::from(&config)),
+            subscriptions: Subscriptions::default(),
             costs: Costs::default(),
             woken: Vec::new(),
             fanout_started: None,
@@ -159,7 +165,8 @@ impl Service {
             forgotten: self.topics.forgotten(),
             timers_armed: r.timers_armed,
             rss_bytes: stats::rss_bytes(),
-            connection_bytes: r.connection_bytes + self.topics.hold_list_bytes() as u64,
+            connection_bytes: r.connection_bytes
+                + (self.topics.hold_list_bytes() + self.subscriptions.memory_bytes()) as u64,
             buffer_bytes: r.buffer_bytes,
             pool_bytes: r.pool_bytes,
             kernel: stats::sockstat(),
@@ -216,21 +223,29 @@ impl Endpoints for Service {
                 Ok(()) => return Reply::Now(Response::new(Status::OK, "application/json", self.body.as_bytes())),
                 Err(refusal) => return Reply::Now(refusal),
             },
-            Route::Poll(topic) => {
-                return match self.poll(key, req, topic, now) {
+            Route::Poll(_) | Route::PollMany => {
+                let polled = match route {
+                    Route::Poll(topic) => self.poll(key, req, topic, now),
+                    _ => self.poll_many(key, req, now),
+                };
+                return match polled {
                     Ok(None) => Reply::Now(poll_response(self.body.as_bytes())),
                     Ok(Some(wait)) => Reply::Wait(wait),
                     Err(refusal) => Reply::Now(refusal.with_cors(Cors::Shared)),
-                }
+                };
             }
-            Route::Events(topic) => {
-                return match self.open_stream(req, topic, now) {
+            Route::Events(_) | Route::EventsMany => {
+                let opened = match route {
+                    Route::Events(topic) => self.open_stream(req, topic, now),
+                    _ => self.open_stream_many(key, req, now),
+                };
+                return match opened {
                     Ok(stream) => {
                         let head = Response::new(Status::OK, "text/event-stream", b"");
                         Reply::Stream(head.with_headers(response::NO_STORE).with_cors(Cors::Shared), stream)
                     }
                     Err(refusal) => Reply::Now(refusal.with_cors(Cors::Shared)),
-                }
+                };
             }
         };
         // The cost view changes from one moment to the next: never cached.
@@ -239,21 +254,33 @@ impl Endpoints for Service {
 
     fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_> {
         self.body.clear();
-        self.held_answer(key, wait, now);
+        match wait.hold.on() {
+            HoldOn::One(topic) => self.held_answer(key, topic, wait, now),
+            HoldOn::Many(n) => self.held_answer_many(key, n, now),
+        }
         poll_response(self.body.as_bytes())
     }
 
     fn still_waiting(&self, key: usize, wait: &Wait) -> bool {
-        self.topics.holds(wait.hold, key)
+        match wait.hold.on() {
+            HoldOn::One(_) => self.topics.holds(wait.hold, key),
+            HoldOn::Many(n) => self.subscriptions.waiting(n, key, &self.topics),
+        }
     }
 
     fn release(&mut self, key: usize, wait: &Wait, now: Tick) {
-        self.topics.release(wait.hold, key, now);
+        match wait.hold.on() {
+            HoldOn::One(_) => self.topics.release(wait.hold, key, now),
+            HoldOn::Many(n) => self.end_subscription(key, n, now),
+        }
         self.costs.polls.held -= 1;
     }
 
     fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>) {
-        self.stream_events(key, wait, out);
+        match wait.hold.on() {
+            HoldOn::One(topic) => self.stream_events(key, topic, wait, out),
+            HoldOn::Many(n) => self.stream_many(key, n, out),
+        }
     }
 
     fn stream_costs(&mut self, out: &mut Vec<u8>) {
@@ -264,8 +291,13 @@ impl Endpoints for Service {
 
     fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick) {
         if let Stream::Topic(wait) = stream {
-            self.topics.release(wait.hold, key, now);
-            self.topics.close_stream(wait.hold.topic, now);
+            match wait.hold.on() {
+                HoldOn::One(topic) => {
+                    self.topics.release(wait.hold, key, now);
+                    self.topics.unwatch(topic, now);
+                }
+                HoldOn::Many(n) => self.end_subscription(key, n, now),
+            }
         }
         self.costs.streams_open -= 1;
     }
