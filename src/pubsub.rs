@@ -19,7 +19,8 @@
 //! - A topic with a held poll or a watcher (an open event stream, a subscription of several
 //!   topics) is never forgotten, so the topic id in a live `HoldKey` stays valid (a watcher is
 //!   counted on its topic while it lives, also while a publish has taken it off the list); a
-//!   forgotten topic's id may be reused. No topic id is `MANY`, the mark of a subscription's key.
+//!   forgotten topic's id may be reused. No topic id is `MANY` or `NOWHERE`, the marks of a subscription's key and of
+//!   a key on no list.
 //! - A topic's held polls are connection keys in a slab; the connection keeps its `HoldKey`, so
 //!   a client that hangs up is removed in O(1), and a publish drains the whole list at once.
 //!
@@ -99,12 +100,13 @@ pub fn data_lines(text: &str) -> String {
     out
 }
 
-/// What a connection waits on: its slot in one topic's list of holds, or a subscription of
-/// several topics, whose holds on each topic the service keeps (`HoldKey::many`). Eight bytes
-/// either way, since every connection's state carries one; `on` says which it is.
+/// What a connection waits on: its slot in one topic's list of holds, a subscription of several
+/// topics, whose holds on each topic the service keeps (`HoldKey::many`), or nothing at all
+/// (`HoldKey::NOWHERE`: a stream fed by something else than topics). Eight bytes whichever,
+/// since every connection's state carries one; `on` says which it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HoldKey {
-    /// The topic, or `MANY`: then `slot` numbers the subscription.
+    /// The topic, or `MANY`: then `slot` numbers the subscription, or `NOWHERE`.
     topic: u32,
     slot: u32,
 }
@@ -115,13 +117,18 @@ pub struct HoldKey {
 pub enum HoldOn {
     One(u32),
     Many(u32),
+    Nowhere,
 }
 
-/// The topic id a subscription's key carries instead of a topic: no topic ever has it
-/// (`get_or_create` stops below it).
+/// The topic ids a subscription's key and the key of nowhere carry instead of a topic: no topic
+/// ever has them (`get_or_create` stops below both).
 const MANY: u32 = u32::MAX;
+const NOWHERE: u32 = u32::MAX - 1;
 
 impl HoldKey {
+    /// On no topic's list, ever: what a stream of the cost view waits on.
+    pub const NOWHERE: HoldKey = HoldKey { topic: NOWHERE, slot: u32::MAX };
+
     /// A place on `topic`'s list that holds nobody: an event stream before it is first listed.
     pub fn unlisted(topic: u32) -> HoldKey {
         HoldKey { topic, slot: u32::MAX }
@@ -135,6 +142,7 @@ impl HoldKey {
     pub fn on(self) -> HoldOn {
         match self.topic {
             MANY => HoldOn::Many(self.slot),
+            NOWHERE => HoldOn::Nowhere,
             topic => HoldOn::One(topic),
         }
     }
@@ -331,7 +339,7 @@ impl Topics {
         if self.topics.len() >= self.limits.max_topics {
             return Err(TopicError::TooMany);
         }
-        let id = u32::try_from(self.topics.vacant_key()).ok().filter(|&id| id < MANY).ok_or(TopicError::TooMany)?;
+        let id = u32::try_from(self.topics.vacant_key()).ok().filter(|&id| id < NOWHERE).ok_or(TopicError::TooMany)?;
         let name: Rc<str> = Rc::from(name);
         let epoch = self.new_epoch();
         self.by_name.insert(name.clone(), id);

@@ -39,7 +39,7 @@ use crate::buffer::Buffers;
 use crate::http::date::HttpDate;
 use crate::http::request::{self, HttpError, Method, Progress, Request};
 use crate::http::response::{self, Persistence, Response, Status};
-use crate::pubsub::HoldKey;
+use crate::pubsub::{HoldKey, HoldOn};
 use crate::timer::Tick;
 
 mod interface;
@@ -170,25 +170,34 @@ impl Conversation {
     }
 }
 
-/// What an event stream is fed by, and when it is next due without news.
+/// An event stream. It waits as a held poll does (`wait`), and is fed by what it waits on:
+/// - a topic's messages (or several topics'): `wait.after` is the cursor the stream has sent up
+///   to, `wait.deadline` the next heartbeat. Listed on its topics while it has sent everything;
+///   a publish takes it off a list, and the machine feeds it and lists it again;
+/// - the cost view (`/events/$stats`, for the live page), one snapshot a second: it waits on
+///   nothing (`HoldKey::NOWHERE`), and `wait.deadline` is the next snapshot. With no one
+///   watching, no snapshot is ever taken.
+///
+/// A `Wait` and nothing more, so that the state that carries a stream is no larger than the one
+/// that carries a held poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// A topic's messages. `wait.after` is the cursor the stream has sent up to; `wait.deadline`
-    /// the next heartbeat. Listed on the topic while it has sent everything; a publish takes it
-    /// off the list, and the machine feeds it and lists it again.
-    Topic(Wait),
-    /// The cost view, one snapshot a second (`/events/$stats`, for the live page), due at this
-    /// tick. It is on no topic: with no one watching, no snapshot is ever taken.
-    CostView(Tick),
+pub struct Stream {
+    pub wait: Wait,
 }
 
 impl Stream {
+    /// The stream of cost-view snapshots, the first due at `now`.
+    pub fn cost_view(now: Tick) -> Stream {
+        Stream { wait: Wait { hold: HoldKey::NOWHERE, after: 0, deadline: now } }
+    }
+
+    pub fn is_cost_view(&self) -> bool {
+        self.wait.hold.on() == HoldOn::Nowhere
+    }
+
     /// When the stream's timer fires: a heartbeat, or the next snapshot.
     pub fn deadline(&self) -> Tick {
-        match *self {
-            Stream::Topic(wait) => wait.deadline,
-            Stream::CostView(next) => next,
-        }
+        self.wait.deadline
     }
 }
 
@@ -443,7 +452,9 @@ impl Connection {
             let drained = buffers.pending_output().is_empty();
             let more = match conversation {
                 Conversation::Open { .. } => stop == Stop::OutputCap || self.inbound == Inbound::Unread,
-                Conversation::Streaming(Stream::Topic(wait)) => !turn.endpoints.still_waiting(turn.key, &wait),
+                Conversation::Streaming(stream) if !stream.is_cost_view() => {
+                    !turn.endpoints.still_waiting(turn.key, &stream.wait)
+                }
                 _ => false,
             };
             if !(drained && more) {
@@ -723,25 +734,23 @@ const COST_VIEW_PERIOD: Duration = Duration::from_secs(1);
 /// deadline restarts whenever something is sent.
 fn feed<E: Endpoints>(stream: &mut Stream, out: &mut Vec<u8>, turn: &mut Turn<E>) {
     let sent_before = out.len();
-    match stream {
-        Stream::Topic(wait) => {
-            while out.len() < OUTPUT_CAP && !turn.endpoints.still_waiting(turn.key, wait) {
-                turn.endpoints.stream_news(turn.key, wait, out);
-            }
-            let deadline = wait.deadline;
-            if out.len() == sent_before && deadline <= turn.now {
-                out.extend_from_slice(b": heartbeat\n\n");
-            }
-            if out.len() > sent_before {
-                wait.deadline = deadline_after(turn.now, turn.settings.heartbeat);
-            }
+    let due = stream.deadline() <= turn.now;
+    if stream.is_cost_view() {
+        if due {
+            turn.endpoints.stream_costs(out);
+            stream.wait.deadline = deadline_after(turn.now, COST_VIEW_PERIOD);
         }
-        Stream::CostView(next) => {
-            if *next <= turn.now {
-                turn.endpoints.stream_costs(out);
-                *next = deadline_after(turn.now, COST_VIEW_PERIOD);
-            }
-        }
+        return;
+    }
+    let wait = &mut stream.wait;
+    while out.len() < OUTPUT_CAP && !turn.endpoints.still_waiting(turn.key, wait) {
+        turn.endpoints.stream_news(turn.key, wait, out);
+    }
+    if out.len() == sent_before && due {
+        out.extend_from_slice(b": heartbeat\n\n");
+    }
+    if out.len() > sent_before {
+        wait.deadline = deadline_after(turn.now, turn.settings.heartbeat);
     }
 }
 

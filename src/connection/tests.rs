@@ -119,9 +119,9 @@ impl Endpoints for Site {
                 let stream = match req.path {
                     "/events" => {
                         let hold = HoldKey::unlisted(self.topic);
-                        Stream::Topic(Wait { hold, after: 0, deadline: deadline_after(now, HEARTBEAT) })
+                        Stream { wait: Wait { hold, after: 0, deadline: deadline_after(now, HEARTBEAT) } }
                     }
-                    _ => Stream::CostView(now),
+                    _ => Stream::cost_view(now),
                 };
                 Reply::Stream(head, stream)
             }
@@ -161,8 +161,8 @@ impl Endpoints for Site {
     }
 
     fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick) {
-        if let Stream::Topic(wait) = stream {
-            self.topics.release(wait.hold, key, now);
+        if !stream.is_cost_view() {
+            self.topics.release(stream.wait.hold, key, now);
         }
         self.streams -= 1;
         self.released += 1;

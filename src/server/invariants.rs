@@ -14,7 +14,7 @@ use mio::Interest;
 
 use super::Server;
 use crate::buffer::BufferPool;
-use crate::connection::{Connection, Endpoints, State, StateKind, Stream, Wait};
+use crate::connection::{Connection, Endpoints, State, StateKind, Wait};
 use crate::pubsub::HoldOn;
 use crate::stats::ByState;
 
@@ -101,6 +101,7 @@ impl Server {
             let listed_by_its_wait = waits_on(&slot.conn).is_some_and(|wait| match wait.hold.on() {
                 HoldOn::One(_) => wait.hold == hold,
                 HoldOn::Many(n) => self.service.subscriptions.has(n, hold),
+                HoldOn::Nowhere => false,
             });
             assert!(listed_by_its_wait, "topic lists {key}, which waits on something else");
         }
@@ -112,7 +113,7 @@ impl Server {
 /// What a connection waits on: its held poll, or its topic stream.
 fn waits_on(conn: &Connection) -> Option<Wait> {
     match conn.stream() {
-        Some(Stream::Topic(wait)) => Some(wait),
+        Some(stream) if !stream.is_cost_view() => Some(stream.wait),
         _ => conn.held().map(|poll| poll.wait),
     }
 }

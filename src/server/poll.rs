@@ -187,7 +187,7 @@ impl Service {
         self.check_max_held()?;
         if name == COST_VIEW_TOPIC {
             self.costs.streams_open += 1;
-            return Ok(Stream::CostView(now)); // the first snapshot at once
+            return Ok(Stream::cost_view(now)); // the first snapshot at once
         }
         let topic = self.topics.get_or_create(name, now).map_err(topic_error)?;
         let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
@@ -196,7 +196,7 @@ impl Service {
         self.topics.watch(topic);
         self.costs.streams_open += 1;
         let heartbeat = deadline_after(now, self.config.sse_heartbeat);
-        Ok(Stream::Topic(Wait { hold: HoldKey::unlisted(topic), after, deadline: heartbeat }))
+        Ok(Stream { wait: Wait { hold: HoldKey::unlisted(topic), after, deadline: heartbeat } })
     }
 
     /// A topic stream's next events after its cursor, in the event-stream format: `missed`

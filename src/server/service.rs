@@ -257,6 +257,7 @@ impl Endpoints for Service {
         match wait.hold.on() {
             HoldOn::One(topic) => self.held_answer(key, topic, wait, now),
             HoldOn::Many(n) => self.held_answer_many(key, n, now),
+            HoldOn::Nowhere => debug_assert!(false, "a poll waits on a topic"),
         }
         poll_response(self.body.as_bytes())
     }
@@ -265,6 +266,7 @@ impl Endpoints for Service {
         match wait.hold.on() {
             HoldOn::One(_) => self.topics.holds(wait.hold, key),
             HoldOn::Many(n) => self.subscriptions.waiting(n, key, &self.topics),
+            HoldOn::Nowhere => true, // nothing to be woken by
         }
     }
 
@@ -272,6 +274,7 @@ impl Endpoints for Service {
         match wait.hold.on() {
             HoldOn::One(_) => self.topics.release(wait.hold, key, now),
             HoldOn::Many(n) => self.end_subscription(key, n, now),
+            HoldOn::Nowhere => {}
         }
         self.costs.polls.held -= 1;
     }
@@ -280,6 +283,7 @@ impl Endpoints for Service {
         match wait.hold.on() {
             HoldOn::One(topic) => self.stream_events(key, topic, wait, out),
             HoldOn::Many(n) => self.stream_many(key, n, out),
+            HoldOn::Nowhere => {}
         }
     }
 
@@ -290,14 +294,14 @@ impl Endpoints for Service {
     }
 
     fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick) {
-        if let Stream::Topic(wait) = stream {
-            match wait.hold.on() {
-                HoldOn::One(topic) => {
-                    self.topics.release(wait.hold, key, now);
-                    self.topics.unwatch(topic, now);
-                }
-                HoldOn::Many(n) => self.end_subscription(key, n, now),
+        let wait = stream.wait;
+        match wait.hold.on() {
+            HoldOn::One(topic) => {
+                self.topics.release(wait.hold, key, now);
+                self.topics.unwatch(topic, now);
             }
+            HoldOn::Many(n) => self.end_subscription(key, n, now),
+            HoldOn::Nowhere => {}
         }
         self.costs.streams_open -= 1;
     }

@@ -45,7 +45,9 @@ impl Watch {
     fn topic(&self) -> u32 {
         match self.hold.on() {
             HoldOn::One(topic) => topic,
-            HoldOn::Many(_) => unreachable!("a watch is made by `HoldKey::unlisted` or `Topics::hold`"),
+            HoldOn::Many(_) | HoldOn::Nowhere => {
+                unreachable!("a watch is made by `HoldKey::unlisted` or `Topics::hold`")
+            }
         }
     }
 }
@@ -188,7 +190,7 @@ impl Service {
         let n = self.subscriptions.start(key, start, false, &mut self.topics).ok_or_else(|| self.too_many_held())?;
         self.costs.streams_open += 1;
         let heartbeat = deadline_after(now, self.config.sse_heartbeat);
-        Ok(Stream::Topic(Wait { hold: HoldKey::many(n), after: 0, deadline: heartbeat }))
+        Ok(Stream { wait: Wait { hold: HoldKey::many(n), after: 0, deadline: heartbeat } })
     }
 
     /// A subscription's start, not listed yet: each topic created if new, each cursor where the
