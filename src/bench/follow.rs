@@ -41,7 +41,7 @@ use super::conn::ConnError;
 use super::engine::{self, Engine, Gone, Load};
 use super::frame::{self, Frame, FrameError};
 use super::host::CpuSample;
-use super::report::{Errors, Latency, Traffic};
+use super::report::{self, Errors, Latency, Traffic};
 use super::{stat, Target};
 use crate::client::Client;
 use delivery::{message_data, request, Answer};
@@ -122,6 +122,13 @@ pub struct Followed {
     pub errors: Errors,
     /// The server's CPU time over the publish schedule, if its pid is known.
     pub server_cpu: Option<Duration>,
+}
+
+impl Followed {
+    /// The server's CPU time per delivered message, in µs, when its CPU time is known.
+    pub fn cpu_us_per_message(&self) -> Option<f64> {
+        self.server_cpu.map(|cpu| report::round(report::ratio(cpu.as_micros() as u64, self.delivered), 2))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -113,8 +113,7 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     let per_client = |bytes: i64| report::round(bytes as f64 / args.clients as f64, 1);
     let (fanout_us, woken) = (stat(&after, "/polls/last_fanout_us"), stat(&after, "/polls/last_fanout_woken"));
     let peak_end = host::status_bytes(&pids, "VmHWM:");
-    let cpu_us =
-        followed.server_cpu.map(|cpu| report::round(report::ratio(cpu.as_micros() as u64, followed.delivered), 2));
+    let cpu_us = followed.cpu_us_per_message();
     let server = json!({
         "fds_held": growth("/fds/open"), user_bytes: per_client(growth("/memory/rss_bytes")),
         "kernel_bytes_per_connection": per_client(growth("/kernel/tcp_mem_bytes")),
@@ -194,8 +193,8 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, server: &Value,
     });
     let figure = |key: &str| server[key].as_f64().unwrap_or(0.0);
     let bytes = |key: &str, what: &str| format!("{:.0} B per {what}", figure(key));
-    let (delivered, clients, messages, reconnects) =
-        (followed.delivered, args.clients, args.messages, followed.reconnects);
+    let (delivered, clients, messages) = (followed.delivered, args.clients, args.messages);
+    let (requests, empty, reconnects) = (followed.traffic.requests, followed.empty, followed.reconnects);
     let in_order = if delivered == expected { "all, in order" } else { "MISSING OR OUT OF ORDER" };
     let [p50, p90, p99, max] = summary.human();
     let (took, woken, each) = (figure("last_fanout_us"), &server["last_fanout_woken"], figure("fanout_us_per_answer"));
@@ -211,10 +210,7 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, server: &Value,
         ("latency p99", p99),
         ("latency max", max),
         ("server fan-out", format!("{fanout} (its polls.last_fanout_us)")),
-        (
-            "requests",
-            format!("{} ({} empty answers, {} reconnects)", followed.traffic.requests, followed.empty, reconnects),
-        ),
+        ("requests", format!("{requests} ({empty} empty answers, {reconnects} reconnects)")),
         ("fds held", format!("{} by the server for {clients} {held}s", server["fds_held"])),
         ("user bytes", bytes(user_bytes, &format!("{held} (server RSS growth / clients)"))),
         ("kernel bytes", bytes("kernel_bytes_per_connection", "connection in socket buffers (sockstat TCP mem)")),

@@ -119,7 +119,7 @@ fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<(Style,
             Style::Sse => ("ask once, each message an event".to_string(), "each holds a stream"),
         };
         let (requests, bytes) = (f.traffic.requests_per(delivered), f.traffic.bytes_per(delivered));
-        let cpu = f.server_cpu.map(|cpu| report::round(report::ratio(cpu.as_micros() as u64, delivered), 2));
+        let cpu = f.cpu_us_per_message();
         let cpu_text = cpu.map_or("CPU unknown".into(), |us| format!("{us:.1} µs CPU/msg"));
         let overhead = format!("{requests:.2} req/msg, {} empty, {bytes:.0} B/msg, {cpu_text}", f.empty);
         let [p50, _, p99, _] = s.human();
