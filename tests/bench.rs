@@ -1,16 +1,20 @@
 //! `tether bench` end to end (docs/lab.md): each scenario runs for about a second
 //! against a spawned server, and its JSON is checked for its shape and its invariants:
 //! `p50 <= p90 <= p99 <= max`, close opens one connection per request (seen from the server's
-//! side too), every follower gets every message in order, short polling sends more requests
-//! than long polling, slowloris are answered 408 and closed at the header timeout. Refusals
-//! (another host, too many clients) need no server.
+//! side too), every follower gets every message in order (by polls or by event streams, and
+//! after a stream is cut, from its `Last-Event-ID`), short polling sends more requests than long
+//! polling, slowloris are answered 408 and closed at the header timeout. Refusals (another host,
+//! too many clients) need no server.
 //!
 //! No test asserts that anything is fast: the machine runs other tests meanwhile.
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -157,6 +161,25 @@ fn longpoll_delivers_every_message_to_every_client_in_order() {
 }
 
 #[test]
+fn longpoll_over_event_streams_delivers_every_message_and_counts_what_a_stream_holds() {
+    let server = Server::start(&[]);
+    let (url, pid) = (format!("http://{}", server.addr), server.pid().to_string());
+    let args = ["longpoll", "--url", &url, "--transport", "sse", "--clients", "5", "--messages", "5"];
+    let json = bench_json(&[&args[..], &["--interval", "100ms", "--server-pid", &pid]].concat());
+    assert_eq!((&json["scenario"], &json["transport"]), (&"longpoll".into(), &"sse".into()), "{json}");
+    assert_eq!((u(&json, "/delivered"), u(&json, "/errors"), u(&json, "/reconnects")), (25, 0, 0), "{json}");
+    assert_eq!((u(&json, "/requests"), u(&json, "/empty_responses")), (5, 0), "one stream each: {json}");
+    assert_latency_ordered(&json["latency_us"]);
+    assert_eq!(u(&json, "/server/fds_held"), 5, "one descriptor per stream: {json}");
+    assert_eq!(u(&json, "/server/last_fanout_woken"), 5, "the last publish woke every stream: {json}");
+    for figure in ["user_bytes_per_open_stream", "cpu_us_per_message", "kernel_bytes_per_connection"] {
+        assert!(json["server"][figure].is_number(), "no server.{figure} in {json}");
+    }
+    let stats = server.stats();
+    assert_eq!(num(&stats, "streams.open"), 0, "every stream closed at the end: {stats}");
+}
+
+#[test]
 fn lateness_answers_every_poll_at_its_deadline_and_none_early() {
     let server = Server::start(&[]);
     let url = format!("http://{}", server.addr);
@@ -173,24 +196,90 @@ fn lateness_answers_every_poll_at_its_deadline_and_none_early() {
 }
 
 #[test]
-fn realtime_short_polling_sends_more_requests_than_long_polling() {
+fn realtime_short_polling_sends_more_requests_than_long_polling_and_a_stream_one_per_client() {
     let server = Server::start(&[]);
-    let url = format!("http://{}", server.addr);
-    let json = bench_json(&["realtime", "--url", &url, "--clients", "3", "--messages", "3", "--interval", "50ms"]);
+    let (url, pid) = (format!("http://{}", server.addr), server.pid().to_string());
+    let args = ["realtime", "--url", &url, "--clients", "3", "--messages", "3", "--interval", "50ms"];
+    let json = bench_json(&[&args[..], &["--server-pid", &pid]].concat());
     assert_eq!(json["scenario"], "realtime");
     let modes = json["modes"].as_array().expect("modes is a list");
     let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap_or("")).collect();
-    assert_eq!(names, ["short-poll", "long-poll"]);
+    assert_eq!(names, ["short-poll", "long-poll", "sse"]);
     for mode in modes {
-        assert_eq!((u(mode, "/delivered"), u(mode, "/errors")), (9, 0), "{mode}");
+        assert_eq!((u(mode, "/delivered"), u(mode, "/errors"), u(mode, "/reconnects")), (9, 0, 0), "{mode}");
         assert!(f(mode, "/bytes_per_message") > 0.0, "{mode}");
+        assert!(f(mode, "/server_cpu_us_per_message") >= 0.0, "{mode}");
         assert_eq!(u(mode, "/connections_opened"), 3, "{mode}");
         assert_latency_ordered(&mode["latency_us"]);
     }
-    let (short, long) = (&modes[0], &modes[1]);
+    let (short, long, sse) = (&modes[0], &modes[1], &modes[2]);
     assert!(u(short, "/requests") > u(long, "/requests"), "short {short}, long {long}");
     assert!(u(short, "/empty_responses") > 0, "short polls four times per message: {short}");
     assert_eq!(u(long, "/empty_responses"), 0, "a long poll is answered only with news: {long}");
+    assert_eq!((u(sse, "/requests"), u(sse, "/empty_responses")), (3, 0), "one stream per client: {sse}");
+}
+
+/// A loopback relay in front of `server` that cuts each of the first `cuts` event streams once it
+/// has relayed a message on it, as a proxy with an idle timeout would; it keeps the
+/// `Last-Event-ID` of every stream request it relays.
+fn stream_cutter(server: SocketAddr, cuts: usize) -> (SocketAddr, Arc<Mutex<Vec<u64>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+    let (addr, ids) = (listener.local_addr().expect("its address"), Arc::new(Mutex::new(Vec::new())));
+    let (cuts, seen) = (Arc::new(AtomicUsize::new(cuts)), Arc::clone(&ids));
+    thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(upstream) = TcpStream::connect(server) else { return };
+            let (mut from_client, mut to_server) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let seen = Arc::clone(&seen);
+            thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    if let Some(id) = text.split("Last-Event-ID: ").nth(1).and_then(|rest| rest.split('\r').next()) {
+                        seen.lock().unwrap().push(id.parse().unwrap());
+                    }
+                    if to_server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            let (mut from_server, mut to_client, cuts) = (upstream, client, Arc::clone(&cuts));
+            thread::spawn(move || {
+                let (mut buf, mut stream) = ([0u8; 16 * 1024], false);
+                while let Ok(n @ 1..) = from_server.read(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    stream |= text.contains("text/event-stream");
+                    if to_client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    let cut = || cuts.fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1)).is_ok();
+                    if stream && text.contains("data: message") && cut() {
+                        let _ = to_client.shutdown(Shutdown::Both);
+                        let _ = from_server.shutdown(Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, ids)
+}
+
+#[test]
+fn a_stream_that_breaks_resumes_from_its_last_event_id_and_counts_a_reconnect() {
+    let server = Server::start(&[]);
+    let (relay, ids) = stream_cutter(server.addr, 3);
+    let (url, pid) = (format!("http://{relay}"), server.pid().to_string());
+    let args = ["realtime", "--url", &url, "--modes", "sse", "--clients", "3", "--messages", "3"];
+    let json = bench_json(&[&args[..], &["--interval", "50ms", "--server-pid", &pid]].concat());
+    let sse = &json["modes"][0];
+    assert_eq!((u(sse, "/delivered"), u(sse, "/errors"), u(sse, "/reconnects")), (9, 0, 3), "{sse}");
+    assert_eq!((u(sse, "/requests"), u(sse, "/connections_opened")), (6, 6), "{sse}");
+    // Three opened after the warm-up message, three resumed after a message of the run.
+    let mut ids = ids.lock().unwrap().clone();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert!(ids[..3].iter().all(|&id| id == ids[0]) && ids[3..].iter().all(|&id| id > ids[0]), "{ids:?}");
 }
 
 #[test]

@@ -8,8 +8,8 @@
 //! - `flush` and `fill` drain until `WouldBlock` (or a short read, which means the same for a
 //!   TCP socket), so an edge is never lost. Nothing is written before the connect completes;
 //!   `flush` checks for that itself, so a request may be queued at any time.
-//! - The input buffer never grows past one response at the framing caps (`MAX_INPUT`): more
-//!   unconsumed input than that is an error, so a peer cannot make it grow without bound.
+//! - The input buffer never grows past one response or event at the framing caps (`MAX_INPUT`):
+//!   more unconsumed input than that is an error, so a peer cannot make it grow without bound.
 //! - `sent` and `received` count the bytes of HTTP that crossed the socket, not TCP/IP headers.
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -18,12 +18,12 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use super::frame::{self, Frame, FrameError};
+use super::frame::{self, FrameError, Framed};
 
 /// The input buffer's first size: a batch of 16 pipelined answers or a long-poll answer fits,
 /// and twenty thousand idle followers stay under 100 MB. It doubles when a response needs more.
 const INITIAL_INPUT: usize = 4 * 1024;
-/// The input buffer never grows past this: one response at the framing caps.
+/// The input buffer never grows past this: one response or event at the framing caps.
 const MAX_INPUT: usize = frame::MAX_HEAD_BYTES + frame::MAX_BODY_BYTES;
 
 /// Why a connection is of no further use.
@@ -61,6 +61,8 @@ pub struct Conn {
     input: Vec<u8>,
     start: usize,
     end: usize,
+    /// The last response opened an event stream: the input is its events until the close.
+    in_event_stream: bool,
     pub sent: u64,
     pub received: u64,
 }
@@ -77,7 +79,8 @@ impl Conn {
         // Requests are written whole; there is nothing for Nagle to coalesce.
         let _ = stream.set_nodelay(true);
         let (output, input) = (Vec::new(), Vec::new());
-        Ok(Conn { stream, connected: false, output, written: 0, input, start: 0, end: 0, sent: 0, received: 0 })
+        let (start, end, in_event_stream, sent, received) = (0, 0, false, 0, 0);
+        Ok(Conn { stream, connected: false, output, written: 0, input, start, end, in_event_stream, sent, received })
     }
 
     pub fn is_connected(&self) -> bool {
@@ -191,27 +194,39 @@ impl Conn {
         Ok(())
     }
 
-    /// The next whole response in the input, if one has arrived. Its body is
-    /// `self.bytes(&frame.body)` until `consume(&frame)`.
+    /// The next whole response in the input, or, once a response opened an event stream, its
+    /// next event, if one has arrived. Its bytes are `self.bytes(range)` until `consume`.
     ///
     /// # Errors
     ///
     /// `ConnError::Frame` when the bytes cannot be framed.
-    pub fn next_response(&self) -> Result<Option<Frame>, ConnError> {
-        frame::frame(&self.input[self.start..self.end]).map_err(ConnError::Frame)
+    pub fn next(&self) -> Result<Option<Framed>, ConnError> {
+        let input = &self.input[self.start..self.end];
+        let framed = if self.in_event_stream {
+            frame::event(input).map(|event| event.map(Framed::Event))
+        } else {
+            frame::frame(input).map(|frame| frame.map(Framed::Response))
+        };
+        framed.map_err(ConnError::Frame)
     }
 
-    /// Bytes of the response at the front of the input, at `at` within it (a frame's body or
-    /// header value).
+    /// Bytes of the response or event at the front of the input, at `at` within it (a frame's
+    /// body or header value, an event's field).
     pub fn bytes(&self, at: &std::ops::Range<usize>) -> &[u8] {
         &self.input[self.start + at.start..self.start + at.end]
     }
 
-    pub fn consume(&mut self, frame: &Frame) {
-        self.start += frame.len;
+    pub fn consume(&mut self, framed: &Framed) {
+        self.start += match framed {
+            Framed::Response(frame) => {
+                self.in_event_stream = frame.event_stream;
+                frame.len
+            }
+            Framed::Event(event) => event.len,
+        };
     }
 
-    /// Unconsumed input: bytes of a response not yet whole.
+    /// Unconsumed input: bytes of a response or event not yet whole.
     pub fn has_partial_input(&self) -> bool {
         self.start < self.end
     }

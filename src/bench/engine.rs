@@ -9,6 +9,7 @@
 //!                           connect done  -> load.connected
 //!                           output drained -> load.written
 //!                           each whole answer -> load.answered (then consumed)
+//!                           each event of an event-stream body -> load.event (then consumed)
 //!                           close, reset, bad bytes, failed connect -> load.ended (gone)
 //! ```
 //!
@@ -38,7 +39,7 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use super::conn::{Conn, ConnError};
-use super::frame::Frame;
+use super::frame::{self, Frame, Framed};
 
 /// epoll sleeps in whole milliseconds, rounded up, so a wake timed by it alone would come up to
 /// a millisecond late, and that lateness would be charged to the server. `sleep_before` sleeps
@@ -69,6 +70,10 @@ pub trait Load<S> {
     /// A whole response arrived on `key`: its bytes are `engine.bytes(key, range)` (its body at
     /// `frame.body`) until the callback returns, when it is consumed.
     fn answered(&mut self, engine: &mut Engine<S>, key: usize, frame: &Frame, now: Instant);
+    /// An event arrived on `key`, whose last answer opened an event stream (`frame.event_stream`):
+    /// its bytes are `engine.bytes(key, &(0..event.len))` until the callback returns. Comments
+    /// (heartbeats) and `retry` are not events (`frame::Event::is_dispatched`).
+    fn event(&mut self, _engine: &mut Engine<S>, _key: usize, _event: &frame::Event, _now: Instant) {}
     /// `key` ended, for the reason `why` (its connect failed, the connection did, or the server
     /// closed it); its state is handed back.
     fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, why: ConnError, now: Instant);
@@ -313,11 +318,15 @@ impl<S> Engine<S> {
         };
         // Until the scenario closes it, or no whole response is left.
         while let Some(open) = self.get_mut(key) {
-            match open.conn.next_response() {
-                Ok(Some(frame)) => {
-                    load.answered(self, key, &frame, now);
+            match open.conn.next() {
+                Ok(Some(framed)) => {
+                    match &framed {
+                        Framed::Response(frame) => load.answered(self, key, frame, now),
+                        Framed::Event(event) if event.is_dispatched() => load.event(self, key, event, now),
+                        Framed::Event(_) => {}
+                    }
                     if let Some(open) = self.get_mut(key) {
-                        open.conn.consume(&frame);
+                        open.conn.consume(&framed);
                     }
                 }
                 Ok(None) => break,
@@ -362,6 +371,12 @@ mod tests {
             self.0.push(format!("answered {} {body}", frame.status));
         }
 
+        fn event(&mut self, engine: &mut Engine<Name>, key: usize, event: &frame::Event, _now: Instant) {
+            let block = engine.bytes(key, &(0..event.len));
+            let id = String::from_utf8_lossy(event.id.clone().map_or(b"-".as_slice(), |at| &block[at])).to_string();
+            self.0.push(format!("event {id} {}", String::from_utf8_lossy(&event.data(block))));
+        }
+
         fn ended(&mut self, _: &mut Engine<Name>, _: usize, gone: Gone<Name>, why: ConnError, _: Instant) {
             self.0.push(format!("ended {} {why:?} after {} and {} bytes", gone.state, gone.sent, gone.received));
         }
@@ -400,5 +415,35 @@ mod tests {
             ]
         );
         assert_eq!(engine.open("two", b""), key, "the key is free again after the batch");
+    }
+
+    /// An event stream's head is an answer, then each event of its body reaches the scenario,
+    /// written in pieces or together, its heartbeats left out, until the close.
+    #[test]
+    fn an_event_stream_reaches_the_scenario_one_event_at_a_time() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = peer.read(&mut [0u8; 64]).unwrap();
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+            for piece in
+                [head, "retry: 2000\n\nid: 1\nda", "ta: a\n\n: heartbeat\n\n", "id: 2\ndata: b\ndata: c\n\nid: 3\n"]
+            {
+                peer.write_all(piece.as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let mut engine = Engine::new(addr, 1).unwrap();
+        let mut heard = Heard::default();
+        let key = engine.open("stream", b"GET /events/t HTTP/1.1\r\n\r\n");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while (engine.waiting() > 0 || engine.get(key).is_some()) && Instant::now() < deadline {
+            engine.turn(&mut heard, Duration::from_millis(100)).unwrap();
+        }
+        server.join().unwrap();
+        let ended = "ended stream Closed { partial: true } after 26 and 141 bytes";
+        assert_eq!(heard.0[2..], ["answered 200 ", "event 1 a", "event 2 b\nc", ended]);
     }
 }

@@ -6,6 +6,7 @@
 //!               server is slow, never delayed by it)
 //!   follower    long:  GET /poll/T?cursor=C&epoch=E&timeout=H, again as soon as it is answered
 //!               short: GET /poll/T?cursor=C-1&epoch=E at its own slots, every --interval
+//!               sse:   GET /events/T with Last-Event-ID: C, once: each message is an event
 //! ```
 //!
 //! A short poll must be answered at once, but tether holds a poll that has nothing new for at
@@ -14,29 +15,38 @@
 //! once, and an answer with nothing after the cursor is an empty response. The cost of the
 //! trick is the one repeated message in every answer (its bytes are counted; `docs/lab.md`).
 //!
+//! A stream is asked for as an EventSource resumes one: the same URL every time, and the last id
+//! seen in `Last-Event-ID` (from the start, the warm-up's seq). The URL carries no `cursor`: it
+//! would win over the header (`docs/long-polling.md`), and a reconnect would replay.
+//!
 //! Invariants:
 //! - On the lab's engine (`engine`), a connection is the publisher or a follower (its index); a
-//!   follower whose connection ends asks again on a new one.
+//!   follower whose connection ends asks again on a new one. A stream that breaks (a close or a
+//!   reset after its head) is reopened at once and counted in `reconnects`, not in `errors`:
+//!   whether the resume lost or repeated anything, the order check says.
 //! - Delivery latency of message i runs from its *scheduled* publish time, not from when the
 //!   publish was written: a late publisher or a slow server is charged to the latency instead of
 //!   hidden (no coordinated omission).
-//! - Each follower expects messages 0, 1, 2, ... in order; anything else (a gap, a repeat, a
-//!   `reset`, `missed` > 0) is counted in `errors.delivery`, and so is every message still
+//! - Each follower expects messages 0, 1, 2, ... in order (`delivery`, which reads what it
+//!   receives); anything else is counted in `errors.delivery`, and so is every message still
 //!   missing when the run ends: `delivered + missing = clients x messages`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::conn::ConnError;
 use super::engine::{self, Engine, Gone, Load};
-use super::frame::{Frame, FrameError};
-use super::report::{Errors, Latency, Traffic};
+use super::frame::{self, Frame, FrameError};
+use super::host::CpuSample;
+use super::report::{self, Errors, Latency, Traffic};
 use super::{stat, Target};
 use crate::client::Client;
+use delivery::{message_data, request, Answer};
+
+mod delivery;
 
 /// Connections started per turn: opening faster than the server accepts overflows its listen
 /// backlog and costs each dropped connection a 1 s SYN retransmit.
@@ -60,6 +70,8 @@ pub enum Style {
     Long { hold: Duration },
     /// Ask every `every`, at slots spread evenly over that period across the followers.
     Short { every: Duration },
+    /// Ask once for an event stream; each message comes as an event of its response.
+    Sse,
 }
 
 impl Style {
@@ -68,6 +80,16 @@ impl Style {
         match self {
             Style::Short { .. } => "short-poll",
             Style::Long { .. } => "long-poll",
+            Style::Sse => "sse",
+        }
+    }
+
+    /// The `/stats` figure that counts what the server holds for each follower, if it holds one.
+    fn held(self) -> Option<&'static str> {
+        match self {
+            Style::Long { .. } => Some("/polls/held"),
+            Style::Sse => Some("/streams/open"),
+            Style::Short { .. } => None,
         }
     }
 }
@@ -95,32 +117,18 @@ pub struct Followed {
     /// Answers that carried nothing new: a short poll too early, a long poll's `timeout`.
     pub empty: u64,
     pub opened: u64,
+    /// Streams that broke after they opened, and were opened again.
+    pub reconnects: u64,
     pub errors: Errors,
+    /// The server's CPU time over the publish schedule, if its pid is known.
+    pub server_cpu: Option<Duration>,
 }
 
-/// A poll answer.
-#[derive(Deserialize)]
-struct Answer {
-    status: String,
-    epoch: String,
-    cursor: u64,
-    missed: u64,
-    messages: Vec<Message>,
-}
-
-#[derive(Deserialize)]
-struct Message {
-    seq: u64,
-    data: String,
-}
-
-/// The text of message `index`, and back.
-fn message_data(index: usize) -> String {
-    format!("message {index}")
-}
-
-fn message_index(data: &str) -> Option<usize> {
-    data.strip_prefix("message ")?.parse().ok()
+impl Followed {
+    /// The server's CPU time per delivered message, in µs, when its CPU time is known.
+    pub fn cpu_us_per_message(&self) -> Option<f64> {
+        self.server_cpu.map(|cpu| report::round(report::ratio(cpu.as_micros() as u64, self.delivered), 2))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +140,8 @@ enum Phase {
     /// Long polling: answered; its next poll waits in `ask_queue` until the answers stop
     /// coming (see `turn`).
     Answered,
+    /// Its event stream is open: events come as messages are published.
+    Streaming,
 }
 
 #[derive(Clone)]
@@ -212,7 +222,7 @@ impl Follow {
         let clients = watch.followers.len();
         for index in 0..clients {
             match watch.plan.style {
-                Style::Long { .. } => watch.ask(engine, index),
+                Style::Long { .. } | Style::Sse => watch.ask(engine, index),
                 Style::Short { every } => {
                     // A connection now, its polls at slots spread evenly over one period, as
                     // independent clients would be.
@@ -225,15 +235,16 @@ impl Follow {
         Ok(follow)
     }
 
-    /// Turns the loop until every follower is ready: its poll held by the server (long, as its
-    /// `/stats` says on `control`, against what it held `before` the followers opened), or its
-    /// connection open (short).
+    /// Turns the loop until every follower is ready: its poll held or its stream open (as the
+    /// server's `/stats` says on `control`, against what it held `before` the followers opened),
+    /// or its connection open (short).
     ///
     /// # Errors
     ///
     /// As `turn`, when `/stats` fails, or when they are not ready within `engine::opening_bound`.
     pub fn wait_ready(&mut self, control: &mut Client, before: &Value) -> Result<(), String> {
-        let (clients, held_before) = (self.watch.followers.len(), stat(before, "/polls/held"));
+        let (clients, held) = (self.watch.followers.len(), self.watch.plan.style.held());
+        let held_before = held.map_or(0, |pointer| stat(before, pointer));
         let (limit, mut next_check) = (engine::opening_bound(clients), Instant::now());
         let deadline = next_check + limit;
         loop {
@@ -245,11 +256,12 @@ impl Follow {
             next_check = now + STATS_EVERY;
             // Every follower has a connection and its first poll is out or scheduled.
             let opened = self.engine.waiting() == 0;
-            let (ready, state) = match self.watch.plan.style {
-                Style::Long { .. } if opened => {
-                    let held = stat(&self.watch.plan.target.stats(control)?, "/polls/held");
-                    let ours = held.saturating_sub(held_before);
-                    let state = format!("the server holds {held} polls, {ours} of ours");
+            let (ready, state) = match held {
+                Some(pointer) if opened => {
+                    let now_held = stat(&self.watch.plan.target.stats(control)?, pointer);
+                    let ours = now_held.saturating_sub(held_before);
+                    let name = pointer[1..].replace('/', ".");
+                    let state = format!("the server's {name} is {now_held}, {ours} of ours");
                     (ours >= clients as u64, state + " (see --max-held and the open-file limit)")
                 }
                 _ => {
@@ -269,12 +281,14 @@ impl Follow {
 
     /// Publishes on schedule, starting one interval from now, until every follower has every
     /// message (and has asked again after its last answer) or the last publish is `GRACE` old;
-    /// `progress` hears how many were published.
+    /// `progress` hears how many were published. The CPU time of the server's processes `pids`
+    /// meanwhile is its cost of the schedule.
     ///
     /// # Errors
     ///
     /// As `turn`.
-    pub fn run_schedule(&mut self, mut progress: impl FnMut(u64)) -> Result<(), String> {
+    pub fn run_schedule(&mut self, pids: &[i32], mut progress: impl FnMut(u64)) -> Result<(), String> {
+        let cpu_start = CpuSample::take(pids);
         let (first, plan) = (Instant::now() + self.watch.plan.interval, &self.watch.plan);
         self.watch.schedule = (0..plan.messages).map(|i| first + plan.interval * i as u32).collect();
         let deadline = self.watch.schedule.last().copied().unwrap_or(first) + GRACE;
@@ -283,6 +297,7 @@ impl Follow {
             self.turn(deadline.saturating_duration_since(Instant::now()))?;
             progress(self.publish_next as u64);
         }
+        self.watch.out.server_cpu = cpu_start.used_until(&CpuSample::take(pids));
         Ok(())
     }
 
@@ -364,19 +379,11 @@ impl Watch {
         self.out.opened += 1;
     }
 
-    /// Writes the follower's next poll, on a new connection if its last one ended.
+    /// Writes the follower's next poll or stream request, on a new connection if its last one
+    /// ended.
     fn ask(&mut self, engine: &mut Engine<Role>, index: usize) {
-        let plan = &self.plan;
+        let request = request(&self.plan, &self.followers[index]);
         let follower = &mut self.followers[index];
-        let (after, hold) = match plan.style {
-            Style::Long { hold } => (follower.cursor, Some(hold)),
-            // One message back, so that the server always has something and answers at once.
-            Style::Short { .. } => (follower.cursor.saturating_sub(1), None),
-        };
-        let epoch = follower.epoch.as_ref().map_or(String::new(), |epoch| format!("&epoch={epoch}"));
-        let timeout = hold.map_or(String::new(), |hold| format!("&timeout={}ms", hold.as_millis()));
-        let path = format!("{}/poll/{}?cursor={after}{epoch}{timeout}", plan.target.base_path(), plan.topic);
-        let request = plan.target.get(&path, "");
         follower.phase = Phase::Asking;
         self.out.traffic.requests += 1;
         let Some(key) = follower.key else {
@@ -392,47 +399,11 @@ impl Watch {
         self.due.push(Reverse((at, index)));
     }
 
-    /// Records each new message of an answer and moves the follower's cursor.
-    fn take_answer(&mut self, index: usize, answer: &Answer, now: Instant) {
-        let follower = &mut self.followers[index];
-        let out = &mut self.out;
-        follower.epoch = Some(answer.epoch.clone());
-        out.errors.delivery += answer.missed;
-        let mut fresh = 0;
-        for message in &answer.messages {
-            if message.seq <= follower.cursor {
-                continue; // a short poll's repeat of what it has
-            }
-            fresh += 1;
-            match message_index(&message.data) {
-                Some(i) if i == follower.next && i < self.schedule.len() => {
-                    out.latency.record(now.saturating_duration_since(self.schedule[i]));
-                    out.delivered += 1;
-                    follower.next += 1;
-                    if follower.next == self.plan.messages {
-                        self.complete += 1;
-                    }
-                }
-                Some(i) => {
-                    out.errors.delivery += 1;
-                    follower.next = follower.next.max(i + 1);
-                }
-                None => out.errors.delivery += 1,
-            }
-        }
-        match answer.status.as_str() {
-            "reset" => out.errors.delivery += 1,
-            _ if fresh == 0 => out.empty += 1,
-            _ => {}
-        }
-        follower.cursor = answer.cursor;
-    }
-
     /// After an answer: the next poll at once (long), at the next slot (short), or after
-    /// `RETRY_AFTER` when refused.
+    /// `RETRY_AFTER` when refused (or, for a stream, answered otherwise than with one).
     fn next_poll(&mut self, index: usize, retry: bool, now: Instant) {
         match (self.plan.style, retry) {
-            (_, true) => self.wait_until(index, now + RETRY_AFTER),
+            (_, true) | (Style::Sse, _) => self.wait_until(index, now + RETRY_AFTER),
             (Style::Long { .. }, false) => {
                 self.followers[index].phase = Phase::Answered;
                 self.ask_queue.push(index);
@@ -460,7 +431,12 @@ impl Watch {
     /// The follower's connection is of no further use: it asks again on a new one (after
     /// `RETRY_AFTER` when the connect failed). Out of open files, the run cannot go on.
     fn fail(&mut self, engine: &mut Engine<Role>, index: usize, error: &ConnError) {
-        self.out.errors.count(error);
+        let broken = matches!(error, ConnError::Closed { .. } | ConnError::Io(_));
+        if broken && self.followers[index].phase == Phase::Streaming {
+            self.out.reconnects += 1;
+        } else {
+            self.out.errors.count(error);
+        }
         log::debug!("follower {index}: {error}");
         self.close(engine, index);
         match error {
@@ -468,8 +444,8 @@ impl Watch {
                 self.fatal.get_or_insert(format!("follower {index}: out of open files ({io}); lower --clients"));
             }
             ConnError::Connect(_) => self.wait_until(index, Instant::now() + RETRY_AFTER),
-            // Asks again on a new connection: at once (long), or at its slot (short).
-            _ if matches!(self.plan.style, Style::Long { .. }) => self.ask(engine, index),
+            // Asks again on a new connection: at once (long, a stream), or at its slot (short).
+            _ if !matches!(self.plan.style, Style::Short { .. }) => self.ask(engine, index),
             _ => self.wait_until(index, self.followers[index].slot.max(Instant::now())),
         }
     }
@@ -492,15 +468,28 @@ impl Load<Role> for Watch {
             return self.fail(engine, index, &ConnError::Frame(FrameError::Malformed));
         }
         self.answers += 1;
-        let retry = if frame.status == 200 {
-            match serde_json::from_slice::<Answer>(engine.bytes(key, &frame.body)) {
-                Ok(answer) => self.take_answer(index, &answer, now),
-                Err(_) => self.out.errors.malformed += 1,
+        let retry = match (frame.status, self.plan.style) {
+            (200, Style::Sse) if frame.event_stream => {
+                // Its events follow: the connection stays open (its `Connection: close` says
+                // only that the body runs until the close).
+                self.followers[index].phase = Phase::Streaming;
+                return;
             }
-            false
-        } else {
-            self.out.errors.status += 1;
-            true // 503 at --max-held: come back later, as Retry-After says
+            (200, Style::Sse) => {
+                self.out.errors.malformed += 1;
+                true
+            }
+            (200, _) => {
+                match serde_json::from_slice::<Answer>(engine.bytes(key, &frame.body)) {
+                    Ok(answer) => self.take_answer(index, &answer, now),
+                    Err(_) => self.out.errors.malformed += 1,
+                }
+                false
+            }
+            _ => {
+                self.out.errors.status += 1;
+                true // 503 at --max-held: come back later, as Retry-After says
+            }
         };
         if frame.close {
             // The server ends the connection (--max-requests, a drain): the next poll goes
@@ -508,6 +497,14 @@ impl Load<Role> for Watch {
             self.close(engine, index);
         }
         self.next_poll(index, retry, now);
+    }
+
+    fn event(&mut self, engine: &mut Engine<Role>, key: usize, event: &frame::Event, now: Instant) {
+        if let Some(&Role::Follower(index)) = engine.get(key).map(|open| &open.state) {
+            if self.followers[index].phase == Phase::Streaming {
+                self.take_event(index, event, engine.bytes(key, &(0..event.len)), now);
+            }
+        }
     }
 
     fn ended(&mut self, engine: &mut Engine<Role>, _key: usize, gone: Gone<Role>, why: ConnError, _now: Instant) {
@@ -522,26 +519,5 @@ impl Load<Role> for Watch {
         self.out.traffic.sent += gone.sent;
         self.out.traffic.received += gone.received;
         self.fail(engine, index, &why);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_texts_round_trip() {
-        assert_eq!(message_index(&message_data(17)), Some(17));
-        assert_eq!(message_index("warm-up"), None);
-        assert_eq!(message_index("message x"), None);
-    }
-
-    #[test]
-    fn a_poll_answer_parses() {
-        let body = br#"{"status":"ok","topic":"t","epoch":"3f9c","cursor":43,"missed":0,
-            "messages":[{"seq":42,"data":"message 0"},{"seq":43,"data":"message 1"}]}"#;
-        let answer: Answer = serde_json::from_slice(body).unwrap();
-        assert_eq!((answer.status.as_str(), answer.cursor, answer.messages.len()), ("ok", 43, 2));
-        assert_eq!(message_index(&answer.messages[1].data), Some(1));
     }
 }

@@ -1,5 +1,5 @@
-//! Where one HTTP/1.1 response ends in a buffer: the load generator's framing, without I/O and
-//! without copying.
+//! Where one HTTP/1.1 response, or one event of an event-stream body, ends in a buffer: the
+//! load generator's framing, without I/O and without copying.
 //!
 //! `crate::client::parse_response` is the complete client-side framing (chunked bodies, bodies
 //! delimited by the close), but it copies every header and body into owned strings: at a
@@ -7,13 +7,20 @@
 //! server, the limit. This module only finds the end of a response and the few facts the
 //! generator acts on, and borrows everything else.
 //!
+//! An event stream (`Content-Type: text/event-stream` and no length) is the one body that has no
+//! end but the close: its head is framed alone, and what follows is read with `event`, one event
+//! at a time, in the WHATWG event-stream format (`field: value` lines up to a blank line; `id`,
+//! `event` and `data` kept, comments and `retry` skipped).
+//!
 //! Invariants:
-//! - A `Frame` is returned only for a whole response: `input[..frame.len]` is its head and body.
-//! - Only `Content-Length` bodies are framed (tether always sends one); a chunked response or a
-//!   response without a length is an error, never a guess.
-//! - Every buffer has a cap: a head over `MAX_HEAD_BYTES` or a body over `MAX_BODY_BYTES` is an
-//!   error, so a peer cannot make the generator buffer without bound.
+//! - A `Frame` is returned only for a whole response: `input[..frame.len]` is its head and body
+//!   (for an event stream, its head); an `Event` only for a whole event, blank line included.
+//! - Only `Content-Length` bodies and event streams are framed (tether always sends one or the
+//!   other); a chunked response or another response without a length is an error, never a guess.
+//! - Every buffer has a cap: a head over `MAX_HEAD_BYTES` or a body or event over
+//!   `MAX_BODY_BYTES` is an error, so a peer cannot make the generator buffer without bound.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
@@ -39,6 +46,57 @@ pub struct Frame {
     /// Where the value of `Retry-After`, if any, lies in the buffer (a refusal says when to
     /// come back).
     pub retry_after: Option<Range<usize>>,
+    /// Its body is an event stream: it runs until the close, and the connection's next bytes
+    /// are its events (`event`).
+    pub event_stream: bool,
+}
+
+/// What a connection reads next: a response, or, once a response opened an event stream, an
+/// event of it.
+pub enum Framed {
+    Response(Frame),
+    Event(Event),
+}
+
+/// One event of an event stream at the start of a buffer; its ranges are in `input[..len]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The bytes it takes, its blank line included.
+    pub len: usize,
+    /// The value of its last `id` field, if any.
+    pub id: Option<Range<usize>>,
+    /// The value of its last `event` field, if any (none: a message).
+    pub name: Option<Range<usize>>,
+    /// From the start of its first `data` value to the end of its last (`data` joins them).
+    data: Option<Range<usize>>,
+    data_fields: usize,
+}
+
+impl Event {
+    /// A client dispatches it only if it has data: a block of comments (a heartbeat), or of
+    /// `retry` or `id` alone, is not an event.
+    pub fn is_dispatched(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// Its `data` values joined by LF, borrowed when there is one; `block` is `input[..len]`.
+    pub fn data<'a>(&self, block: &'a [u8]) -> Cow<'a, [u8]> {
+        match &self.data {
+            Some(at) if self.data_fields == 1 => Cow::Borrowed(&block[at.clone()]),
+            Some(_) => {
+                let mut joined = Vec::new();
+                fields(block, |name, value| {
+                    if name == b"data" {
+                        joined.extend_from_slice(&block[value]);
+                        joined.push(b'\n');
+                    }
+                });
+                joined.pop();
+                Cow::Owned(joined)
+            }
+            None => Cow::Borrowed(b""),
+        }
+    }
 }
 
 /// Why bytes are not a response the generator can frame.
@@ -48,7 +106,7 @@ pub enum FrameError {
     Malformed,
     /// A head or body over the caps above.
     TooLarge,
-    /// A body framed otherwise than by `Content-Length`.
+    /// A body framed otherwise than by `Content-Length`, and not an event stream.
     Unframed,
 }
 
@@ -80,7 +138,7 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
     let (Some(status), Some(minor)) = (head.code, head.version) else {
         return Err(FrameError::Malformed);
     };
-    let (mut length, mut close, mut retry_after) = (None, None, None);
+    let (mut length, mut close, mut retry_after, mut event_stream) = (None, None, None, false);
     for header in head.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
             let value = parse_length(header.value).ok_or(FrameError::Malformed)?;
@@ -94,6 +152,9 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
             let value = header.value.trim_ascii();
             let start = value.as_ptr() as usize - input.as_ptr() as usize;
             retry_after = Some(start..start + value.len());
+        } else if header.name.eq_ignore_ascii_case("content-type") {
+            let media_type = header.value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            event_stream = media_type.eq_ignore_ascii_case(b"text/event-stream");
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(FrameError::Unframed);
         } else if header.name.eq_ignore_ascii_case("connection") {
@@ -106,14 +167,69 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
     }
     // HTTP/1.1 persists unless told otherwise; HTTP/1.0 only when asked to.
     let close = close.unwrap_or(minor == 0);
-    let body_len = match length {
-        _ if status < 200 || status == 204 || status == 304 => 0,
+    let (body_len, event_stream) = match length {
+        _ if status < 200 || status == 204 || status == 304 => (0, false),
         Some(length) if length > MAX_BODY_BYTES => return Err(FrameError::TooLarge),
-        Some(length) => length,
+        Some(length) => (length, false),
+        None if event_stream => (0, true),
         None => return Err(FrameError::Unframed),
     };
     let len = head_len + body_len;
-    Ok((input.len() >= len).then_some(Frame { status, len, body: head_len..len, close, retry_after }))
+    Ok((input.len() >= len).then_some(Frame { status, len, body: head_len..len, close, retry_after, event_stream }))
+}
+
+/// Reads the event at the start of `input`, the body of an event stream: `Ok(None)` until its
+/// blank line has arrived.
+///
+/// # Errors
+///
+/// `FrameError::TooLarge` for an event over `MAX_BODY_BYTES`.
+pub fn event(input: &[u8]) -> Result<Option<Event>, FrameError> {
+    let (mut id, mut name, mut data, mut data_fields) = (None, None, None::<Range<usize>>, 0);
+    let len = fields(input, |field, value| match field {
+        b"data" => {
+            data = Some(data.as_ref().map_or(value.start, |data| data.start)..value.end);
+            data_fields += 1;
+        }
+        b"id" => id = Some(value),
+        b"event" => name = Some(value),
+        _ => {} // retry, and fields a client ignores
+    });
+    match len {
+        Some(len) => Ok(Some(Event { len, id, name, data, data_fields })),
+        None if input.len() > MAX_BODY_BYTES => Err(FrameError::TooLarge),
+        None => Ok(None),
+    }
+}
+
+/// Hands each field of the block at the start of `input` to `each` (its name, where its value
+/// lies), comments skipped, up to the blank line that ends the block: its length, or `None`
+/// while that line has not arrived. `field: value` loses one space after the colon; a line
+/// without a colon is a field with an empty value.
+fn fields(input: &[u8], mut each: impl FnMut(&[u8], Range<usize>)) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let (end, next) = line_end(input, at)?;
+        let line = &input[at..end];
+        match line.iter().position(|&b| b == b':') {
+            None if line.is_empty() => return Some(next),
+            Some(0) => {} // a comment
+            Some(colon) => each(&line[..colon], at + colon + 1 + usize::from(line.get(colon + 1) == Some(&b' '))..end),
+            None => each(line, end..end),
+        }
+        at = next;
+    }
+}
+
+/// Where the line at `at` ends, and where the next begins (after its CRLF, LF or CR); `None`
+/// until its end has arrived, and while a CR is the last byte (it may be half a CRLF).
+fn line_end(input: &[u8], at: usize) -> Option<(usize, usize)> {
+    let end = at + input.get(at..)?.iter().position(|&b| b == b'\n' || b == b'\r')?;
+    match (input[end], input.get(end + 1)) {
+        (b'\r', None) => None,
+        (b'\r', Some(b'\n')) => Some((end, end + 2)),
+        _ => Some((end, end + 1)),
+    }
 }
 
 /// A Content-Length value: digits only, no sign, no spaces inside.
@@ -169,6 +285,57 @@ mod tests {
     fn bodyless_statuses_need_no_length() {
         let frame = frame(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap().unwrap();
         assert_eq!((frame.status, frame.body.len()), (204, 0));
+    }
+
+    #[test]
+    fn an_event_stream_head_is_framed_alone_and_its_body_left_for_events() {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\nConnection: close\r\n\r\n";
+        let input = format!("{head}retry: 2000\n\n");
+        let frame = frame(input.as_bytes()).unwrap().unwrap();
+        assert_eq!((frame.status, frame.len, frame.body, frame.close), (200, head.len(), head.len()..head.len(), true));
+        assert!(frame.event_stream);
+        assert!(!super::frame(OK).unwrap().unwrap().event_stream);
+    }
+
+    /// An event as read: its length, id, name, and data (`None` when it is not dispatched).
+    type Read<'a> = (usize, Option<&'a str>, Option<&'a str>, Option<String>);
+
+    /// The event at the start of `input`, or `None` when it is not whole.
+    fn read(input: &str) -> Option<Read<'_>> {
+        let event = event(input.as_bytes()).unwrap()?;
+        let text = |at: Option<Range<usize>>| at.map(|at| &input[at]);
+        let data = event.is_dispatched().then(|| String::from_utf8(event.data(input.as_bytes()).to_vec()).unwrap());
+        Some((event.len, text(event.id), text(event.name), data))
+    }
+
+    #[test]
+    fn events_are_read_one_block_at_a_time_in_every_line_ending() {
+        let data = |text: &str| Some(text.to_string());
+        let cases: [(&str, Read); 9] = [
+            ("id: 7\ndata: message 0\n\nid: 8\n", (23, Some("7"), None, data("message 0"))),
+            ("event: missed\nid: 9\ndata: {\"missed\":2}\n\n", (40, Some("9"), Some("missed"), data("{\"missed\":2}"))),
+            ("data: two\nid: 3\ndata: lines\n\n", (29, Some("3"), None, data("two\nlines"))),
+            (": heartbeat\n\n", (13, None, None, None)),
+            ("retry: 2000\n\n", (13, None, None, None)),
+            ("id: 3\r\ndata:x\r\n\r\n", (17, Some("3"), None, data("x"))),
+            ("data:  two spaces\rid: 4\r\rdata", (25, Some("4"), None, data(" two spaces"))),
+            ("data\n\n", (6, None, None, data(""))),
+            (":c\nevent\nid\ndata: a\n\n", (21, Some(""), Some(""), data("a"))),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(read(input), Some(expected), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_is_whole_only_at_its_blank_line() {
+        let one = "id: 7\ndata: message 0\n\n";
+        for end in 0..one.len() {
+            assert_eq!(read(&one[..end]), None, "prefix of {end} bytes");
+        }
+        assert_eq!(read("data: x\r\r"), None, "a CR last may be half a CRLF");
+        let endless = [b"data: ".as_slice(), &[b'a'; MAX_BODY_BYTES]].concat();
+        assert_eq!(event(&endless), Err(FrameError::TooLarge));
     }
 
     #[test]

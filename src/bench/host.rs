@@ -8,7 +8,7 @@
 //! - A reading that cannot be made is `None`, never a guess: the report then says "unknown".
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The `st` column of `/proc/net/tcp` for a listening socket.
 const TCP_LISTEN: &str = "0A";
@@ -130,12 +130,17 @@ impl CpuSample {
         CpuSample { ticks, at: Instant::now() }
     }
 
-    /// The CPU used from `self` to `later`, in percent of one core; `None` if either reading
-    /// failed (a process gone, no pid known).
-    pub fn percent_until(&self, later: &CpuSample) -> Option<f64> {
+    /// The CPU time used from `self` to `later`, in clock ticks (10 ms on most systems); `None`
+    /// if either reading failed (a process gone, no pid known).
+    pub fn used_until(&self, later: &CpuSample) -> Option<Duration> {
         let used = later.ticks?.checked_sub(self.ticks?)?;
-        let elapsed = later.at.saturating_duration_since(self.at).as_secs_f64();
-        (elapsed > 0.0).then(|| used as f64 / ticks_per_second() as f64 / elapsed * 100.0)
+        Some(Duration::from_secs_f64(used as f64 / ticks_per_second() as f64))
+    }
+
+    /// The CPU used from `self` to `later`, in percent of one core; `None` as for `used_until`.
+    pub fn percent_until(&self, later: &CpuSample) -> Option<f64> {
+        let (used, elapsed) = (self.used_until(later)?, later.at.saturating_duration_since(self.at).as_secs_f64());
+        (elapsed > 0.0).then(|| used.as_secs_f64() / elapsed * 100.0)
     }
 }
 

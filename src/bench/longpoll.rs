@@ -2,6 +2,8 @@
 //! published one per `--interval`, and every delivery is timed from its scheduled publish.
 //! The server's `/stats` before the polls and once all are held says what a held poll costs;
 //! with `--messages 1` the run is one fan-out, from the publish to the first and the last answer.
+//! With `--transport sse` each follower holds an event stream instead, and the same figures say
+//! what an open stream costs.
 //!
 //! ```text
 //!   warm-up publish (the topic exists; its seq is every follower's starting cursor)
@@ -14,7 +16,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
 use super::follow::{Follow, Followed, Plan, Style};
@@ -47,12 +49,33 @@ pub struct LongpollArgs {
     /// Time between two publishes.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub interval: Duration,
-    /// The server's process, whose peak RSS is read [default: the one holding the socket that
-    /// listens on --url's port].
+    /// How followers wait for news: each holds a poll, or each holds an event stream
+    /// (`GET /events/T`).
+    #[arg(long, value_enum, default_value = "poll")]
+    pub transport: Transport,
+    /// The server's process, whose CPU time and peak RSS are read [default: the one holding the
+    /// socket that listens on --url's port].
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<i32>,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    Poll,
+    Sse,
+}
+
+impl Transport {
+    /// What the server holds for each follower, the JSON key of its cost in RSS, and the
+    /// followers' style, in the report.
+    fn held(self) -> (&'static str, &'static str, Style) {
+        match self {
+            Transport::Poll => ("held poll", "user_bytes_per_held_poll", Style::Long { hold: LONG_HOLD }),
+            Transport::Sse => ("open stream", "user_bytes_per_open_stream", Style::Sse),
+        }
+    }
 }
 
 pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
@@ -60,7 +83,9 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     check_arguments(args.clients, args.messages, args.interval)?;
     let mut control = target.control();
     let topic = args.topic.clone().unwrap_or_else(|| default_topic("longpoll"));
-    let mut follow = Follow::new(prepare(&target, &mut control, &topic, args.clients, args.messages, args.interval)?)?;
+    let plan = prepare(&target, &mut control, &topic, args.clients, args.messages, args.interval)?;
+    let (_, user_bytes, style) = args.transport.held();
+    let mut follow = Follow::new(Plan { style, ..plan })?;
     // The control and publisher connections and the topic are part of the baseline. The first
     // /stats is a barrier: once it is answered, the server has accepted the publisher.
     target.stats(&mut control)?;
@@ -74,35 +99,41 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
     let pids = host::server_pids(args.server_pid, target.addr);
     let peak_held = host::status_bytes(&pids, "VmHWM:");
     let progress = progress_bar(args.messages as u64, args.interval * args.messages as u32, "publishing");
-    follow.run_schedule(|published| progress.set_position(published))?;
+    follow.run_schedule(&pids, |published| progress.set_position(published))?;
     progress.finish_and_clear();
     let followed = follow.finish();
     let after = target.stats(&mut control)?;
 
-    // What the held polls cost the server, from its /stats before and once they were held; the
-    // server's own time for the last publish's fan-out (parsing it to the last answer handed to
-    // the kernel: beside the client's latency it shows which side is slower); its peak resident
-    // memory (VmHWM) once the polls were held and at the end: what answering them cost beyond
-    // holding them.
+    // What the held polls (or open streams) cost the server, from its /stats before and once
+    // they were held; the server's own time for the last publish's fan-out (parsing it to the
+    // last answer handed to the kernel: beside the client's latency it shows which side is
+    // slower); its peak resident memory (VmHWM) once the polls were held and at the end: what
+    // answering them cost beyond holding them; its CPU time per delivery over the schedule.
     let growth = |pointer: &str| stat(&held, pointer) as i64 - stat(&before, pointer) as i64;
     let per_client = |bytes: i64| report::round(bytes as f64 / args.clients as f64, 1);
     let (fanout_us, woken) = (stat(&after, "/polls/last_fanout_us"), stat(&after, "/polls/last_fanout_woken"));
     let peak_end = host::status_bytes(&pids, "VmHWM:");
+    let cpu_us = followed.cpu_us_per_message();
     let server = json!({
-        "fds_held": growth("/fds/open"), "user_bytes_per_held_poll": per_client(growth("/memory/rss_bytes")),
+        "fds_held": growth("/fds/open"), user_bytes: per_client(growth("/memory/rss_bytes")),
         "kernel_bytes_per_connection": per_client(growth("/kernel/tcp_mem_bytes")),
         "kernel_slab_bytes_per_connection": per_client(slab_growth),
         "last_fanout_us": fanout_us, "last_fanout_woken": woken,
         "fanout_us_per_answer": report::round(report::ratio(fanout_us, woken), 2),
-        "peak_rss_bytes": {"pids": pids, "held": peak_held, "end": peak_end},
+        "peak_rss_bytes": {"pids": pids, "held": peak_held, "end": peak_end}, "cpu_us_per_message": cpu_us,
     });
+    let (pid, cpu) = (host::pid_list(&pids), followed.server_cpu.zip(cpu_us));
     let peak_rss = match (peak_held.map(|b| b / 1024), peak_end.map(|b| b / 1024)) {
-        (Some(held), Some(end)) => {
-            format!("{held} KiB with the polls held, {end} KiB at the end (VmHWM, pid {})", host::pid_list(&pids))
-        }
+        (Some(held), Some(end)) => format!("{held} KiB once all waited, {end} KiB at the end (VmHWM, pid {pid})"),
         _ => host::unknown(&pids, "status"),
     };
-    Ok(outcome(args, &topic, followed, &server, peak_rss))
+    let cpu = cpu.map_or_else(
+        || host::unknown(&pids, "stat"),
+        |(cpu, us)| {
+            format!("{} over the schedule, {us:.1} µs per delivery (pid {pid}, in /proc's ticks)", report::human(cpu))
+        },
+    );
+    Ok(outcome(args, &topic, followed, &server, [peak_rss, cpu]))
 }
 
 /// Refuses what cannot run, before anything is opened.
@@ -144,15 +175,18 @@ pub(super) fn prepare(
     Ok(Plan { target, topic, clients, messages, interval, style, after })
 }
 
-/// The report, with the server's figures as `run` put them in the JSON and its peak RSS told.
-fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, server: &Value, peak_rss: String) -> Outcome {
+/// The report, with the server's figures as `run` put them in the JSON, and its peak RSS and CPU
+/// told.
+fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, server: &Value, told: [String; 2]) -> Outcome {
+    let ([peak_rss, cpu], (held, user_bytes, style)) = (told, args.transport.held());
     let expected = (args.clients * args.messages) as u64;
     let summary = followed.latency.summary();
     let mut latency_us = summary.to_json();
     // The first delivery: with one message, how soon the fan-out's first answer arrived.
     latency_us["min"] = json!(report::round(followed.latency.min_us(), 1));
     let json = json!({
-        "scenario": "longpoll", "topic": topic, "clients": args.clients, "messages": args.messages,
+        "scenario": "longpoll", "transport": args.transport.to_possible_value().map(|v| v.get_name().to_owned()),
+        "topic": topic, "clients": args.clients, "messages": args.messages, "reconnects": followed.reconnects,
         "interval_ms": args.interval.as_millis() as u64, "delivered": followed.delivered,
         "errors": followed.errors.total(), "latency_us": latency_us, "requests": followed.traffic.requests,
         "empty_responses": followed.empty, "connections_opened": followed.opened, "server": server,
@@ -160,11 +194,12 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, server: &Value,
     let figure = |key: &str| server[key].as_f64().unwrap_or(0.0);
     let bytes = |key: &str, what: &str| format!("{:.0} B per {what}", figure(key));
     let (delivered, clients, messages) = (followed.delivered, args.clients, args.messages);
+    let (requests, empty, reconnects) = (followed.traffic.requests, followed.empty, followed.reconnects);
     let in_order = if delivered == expected { "all, in order" } else { "MISSING OR OUT OF ORDER" };
     let [p50, p90, p99, max] = summary.human();
     let (took, woken, each) = (figure("last_fanout_us"), &server["last_fanout_woken"], figure("fanout_us_per_answer"));
     let fanout =
-        format!("{} for the last publish, to {woken} held polls: {each:.1} µs per answer", report::human_us(took));
+        format!("{} for the last publish, to {woken} {held}s: {each:.1} µs per answer", report::human_us(took));
     let slab = bytes("kernel_slab_bytes_per_connection", "connection (/proc/meminfo Slab: host-wide, both ends)");
     let rows = [
         ("delivered", format!("{delivered} of {expected} ({clients} x {messages}): {in_order}")),
@@ -175,19 +210,22 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, server: &Value,
         ("latency p99", p99),
         ("latency max", max),
         ("server fan-out", format!("{fanout} (its polls.last_fanout_us)")),
-        ("requests", format!("{} ({} empty answers)", followed.traffic.requests, followed.empty)),
-        ("fds held", format!("{} by the server for {clients} polls", server["fds_held"])),
-        ("user bytes", bytes("user_bytes_per_held_poll", "held poll (server RSS growth / clients)")),
+        ("requests", format!("{requests} ({empty} empty answers, {reconnects} reconnects)")),
+        ("fds held", format!("{} by the server for {clients} {held}s", server["fds_held"])),
+        ("user bytes", bytes(user_bytes, &format!("{held} (server RSS growth / clients)"))),
         ("kernel bytes", bytes("kernel_bytes_per_connection", "connection in socket buffers (sockstat TCP mem)")),
         ("kernel slab", slab),
         ("server peak RSS", peak_rss),
+        ("server CPU", cpu),
     ];
     let table = format!(
-        "longpoll: {clients} clients on topic {topic}, {messages} messages, one every {:?}\n\
-         latency: scheduled publish -> answer read by the client (no coordinated omission)\n{}",
+        "longpoll: {clients} {} clients on topic {topic}, {messages} messages, one every {:?}\n\
+         latency: scheduled publish -> answer or event read by the client (no coordinated omission)\n{}",
+        style.name(),
         args.interval,
         report::lines(rows)
     );
     let title = "longpoll: delivery latency".into();
-    Outcome { json, table, title, distributions: vec![("long-poll".into(), followed.latency)], nothing_measured: None }
+    let distributions = vec![(style.name().to_string(), followed.latency)];
+    Outcome { json, table, title, distributions, nothing_measured: None }
 }
