@@ -51,6 +51,8 @@ fn a_stream_carries_each_message_with_its_id_and_resumes_from_last_event_id() {
     // A browser's reconnect keeps the address's cursor and adds the newer Last-Event-ID.
     let mut reconnect = open_stream(&server, "/events/news?cursor=0", "Last-Event-ID: 2\r\n");
     assert_eq!(reconnect.read_stream_until("third\n\n"), "id: 3\ndata: third\n\n", "the header wins");
+    let mut blank = open_stream(&server, "/events/news?from=oldest", "Last-Event-ID:\r\n");
+    assert!(blank.read_stream_until("first\n\n").starts_with("id: 1\n"), "an empty id is none");
     let mut oldest = open_stream(&server, "/events/news?from=oldest", "");
     assert!(oldest.read_stream_until("third\n\n").starts_with("id: 1\ndata: first\n\n"));
 }

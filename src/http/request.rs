@@ -408,7 +408,9 @@ impl<'b> Fields<'b> {
                     let Ok(id) = std::str::from_utf8(value) else {
                         return Err(bad!("Last-Event-ID is not UTF-8"));
                     };
-                    fields.last_event_id = Some(id);
+                    // Empty is no id at all (the event-stream processing model resets the last
+                    // event ID to the empty string), as a proxy may forward it.
+                    fields.last_event_id = Some(id).filter(|id| !id.is_empty());
                 }
                 14 if name.eq_ignore_ascii_case("content-length") => {
                     // RFC 9112 §6.3: several Content-Length lines could be
