@@ -146,6 +146,9 @@ impl Service {
         self.check_max_held()?;
         let hold_for = self.hold_time(query.timeout);
         self.costs.polls.held += 1;
+        // Watched from here to its answer: once a publish has taken it off the list, it is still
+        // to be answered from this topic, which must not be forgotten meanwhile.
+        self.topics.watch(topic);
         Ok(Some(Wait { hold: self.topics.hold(topic, key), after, deadline: deadline_after(now, hold_for) }))
     }
 
@@ -252,6 +255,7 @@ impl Service {
         self.costs.polls.held -= 1;
         self.topics.release(wait.hold, key, now); // a no-op once a publish took it
         let read = self.topics.read(topic, wait.after);
+        self.topics.unwatch(topic, now);
         if read == Read::Nothing {
             self.costs.polls.timed_out += 1;
         } else {
@@ -377,6 +381,36 @@ mod tests {
             let deadline = wait.deadline;
             assert_eq!(deadline, now + held_ms + 1, "{query}");
         }
+    }
+
+    /// A poll that a publish woke is answered in a later flush phase, maybe after the topic's
+    /// idle time has run out (at a fan-out of thousands, on a loaded machine, with
+    /// `--topic-idle-timeout 1s`): the topic must still be there when it is answered. (Before,
+    /// the sweep forgot it, and the answer read a removed or reused topic id.)
+    #[test]
+    fn a_woken_poll_keeps_its_topic_until_it_is_answered() {
+        use crate::backoff::XorShift;
+        use crate::config::Config;
+        use crate::http::request::{self, Limits};
+        use crate::pubsub::HoldOn;
+        let config = Config { topic_idle_timeout: Duration::from_secs(1), ..Config::default() };
+        let mut service = Service::new(config, 10, XorShift::new(1));
+        let limits = Limits { max_head_bytes: 8192, max_uri_bytes: 8192, max_body_bytes: 1024 };
+        let poll = b"GET /poll/t HTTP/1.1\r\nHost: x\r\n\r\n";
+        let req = request::parse(poll, &limits).unwrap().unwrap();
+        let wait = service.poll(7, &req, "t", 0).unwrap().unwrap();
+        let publish = b"POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+        let req = request::parse(publish, &limits).unwrap().unwrap();
+        service.publish(&req, "t", 10).unwrap();
+        assert_eq!(std::mem::take(&mut service.woken), [7]);
+        service.sweep_topics(60_000);
+        assert_eq!(service.topics.count(), 1, "forgotten while its woken poll waits for its answer");
+        service.body.clear();
+        let HoldOn::One(topic) = wait.hold.on() else { panic!("a poll on one topic") };
+        service.held_answer(7, topic, &wait, 60_000);
+        assert!(service.body.contains("\"data\":\"hi\""), "{}", service.body);
+        service.sweep_topics(120_000);
+        assert_eq!(service.topics.count(), 0, "answered: its idle time runs again");
     }
 
     #[test]

@@ -272,7 +272,10 @@ impl Endpoints for Service {
 
     fn release(&mut self, key: usize, wait: &Wait, now: Tick) {
         match wait.hold.on() {
-            HoldOn::One(_) => self.topics.release(wait.hold, key, now),
+            HoldOn::One(topic) => {
+                self.topics.release(wait.hold, key, now);
+                self.topics.unwatch(topic, now);
+            }
             HoldOn::Many(n) => self.end_subscription(key, n, now),
             HoldOn::Nowhere => {}
         }
