@@ -1,5 +1,5 @@
-//! tether: a single-threaded HTTP/1.1 server on mio that serves keep-alive and long polling and
-//! shows, in numbers, what each costs.
+//! tether: a single-threaded HTTP/1.1 server on mio that serves keep-alive, long polling and
+//! event streams (to browsers too: CORS, a live page) and shows, in numbers, what each costs.
 //!
 //! ```text
 //!   main.rs ── Config ──> Server::run ──> run_once, forever:
@@ -8,7 +8,8 @@
 //!   (timer wheel)  (epoll)   listener: accept       head: 408        queued    free Closed
 //!                            connection: read,      idle: close      answers   slab keys
 //!                            parse, answer, write   hold: timeout    (timers,
-//!                            publish: wake holds    write: drop      publish)
+//!                            publish: wake holds    write: drop      publish,
+//!                                                   stream: beat     streams)
 //! ```
 //!
 //! Who owns what:
