@@ -231,6 +231,11 @@ impl Service {
                     out.push(b'\n');
                 }
                 wait.after = cursor;
+                if cursor == self.topics.last_seq(topic) {
+                    // Caught up: listed again now, rather than after one more read that finds
+                    // nothing (a fan-out does this once per stream).
+                    wait.hold = self.topics.hold(topic, key);
+                }
             }
         }
     }
