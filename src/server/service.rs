@@ -142,6 +142,19 @@ impl Service {
         Ok(route)
     }
 
+    /// Connection `key` waits no more, whether it was a poll or a stream: off every list it is
+    /// on, its topics no longer watched by it.
+    fn stop_waiting(&mut self, key: usize, wait: &Wait, now: Tick) {
+        match wait.hold.on() {
+            HoldOn::One(topic) => {
+                self.topics.release(wait.hold, key, now);
+                self.topics.unwatch(topic, now);
+            }
+            HoldOn::Many(n) => self.end_subscription(key, n, now),
+            HoldOn::Nowhere => {}
+        }
+    }
+
     /// The cost view now. Reading `/proc` takes a descriptor, which at the open-file limit only
     /// the spare can lend.
     pub(super) fn snapshot(&mut self) -> Snapshot {
@@ -271,14 +284,7 @@ impl Endpoints for Service {
     }
 
     fn release(&mut self, key: usize, wait: &Wait, now: Tick) {
-        match wait.hold.on() {
-            HoldOn::One(topic) => {
-                self.topics.release(wait.hold, key, now);
-                self.topics.unwatch(topic, now);
-            }
-            HoldOn::Many(n) => self.end_subscription(key, n, now),
-            HoldOn::Nowhere => {}
-        }
+        self.stop_waiting(key, wait, now);
         self.costs.polls.held -= 1;
     }
 
@@ -297,15 +303,7 @@ impl Endpoints for Service {
     }
 
     fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick) {
-        let wait = stream.wait;
-        match wait.hold.on() {
-            HoldOn::One(topic) => {
-                self.topics.release(wait.hold, key, now);
-                self.topics.unwatch(topic, now);
-            }
-            HoldOn::Many(n) => self.end_subscription(key, n, now),
-            HoldOn::Nowhere => {}
-        }
+        self.stop_waiting(key, &stream.wait, now);
         self.costs.streams_open -= 1;
     }
 }
