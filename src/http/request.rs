@@ -90,6 +90,9 @@ pub struct Request<'b> {
     pub origin: Option<&'b str>,
     /// `Access-Control-Request-Method` is present: an `OPTIONS` with it is a CORS preflight.
     pub preflight: bool,
+    /// The `Host` header's value (checked against RFC 9110's grammar), which names the origin
+    /// the request was sent to.
+    pub host: Option<&'b str>,
     pub body: Body<'b>,
     /// Bytes of input this request occupies, head and body framing included.
     pub len: usize,
@@ -175,7 +178,7 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
     let fields = Fields::scan(head.headers)?;
     // RFC 9112 §3.2: an HTTP/1.1 request without Host is 400. Duplicates are
     // refused by Fields::scan for both versions.
-    if version == Version::Http11 && !fields.host {
+    if version == Version::Http11 && fields.host.is_none() {
         return Err(bad!("missing Host header"));
     }
     let framing = framing(&fields, head.headers, version, limits)?;
@@ -193,6 +196,7 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
         last_event_id: fields.last_event_id,
         origin: fields.origin,
         preflight: fields.preflight,
+        host: fields.host,
         body,
         len,
     }))
@@ -350,7 +354,7 @@ fn request_line<'b>(method: &'b str, target: &'b str, minor: u8) -> Result<Reque
 /// client waits for `100 Continue`.
 #[derive(Default)]
 struct Fields<'b> {
-    host: bool,
+    host: Option<&'b str>,
     content_length: Option<&'b [u8]>,
     transfer_encoding: bool,
     close: bool,
@@ -371,14 +375,15 @@ impl<'b> Fields<'b> {
             match name.len() {
                 4 if name.eq_ignore_ascii_case("host") => {
                     // RFC 9112 §3.2: more than one Host, or an invalid one, is 400.
-                    if fields.host {
+                    if fields.host.is_some() {
                         return Err(bad!("two Host headers"));
                     }
                     // Host = uri-host [ ":" port ]; it may be empty (RFC 9112 §3.2).
                     if !value.iter().all(|&c| is_host_byte(c)) {
                         return Err(bad!("invalid Host header"));
                     }
-                    fields.host = true;
+                    // Host bytes are ASCII (`is_host_byte`), so this is UTF-8.
+                    fields.host = std::str::from_utf8(value).ok();
                 }
                 6 if name.eq_ignore_ascii_case("expect") => {
                     fields.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");

@@ -24,6 +24,7 @@ use super::poll::{poll_response, topic_error, Subscriptions};
 use crate::backoff::XorShift;
 use crate::config::Config;
 use crate::connection::{Endpoints, Reply, StateKind, Stream, Wait};
+use crate::http::cors::{AllowedOrigins, Grant};
 use crate::http::request::{Method, Request};
 use crate::http::response::{self, Cors, Response, Status};
 use crate::pubsub::{valid_topic_name, HoldOn, TopicError, TopicLimits, Topics};
@@ -76,6 +77,8 @@ pub(super) struct Service {
     /// borrow it, and so does admission to refuse a newcomer (`admission::refuse_on_spare`).
     pub(super) spare: Option<File>,
     pub(super) reactor: ReactorFigures,
+    /// `--allow-origin`: the pages that may publish besides the server's own.
+    origins: AllowedOrigins,
     pub(super) config: Config,
     /// `--max-held`, checked against `costs.polls.held`.
     pub(super) max_held: usize,
@@ -96,6 +99,7 @@ impl Service {
             fanout_started: None,
             spare: open_spare(),
             reactor: ReactorFigures::default(),
+            origins: AllowedOrigins::new(&config.allow_origin),
             config,
             max_held,
             started: Instant::now(),
@@ -153,6 +157,20 @@ impl Service {
             HoldOn::Many(n) => self.end_subscription(key, n, now),
             HoldOn::Nowhere => {}
         }
+    }
+
+    /// Whether a request may write: unless it comes from a web page (it has an `Origin`), or
+    /// from a page of the server's own origin or of one allowed by `--allow-origin`. A page of
+    /// any other site can make the browser send a "simple" cross-origin POST without asking
+    /// first (no preflight), and the browser only hides the answer, after the message was
+    /// stored: the server must refuse it itself.
+    fn may_write(&self, req: &Request) -> bool {
+        let Some(origin) = req.origin else {
+            return true; // not a page: curl, a server, `tether publish`
+        };
+        let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        let own = authority.is_some() && authority == req.host;
+        own || self.origins.grant(Some(origin)) != Grant::NONE
     }
 
     /// The cost view now. Reading `/proc` takes a descriptor, which at the open-file limit only
@@ -231,6 +249,12 @@ impl Endpoints for Service {
             Route::Metrics => {
                 self.body = self.snapshot().to_prometheus();
                 "text/plain; version=0.0.4"
+            }
+            Route::Publish(_) if !self.may_write(req) => {
+                return Reply::Now(Response::error(
+                    Status::FORBIDDEN,
+                    b"a page of another origin may not publish here\n",
+                ))
             }
             Route::Publish(topic) => match self.publish(req, topic, now) {
                 Ok(()) => return Reply::Now(Response::new(Status::OK, "application/json", self.body.as_bytes())),
