@@ -78,6 +78,7 @@ fn a_page_from_an_origin_not_allowed_receives_nothing() {
     // Another origin is allowed, so CORS is on; the page's own is not among them.
     let server = Server::start(&["--allow-origin", "http://allowed.test"]);
     let output = run_script("cross_origin.py", &[&url(&server), &page.url(), "blocked"]);
+    assert_printed(&output, "cross-site publish: refused, nothing stored");
     assert_printed(&output, "cross-origin page: blocked");
 }
 

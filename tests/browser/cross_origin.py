@@ -5,11 +5,14 @@ Usage: cross_origin.py TETHER_URL PAGE_URL receives|blocked
 `receives`: tether allows the page's origin; the page gets every message both ways, and a
 fetch with a header that needs a CORS preflight (Last-Event-ID) is answered too.
 `blocked`: tether does not allow it; the browser refuses the page every answer (the console
-says "blocked by CORS policy" for both transports) and the page receives nothing.
+says "blocked by CORS policy" for both transports) and the page receives nothing; and a
+cross-site publish it makes (a simple POST, sent without a preflight) stores nothing.
 """
 
+import json
 import sys
 import urllib.parse
+import urllib.request
 
 from chromium import browser_page, fail, publish, wait_until
 
@@ -89,6 +92,25 @@ def blocked(page, tether, errors):
             fail(f"no 'blocked by CORS policy' console error for {path}; errors: {errors}")
     if page.evaluate("window.seen.streamOpened"):
         fail("the EventSource opened: the browser let the page read the stream")
+
+    # A "simple" cross-origin POST (text/plain) goes out without a preflight: the browser only
+    # hides the answer. tether must refuse it itself: nothing may be stored.
+    sent = page.evaluate("""async (tether) => {
+        try {
+            await fetch(`${tether}/publish/csrf`, { method: 'POST', body: 'written by another site',
+                                                     headers: { 'Content-Type': 'text/plain' } });
+            return 'answered';
+        } catch (error) {
+            return 'hidden';
+        }
+    }""", tether)
+    if sent != "hidden":
+        fail("the cross-site publish's answer reached the page")
+    with urllib.request.urlopen(f"{tether}/poll/csrf?cursor=0&timeout=1s", timeout=10) as answer:
+        stored = json.load(answer)
+    if stored["messages"]:
+        fail(f"a page of another site published: {stored}")
+    print("cross-site publish: refused, nothing stored")
     print("cross-origin page: blocked")
 
 
