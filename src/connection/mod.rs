@@ -23,7 +23,9 @@
 //! Invariants:
 //! - The state decides the meaning of the connection's one timer (`Connection::deadline`);
 //!   `Want::timer` re-arms it exactly when the state changes or its deadline restarts.
-//! - An `Idle` connection owns no buffers, and a `Held` one none unless requests wait behind it.
+//! - An `Idle` connection owns no buffers, and a `Held` one none unless requests wait behind it;
+//!   a `Streaming` one owns none between writes (it answers no other request, so what its client
+//!   sends is dropped).
 //! - Answers are appended in request order; nothing after an answer that closes the connection
 //!   is parsed, and requests behind a held poll wait for its answer.
 //! - A `Closed` connection is never read, written or re-armed; it only waits for `reap`.
@@ -352,14 +354,13 @@ impl Connection {
                 self.close(conversation, CloseReason::Drain, turn, &mut want)
             }
             (Event::Drain, State::Held(_)) => want.flush = true, // due now: answered `timeout`
-            (Event::Drain, _) if conversation.stream().is_some() => {
+            (Event::Drain, _) => {
                 // A stream's body ends where the connection closes: closing is its clean end.
                 if let Some(stream) = conversation.stream() {
                     turn.endpoints.end_stream(turn.key, &stream, turn.now);
+                    self.pump(Conversation::Ending(CloseReason::Drain), false, false, io, turn, &mut want);
                 }
-                self.pump(Conversation::Ending(CloseReason::Drain), false, false, io, turn, &mut want);
             }
-            (Event::Drain, _) => {}
             (Event::Reclaim, _) => self.close(conversation, CloseReason::Reclaimed, turn, &mut want),
         }
         if want.closed.is_some() {

@@ -2,7 +2,8 @@
 //! request carries until its answer is written (the Fetch standard's CORS protocol).
 //!
 //! The service says which answers may be shared at all (polls, streams, `OPTIONS`:
-//! `response::Cors`); this says with whom. A request's grant is decided once, from its `Origin`,
+//! `response::Cors`); this says with whom, and (the service's `may_write`) which pages of other
+//! origins may publish. A request's grant is decided once, from its `Origin`,
 //! and is one byte, so that a held poll keeps it without keeping the origin's text: its answer,
 //! written later, names the listed origin, or `*` when any origin is allowed.
 //!

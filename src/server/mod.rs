@@ -286,6 +286,8 @@ impl Server {
     /// its timer, follow its state with WRITABLE interest, queue it for the flush phase or the
     /// reap phase.
     fn process(&mut self, key: usize, event: Event) {
+        // Any request may be `/stats`, answered inside this call; the figures are a dozen loads
+        // (`figures`), so they are handed over every time rather than asked for.
         self.service.reactor = self.figures();
         let Some(slot) = self.connections.get_mut(key) else {
             return; // spurious: mio allows events for sources already gone

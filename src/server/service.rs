@@ -14,6 +14,8 @@
 //!   topics once; `--max-held` is checked against it.
 //! - A connection waits on one topic or on one subscription of several (`HoldKey::on`); every
 //!   call about its wait goes to the one it names.
+//! - A publish from a page (it has an `Origin`) of neither the server's own origin nor an allowed
+//!   one is refused before any topic is touched (`may_write`).
 
 use std::fs::File;
 use std::time::Instant;
