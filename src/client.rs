@@ -315,6 +315,8 @@ pub struct Client {
     tick: Duration,
     response_timeout: Duration,
     stop: Option<Arc<AtomicBool>>,
+    /// Sent as `Authorization: Bearer` with every request.
+    token: Option<String>,
 }
 
 impl Client {
@@ -326,7 +328,15 @@ impl Client {
             tick: Duration::from_millis(200),
             response_timeout: Duration::from_secs(30),
             stop: None,
+            token: None,
         }
+    }
+
+    /// A bearer token to send with every request (`tether publish --token`).
+    #[must_use]
+    pub fn token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     /// The socket's read timeout: how often a wait looks at the stop flag (default 200 ms).
@@ -377,6 +387,9 @@ impl Client {
     pub fn request(&mut self, method: &str, target: &str, body: Option<&[u8]>) -> Result<Response, Error> {
         let mut request =
             format!("{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tether\r\n", self.url.authority());
+        if let Some(token) = &self.token {
+            let _ = write!(request, "Authorization: Bearer {token}\r\n");
+        }
         if let Some(body) = body {
             request.push_str("Content-Type: text/plain; charset=utf-8\r\n");
             let _ = write!(request, "Content-Length: {}\r\n", body.len());

@@ -36,13 +36,13 @@ const POLL_RESPONSE_TIMEOUT: Duration = Duration::from_secs(150);
 /// # Errors
 ///
 /// A bad URL, unreadable standard input, no response, or the server's status and error line.
-pub fn publish(url: &str, data: Option<&str>) -> Result<(), String> {
+pub fn publish(url: &str, data: Option<&str>, token: Option<String>) -> Result<(), String> {
     let url = Url::parse(url)?;
     let body = match data {
         Some(data) if data != "-" => data.as_bytes().to_vec(),
         _ => read_stdin()?,
     };
-    let response = Client::new(&url).post(&url.target(), &body).map_err(|e| e.to_string())?;
+    let response = Client::new(&url).token(token).post(&url.target(), &body).map_err(|e| e.to_string())?;
     if !(200..300).contains(&response.status) {
         return Err(status_error(&response));
     }
@@ -88,6 +88,8 @@ pub struct PollOptions {
     pub cursor: Option<u64>,
     /// Print each message as a JSON object rather than its data alone.
     pub json: bool,
+    /// A bearer token sent with every poll.
+    pub token: Option<String>,
 }
 
 /// `tether poll URL`: long-polls until SIGINT or SIGTERM, printing each message as it arrives.
@@ -111,8 +113,11 @@ pub fn poll(options: &PollOptions) -> Result<(), String> {
             .and_then(|_| flag::register(signal, Arc::clone(&stop)))
             .map_err(|e| format!("cannot handle signals: {e}"))?;
     }
-    let mut client =
-        Client::new(&url).read_timeout(TICK).response_timeout(POLL_RESPONSE_TIMEOUT).stop_flag(Arc::clone(&stop));
+    let mut client = Client::new(&url)
+        .token(options.token.clone())
+        .read_timeout(TICK)
+        .response_timeout(POLL_RESPONSE_TIMEOUT)
+        .stop_flag(Arc::clone(&stop));
     let mut backoff = Backoff::new();
     let mut out = io::stdout().lock();
     let mut last_was_reset = false;

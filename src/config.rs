@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::http::cors::MAX_LISTED_ORIGINS;
+use crate::token::TokenKey;
 
 /// What `tether serve` runs with; `tether serve --help` gives the defaults and which follow nginx,
 /// and docs/long-polling.md tables the topic limits.
@@ -47,6 +48,8 @@ pub struct Config {
     /// Browser origins (`scheme://host[:port]`, or `*` for any) whose pages may read polls and
     /// event streams across origins (CORS).
     pub allow_origin: Vec<String>,
+    /// `--jwt-secret`: when set, publishing, subscribing and the cost view need a token.
+    pub tokens: Option<TokenKey>,
 }
 
 /// `*`, or an origin as a browser sends it: `http://` or `https://`, a host, an optional port,
@@ -97,6 +100,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             sse_heartbeat: Duration::from_secs(15),
             allow_origin: Vec::new(),
+            tokens: None,
         }
     }
 }

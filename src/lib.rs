@@ -43,3 +43,4 @@ pub mod routes;
 pub mod server;
 pub mod stats;
 pub mod timer;
+pub mod token;

@@ -4,12 +4,13 @@
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use tether::commands::{self, PollOptions};
 use tether::config::{parse_duration, parse_size, Config};
 use tether::server::Server;
+use tether::token::{Claims, TokenKey};
 
 #[derive(Parser)]
 #[command(name = "tether", version, about = "HTTP/1.1 keep-alive and long polling, and what each costs")]
@@ -26,6 +27,8 @@ enum Command {
     Publish(PublishArgs),
     /// Long-poll a topic and print each message as it arrives, until SIGINT.
     Poll(PollArgs),
+    /// Mint a bearer token (JWT, HS256) under the server's secret, for scripts and tests.
+    Token(TokenArgs),
     /// The lab: measure a server running on this machine (keep-alive, long and short polling,
     /// fan-out, hold deadlines, exhaustion, slowloris).
     Bench(tether::bench::BenchArgs),
@@ -38,6 +41,35 @@ struct PublishArgs {
     /// The message; `-` or nothing reads it from standard input, less its final newline.
     #[arg(allow_hyphen_values = true)]
     data: Option<String>,
+    #[command(flatten)]
+    token: BearerArg,
+}
+
+/// The token a client command sends, when the server asks for one.
+#[derive(Args)]
+struct BearerArg {
+    /// A bearer token (`tether token` mints one), sent as `Authorization: Bearer`.
+    #[arg(long, env = "TETHER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The server's secret [env: TETHER_JWT_SECRET] (the environment keeps it out of `ps`).
+    #[arg(long, env = "TETHER_JWT_SECRET", hide_env = true, hide_env_values = true)]
+    jwt_secret: String,
+    /// A topic, or a prefix ending in `*`, the token may poll and stream; repeatable.
+    #[arg(long, value_name = "TOPIC")]
+    subscribe: Vec<String>,
+    /// A topic, or a prefix ending in `*`, the token may publish to; repeatable.
+    #[arg(long, value_name = "TOPIC")]
+    publish: Vec<String>,
+    /// The token may read the cost view (`/stats`, `/metrics`, the live page).
+    #[arg(long)]
+    admin: bool,
+    /// How long the token lasts from now (its `exp`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    lifetime: Duration,
 }
 
 #[derive(Args)]
@@ -51,6 +83,8 @@ struct PollArgs {
     /// alone ((epoch, seq) names a message: seq starts over when the server restarts).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    token: BearerArg,
 }
 
 #[derive(Args)]
@@ -120,11 +154,20 @@ struct ServeArgs {
     /// across origins (CORS); repeatable; `*` allows any.
     #[arg(long)]
     allow_origin: Vec<String>,
+    /// Publishing, polling, streaming and the cost view then need a bearer token (JWT, HS256)
+    /// signed with this secret, of at least 32 bytes [env: TETHER_JWT_SECRET] (the environment
+    /// keeps it out of `ps`).
+    #[arg(long, env = "TETHER_JWT_SECRET", hide_env = true, hide_env_values = true)]
+    jwt_secret: Option<String>,
 }
 
-impl From<ServeArgs> for Config {
-    fn from(args: ServeArgs) -> Config {
-        Config {
+impl TryFrom<ServeArgs> for Config {
+    type Error = String;
+
+    fn try_from(args: ServeArgs) -> Result<Config, String> {
+        // Not a clap value parser: clap's error would quote the value, the secret.
+        let tokens = args.jwt_secret.map(|secret| TokenKey::new(secret.as_bytes())).transpose()?;
+        Ok(Config {
             listen: args.listen,
             idle_timeout: args.idle_timeout,
             header_timeout: args.header_timeout,
@@ -143,7 +186,8 @@ impl From<ServeArgs> for Config {
             drain_timeout: args.drain_timeout,
             sse_heartbeat: args.sse_heartbeat,
             allow_origin: args.allow_origin,
-        }
+            tokens,
+        })
     }
 }
 
@@ -151,11 +195,15 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let (name, result) = match cli.command {
-        Command::Serve(args) => ("tether", serve(args.into())),
-        Command::Publish(args) => ("tether publish", commands::publish(&args.url, args.data.as_deref())),
-        Command::Poll(args) => {
-            ("tether poll", commands::poll(&PollOptions { url: args.url, cursor: args.cursor, json: args.json }))
+        Command::Serve(args) => ("tether", Config::try_from(args).and_then(serve)),
+        Command::Publish(args) => {
+            ("tether publish", commands::publish(&args.url, args.data.as_deref(), args.token.token))
         }
+        Command::Poll(args) => {
+            let options = PollOptions { url: args.url, cursor: args.cursor, json: args.json, token: args.token.token };
+            ("tether poll", commands::poll(&options))
+        }
+        Command::Token(args) => ("tether token", token(args)),
         Command::Bench(args) => ("tether bench", tether::bench::run(args)),
     };
     match result {
@@ -177,6 +225,21 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         text.to_socket_addrs().map_err(|e| format!("cannot resolve {text}: {e} (give HOST:PORT)"))?.collect();
     let loopback_v4 = addrs.iter().find(|a| a.is_ipv4() && a.ip().is_loopback());
     loopback_v4.or(addrs.first()).copied().ok_or_else(|| format!("{text} resolves to no address"))
+}
+
+/// `tether token`: prints a token for the claims asked, good from now for `--lifetime`.
+fn token(args: TokenArgs) -> Result<(), String> {
+    let key = TokenKey::new(args.jwt_secret.as_bytes())?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| format!("the clock is before 1970: {e}"))?;
+    let claims = Claims {
+        exp: (now + args.lifetime).as_secs(),
+        nbf: None,
+        subscribe: args.subscribe,
+        publish: args.publish,
+        admin: args.admin,
+    };
+    println!("{}", key.mint(&claims)?);
+    Ok(())
 }
 
 fn serve(config: Config) -> Result<(), String> {

@@ -29,6 +29,13 @@ pub enum Route<'a> {
     Options(AllowHeader),
 }
 
+impl Route<'_> {
+    /// A poll or a stream: what a page of another origin may read (CORS), refusals included.
+    pub fn subscribes(self) -> bool {
+        matches!(self, Route::Poll(_) | Route::PollMany | Route::Events(_) | Route::EventsMany)
+    }
+}
+
 /// Why no endpoint answers a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoRoute {

@@ -21,6 +21,11 @@ pub struct Totals {
     pub rejected: u64,
     /// `accept` calls that failed for want of a descriptor (EMFILE, ENFILE).
     pub fds_exhausted: u64,
+    /// Requests answered 401: no token, or one that is not good.
+    pub unauthorized: u64,
+    /// Requests answered 403: a token that does not cover what was asked, or a publish from a
+    /// page of another origin.
+    pub forbidden: u64,
     pub closed: Closed,
 }
 
@@ -35,6 +40,7 @@ pub struct Closed {
     pub error: u64,
     pub drain: u64,
     pub rejected: u64,
+    pub token_expired: u64,
 }
 
 impl Closed {
@@ -49,6 +55,7 @@ impl Closed {
             CloseReason::Error => &mut self.error,
             CloseReason::Drain => &mut self.drain,
             CloseReason::Rejected => &mut self.rejected,
+            CloseReason::TokenExpired => &mut self.token_expired,
         };
         *counter += 1;
     }
@@ -150,6 +157,8 @@ impl Snapshot {
             ("totals.requests", Counter(t.requests), "Requests answered, error answers included."),
             ("totals.reused", Counter(t.reused), "Requests on a connection that had served one."),
             ("totals.rejected", Counter(t.rejected), "Connections answered 503 at a limit."),
+            ("totals.unauthorized", Counter(t.unauthorized), "Requests answered 401: no token, or not a good one."),
+            ("totals.forbidden", Counter(t.forbidden), "Requests answered 403: not allowed by token or origin."),
             ("totals.closed.by_client", Counter(c.by_client), "Closed: the client hung up or asked to."),
             ("totals.closed.idle_timeout", Counter(c.idle_timeout), "Closed: idle for --idle-timeout."),
             ("totals.closed.header_timeout", Counter(c.header_timeout), "Closed after a 408."),
@@ -159,6 +168,7 @@ impl Snapshot {
             ("totals.closed.error", Counter(c.error), "Closed: a malformed request, a failed I/O."),
             ("totals.closed.drain", Counter(c.drain), "Closed by a graceful shutdown."),
             ("totals.closed.rejected", Counter(c.rejected), "Closed after a 503 at a limit."),
+            ("totals.closed.token_expired", Counter(c.token_expired), "Closed: an event stream's token expired."),
             ("polls.held", Gauge(p.held), "Long polls held now."),
             ("polls.answered", Counter(p.answered), "Long polls answered with messages or reset."),
             ("polls.timed_out", Counter(p.timed_out), "Long polls answered with timeout."),
@@ -352,7 +362,7 @@ mod tests {
             "{\"uptime_secs\":1.500,\"fds\":{\"open\":7,\"limit\":0,\"exhausted\":0},\"connections\":{\"open\":0,"
         ));
         assert!(json.contains("\"closed\":{\"by_client\":0,\"idle_timeout\":3,"));
-        assert!(json.contains("\"drain\":0,\"rejected\":0}},\"polls\":{\"held\":0,"));
+        assert!(json.contains("\"drain\":0,\"rejected\":0,\"token_expired\":0}},\"polls\":{\"held\":0,"));
         assert!(json.ends_with("\"kernel\":{\"tcp_inuse\":0,\"tcp_time_wait\":0,\"tcp_mem_bytes\":8192}}\n"));
         let opens = json.matches('{').count();
         assert_eq!(opens, json.matches('}').count());

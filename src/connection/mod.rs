@@ -180,26 +180,58 @@ impl Conversation {
 ///   nothing (`HoldKey::NOWHERE`), and `wait.deadline` is the next snapshot. With no one
 ///   watching, no snapshot is ever taken.
 ///
-/// A `Wait` and nothing more, so that the state that carries a stream is no larger than the one
+/// A stream opened with a token ends when the token expires (`ends`): the client is told with an
+/// `expired` event, and must come back with a new token.
+///
+/// A `Wait` and four bytes, so that the state that carries a stream is no larger than the one
 /// that carries a held poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stream {
     pub wait: Wait,
+    pub ends: EndSecond,
+}
+
+/// The second of the server's clock (a tick divided by 1000, rounded down) at which a stream
+/// ends: whole seconds, because a token's `exp` is whole seconds, and four bytes rather than a
+/// tick's eight. Rounded down, a stream ends up to a second before its token expires, never
+/// after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndSecond(u32);
+
+impl EndSecond {
+    pub const NEVER: EndSecond = EndSecond(u32::MAX);
+
+    /// The second in which tick `at` falls; `Tick::MAX` (no token) is never.
+    pub fn at(at: Tick) -> EndSecond {
+        EndSecond(u32::try_from(at / 1000).unwrap_or(u32::MAX))
+    }
+
+    fn tick(self) -> Tick {
+        if self == EndSecond::NEVER {
+            Tick::MAX
+        } else {
+            Tick::from(self.0) * 1000
+        }
+    }
 }
 
 impl Stream {
     /// The stream of cost-view snapshots, the first due at `now`.
     pub fn cost_view(now: Tick) -> Stream {
-        Stream { wait: Wait { hold: HoldKey::NOWHERE, after: 0, deadline: now } }
+        Stream { wait: Wait { hold: HoldKey::NOWHERE, after: 0, deadline: now }, ends: EndSecond::NEVER }
     }
 
     pub fn is_cost_view(&self) -> bool {
         self.wait.hold.on() == HoldOn::Nowhere
     }
 
-    /// When the stream's timer fires: a heartbeat, or the next snapshot.
+    /// When the stream's timer fires: a heartbeat, the next snapshot, or its end.
     pub fn deadline(&self) -> Tick {
-        self.wait.deadline
+        self.wait.deadline.min(self.ends.tick())
+    }
+
+    pub fn has_ended(&self, now: Tick) -> bool {
+        self.ends.tick() <= now
     }
 }
 
@@ -438,7 +470,13 @@ impl Connection {
             if let Conversation::Streaming(stream) = &mut conversation {
                 // A stream never answers another request: what the client sends is dropped.
                 buffers.discard_input();
-                feed(stream, buffers.output(), turn);
+                if stream.has_ended(turn.now) {
+                    buffers.output().extend_from_slice(TOKEN_EXPIRED_EVENT);
+                    turn.endpoints.end_stream(turn.key, stream, turn.now);
+                    conversation = Conversation::Ending(CloseReason::TokenExpired);
+                } else {
+                    feed(stream, buffers.output(), turn);
+                }
             }
             match write_output(&mut buffers, io) {
                 Ok(progressed) => fresh |= progressed,
@@ -726,6 +764,9 @@ impl Connection {
         self.close(Conversation::Ending(reason), reason, turn, want);
     }
 }
+
+/// The last event of a stream whose token expired: its client must come back with a new one.
+const TOKEN_EXPIRED_EVENT: &[u8] = b"event: expired\ndata: {\"reason\":\"the token has expired\"}\n\n";
 
 /// How often `/events/$stats` sends a snapshot of the cost view.
 const COST_VIEW_PERIOD: Duration = Duration::from_secs(1);

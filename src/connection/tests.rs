@@ -113,13 +113,14 @@ impl Endpoints for Site {
         match req.path {
             _ if refused => Reply::Now(Response::error(Status::SERVICE_UNAVAILABLE, b"full\n")),
             "/poll" => Reply::Wait(Wait { hold: self.topics.hold(self.topic, key), after: 0, deadline: now + 30_000 }),
-            "/events" | "/costs" => {
+            "/events" | "/events-for-40s" | "/costs" => {
                 self.streams += 1;
                 let head = Response::new(Status::OK, "text/event-stream", b"");
                 let stream = match req.path {
-                    "/events" => {
+                    "/events" | "/events-for-40s" => {
                         let hold = HoldKey::unlisted(self.topic);
-                        Stream { wait: Wait { hold, after: 0, deadline: deadline_after(now, HEARTBEAT) } }
+                        let ends = if req.path == "/events" { EndSecond::NEVER } else { EndSecond::at(now + 40_000) };
+                        Stream { wait: Wait { hold, after: 0, deadline: deadline_after(now, HEARTBEAT) }, ends }
                     }
                     _ => Stream::cost_view(now),
                 };
@@ -572,6 +573,30 @@ fn a_stream_sends_its_head_then_events_then_heartbeats() {
     rig.step(&Step::Fin);
     assert_eq!((rig.site.released, rig.site.streams), (1, 0));
     assert!(rig.site.topics.held_polls().next().is_none());
+}
+
+/// A stream opened with a token ends when the token does: its timer fires then even between
+/// heartbeats, the client is told with an `expired` event, and the stream is released once.
+#[test]
+fn a_stream_ends_when_its_token_expires() {
+    let mut rig = Rig::new(false);
+    rig.step(&Step::Send("GET /events-for-40s HTTP/1.1\r\nHost: x\r\n\r\n"));
+    rig.peer.received.clear();
+    rig.step(&Step::Expire);
+    rig.step(&Step::Flush);
+    rig.step(&Step::Expire);
+    rig.step(&Step::Flush);
+    assert_eq!(rig.peer.received, b": heartbeat\n\n: heartbeat\n\n", "at 15 s and 30 s");
+    assert_eq!(rig.timer, Some(40_000), "the end comes before the next heartbeat");
+    rig.peer.received.clear();
+    rig.step(&Step::Expire);
+    rig.step(&Step::Flush);
+    assert_eq!(rig.peer.received, b"event: expired\ndata: {\"reason\":\"the token has expired\"}\n\n");
+    assert_eq!(rig.conn.kind(), StateKind::Closing, "it lingers: the client may still be sending");
+    assert_eq!((rig.site.released, rig.site.streams), (1, 0));
+    rig.step(&Step::Fin);
+    assert_eq!(rig.conn.state, State::Closed(CloseReason::TokenExpired));
+    assert_eq!(rig.site.released, 1, "released once");
 }
 
 /// A stream whose client reads slowly keeps what it could not send: news is taken up once the

@@ -25,6 +25,8 @@ pub enum CloseReason {
     Drain,
     /// Answered 503 at the connection limit.
     Rejected,
+    /// An event stream whose token expired.
+    TokenExpired,
 }
 
 /// What the transition function looks at once a connection has read, answered and written.

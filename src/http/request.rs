@@ -93,6 +93,8 @@ pub struct Request<'b> {
     /// The `Host` header's value (checked against RFC 9110's grammar), which names the origin
     /// the request was sent to.
     pub host: Option<&'b str>,
+    /// The `Authorization` header's value, which may carry a bearer token.
+    pub authorization: Option<&'b str>,
     pub body: Body<'b>,
     /// Bytes of input this request occupies, head and body framing included.
     pub len: usize,
@@ -197,6 +199,7 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
         origin: fields.origin,
         preflight: fields.preflight,
         host: fields.host,
+        authorization: fields.authorization,
         body,
         len,
     }))
@@ -362,6 +365,7 @@ struct Fields<'b> {
     last_event_id: Option<&'b str>,
     origin: Option<&'b str>,
     preflight: bool,
+    authorization: Option<&'b str>,
     /// `Expect: 100-continue`.
     expect_continue: bool,
 }
@@ -399,6 +403,16 @@ impl<'b> Fields<'b> {
                     fields.origin = Some(origin);
                 }
                 29 if name.eq_ignore_ascii_case("access-control-request-method") => fields.preflight = true,
+                13 if name.eq_ignore_ascii_case("authorization") => {
+                    // Two credentials would leave it open which one the request is made with.
+                    if fields.authorization.is_some() {
+                        return Err(bad!("two Authorization headers"));
+                    }
+                    let Ok(credentials) = std::str::from_utf8(value) else {
+                        return Err(bad!("Authorization is not UTF-8"));
+                    };
+                    fields.authorization = Some(credentials);
+                }
                 10 if name.eq_ignore_ascii_case("connection") => {
                     // RFC 9110 §7.6.1: a list of case-insensitive options.
                     for option in list(value) {

@@ -21,6 +21,9 @@ fn summary(r: &Request) -> String {
     if let Some(id) = r.last_event_id {
         s += &format!(" id={id}");
     }
+    if let Some(credentials) = r.authorization {
+        s += &format!(" auth={credentials}");
+    }
     match &r.body {
         Body::Empty => {}
         Body::Bytes(b) => s += &format!(" bytes={}", String::from_utf8_lossy(b)),
@@ -111,6 +114,8 @@ const VALID: &[(&[u8], &str)] = &[
     (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: closed\r\n\r\n", "Get / ? Http11"),
     // Last-Event-ID, for EventSource reconnects.
     (b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: 42\r\n\r\n", "Get /events ? Http11 id=42"),
+    // Authorization, which may carry a bearer token.
+    (b"GET /stats HTTP/1.1\r\nHost: x\r\nauthorization: Bearer a.b.c\r\n\r\n", "Get /stats ? Http11 auth=Bearer a.b.c"),
     (b"GET /events HTTP/1.1\r\nHost: x\r\nlast-event-id:\r\n\r\n", "Get /events ? Http11"), // an empty id is none
     // Content-Length bodies. httparse trims OWS around a value.
     (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "Post /echo ? Http11 bytes=hello"),
@@ -255,6 +260,13 @@ const INVALID: &[(&[u8], u16, &str)] = &[
     // Last-Event-ID.
     (b"GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n", 400, "two Last-Event-ID"),
     (b"GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: \xff\r\n\r\n", 400, "not UTF-8"),
+    // Authorization.
+    (
+        b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n",
+        400,
+        "two Authorization",
+    ),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n\r\n", 400, "not UTF-8"),
     // Hostile framing: Content-Length (RFC 9110 §8.6, RFC 9112 §6.3).
     (
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",

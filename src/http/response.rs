@@ -19,6 +19,7 @@ impl Status {
     pub const OK: Status = Status::new(200, "OK");
     pub const NO_CONTENT: Status = Status::new(204, "No Content");
     pub const BAD_REQUEST: Status = Status::new(400, "Bad Request");
+    pub const UNAUTHORIZED: Status = Status::new(401, "Unauthorized");
     pub const FORBIDDEN: Status = Status::new(403, "Forbidden");
     pub const NOT_FOUND: Status = Status::new(404, "Not Found");
     pub const METHOD_NOT_ALLOWED: Status = Status::new(405, "Method Not Allowed");

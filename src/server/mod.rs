@@ -189,7 +189,8 @@ impl Server {
         info!("limits: {max_connections} connections, {fd_limit} open files");
         let jitter = XorShift::new(RandomState::new().hash_one(std::process::id()));
         let max_held = config.max_held.unwrap_or(max_connections);
-        let service = Service::new(config, max_held, jitter);
+        let started = Instant::now();
+        let service = Service::new(config, max_held, jitter, started);
         // Everything this server will ever open is open now but for connections, so this one
         // reading of `/proc` is the base that `fds.open` counts from.
         let fds_at_start = stats::fds_open().saturating_sub(1 + u64::from(service.spare.is_some()));
@@ -202,7 +203,7 @@ impl Server {
             flush_queue: VecDeque::new(),
             reap_queue: Vec::new(),
             settings,
-            started: Instant::now(),
+            started,
             now: 0,
             date: HttpDate::new(),
             admission: Admission::new(listener, max_connections),

@@ -20,7 +20,7 @@ use log::debug;
 
 use super::service::{Service, COST_VIEW_TOPIC};
 use crate::config::{parse_duration, MIN_POLL_TIMEOUT};
-use crate::connection::{deadline_after, Stream, Wait};
+use crate::connection::{deadline_after, EndSecond, Stream, Wait};
 use crate::http::request::{Body, Request};
 use crate::http::response::{self, Cors, Response, Status};
 use crate::json;
@@ -199,7 +199,7 @@ impl Service {
         self.topics.watch(topic);
         self.costs.streams_open += 1;
         let heartbeat = deadline_after(now, self.config.sse_heartbeat);
-        Ok(Stream { wait: Wait { hold: HoldKey::unlisted(topic), after, deadline: heartbeat } })
+        Ok(Stream { wait: Wait { hold: HoldKey::unlisted(topic), after, deadline: heartbeat }, ends: EndSecond::NEVER })
     }
 
     /// A topic stream's next events after its cursor, in the event-stream format: `missed`
@@ -374,7 +374,7 @@ mod tests {
             max_poll_timeout: Duration::from_secs(2),
             ..Config::default()
         };
-        let mut service = Service::new(config, 10, XorShift::new(1));
+        let mut service = Service::new(config, 10, XorShift::new(1), Instant::now());
         let limits = Limits { max_head_bytes: 8192, max_uri_bytes: 8192, max_body_bytes: 1024 };
         let now = 5_000;
         for (query, held_ms) in
@@ -399,7 +399,7 @@ mod tests {
         use crate::http::request::{self, Limits};
         use crate::pubsub::HoldOn;
         let config = Config { topic_idle_timeout: Duration::from_secs(1), ..Config::default() };
-        let mut service = Service::new(config, 10, XorShift::new(1));
+        let mut service = Service::new(config, 10, XorShift::new(1), Instant::now());
         let limits = Limits { max_head_bytes: 8192, max_uri_bytes: 8192, max_body_bytes: 1024 };
         let poll = b"GET /poll/t HTTP/1.1\r\nHost: x\r\n\r\n";
         let req = request::parse(poll, &limits).unwrap().unwrap();

@@ -16,16 +16,19 @@
 //!   call about its wait goes to the one it names.
 //! - A publish from a page (it has an `Origin`) of neither the server's own origin nor an allowed
 //!   one is refused before any topic is touched (`may_write`).
+//! - With `--jwt-secret`, every request for a topic or the cost view is checked once, before
+//!   anything is stored or held (`authorize`); what it may wait for ends when its token does: a
+//!   held poll's deadline is never past it, and a stream ends at it.
 
 use std::fs::File;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 
 use super::poll::{poll_response, topic_error, Subscriptions};
 use crate::backoff::XorShift;
 use crate::config::Config;
-use crate::connection::{Endpoints, Reply, StateKind, Stream, Wait};
+use crate::connection::{EndSecond, Endpoints, Reply, StateKind, Stream, Wait};
 use crate::http::cors::{AllowedOrigins, Grant};
 use crate::http::request::{Method, Request};
 use crate::http::response::{self, Cors, Response, Status};
@@ -33,6 +36,7 @@ use crate::pubsub::{valid_topic_name, HoldOn, TopicError, TopicLimits, Topics};
 use crate::routes::{self, NoRoute, Route};
 use crate::stats::{self, ByState, Polls, Snapshot, Totals};
 use crate::timer::Tick;
+use crate::token::{bearer, Action, Refusal, TokenKey};
 
 /// `Retry-After` values for a 503, picked at random: refused clients should not all come back
 /// in the same second.
@@ -43,6 +47,10 @@ const AT_THE_LIMIT: &[u8] = b"at the connection limit, retry later\n";
 pub(super) const COST_VIEW_TOPIC: &str = "$stats";
 /// The live page (docs/browser.md), compiled in: nothing is fetched from anywhere else.
 const LIVE_PAGE: &[u8] = include_bytes!("live.html");
+/// What a 401 asks for (RFC 6750 §3): a bearer token, and why the one given is not good.
+const NO_TOKEN: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"tether\"")];
+const INVALID_TOKEN: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"tether\", error=\"invalid_token\"")];
+const INVALID_REQUEST: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"tether\", error=\"invalid_request\"")];
 
 /// What the cost view counts as it happens, so that a snapshot never walks the connections.
 #[derive(Debug, Default)]
@@ -81,6 +89,10 @@ pub(super) struct Service {
     pub(super) reactor: ReactorFigures,
     /// `--allow-origin`: the pages that may publish besides the server's own.
     origins: AllowedOrigins,
+    /// `--jwt-secret`: when set, who may do what is a token's say.
+    tokens: Option<TokenKey>,
+    /// The Unix time of tick 0, in milliseconds: tokens' times are Unix seconds.
+    unix_ms_at_tick_zero: u64,
     pub(super) config: Config,
     /// `--max-held`, checked against `costs.polls.held`.
     pub(super) max_held: usize,
@@ -92,7 +104,10 @@ pub(super) struct Service {
 }
 
 impl Service {
-    pub(super) fn new(config: Config, max_held: usize, jitter: XorShift) -> Service {
+    /// A service whose ticks count from `started`.
+    pub(super) fn new(config: Config, max_held: usize, jitter: XorShift, started: Instant) -> Service {
+        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let unix_at_start = unix_now.saturating_sub(started.elapsed());
         Service {
             topics: Topics::new(TopicLimits::from(&config)),
             subscriptions: Subscriptions::default(),
@@ -102,9 +117,11 @@ impl Service {
             spare: open_spare(),
             reactor: ReactorFigures::default(),
             origins: AllowedOrigins::new(&config.allow_origin),
+            tokens: config.tokens.clone(),
+            unix_ms_at_tick_zero: u64::try_from(unix_at_start.as_millis()).unwrap_or(0),
             config,
             max_held,
-            started: Instant::now(),
+            started,
             jitter,
             body: String::new(),
         }
@@ -161,6 +178,57 @@ impl Service {
         }
     }
 
+    /// What a request's token allows, checked before anything is stored or held: `Ok` with the
+    /// tick its token expires at (`Tick::MAX` without `--jwt-secret`, or for an endpoint open to
+    /// all), else the 401 of a missing or bad token, or the 403 of one that does not cover what
+    /// is asked (on a subscription, every topic of it).
+    fn authorize(&mut self, req: &Request, route: Route, now: Tick) -> Result<Tick, Response<'static>> {
+        let Some(key) = &self.tokens else {
+            return Ok(Tick::MAX);
+        };
+        let asked = match route {
+            Route::Plaintext | Route::Live | Route::Options(_) => return Ok(Tick::MAX),
+            Route::Stats | Route::Metrics | Route::Events(COST_VIEW_TOPIC) => Action::Admin,
+            Route::Publish(topic) => Action::Publish(topic),
+            Route::Poll(topic) | Route::Events(topic) => Action::Subscribe(topic),
+            // Checked topic by topic below; the name is only what the refusal says.
+            Route::PollMany | Route::EventsMany => Action::Subscribe(""),
+        };
+        let unix_ms = self.unix_ms_at_tick_zero + now;
+        let verified = bearer(req.authorization, req.query)
+            .and_then(|token| token.ok_or(Refusal::Missing))
+            .and_then(|token| key.verify(token, unix_ms));
+        let claims = match verified {
+            Ok(claims) => claims,
+            Err(refusal) => {
+                self.costs.totals.unauthorized += 1;
+                let (status, challenge) = match refusal {
+                    Refusal::Missing => (Status::UNAUTHORIZED, NO_TOKEN),
+                    Refusal::TwoTokens => (Status::BAD_REQUEST, INVALID_REQUEST),
+                    _ => (Status::UNAUTHORIZED, INVALID_TOKEN),
+                };
+                return Err(Response::error(status, refusal.reason().as_bytes()).with_headers(challenge));
+            }
+        };
+        let allowed = match route {
+            // A name that is not one is the query's 400, answered once the token is known good.
+            Route::PollMany | Route::EventsMany => asked_topics(req.query)
+                .filter(|topic| valid_topic_name(topic))
+                .all(|topic| claims.allows(Action::Subscribe(topic))),
+            _ => claims.allows(asked),
+        };
+        if !allowed {
+            self.costs.totals.forbidden += 1;
+            let reason: &[u8] = match asked {
+                Action::Admin => b"the cost view needs a token with \"admin\": true\n",
+                Action::Publish(_) => b"the token does not let its holder publish to this topic\n",
+                Action::Subscribe(_) => b"the token does not let its holder subscribe to every topic asked for\n",
+            };
+            return Err(Response::error(Status::FORBIDDEN, reason));
+        }
+        Ok(claims.exp.saturating_mul(1000).saturating_sub(self.unix_ms_at_tick_zero))
+    }
+
     /// Whether a request may write: unless it comes from a web page (it has an `Origin`), or
     /// from a page of the server's own origin or of one allowed by `--allow-origin`. A page of
     /// any other site can make the browser send a "simple" cross-origin POST without asking
@@ -209,6 +277,11 @@ impl Service {
     }
 }
 
+/// The `topic=` values of a query, as given.
+fn asked_topics(query: &str) -> impl Iterator<Item = &str> {
+    query.split('&').filter_map(|pair| pair.strip_prefix("topic="))
+}
+
 /// A descriptor held open so that one can be freed on demand.
 pub(super) fn open_spare() -> Option<File> {
     File::open("/dev/null").map_err(|e| warn!("no spare descriptor: {e}")).ok()
@@ -234,6 +307,12 @@ impl Endpoints for Service {
             Ok(route) => route,
             Err(refusal) => return Reply::Now(refusal),
         };
+        let until = match self.authorize(req, route, now) {
+            Ok(until) => until,
+            // A page that subscribes across origins may read why it was refused.
+            Err(refusal) if route.subscribes() => return Reply::Now(refusal.with_cors(Cors::Shared)),
+            Err(refusal) => return Reply::Now(refusal),
+        };
         self.body.clear();
         let content_type = match route {
             Route::Plaintext => return Reply::Now(Response::new(Status::OK, "text/plain", b"Hello, World!")),
@@ -253,10 +332,11 @@ impl Endpoints for Service {
                 "text/plain; version=0.0.4"
             }
             Route::Publish(_) if !self.may_write(req) => {
+                self.costs.totals.forbidden += 1;
                 return Reply::Now(Response::error(
                     Status::FORBIDDEN,
                     b"a page of another origin may not publish here\n",
-                ))
+                ));
             }
             Route::Publish(topic) => match self.publish(req, topic, now) {
                 Ok(()) => return Reply::Now(Response::new(Status::OK, "application/json", self.body.as_bytes())),
@@ -269,7 +349,7 @@ impl Endpoints for Service {
                 };
                 return match polled {
                     Ok(None) => Reply::Now(poll_response(self.body.as_bytes())),
-                    Ok(Some(wait)) => Reply::Wait(wait),
+                    Ok(Some(wait)) => Reply::Wait(Wait { deadline: wait.deadline.min(until), ..wait }),
                     Err(refusal) => Reply::Now(refusal.with_cors(Cors::Shared)),
                 };
             }
@@ -280,6 +360,7 @@ impl Endpoints for Service {
                 };
                 return match opened {
                     Ok(stream) => {
+                        let stream = Stream { ends: EndSecond::at(until), ..stream };
                         let head = Response::new(Status::OK, "text/event-stream", b"");
                         Reply::Stream(head.with_headers(response::NO_STORE).with_cors(Cors::Shared), stream)
                     }

@@ -343,6 +343,21 @@ impl Client {
         self.try_read_response(true).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Waits up to `within` for the server to send something (an answer held for long, say),
+    /// without reading it: the next read then has `IO_TIMEOUT` from there.
+    pub fn await_bytes(&mut self, within: Duration) {
+        if !self.pending.is_empty() {
+            return;
+        }
+        self.stream.set_read_timeout(Some(within)).expect("set_read_timeout");
+        let mut byte = [0u8; 1];
+        match self.stream.peek(&mut byte) {
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => panic!("nothing from the server within {within:?}"),
+            Err(e) => panic!("error while waiting for the server: {e}"),
+        }
+    }
+
     /// Reads one response, or says why none came (timeout, EOF, reset, malformed). The whole
     /// response must arrive within `IO_TIMEOUT`, and its head within `MAX_RESPONSE_HEAD` bytes.
     pub fn try_read_response(&mut self, head_request: bool) -> Result<Response, String> {

@@ -26,7 +26,7 @@ use slab::Slab;
 
 use super::subscription_query::{SubscriptionQuery, TopicStart, MAX_TOPICS_PER_SUBSCRIPTION};
 use super::{push_event, topic_error};
-use crate::connection::{deadline_after, Stream, Wait};
+use crate::connection::{deadline_after, EndSecond, Stream, Wait};
 use crate::http::request::Request;
 use crate::http::response::{Response, Status};
 use crate::pubsub::{AnswerRoom, HoldKey, HoldOn, Message, Read, Topics};
@@ -181,16 +181,18 @@ impl Service {
         now: Tick,
     ) -> Result<Stream, Response<'static>> {
         let query = SubscriptionQuery::parse(req.query, req.last_event_id).map_err(bad_poll)?;
-        if query.topics.iter().any(|topic| matches!(topic.name, "reset" | "missed")) {
+        if query.topics.iter().any(|topic| matches!(topic.name, "reset" | "missed" | "expired")) {
             // Each message's event is named after its topic: these would pass for our own.
-            return Err(bad_poll("bad poll: a stream of several topics cannot carry topics named reset or missed\n"));
+            return Err(bad_poll(
+                "bad poll: a stream of several topics cannot carry topics named reset, missed or expired\n",
+            ));
         }
         self.check_max_held()?;
         let start = self.start(&query.topics, now)?;
         let n = self.subscriptions.start(key, start, false, &mut self.topics).ok_or_else(|| self.too_many_held())?;
         self.costs.streams_open += 1;
         let heartbeat = deadline_after(now, self.config.sse_heartbeat);
-        Ok(Stream { wait: Wait { hold: HoldKey::many(n), after: 0, deadline: heartbeat } })
+        Ok(Stream { wait: Wait { hold: HoldKey::many(n), after: 0, deadline: heartbeat }, ends: EndSecond::NEVER })
     }
 
     /// A subscription's start, not listed yet: each topic created if new, each cursor where the
