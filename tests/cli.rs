@@ -27,8 +27,14 @@ fn tether() -> Command {
 /// Runs `tether ARGS` to its end with `stdin` as standard input; killed (and the test failed) if
 /// it takes longer than `WAIT`.
 fn run(args: &[&str], stdin: &[u8]) -> Output {
+    run_with_env(args, &[], stdin)
+}
+
+/// `run`, with these variables added to the environment.
+fn run_with_env(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
     let mut child = tether()
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -278,6 +284,56 @@ fn poll_survives_a_server_restart() {
     assert!(reset.starts_with("tether poll: the server reset the cursor (its epoch is now "), "{reset}");
     publish(&addr, "news", "after");
     assert_eq!(poller.line(), "after");
+}
+
+const SECRET: &str = "a command-line secret of thirty-two bytes or more";
+
+/// `tether token` mints under the server's secret (from the environment, kept out of `ps`);
+/// `publish` and `poll` send it with `--token` or `TETHER_TOKEN`; without one they fail clearly.
+#[test]
+fn token_mints_what_serve_takes_and_publish_and_poll_send_it() {
+    let server = Server::start(&["--jwt-secret", SECRET]);
+    let secret = [("TETHER_JWT_SECRET", SECRET)];
+    let minted =
+        run_with_env(&["token", "--subscribe", "news", "--publish", "news", "--lifetime", "10m"], &secret, b"");
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8(minted.stdout).expect("a token is ASCII").trim_end().to_string();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    let url = format!("http://{}/publish/news", server.addr);
+    let refused = run(&["publish", &url, "no token"], b"");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("the server answered 401 Unauthorized: a token is needed"), "{stderr}");
+    assert!(run(&["publish", &url, "with --token", "--token", &token], b"").status.success());
+    assert!(run_with_env(&["publish", &url, "with TETHER_TOKEN"], &[("TETHER_TOKEN", &token)], b"").status.success());
+    let poller =
+        Poller::start(&format!("http://{}/poll/news", server.addr), &["--cursor", "0", "--token", token.as_str()]);
+    assert_eq!(poller.line(), "with --token");
+    assert_eq!(poller.line(), "with TETHER_TOKEN");
+
+    let elsewhere = run(&["publish", &format!("http://{}/publish/sport", server.addr), "x", "--token", &token], b"");
+    let stderr = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(stderr.contains("403 Forbidden"), "a topic the token does not cover: {stderr}");
+}
+
+#[test]
+fn a_secret_too_short_is_refused_without_being_repeated() {
+    let short = "only-twenty-one-bytes";
+    for output in [
+        run(&["serve", "--listen", "127.0.0.1:0", "--jwt-secret", short], b""),
+        run_with_env(&["serve", "--listen", "127.0.0.1:0"], &[("TETHER_JWT_SECRET", short)], b""),
+        run_with_env(&["token", "--admin"], &[("TETHER_JWT_SECRET", short)], b""),
+    ] {
+        assert!(!output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("at least 32 bytes") && !stderr.contains(short), "{stderr}");
+    }
+    for command in ["serve", "token"] {
+        let help = run_with_env(&[command, "--help"], &[("TETHER_JWT_SECRET", SECRET)], b"");
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(help.contains("--jwt-secret") && !help.contains(SECRET), "{help}");
+    }
 }
 
 #[test]
