@@ -1,4 +1,5 @@
-//! What checking a bearer token costs per request (`tether::token`): `cargo bench --bench token`.
+//! What checking a bearer token costs per request (`tether::token`), its signature checked and
+//! remembered: `cargo bench --bench token`.
 //! The baseline, measured in the same run, is parsing the request that carries it: the check
 //! is judged against work every request already does. The whole server's figure (CPU per
 //! keep-alive poll with and without `--jwt-secret`) is `benches/wrk/tokens.sh`'s.
@@ -7,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tether::http::request::{parse_progress, Limits, Progress};
-use tether::token::{bearer, Action, Claims, TokenKey};
+use tether::token::{bearer, Action, Claims, TokenKey, VerifiedTokens};
 
 /// 2026-11-29T00:00:00Z, in milliseconds; the token expires an hour later.
 const NOW_MS: u64 = 1_795_910_400_000;
@@ -37,6 +38,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let token = bearer(Some(black_box(&authorization)), "").ok().flatten().unwrap_or_default();
             key.verify(token, NOW_MS).is_ok_and(|claims| claims.allows(Action::Subscribe("chat.room1")))
+        })
+    });
+    // What the server does: the token's text recognised, its times and its claims checked.
+    let mut remembered = VerifiedTokens::new(key.clone());
+    group.bench_function("check_a_remembered_token", |b| {
+        b.iter(|| {
+            let token = bearer(Some(black_box(&authorization)), "").ok().flatten().unwrap_or_default();
+            remembered.check(token, NOW_MS).is_ok_and(|claims| claims.allows(Action::Subscribe("chat.room1")))
         })
     });
     group.finish();

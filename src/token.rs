@@ -4,21 +4,29 @@
 //! `exp` (required), `nbf` (optional), `subscribe` and `publish` (lists of topic names, or
 //! prefixes ending in `*`), `admin` (the cost view). The decoding and the HMAC are the
 //! `jsonwebtoken` crate's, which compares signatures in constant time; what is ours is the rule
-//! of what a token covers, and the clock, which is the reactor's (`now`), not the crate's, so a
-//! deadline, an answer and a check all agree on the time.
+//! of what a token covers, the clock, which is the reactor's (`now`), not the crate's, so a
+//! deadline, an answer and a check all agree on the time, and the memory of tokens already
+//! verified (`VerifiedTokens`), so that a client sending the same token with every request pays
+//! for its signature once.
 //!
 //! Invariants:
 //! - Only HS256 is accepted: a token whose header names another algorithm, or `none`, is refused
 //!   before its signature is looked at.
 //! - The secret is never printed: `TokenKey`'s `Debug` hides it, and no refusal carries it or
 //!   the token.
-//! - A token is valid from `nbf` (inclusive) until `exp` (exclusive), to the millisecond.
+//! - A token is valid from `nbf` (inclusive) until `exp` (exclusive), to the millisecond, whether
+//!   its signature was checked now or remembered.
+//! - Only tokens whose signature was good are remembered, at most `MAX_REMEMBERED`, and one is
+//!   recognised by its whole text compared in constant time.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 /// The shortest secret taken: HS256 wants a key at least as long as its hash (RFC 7518 §3.2).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -40,6 +48,19 @@ pub struct Claims {
     /// It may read `/stats`, `/metrics` and `/events/$stats`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub admin: bool,
+}
+
+impl Claims {
+    /// Whether they are good at `now_unix_ms`: from `nbf`, before `exp`.
+    fn valid_at(&self, now_unix_ms: u64) -> Result<(), Refusal> {
+        if now_unix_ms >= self.exp.saturating_mul(1000) {
+            return Err(Refusal::Expired);
+        }
+        if self.nbf.is_some_and(|nbf| now_unix_ms < nbf.saturating_mul(1000)) {
+            return Err(Refusal::NotYetValid);
+        }
+        Ok(())
+    }
 }
 
 /// What a request asks a token for.
@@ -160,22 +181,21 @@ impl TokenKey {
     /// # Errors
     /// Why it is not.
     pub fn verify(&self, token: &str, now_unix_ms: u64) -> Result<Claims, Refusal> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => Refusal::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
-                    Refusal::Algorithm
-                }
-                _ => Refusal::Malformed,
-            })?
-            .claims;
-        if now_unix_ms >= claims.exp.saturating_mul(1000) {
-            return Err(Refusal::Expired);
-        }
-        if claims.nbf.is_some_and(|nbf| now_unix_ms < nbf.saturating_mul(1000)) {
-            return Err(Refusal::NotYetValid);
-        }
+        let claims = self.signed_claims(token)?;
+        claims.valid_at(now_unix_ms)?;
         Ok(claims)
+    }
+
+    /// The claims of a token signed with this secret, whatever their times.
+    fn signed_claims(&self, token: &str) -> Result<Claims, Refusal> {
+        let decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation);
+        decoded.map(|data| data.claims).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => Refusal::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+                Refusal::Algorithm
+            }
+            _ => Refusal::Malformed,
+        })
     }
 
     /// A token for these claims (for `tether token`, and tests).
@@ -185,6 +205,66 @@ impl TokenKey {
     pub fn mint(&self, claims: &Claims) -> Result<String, String> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|e| format!("cannot sign the token: {e}"))
+    }
+}
+
+/// The most tokens remembered. Each costs its text and its claims, a few hundred bytes.
+pub const MAX_REMEMBERED: usize = 1024;
+
+/// The server's secret and the tokens it has verified. A client sends the same token with every
+/// request of a keep-alive connection, every poll and every reconnect; its signature is checked
+/// the first time, and after that the token is recognised by its text: the same bytes were
+/// signed the same way. Its times are checked every time.
+///
+/// A token is found by a keyed hash of its text and then compared whole in constant time, so
+/// that how long a lookup takes says nothing about how much of a forged token matched a good
+/// one. Only good signatures are remembered: a flood of bad tokens costs a check each and
+/// fills nothing. When `MAX_REMEMBERED` are kept, the expired ones are forgotten, and if none
+/// had expired, all of them.
+#[derive(Debug)]
+pub struct VerifiedTokens {
+    key: TokenKey,
+    hasher: RandomState,
+    /// By the keyed hash of their text; two tokens of one hash keep the later.
+    remembered: HashMap<u64, Remembered>,
+}
+
+#[derive(Debug)]
+struct Remembered {
+    token: Box<str>,
+    claims: Claims,
+}
+
+impl VerifiedTokens {
+    pub fn new(key: TokenKey) -> VerifiedTokens {
+        VerifiedTokens { key, hasher: RandomState::new(), remembered: HashMap::new() }
+    }
+
+    /// The claims of a token good at `now_unix_ms`, as `TokenKey::verify` would say, its
+    /// signature checked only if it was not seen before.
+    ///
+    /// # Errors
+    /// Why it is not good.
+    pub fn check(&mut self, token: &str, now_unix_ms: u64) -> Result<&Claims, Refusal> {
+        let hash = self.hasher.hash_one(token);
+        let seen = self.remembered.get(&hash).is_some_and(|r| bool::from(r.token.as_bytes().ct_eq(token.as_bytes())));
+        if !seen {
+            let claims = self.key.signed_claims(token)?;
+            if self.remembered.len() >= MAX_REMEMBERED {
+                self.remembered.retain(|_, r| r.claims.valid_at(now_unix_ms).is_ok());
+                if self.remembered.len() >= MAX_REMEMBERED {
+                    self.remembered.clear();
+                }
+            }
+            self.remembered.insert(hash, Remembered { token: token.into(), claims });
+        }
+        let claims = &self.remembered[&hash].claims;
+        claims.valid_at(now_unix_ms)?;
+        Ok(claims)
+    }
+
+    pub fn remembered(&self) -> usize {
+        self.remembered.len()
     }
 }
 

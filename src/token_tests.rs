@@ -137,3 +137,34 @@ fn the_secret_is_long_enough_and_never_shown() {
         assert!(!refusal.reason().contains("secret"), "{refusal:?}");
     }
 }
+
+#[test]
+fn a_remembered_token_still_expires_and_its_forgeries_are_refused() {
+    let mut tokens = VerifiedTokens::new(key());
+    let token = key().mint(&claims(NOW + 60)).unwrap();
+    assert_eq!(tokens.check(&token, NOW_MS), Ok(&claims(NOW + 60)));
+    assert_eq!(tokens.check(&token, NOW_MS + 1), Ok(&claims(NOW + 60)), "recognised");
+    assert_eq!(tokens.remembered(), 1);
+    assert_eq!(tokens.check(&token, NOW_MS + 60_000), Err(Refusal::Expired), "times are checked every time");
+    // The remembered token's claims under another signature, and with its last character cut.
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{}", signature.chars().rev().collect::<String>());
+    assert!(tokens.check(&forged, NOW_MS).is_err());
+    assert!(tokens.check(&token[..token.len() - 1], NOW_MS).is_err());
+    assert_eq!(tokens.remembered(), 1, "bad tokens are not remembered");
+}
+
+#[test]
+fn remembered_tokens_are_bounded() {
+    let mut tokens = VerifiedTokens::new(key());
+    // Half of them expire a second from now, half in an hour.
+    for i in 0..MAX_REMEMBERED as u64 {
+        let token = key().mint(&Claims { nbf: Some(i), ..claims(NOW + 1 + (i % 2) * 3600) }).unwrap();
+        assert!(tokens.check(&token, NOW_MS).is_ok());
+    }
+    assert_eq!(tokens.remembered(), MAX_REMEMBERED);
+    let later = NOW_MS + 2_000;
+    let one_more = key().mint(&claims(NOW + 60)).unwrap();
+    assert!(tokens.check(&one_more, later).is_ok());
+    assert_eq!(tokens.remembered(), MAX_REMEMBERED / 2 + 1, "the expired ones went first");
+}

@@ -36,7 +36,7 @@ use crate::pubsub::{valid_topic_name, HoldOn, TopicError, TopicLimits, Topics};
 use crate::routes::{self, NoRoute, Route};
 use crate::stats::{self, ByState, Polls, Snapshot, Totals};
 use crate::timer::Tick;
-use crate::token::{bearer, Action, Refusal, TokenKey};
+use crate::token::{bearer, Action, Refusal, VerifiedTokens};
 
 /// `Retry-After` values for a 503, picked at random: refused clients should not all come back
 /// in the same second.
@@ -90,7 +90,7 @@ pub(super) struct Service {
     /// `--allow-origin`: the pages that may publish besides the server's own.
     origins: AllowedOrigins,
     /// `--jwt-secret`: when set, who may do what is a token's say.
-    tokens: Option<TokenKey>,
+    tokens: Option<VerifiedTokens>,
     /// The Unix time of tick 0, in milliseconds: tokens' times are Unix seconds.
     unix_ms_at_tick_zero: u64,
     pub(super) config: Config,
@@ -117,7 +117,7 @@ impl Service {
             spare: open_spare(),
             reactor: ReactorFigures::default(),
             origins: AllowedOrigins::new(&config.allow_origin),
-            tokens: config.tokens.clone(),
+            tokens: config.tokens.clone().map(VerifiedTokens::new),
             unix_ms_at_tick_zero: u64::try_from(unix_at_start.as_millis()).unwrap_or(0),
             config,
             max_held,
@@ -183,7 +183,7 @@ impl Service {
     /// all), else the 401 of a missing or bad token, or the 403 of one that does not cover what
     /// is asked (on a subscription, every topic of it).
     fn authorize(&mut self, req: &Request, route: Route, now: Tick) -> Result<Tick, Response<'static>> {
-        let Some(key) = &self.tokens else {
+        let Some(tokens) = &mut self.tokens else {
             return Ok(Tick::MAX);
         };
         let asked = match route {
@@ -197,7 +197,7 @@ impl Service {
         let unix_ms = self.unix_ms_at_tick_zero + now;
         let verified = bearer(req.authorization, req.query)
             .and_then(|token| token.ok_or(Refusal::Missing))
-            .and_then(|token| key.verify(token, unix_ms));
+            .and_then(|token| tokens.check(token, unix_ms));
         let claims = match verified {
             Ok(claims) => claims,
             Err(refusal) => {
