@@ -48,6 +48,22 @@ fn a_cross_origin_page_receives_messages_by_event_source_and_by_fetch() {
     assert_printed(&output, "preflighted poll: 2:m2 3:m3");
 }
 
+/// With `--jwt-secret`, a page of an allowed origin given a token receives by EventSource (the
+/// token in its query) and by fetch (in `Authorization`, so preflighted); without the token, its
+/// poll's 401 reaches it, readable, because the refusal carries the CORS headers.
+#[test]
+fn a_cross_origin_page_with_a_token_receives_and_without_it_reads_the_401() {
+    let page = PageOrigin::start();
+    let server = Server::start(&["--allow-origin", &page.origin(), "--jwt-secret", SECRET]);
+    let topic = vec!["t".to_owned()];
+    let token = token(Claims { subscribe: topic.clone(), publish: topic, ..Claims::default() });
+    let output = run_script("cross_origin.py", &[&url(&server), &page.url(), "token", &token]);
+    assert_printed(&output, "received by events: 1:m1 2:m2 3:m3");
+    assert_printed(&output, "received by polls: 1:m1 2:m2 3:m3");
+    assert_printed(&output, "preflighted poll: 2:m2 3:m3");
+    assert_printed(&output, "without a token: 401");
+}
+
 /// The page keeps its cursors in sessionStorage and opens its streams from them: messages
 /// published while it reloads, or while it is away, arrive once each, none twice.
 #[test]
