@@ -16,8 +16,9 @@ from chromium import WAIT_MS, browser_page, fail, wait_until
 
 TOPIC = "news"
 # Long enough for the page to open both its streams before it ends on a loaded machine, short
-# enough for the test to see it end within one wait.
-SHORT_LIFETIME_SECS = 8
+# enough for the test to see it end within one wait (WAIT_MS): `exp` is in whole seconds and a
+# stream ends up to a second before it, so the streams last 10 to 12 s.
+SHORT_LIFETIME_SECS = 12
 # Longer than the `retry:` tether gives a stream (2 s): an EventSource left to itself would
 # have reconnected by then.
 QUIET_MS = 4000
