@@ -2,7 +2,7 @@
 //! `tests/browser/`, against the real binary. What a page can do is what the browser lets it:
 //! event streams and long polls from another origin only with `--allow-origin`
 //! (docs/browser.md), a reload that resumes from the cursor the page kept, and the live page
-//! (`GET /`) drawing the cost view without a console error.
+//! (`GET /`) drawing the cost view without a console error, with a server's token too.
 //!
 //! Each test starts its own server (and, for a cross-origin page, the page's own origin), runs
 //! one script with their addresses, and asserts on its exit status and what it printed. The
@@ -19,9 +19,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Server, IO_TIMEOUT};
+use tether::token::{Claims, TokenKey};
 
 /// How long a script may run in all: its waits are 15 s each, and it has a few.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -30,6 +31,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The page the cross-origin tests load from their second origin.
 const CLIENT_PAGE: &str = include_str!("browser/client.html");
+
+/// `--jwt-secret` of the tests with tokens.
+const SECRET: &str = "a browser test's secret, of at least thirty-two bytes";
 
 /// A page of another origin, allowed by `--allow-origin`, receives what is published both by
 /// EventSource (`/events/t`) and by long poll (`fetch` of `/poll/t`), and a fetch that needs a
@@ -42,6 +46,22 @@ fn a_cross_origin_page_receives_messages_by_event_source_and_by_fetch() {
     assert_printed(&output, "received by events: 1:m1 2:m2 3:m3");
     assert_printed(&output, "received by polls: 1:m1 2:m2 3:m3");
     assert_printed(&output, "preflighted poll: 2:m2 3:m3");
+}
+
+/// With `--jwt-secret`, a page of an allowed origin given a token receives by EventSource (the
+/// token in its query) and by fetch (in `Authorization`, so preflighted); without the token, its
+/// poll's 401 reaches it, readable, because the refusal carries the CORS headers.
+#[test]
+fn a_cross_origin_page_with_a_token_receives_and_without_it_reads_the_401() {
+    let page = PageOrigin::start();
+    let server = Server::start(&["--allow-origin", &page.origin(), "--jwt-secret", SECRET]);
+    let topic = vec!["t".to_owned()];
+    let token = token(Claims { subscribe: topic.clone(), publish: topic, ..Claims::default() });
+    let output = run_script("cross_origin.py", &[&url(&server), &page.url(), "token", &token]);
+    assert_printed(&output, "received by events: 1:m1 2:m2 3:m3");
+    assert_printed(&output, "received by polls: 1:m1 2:m2 3:m3");
+    assert_printed(&output, "preflighted poll: 2:m2 3:m3");
+    assert_printed(&output, "without a token: 401");
 }
 
 /// The page keeps its cursors in sessionStorage and opens its streams from them: messages
@@ -63,11 +83,44 @@ fn the_live_page_loads_without_console_errors_and_its_figures_move() {
     let mut args = vec![url(&server)];
     if std::env::var_os("TETHER_SCREENSHOT").is_some_and(|v| v == "1") {
         let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img/live.png");
-        args.push(png.to_string_lossy().into_owned());
+        args.extend(["--screenshot".to_owned(), png.to_string_lossy().into_owned()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run_script("live_page.py", &args);
     assert_printed(&output, "live page: ok");
+}
+
+/// With `--jwt-secret`, the live page opened as `/#token=TOKEN` keeps the token for its tab
+/// (a reload still works), takes it out of the address bar, and sends it with every request it
+/// makes, all of them to tether: in the query of its streams, in `Authorization` when it
+/// publishes; never in an address of another origin, nor in a `Referer`.
+#[test]
+fn the_live_page_works_with_a_token_in_its_fragment_and_sends_it_only_to_tether() {
+    let server = Server::start(&["--jwt-secret", SECRET]);
+    let topic = vec!["live-page".to_owned()];
+    let token = token(Claims { admin: true, subscribe: topic.clone(), publish: topic, ..Claims::default() });
+    let output = run_script("live_page.py", &[&url(&server), "--token", &token]);
+    let went = "events/$stats?token=, events/live-page?token=, publish/live-page with Authorization";
+    assert_printed(&output, &format!("the token went to tether only: {went}"));
+    assert_printed(&output, "live page: ok");
+}
+
+/// With `--jwt-secret`, the live page opened without a token says it needs one, and how to give
+/// it; with a token that is not an admin's, that the token does not let it read the cost view
+/// (a 403, not a 401); and when its token expires, that it expired, without reconnecting.
+#[test]
+fn the_live_page_says_it_needs_a_token() {
+    let server = Server::start(&["--jwt-secret", SECRET]);
+    let output = run_script("needs_token.py", &[&url(&server), env!("CARGO_BIN_EXE_tether"), SECRET]);
+    let needs =
+        "this server needs a token: open /#token=TOKEN (an admin token for the cost view; `tether token --admin`)";
+    assert_printed(&output, &format!("without a token: {needs}"));
+    let not_admin = "the cost view needs a token with \"admin\": true (`tether token --admin`)";
+    assert_printed(&output, &format!("not an admin's token: this token is not enough: {not_admin}"));
+    let not_publisher = "403 Forbidden: the token does not let its holder publish to this topic";
+    assert_printed(&output, &format!("with a subscriber's token: not allowed; tailing news; publish: {not_publisher}"));
+    assert_printed(&output, "at the token's expiry: the token expired; news: the token expired; no reconnection");
+    assert_printed(&output, &format!("after a reload: {needs}; tether says: the token has expired"));
 }
 
 /// The browser, not tether, keeps a page from reading answers meant for other origins: tether
@@ -93,6 +146,13 @@ fn with_allow_origin_star_a_page_from_any_origin_receives_messages() {
 }
 
 // ---- running a script ---------------------------------------------------------------------
+
+/// A token for these claims under `SECRET`, good for ten minutes.
+fn token(claims: Claims) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let key = TokenKey::new(SECRET.as_bytes()).expect("a long enough secret");
+    key.mint(&Claims { exp: now + 600, ..claims }).expect("an HMAC key signs")
+}
 
 fn url(server: &Server) -> String {
     format!("http://{}", server.addr)

@@ -79,9 +79,11 @@ def wait_until(page, expression, what, show=None):
         fail(f"{what}: not within {WAIT_MS} ms ({type(error).__name__}: {error}){seen}")
 
 
-def publish(tether, topic, text):
-    """POSTs a message straight to tether (no browser, so no Origin header); its JSON answer."""
-    request = urllib.request.Request(f"{tether}/publish/{topic}", data=text.encode(), method="POST")
+def publish(tether, topic, text, token=None):
+    """POSTs a message straight to tether (no browser, so no Origin header), with `token` as
+    `Authorization: Bearer` if given; its JSON answer."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{tether}/publish/{topic}", data=text.encode(), headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=WAIT_MS / 1000) as answer:
         return json.load(answer)
 

@@ -1,9 +1,12 @@
 """A page on another origin follows a topic on tether by EventSource and by long poll (fetch).
 
-Usage: cross_origin.py TETHER_URL PAGE_URL receives|blocked
+Usage: cross_origin.py TETHER_URL PAGE_URL receives|blocked|token [TOKEN]
 
 `receives`: tether allows the page's origin; the page gets every message both ways, and a
 fetch with a header that needs a CORS preflight (Last-Event-ID) is answered too.
+`token`: the same from a server with --jwt-secret, the page given TOKEN (it may subscribe and
+publish to the topic) in its fragment; and a poll without the token gets a 401 the page can
+read, since the refusal carries the CORS headers too.
 `blocked`: tether does not allow it; the browser refuses the page every answer (the console
 says "blocked by CORS policy" for both transports) and the page receives nothing; and a
 cross-site publish it makes (a simple POST, sent without a preflight) stores nothing.
@@ -24,24 +27,28 @@ MESSAGES = ["m1", "m2", "m3"]
 
 def main():
     tether, page_url, expect = sys.argv[1], sys.argv[2], sys.argv[3]
+    token = sys.argv[4] if expect == "token" else None
     query = urllib.parse.urlencode({"tether": tether, "topic": TOPIC})
 
     with browser_page() as (page, errors):
-        answer = page.goto(f"{page_url}?{query}")
+        answer = page.goto(f"{page_url}?{query}#token={token}" if token else f"{page_url}?{query}")
         if answer is None or answer.status != 200:
             fail(f"the page's origin answered {answer and answer.status}")
         if expect == "receives":
             receives(page, tether, errors)
+        elif expect == "token":
+            receives(page, tether, errors, token)
+            refused_without_token(page, tether)
         elif expect == "blocked":
             blocked(page, tether, errors)
         else:
             fail(f"unknown expectation {expect!r}")
 
 
-def receives(page, tether, errors):
+def receives(page, tether, errors, token=None):
     wait_until(page, "window.seen.streamOpened", "the page's EventSource opens", show=SEEN)
     for text in MESSAGES:
-        publish(tether, TOPIC, text)
+        publish(tether, TOPIC, text, token)
     expected = [f"{seq}:{text}" for seq, text in enumerate(MESSAGES, start=1)]
     for transport in ("events", "polls"):
         wait_until(page, f"window.seen.{transport}.received.length >= {len(expected)}",
@@ -53,10 +60,12 @@ def receives(page, tether, errors):
 
     # Last-Event-ID is not a CORS-safelisted header, so this fetch is preceded by a preflight
     # (OPTIONS); the header is the cursor, so the answer carries what came after message 1.
-    answer = page.evaluate("""async ([tether, topic]) => {
-        const answer = await fetch(`${tether}/poll/${topic}`, { headers: { 'Last-Event-ID': '1' } });
+    answer = page.evaluate("""async ([tether, topic, token]) => {
+        const headers = { 'Last-Event-ID': '1' };
+        if (token) headers.Authorization = `Bearer ${token}`;
+        const answer = await fetch(`${tether}/poll/${topic}`, { headers });
         return (await answer.json()).messages.map((message) => `${message.seq}:${message.data}`);
-    }""", [tether, TOPIC])
+    }""", [tether, TOPIC, token])
     if answer != expected[1:]:
         fail(f"the preflighted poll answered {answer}, expected {expected[1:]}")
     print(f"preflighted poll: {' '.join(answer)}")
@@ -64,6 +73,21 @@ def receives(page, tether, errors):
     if errors:
         fail(f"console errors: {errors}")
     print("cross-origin page: received")
+
+
+def refused_without_token(page, tether):
+    """A poll without the token: the browser hands the page the 401 (tether's refusal of a poll
+    carries the CORS headers), rather than an opaque network error."""
+    status = page.evaluate("""async ([tether, topic]) => {
+        try {
+            return String((await fetch(`${tether}/poll/${topic}`)).status);
+        } catch (error) {
+            return `not readable: ${error}`;
+        }
+    }""", [tether, TOPIC])
+    if status != "401":
+        fail(f"a poll without a token answered {status}, expected a 401 the page can read")
+    print(f"without a token: {status}")
 
 
 def blocked(page, tether, errors):

@@ -1,11 +1,16 @@
 """The live page (`GET /`): loads without console errors, its figures move under load, and its
 forms tail a topic and publish to it.
 
-Usage: live_page.py TETHER_URL [SCREENSHOT_PATH]
+Usage: live_page.py TETHER_URL [--token TOKEN] [--screenshot PATH]
+
+With `--token` (a server with `--jwt-secret`; the token is an admin's, and may subscribe and
+publish to the topic the forms use), the page is opened as `/#token=TOKEN`: it must take the
+token out of the address bar, keep it across a reload, and send it with every request, each to
+tether only, never in a Referer.
 """
 
+import argparse
 import http.client
-import sys
 import threading
 import time
 import urllib.parse
@@ -41,16 +46,26 @@ def hold_connections(tether, stop):
 
 
 def main():
-    tether = sys.argv[1]
-    screenshot = sys.argv[2] if len(sys.argv) > 2 else None
+    arguments = argparse.ArgumentParser()
+    arguments.add_argument("tether")
+    arguments.add_argument("--token")
+    arguments.add_argument("--screenshot")
+    arguments = arguments.parse_args()
+    tether, token = arguments.tether, arguments.token
 
     with browser_page() as (page, errors):
+        requests = []
+        page.on("request", lambda request: requests.append(request))
         page.set_viewport_size({"width": 1100, "height": 900})
-        answer = page.goto(f"{tether}/")
+        answer = page.goto(f"{tether}/#token={token}" if token else f"{tether}/")
         if answer is None or answer.status != 200:
             fail(f"GET / answered {answer and answer.status}, expected the live page")
         wait_until(page, "document.getElementById('stats-state').textContent === 'live'",
                    "the page says its stats stream is live")
+        if token:
+            shown = page.evaluate("location.href")
+            if shown != f"{tether}/":
+                fail(f"the address bar shows {shown!r}, expected {tether + '/'!r}, without the token")
         wait_until(page, f"!isNaN({figure('connections_open')})", "the page shows a first snapshot")
         before = page.evaluate(figure("connections_open"))
         print(f"connections before the load: {before}")
@@ -92,12 +107,51 @@ def main():
                    "the tailed message is listed with its sequence number")
         print(f"publish answer: {page.inner_text('#publish-answer')}")
 
-        if screenshot:
-            page.screenshot(path=screenshot, full_page=True)
-            print(f"screenshot: {screenshot}")
+        if arguments.screenshot:
+            page.screenshot(path=arguments.screenshot, full_page=True)
+            print(f"screenshot: {arguments.screenshot}")
+        if token:
+            # The token is in the tab's storage, not in the address: a reload still has it.
+            page.reload()
+            wait_until(page, "document.getElementById('stats-state').textContent === 'live'",
+                       "the reloaded page says its stats stream is live")
+            check_where_the_token_went(requests, tether, token)
         if errors:
             fail(f"console errors: {errors}")
     print("live page: ok")
+
+
+def check_where_the_token_went(requests, tether, token):
+    """Every request the page made went to tether, and the token, when it went, went in a
+    stream's query or in a publish's Authorization header, never in a Referer."""
+    origin = urllib.parse.urlsplit(tether)
+    carried = []
+    for request in requests:
+        # What a browser sends has no fragment: the page's first address had the token there.
+        address = urllib.parse.urlsplit(request.url)._replace(fragment="")
+        if (address.scheme, address.netloc) != (origin.scheme, origin.netloc):
+            fail(f"the page asked another origin than tether's: {request.method} {request.url}")
+        headers = request.all_headers()
+        if token in headers.get("referer", ""):
+            fail(f"the token was sent in a Referer: {request.method} {address.path}")
+        in_query = token in address.query
+        in_header = headers.get("authorization") == f"Bearer {token}"
+        if token in address.path:
+            fail(f"the token was sent in a path: {request.method} {address.path}")
+        if any(token in value for name, value in headers.items() if name != "authorization"):
+            fail(f"the token was sent in a header other than Authorization: {request.method} {address.path}")
+        path = urllib.parse.unquote(address.path)
+        if path.startswith("/events/") and not in_query:
+            fail(f"a stream was asked for without the token in its query: {request.method} {address.path}")
+        if path.startswith("/publish/") and (in_query or not in_header):
+            fail(f"a publish did not carry the token in Authorization (and only there): {request.url}")
+        if in_query:
+            carried.append(f"{path[1:]}?token=")
+        elif in_header:
+            carried.append(f"{path[1:]} with Authorization")
+    # Each once, in the order first asked: a reload asks for the stats stream again.
+    carried = list(dict.fromkeys(carried))
+    print(f"the token went to tether only: {', '.join(carried)}")
 
 
 if __name__ == "__main__":
