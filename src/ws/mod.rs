@@ -6,4 +6,5 @@
 //! the only state of a connection's WebSocket side that lives here is the bytes of its input
 //! buffer. The rules, each with its RFC reason, are listed in `docs/http.md` ("WebSocket").
 
+pub mod frame;
 pub mod handshake;
