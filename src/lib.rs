@@ -44,3 +44,4 @@ pub mod server;
 pub mod stats;
 pub mod timer;
 pub mod token;
+pub mod ws;

@@ -95,6 +95,14 @@ pub struct Request<'b> {
     pub host: Option<&'b str>,
     /// The `Authorization` header's value, which may carry a bearer token.
     pub authorization: Option<&'b str>,
+    /// An `Upgrade` header lists the protocol `websocket` (case-insensitive, RFC 6455 §4.2.1).
+    pub upgrade_websocket: bool,
+    /// An `upgrade` option appears in a Connection header (RFC 9110 §7.8).
+    pub connection_upgrade: bool,
+    /// The `Sec-WebSocket-Key` header's value, unchecked: `ws::handshake` judges it.
+    pub websocket_key: Option<&'b str>,
+    /// The `Sec-WebSocket-Version` header's value, unchecked: `ws::handshake` judges it.
+    pub websocket_version: Option<&'b str>,
     pub body: Body<'b>,
     /// Bytes of input this request occupies, head and body framing included.
     pub len: usize,
@@ -200,6 +208,10 @@ pub fn parse_progress<'b>(input: &'b [u8], limits: &Limits) -> Result<Progress<'
         preflight: fields.preflight,
         host: fields.host,
         authorization: fields.authorization,
+        upgrade_websocket: fields.upgrade_websocket,
+        connection_upgrade: fields.connection_upgrade,
+        websocket_key: fields.websocket_key,
+        websocket_version: fields.websocket_version,
         body,
         len,
     }))
@@ -366,6 +378,10 @@ struct Fields<'b> {
     origin: Option<&'b str>,
     preflight: bool,
     authorization: Option<&'b str>,
+    upgrade_websocket: bool,
+    connection_upgrade: bool,
+    websocket_key: Option<&'b str>,
+    websocket_version: Option<&'b str>,
     /// `Expect: 100-continue`.
     expect_continue: bool,
 }
@@ -418,7 +434,34 @@ impl<'b> Fields<'b> {
                     for option in list(value) {
                         fields.close |= option.eq_ignore_ascii_case(b"close");
                         fields.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                        fields.connection_upgrade |= option.eq_ignore_ascii_case(b"upgrade");
                     }
+                }
+                7 if name.eq_ignore_ascii_case("upgrade") => {
+                    // RFC 9110 §7.8: a list of protocols; RFC 6455 §4.2.1 asks for `websocket`,
+                    // case-insensitive, with no version after it.
+                    fields.upgrade_websocket |= list(value).any(|protocol| protocol.eq_ignore_ascii_case(b"websocket"));
+                }
+                17 if name.eq_ignore_ascii_case("sec-websocket-key") => {
+                    // RFC 6455 §11.3.1: at most once in a request; two keys would leave it open
+                    // which one the accept answers.
+                    if fields.websocket_key.is_some() {
+                        return Err(bad!("two Sec-WebSocket-Key headers"));
+                    }
+                    let Ok(key) = std::str::from_utf8(value) else {
+                        return Err(bad!("Sec-WebSocket-Key is not UTF-8"));
+                    };
+                    fields.websocket_key = Some(key);
+                }
+                21 if name.eq_ignore_ascii_case("sec-websocket-version") => {
+                    // RFC 6455 §11.3.5: at most once in a request.
+                    if fields.websocket_version.is_some() {
+                        return Err(bad!("two Sec-WebSocket-Version headers"));
+                    }
+                    let Ok(version) = std::str::from_utf8(value) else {
+                        return Err(bad!("Sec-WebSocket-Version is not UTF-8"));
+                    };
+                    fields.websocket_version = Some(version);
                 }
                 13 if name.eq_ignore_ascii_case("last-event-id") => {
                     if fields.last_event_id.is_some() {

@@ -24,6 +24,18 @@ fn summary(r: &Request) -> String {
     if let Some(credentials) = r.authorization {
         s += &format!(" auth={credentials}");
     }
+    if r.upgrade_websocket {
+        s += " upgrade=websocket";
+    }
+    if r.connection_upgrade {
+        s += " connection-upgrade";
+    }
+    if let Some(key) = r.websocket_key {
+        s += &format!(" ws-key={key}");
+    }
+    if let Some(version) = r.websocket_version {
+        s += &format!(" ws-version={version}");
+    }
     match &r.body {
         Body::Empty => {}
         Body::Bytes(b) => s += &format!(" bytes={}", String::from_utf8_lossy(b)),
@@ -108,8 +120,9 @@ const VALID: &[(&[u8], &str)] = &[
     (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", "Get / ? Http10 keep-alive"),
     (b"POST /f HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi", "Post /f ? Http10 bytes=hi"),
     // Connection options: case-insensitive lists across lines.
-    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n\r\n", "Get / ? Http11 keep-alive"),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nConnection: ,CLOSE,\r\n\r\n", "Get / ? Http11 close"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n\r\n", "Get / ? Http11 keep-alive connection-upgrade"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nConnection: ,CLOSE,\r\n\r\n", "Get / ? Http11 close connection-upgrade"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgraded, Upgrade-X\r\n\r\n", "Get / ? Http11"),
     (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close, keep-alive\r\n\r\n", "Get / ? Http11 close keep-alive"),
     (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: closed\r\n\r\n", "Get / ? Http11"),
     // Last-Event-ID, for EventSource reconnects.
@@ -117,6 +130,18 @@ const VALID: &[(&[u8], &str)] = &[
     // Authorization, which may carry a bearer token.
     (b"GET /stats HTTP/1.1\r\nHost: x\r\nauthorization: Bearer a.b.c\r\n\r\n", "Get /stats ? Http11 auth=Bearer a.b.c"),
     (b"GET /events HTTP/1.1\r\nHost: x\r\nlast-event-id:\r\n\r\n", "Get /events ? Http11"), // an empty id is none
+    // The WebSocket handshake's fields (RFC 6455 §4.1), which `ws::handshake` judges.
+    (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "Get /ws ? Http11 upgrade=websocket connection-upgrade ws-key=dGhlIHNhbXBsZSBub25jZQ== ws-version=13",
+    ),
+    // Upgrade is a list across lines (RFC 9110 §7.8); tokens are case-insensitive, and a
+    // protocol with a version or another name is not `websocket`.
+    (b"GET /ws HTTP/1.1\r\nHost: x\r\nupgrade: h2c, WebSocket\r\n\r\n", "Get /ws ? Http11 upgrade=websocket"),
+    (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nUpgrade: websocket\r\n\r\n", "Get /ws ? Http11 upgrade=websocket"),
+    (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket/13, websockets\r\n\r\n", "Get /ws ? Http11"),
+    // The key and the version are kept as sent (OWS trimmed), even when wrong.
+    (b"GET /ws HTTP/1.1\r\nHost: x\r\nsec-websocket-key:  not a key \r\nSEC-WEBSOCKET-VERSION: 8\r\n\r\n", "Get /ws ? Http11 ws-key=not a key ws-version=8"),
     // Content-Length bodies. httparse trims OWS around a value.
     (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "Post /echo ? Http11 bytes=hello"),
     (b"POST /echo HTTP/1.1\r\nHost: x\r\ncontent-length:  \t5 \r\n\r\nhello", "Post /echo ? Http11 bytes=hello"),
@@ -267,6 +292,19 @@ const INVALID: &[(&[u8], u16, &str)] = &[
         "two Authorization",
     ),
     (b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n\r\n", 400, "not UTF-8"),
+    // The WebSocket handshake's fields: each at most once (RFC 6455 §11.3.1, §11.3.5).
+    (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n",
+        400,
+        "two Sec-WebSocket-Key",
+    ),
+    (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        400,
+        "two Sec-WebSocket-Version",
+    ),
+    (b"GET /ws HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: \xc3(\r\n\r\n", 400, "Sec-WebSocket-Key is not UTF-8"),
+    (b"GET /ws HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Version: \xff\r\n\r\n", 400, "Sec-WebSocket-Version is not UTF-8"),
     // Hostile framing: Content-Length (RFC 9110 §8.6, RFC 9112 §6.3).
     (
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
