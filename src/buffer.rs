@@ -44,6 +44,11 @@ impl Buffers {
         (&self.input[self.start..self.end], &mut self.output)
     }
 
+    /// `split`, with the input writable: a WebSocket frame is unmasked where it lies.
+    pub fn split_mut(&mut self) -> (&mut [u8], &mut Vec<u8>) {
+        (&mut self.input[self.start..self.end], &mut self.output)
+    }
+
     /// Drops `n` parsed bytes from the front of the input.
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.end - self.start);

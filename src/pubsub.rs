@@ -327,6 +327,11 @@ impl Topics {
         self.forgotten
     }
 
+    /// The id of topic `name`, if it exists.
+    pub fn find(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
     /// The topic's id, creating the topic on first use (by a publish or a poll alike, so a
     /// poll can wait for the first message of a topic nobody has published to yet).
     pub fn get_or_create(&mut self, name: &str, now: Tick) -> Result<u32, TopicError> {

@@ -25,6 +25,8 @@ pub enum Route<'a> {
     EventsMany,
     /// `GET /`: the live page.
     Live,
+    /// `GET /ws`: a WebSocket upgrade; its topics are subscribed to in messages.
+    WebSocket,
     /// `OPTIONS` on an endpoint, or `OPTIONS *` on the server: `204` with this `Allow` header.
     Options(AllowHeader),
 }
@@ -49,6 +51,7 @@ pub type AllowHeader = &'static [(&'static str, &'static str)];
 
 const GET_OR_HEAD: AllowHeader = &[("Allow", "GET, HEAD, OPTIONS")];
 const POST: AllowHeader = &[("Allow", "POST, OPTIONS")];
+const GET: AllowHeader = &[("Allow", "GET, OPTIONS")];
 /// What `OPTIONS *` answers: every method some endpoint takes.
 const ANY: AllowHeader = &[("Allow", "GET, HEAD, POST, OPTIONS")];
 
@@ -56,6 +59,8 @@ const ANY: AllowHeader = &[("Allow", "GET, HEAD, POST, OPTIONS")];
 #[derive(Debug, Clone, Copy)]
 enum Methods {
     GetOrHead,
+    /// An upgrade has no `HEAD`: nothing about it could be answered without switching.
+    Get,
     Post,
 }
 
@@ -63,6 +68,7 @@ impl Methods {
     fn allow(self, method: Method) -> bool {
         match self {
             Methods::GetOrHead => matches!(method, Method::Get | Method::Head),
+            Methods::Get => method == Method::Get,
             Methods::Post => method == Method::Post,
         }
     }
@@ -70,6 +76,7 @@ impl Methods {
     fn header(self) -> AllowHeader {
         match self {
             Methods::GetOrHead => GET_OR_HEAD,
+            Methods::Get => GET,
             Methods::Post => POST,
         }
     }
@@ -93,6 +100,7 @@ pub fn route<'a>(method: Method, path: &'a str) -> Result<Route<'a>, NoRoute> {
             "/metrics" => (Route::Metrics, Methods::GetOrHead),
             "/poll" => (Route::PollMany, Methods::GetOrHead),
             "/events" => (Route::EventsMany, Methods::GetOrHead),
+            "/ws" => (Route::WebSocket, Methods::Get),
             "*" if method == Method::Options => return Ok(Route::Options(ANY)),
             _ => return Err(NoRoute::NotFound),
         }
@@ -140,6 +148,9 @@ mod tests {
             (Method::Get, "/poll", Ok(Route::PollMany)),
             (Method::Head, "/poll", Ok(Route::PollMany)),
             (Method::Get, "/events", Ok(Route::EventsMany)),
+            (Method::Get, "/ws", Ok(Route::WebSocket)),
+            (Method::Head, "/ws", Err(NoRoute::MethodNotAllowed(GET))),
+            (Method::Options, "/ws", Ok(Route::Options(GET))),
             (Method::Options, "/events", Ok(Route::Options(GET_OR_HEAD))),
             (Method::Post, "/poll", Err(NoRoute::MethodNotAllowed(GET_OR_HEAD))),
             (Method::Get, "/poll/a/b", Ok(Route::Poll("a/b"))),

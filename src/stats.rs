@@ -41,6 +41,7 @@ pub struct Closed {
     pub drain: u64,
     pub rejected: u64,
     pub token_expired: u64,
+    pub ping_timeout: u64,
 }
 
 impl Closed {
@@ -56,6 +57,7 @@ impl Closed {
             CloseReason::Drain => &mut self.drain,
             CloseReason::Rejected => &mut self.rejected,
             CloseReason::TokenExpired => &mut self.token_expired,
+            CloseReason::PingTimeout => &mut self.ping_timeout,
         };
         *counter += 1;
     }
@@ -68,6 +70,7 @@ pub struct ByState {
     pub idle: u64,
     pub held: u64,
     pub streaming: u64,
+    pub websocket: u64,
     pub writing: u64,
     pub closing: u64,
 }
@@ -81,6 +84,7 @@ impl ByState {
             StateKind::Writing => &mut self.writing,
             StateKind::Held => &mut self.held,
             StateKind::Streaming => &mut self.streaming,
+            StateKind::WebSocket => &mut self.websocket,
             StateKind::Closing => &mut self.closing,
             StateKind::Closed => return,
         };
@@ -112,6 +116,7 @@ pub struct Snapshot {
     pub totals: Totals,
     pub polls: Polls,
     pub streams_open: u64,
+    pub sockets_open: u64,
     pub topics: u64,
     pub messages: u64,
     pub retained_bytes: u64,
@@ -151,6 +156,7 @@ impl Snapshot {
             ("connections.idle", Gauge(s.idle), "Keep-alive connections between requests."),
             ("connections.held", Gauge(s.held), "Connections held in a long poll."),
             ("connections.streaming", Gauge(s.streaming), "Connections streaming events, between writes."),
+            ("connections.websocket", Gauge(s.websocket), "WebSocket connections, between frames."),
             ("connections.writing", Gauge(s.writing), "Connections with output the socket has not taken."),
             ("connections.closing", Gauge(s.closing), "Connections past their last answer, awaiting FIN."),
             ("totals.accepted", Counter(t.accepted), "Connections accepted, those answered 503 included."),
@@ -168,7 +174,12 @@ impl Snapshot {
             ("totals.closed.error", Counter(c.error), "Closed: a malformed request, a failed I/O."),
             ("totals.closed.drain", Counter(c.drain), "Closed by a graceful shutdown."),
             ("totals.closed.rejected", Counter(c.rejected), "Closed after a 503 at a limit."),
-            ("totals.closed.token_expired", Counter(c.token_expired), "Closed: an event stream's token expired."),
+            (
+                "totals.closed.token_expired",
+                Counter(c.token_expired),
+                "Closed: a stream's or a socket's token expired.",
+            ),
+            ("totals.closed.ping_timeout", Counter(c.ping_timeout), "Closed: a WebSocket did not answer a ping."),
             ("polls.held", Gauge(p.held), "Long polls held now."),
             ("polls.answered", Counter(p.answered), "Long polls answered with messages or reset."),
             ("polls.timed_out", Counter(p.timed_out), "Long polls answered with timeout."),
@@ -176,6 +187,7 @@ impl Snapshot {
             ("polls.last_fanout_woken", Gauge(p.last_fanout_woken), "Polls woken by the last publish that woke any."),
             ("polls.last_fanout_us", Gauge(p.last_fanout_us), "Time from the last waking publish to its last answer."),
             ("streams.open", Gauge(self.streams_open), "Event streams open, the live page's included."),
+            ("sockets.open", Gauge(self.sockets_open), "WebSockets open."),
             ("topics.count", Gauge(self.topics), "Topics that exist."),
             ("topics.messages", Gauge(self.messages), "Messages retained in all topics."),
             ("topics.retained_bytes", Gauge(self.retained_bytes), "Message bytes retained in all topics."),
@@ -362,7 +374,7 @@ mod tests {
             "{\"uptime_secs\":1.500,\"fds\":{\"open\":7,\"limit\":0,\"exhausted\":0},\"connections\":{\"open\":0,"
         ));
         assert!(json.contains("\"closed\":{\"by_client\":0,\"idle_timeout\":3,"));
-        assert!(json.contains("\"drain\":0,\"rejected\":0,\"token_expired\":0}},\"polls\":{\"held\":0,"));
+        assert!(json.contains("\"rejected\":0,\"token_expired\":0,\"ping_timeout\":0}},\"polls\":{\"held\":0,"));
         assert!(json.ends_with("\"kernel\":{\"tcp_inuse\":0,\"tcp_time_wait\":0,\"tcp_mem_bytes\":8192}}\n"));
         let opens = json.matches('{').count();
         assert_eq!(opens, json.matches('}').count());

@@ -7,12 +7,13 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use super::{CloseReason, StateKind, Stream, Wait};
+use super::{CloseReason, Socket, StateKind, Stream, Wait};
 use crate::buffer::BufferPool;
 use crate::http::cors::AllowedOrigins;
 use crate::http::date::HttpDate;
 use crate::http::request::{Limits, Method, Request};
 use crate::http::response::Response;
+use crate::pubsub::HoldKey;
 use crate::timer::Tick;
 
 /// What happened that concerns one connection.
@@ -80,8 +81,9 @@ pub trait Endpoints {
     fn answer(&mut self, key: usize, request: &Request, refused: bool, now: Tick) -> Reply<'_>;
     /// Answers a held poll that is due, and forgets its hold.
     fn answer_held(&mut self, key: usize, wait: &Wait, now: Tick) -> Response<'_>;
-    /// Whether the poll is still listed on its topic: a publish takes the whole list.
-    fn still_waiting(&self, key: usize, wait: &Wait) -> bool;
+    /// Whether a poll, stream or socket is still listed on its topics: a publish takes the
+    /// whole list, and then it has news.
+    fn still_waiting(&self, key: usize, hold: HoldKey) -> bool;
     /// Forgets a held poll whose connection closes (its client left, a timeout, a drain).
     fn release(&mut self, key: usize, wait: &Wait, now: Tick);
     /// Appends a topic stream's events after `wait.after` (a batch at most, as a poll answer
@@ -92,6 +94,14 @@ pub trait Endpoints {
     fn stream_costs(&mut self, out: &mut Vec<u8>);
     /// A stream ends (its client left, a timeout, a drain): off its topic, counted down.
     fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick);
+    /// Answers one text message of a WebSocket (subscribe, unsubscribe, publish), appending any
+    /// reply frame to `out`.
+    fn socket_message(&mut self, key: usize, socket: &Socket, text: &str, out: &mut Vec<u8>, now: Tick);
+    /// Appends a socket's news as frames (a batch at most), and lists it on its topics again
+    /// once it has sent everything.
+    fn socket_news(&mut self, key: usize, socket: &Socket, out: &mut Vec<u8>);
+    /// A socket ends: off its topics, its subscription freed, counted down.
+    fn end_socket(&mut self, key: usize, socket: &Socket, now: Tick);
 }
 
 /// An endpoint's answer to a request.
@@ -100,6 +110,11 @@ pub enum Reply<'a> {
     Wait(Wait),
     /// An event stream: its head, then the events of what feeds it.
     Stream(Response<'a>, Stream),
+    /// A WebSocket: `101 Switching Protocols` with this `Sec-WebSocket-Accept`, then frames.
+    Upgrade {
+        accept: [u8; 28],
+        socket: Socket,
+    },
 }
 
 /// The limits and timeouts a connection lives by, from the configuration.
@@ -108,6 +123,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Unread input never exceeds this: the parser errors before a request could need more.
     pub input_cap: usize,
+    /// The same for a WebSocket's frames (`ws::frame::input_cap`).
+    pub socket_input_cap: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,

@@ -43,13 +43,16 @@ use crate::http::request::{self, HttpError, Method, Progress, Request};
 use crate::http::response::{self, Persistence, Response, Status};
 use crate::pubsub::{HoldKey, HoldOn};
 use crate::timer::Tick;
+use crate::ws::frame::CloseCode;
 
 mod interface;
+mod socket;
 #[cfg(test)]
 mod tests;
 mod transitions;
 
 pub use interface::{deadline_after, Endpoints, Event, Io, Reply, Settings, Timer, Turn, Want};
+pub use socket::Socket;
 pub use transitions::{
     keep_alive, must_linger, next_state, Asked, CloseReason, Framing, KeepAliveInput, Next, Settling,
 };
@@ -75,6 +78,9 @@ pub enum State {
     /// An event stream is open: its head is sent, and events follow as messages come; no
     /// buffers between writes. Timer: the next heartbeat (or the next cost-view snapshot).
     Streaming(Stream),
+    /// A WebSocket is open: frames either way, no buffers between them. Timer: the next ping,
+    /// or the pong that is due.
+    WebSocket(Socket),
     /// Answers are serialised but the socket will not take them yet (WRITABLE interest is
     /// registered); the conversation goes on as this says once they are written. Timer:
     /// `--write-timeout`, re-armed whenever the peer takes bytes.
@@ -94,6 +100,7 @@ pub enum StateKind {
     Idle,
     Held,
     Streaming,
+    WebSocket,
     Writing,
     Closing,
     Closed,
@@ -106,6 +113,7 @@ impl State {
             State::Idle => StateKind::Idle,
             State::Held(_) => StateKind::Held,
             State::Streaming(_) => StateKind::Streaming,
+            State::WebSocket(_) => StateKind::WebSocket,
             State::Writing(_) => StateKind::Writing,
             State::Closing(_) => StateKind::Closing,
             State::Closed(_) => StateKind::Closed,
@@ -119,6 +127,7 @@ impl State {
             State::Idle => Conversation::OPEN,
             State::Held(poll) => Conversation::Holding(poll),
             State::Streaming(stream) => Conversation::Streaming(stream),
+            State::WebSocket(socket) => Conversation::Socket(socket),
             State::Writing(conversation) => conversation,
             State::Closing(reason) | State::Closed(reason) => Conversation::Ending(reason),
         }
@@ -137,6 +146,8 @@ pub enum Conversation {
     Holding(HeldPoll),
     /// An event stream: its answer never ends, so nothing after its request is parsed.
     Streaming(Stream),
+    /// A WebSocket: after the `101`, the input is frames.
+    Socket(Socket),
     /// The last answer said `Connection: close`, for this reason; nothing after it is parsed.
     Ending(CloseReason),
 }
@@ -167,6 +178,13 @@ impl Conversation {
     pub fn stream(&self) -> Option<Stream> {
         match *self {
             Conversation::Streaming(stream) => Some(stream),
+            _ => None,
+        }
+    }
+
+    pub fn socket(&self) -> Option<Socket> {
+        match *self {
+            Conversation::Socket(socket) => Some(socket),
             _ => None,
         }
     }
@@ -206,7 +224,7 @@ impl EndSecond {
         EndSecond(u32::try_from(at / 1000).unwrap_or(u32::MAX))
     }
 
-    fn tick(self) -> Tick {
+    pub(crate) fn tick(self) -> Tick {
         if self == EndSecond::NEVER {
             Tick::MAX
         } else {
@@ -342,6 +360,11 @@ impl Connection {
         self.state.conversation().stream()
     }
 
+    /// The WebSocket this connection is, between frames or while writing.
+    pub fn socket(&self) -> Option<Socket> {
+        self.state.conversation().socket()
+    }
+
     /// When the one timer should fire in the current state.
     pub fn deadline(&self, now: Tick, settings: &Settings) -> Option<Tick> {
         let after = match self.state {
@@ -350,6 +373,7 @@ impl Connection {
             State::Writing(_) => settings.write_timeout,
             State::Held(poll) => return Some(poll.wait.deadline),
             State::Streaming(stream) => return Some(stream.deadline()),
+            State::WebSocket(socket) => return Some(socket.deadline()),
             State::Closing(_) => LINGER,
             State::Closed(_) => return None,
         };
@@ -367,7 +391,7 @@ impl Connection {
             }
             (Event::Deadline, State::Reading { .. }) => self.time_out_head(io, turn, &mut want),
             // Answered, fed or beaten in the flush phase, a slice per turn.
-            (Event::Deadline, State::Held(_) | State::Streaming(_)) => want.flush = true,
+            (Event::Deadline, State::Held(_) | State::Streaming(_) | State::WebSocket(_)) => want.flush = true,
             (Event::Deadline, State::Idle) => self.close(conversation, CloseReason::IdleTimeout, turn, &mut want),
             (Event::Deadline, State::Writing(_)) => {
                 self.close(conversation, CloseReason::WriteTimeout, turn, &mut want)
@@ -377,7 +401,7 @@ impl Connection {
                 let answered = self.answer_held(poll, turn);
                 self.pump(answered, false, true, io, turn, &mut want);
             }
-            (Event::Flush, State::Writing(_) | State::Streaming(_)) => {
+            (Event::Flush, State::Writing(_) | State::Streaming(_) | State::WebSocket(_)) => {
                 self.pump(conversation, false, true, io, turn, &mut want)
             }
             (Event::Flush, _) => {}
@@ -387,9 +411,15 @@ impl Connection {
             }
             (Event::Drain, State::Held(_)) => want.flush = true, // due now: answered `timeout`
             (Event::Drain, _) => {
-                // A stream's body ends where the connection closes: closing is its clean end.
+                // A stream's body ends where the connection closes: closing is its clean end. A
+                // socket says so first (1001: the server is going away).
                 if let Some(stream) = conversation.stream() {
                     turn.endpoints.end_stream(turn.key, &stream, turn.now);
+                    self.pump(Conversation::Ending(CloseReason::Drain), false, false, io, turn, &mut want);
+                } else if let Some(socket) = conversation.socket() {
+                    turn.endpoints.end_socket(turn.key, &socket, turn.now);
+                    let buffers = self.buffers.get_or_insert_with(|| turn.pool.take());
+                    crate::ws::frame::write_close(buffers.output(), CloseCode::GoingAway, "the server is draining");
                     self.pump(Conversation::Ending(CloseReason::Drain), false, false, io, turn, &mut want);
                 }
             }
@@ -430,11 +460,13 @@ impl Connection {
                 }
             }
             // While held or streaming, reading notices a client that hangs up (and buffers any
-            // pipelined request until the poll is answered).
-            State::Reading { .. } | State::Idle | State::Held(_) | State::Streaming(_) if readable => {
+            // pipelined request until the poll is answered); a socket reads its frames.
+            State::Reading { .. } | State::Idle | State::Held(_) | State::Streaming(_) | State::WebSocket(_)
+                if readable =>
+            {
                 self.pump(self.state.conversation(), true, false, io, turn, want)
             }
-            State::Reading { .. } | State::Idle | State::Held(_) | State::Streaming(_) => {}
+            State::Reading { .. } | State::Idle | State::Held(_) | State::Streaming(_) | State::WebSocket(_) => {}
         }
     }
 
@@ -453,7 +485,11 @@ impl Connection {
         let mut buffers = self.buffers.take().unwrap_or_else(|| turn.pool.take());
         loop {
             if readable || self.inbound == Inbound::Unread {
-                if let Err(e) = self.read_input(&mut buffers, io, turn.settings.input_cap) {
+                let cap = match conversation {
+                    Conversation::Socket(_) => turn.settings.socket_input_cap,
+                    _ => turn.settings.input_cap,
+                };
+                if let Err(e) = self.read_input(&mut buffers, io, cap) {
                     debug!("read failed on {}: {e}", turn.key);
                     self.buffers = Some(buffers);
                     return self.close(conversation, CloseReason::ByClient, turn, want);
@@ -467,16 +503,25 @@ impl Connection {
                 want.rearm = true;
             }
             let stop = self.answer_requests(&mut buffers, &mut conversation, turn, &mut fresh);
-            if let Conversation::Streaming(stream) = &mut conversation {
-                // A stream never answers another request: what the client sends is dropped.
-                buffers.discard_input();
-                if stream.has_ended(turn.now) {
-                    buffers.output().extend_from_slice(TOKEN_EXPIRED_EVENT);
-                    turn.endpoints.end_stream(turn.key, stream, turn.now);
-                    conversation = Conversation::Ending(CloseReason::TokenExpired);
-                } else {
-                    feed(stream, buffers.output(), turn);
+            match &mut conversation {
+                Conversation::Streaming(stream) => {
+                    // A stream never answers another request: what the client sends is dropped.
+                    buffers.discard_input();
+                    if stream.has_ended(turn.now) {
+                        buffers.output().extend_from_slice(TOKEN_EXPIRED_EVENT);
+                        turn.endpoints.end_stream(turn.key, stream, turn.now);
+                        conversation = Conversation::Ending(CloseReason::TokenExpired);
+                    } else {
+                        feed(stream, buffers.output(), turn);
+                    }
                 }
+                Conversation::Socket(socket) => {
+                    if let Some(reason) = socket::converse(socket, &mut buffers, turn) {
+                        turn.endpoints.end_socket(turn.key, socket, turn.now);
+                        conversation = Conversation::Ending(reason);
+                    }
+                }
+                _ => {}
             }
             match write_output(&mut buffers, io) {
                 Ok(progressed) => fresh |= progressed,
@@ -492,7 +537,10 @@ impl Connection {
             let more = match conversation {
                 Conversation::Open { .. } => stop == Stop::OutputCap || self.inbound == Inbound::Unread,
                 Conversation::Streaming(stream) if !stream.is_cost_view() => {
-                    !turn.endpoints.still_waiting(turn.key, &stream.wait)
+                    !turn.endpoints.still_waiting(turn.key, stream.wait.hold)
+                }
+                Conversation::Socket(socket) => {
+                    !turn.endpoints.still_waiting(turn.key, socket.hold) || self.inbound == Inbound::Unread
                 }
                 _ => false,
             };
@@ -611,6 +659,10 @@ impl Connection {
                 out.extend_from_slice(b"retry: 2000\n\n");
                 Conversation::Streaming(stream)
             }
+            Reply::Upgrade { accept, socket } => {
+                response::write_switching_protocols(out, &accept, turn.date);
+                Conversation::Socket(socket)
+            }
             Reply::Now(answer) => {
                 let (persistence, closing) = if self.refused {
                     (Persistence::Close, Some(CloseReason::Rejected))
@@ -640,7 +692,7 @@ impl Connection {
     /// Whether a held poll's answer is due: a publish took it off its topic's list, its
     /// deadline passed, or the server drains.
     fn is_due<E: Endpoints>(&self, poll: &HeldPoll, turn: &Turn<E>) -> bool {
-        poll.wait.deadline <= turn.now || turn.draining || !turn.endpoints.still_waiting(turn.key, &poll.wait)
+        poll.wait.deadline <= turn.now || turn.draining || !turn.endpoints.still_waiting(turn.key, poll.wait.hold)
     }
 
     /// Writes the answer of a held poll into the output; returns where the conversation goes.
@@ -687,7 +739,7 @@ impl Connection {
     /// the write side shuts on `Closing`.
     fn enter<E: Endpoints>(&mut self, next: State, fresh: bool, io: &mut impl Io, turn: &mut Turn<E>, want: &mut Want) {
         debug_assert!(!matches!(next, State::Closed(_)), "closing goes through close()");
-        if matches!(next, State::Idle | State::Held(_) | State::Streaming(_))
+        if matches!(next, State::Idle | State::Held(_) | State::Streaming(_) | State::WebSocket(_))
             && self.buffers.as_ref().is_some_and(|b| b.is_empty())
         {
             if let Some(buffers) = self.buffers.take() {
@@ -703,6 +755,7 @@ impl Connection {
             || match (self.state, next) {
                 (State::Held(previous), State::Held(next)) => previous != next,
                 (State::Streaming(previous), State::Streaming(next)) => previous.deadline() != next.deadline(),
+                (State::WebSocket(previous), State::WebSocket(next)) => previous.deadline() != next.deadline(),
                 (_, State::Reading { .. } | State::Writing(_) | State::Idle) => fresh,
                 _ => false,
             };
@@ -738,6 +791,9 @@ impl Connection {
         }
         if let Some(stream) = conversation.stream() {
             turn.endpoints.end_stream(turn.key, &stream, turn.now);
+        }
+        if let Some(socket) = conversation.socket() {
+            turn.endpoints.end_socket(turn.key, &socket, turn.now);
         }
         self.set_state(State::Closed(reason), turn);
         want.closed = Some(reason);
@@ -785,7 +841,7 @@ fn feed<E: Endpoints>(stream: &mut Stream, out: &mut Vec<u8>, turn: &mut Turn<E>
         return;
     }
     let wait = &mut stream.wait;
-    while out.len() < OUTPUT_CAP && !turn.endpoints.still_waiting(turn.key, wait) {
+    while out.len() < OUTPUT_CAP && !turn.endpoints.still_waiting(turn.key, wait.hold) {
         turn.endpoints.stream_news(turn.key, wait, out);
     }
     if out.len() == sent_before && due {

@@ -81,8 +81,11 @@ struct Site {
     requests: u32,
     reused: u32,
     /// Connections by `StateKind`, as counted through `count_state`.
-    by_state: [i32; 7],
+    by_state: [i32; 8],
     streams: i32,
+    sockets: i32,
+    /// The socket's wait on the topic (a real service keeps one per topic of a socket).
+    socket_wait: Wait,
 }
 
 impl Site {
@@ -90,7 +93,17 @@ impl Site {
         let limits = TopicLimits { capacity: 8, max_topics: 4, max_retained_bytes: 1 << 20, idle_timeout: 1 << 30 };
         let mut topics = Topics::new(limits);
         let topic = topics.get_or_create("t", 0).unwrap_or_default();
-        Site { topics, topic, released: 0, requests: 0, reused: 0, by_state: [0; 7], streams: 0 }
+        Site {
+            topics,
+            topic,
+            released: 0,
+            requests: 0,
+            reused: 0,
+            by_state: [0; 8],
+            streams: 0,
+            sockets: 0,
+            socket_wait: Wait { hold: HoldKey::NOWHERE, after: 0, deadline: 0 },
+        }
     }
 }
 
@@ -126,6 +139,13 @@ impl Endpoints for Site {
                 };
                 Reply::Stream(head, stream)
             }
+            "/ws" => {
+                self.sockets += 1;
+                // A socket waits on its subscription, which the endpoints keep: here, one wait.
+                self.socket_wait = Wait { hold: HoldKey::unlisted(self.topic), after: 0, deadline: 0 };
+                let socket = Socket::new(HoldKey::many(0), now, HEARTBEAT, EndSecond::NEVER);
+                Reply::Upgrade { accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", socket }
+            }
             "/missing" => Reply::Now(Response::error(Status::NOT_FOUND, b"no\n")),
             _ => Reply::Now(Response::new(Status::OK, "text/plain", b"hi")),
         }
@@ -136,8 +156,11 @@ impl Endpoints for Site {
         Response::new(Status::OK, "text/plain", b"message").with_cors(response::Cors::Shared)
     }
 
-    fn still_waiting(&self, key: usize, wait: &Wait) -> bool {
-        self.topics.holds(wait.hold, key)
+    fn still_waiting(&self, key: usize, hold: HoldKey) -> bool {
+        match hold.on() {
+            HoldOn::Many(_) => self.topics.holds(self.socket_wait.hold, key),
+            _ => self.topics.holds(hold, key),
+        }
     }
 
     fn release(&mut self, key: usize, wait: &Wait, now: Tick) {
@@ -159,6 +182,35 @@ impl Endpoints for Site {
 
     fn stream_costs(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(format!("data: {} streams\n\n", self.streams).as_bytes());
+    }
+
+    /// A socket here says back what it is sent, and `publish:TEXT` publishes TEXT on the topic.
+    fn socket_message(&mut self, _: usize, _: &Socket, text: &str, out: &mut Vec<u8>, now: Tick) {
+        match text.strip_prefix("publish:") {
+            Some(message) => {
+                self.topics.publish(self.topic, message, now);
+            }
+            None => crate::ws::frame::write_text(out, text),
+        }
+    }
+
+    /// A socket's news: each message of the topic as a text frame of its data; listed again
+    /// once it has sent everything.
+    fn socket_news(&mut self, key: usize, _: &Socket, out: &mut Vec<u8>) {
+        let mut wait = self.socket_wait;
+        let sent = out.len();
+        self.stream_news(key, &mut wait, out);
+        if out.len() > sent {
+            let data = String::from_utf8(out.split_off(sent)).unwrap_or_default();
+            crate::ws::frame::write_text(out, &data);
+        }
+        self.socket_wait = wait;
+    }
+
+    fn end_socket(&mut self, key: usize, _: &Socket, now: Tick) {
+        self.topics.release(self.socket_wait.hold, key, now);
+        self.sockets -= 1;
+        self.released += 1;
     }
 
     fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick) {
@@ -204,6 +256,7 @@ impl Rig {
         let settings = Settings {
             limits: Limits { max_head_bytes: 8192, max_uri_bytes: 8192, max_body_bytes: 1 << 20 },
             input_cap: 2 * 8192 + (1 << 20) + 1,
+            socket_input_cap: crate::ws::frame::input_cap(1 << 20),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             write_timeout: Duration::from_secs(30),
@@ -255,6 +308,10 @@ impl Rig {
         match *step {
             Step::Send(bytes) => {
                 self.peer.sent.push_back(bytes.as_bytes().to_vec());
+                self.event(READABLE);
+            }
+            Step::SendBytes(bytes) => {
+                self.peer.sent.push_back(bytes.to_vec());
                 self.event(READABLE);
             }
             Step::SendRepeated(bytes, times) => {
@@ -316,6 +373,8 @@ impl Rig {
 enum Step {
     /// The peer sends these bytes; one readiness event.
     Send(&'static str),
+    /// Bytes that are not text (WebSocket frames); one readiness event.
+    SendBytes(&'static [u8]),
     SendRepeated(&'static str, usize),
     /// The bytes and the FIN come in one event (read-closed).
     SendAndFin(&'static str),
@@ -342,6 +401,13 @@ const POLL: &str = "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n";
 const CLOSE: &str = "GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 const PARTIAL: &str = "GET /plaintext HTTP/1.1\r\nHo";
 const EVENTS: &str = "GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
+const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n";
+/// A client's text frame "hello", masked (with the key 0, which leaves the payload as it is).
+const HELLO_FRAME: &[u8] = b"\x81\x85\0\0\0\0hello";
+/// A client's close frame, code 1000, masked.
+const CLOSE_FRAME: &[u8] = b"\x88\x82\0\0\0\0\x03\xe8";
+/// A text frame a client did not mask: a protocol error.
+const UNMASKED_FRAME: &[u8] = b"\x81\x02hi";
 const COSTS: &str = "GET /costs HTTP/1.1\r\nHost: x\r\n\r\n";
 const EXPECT: &str = "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
 const EXPECT_MISSING: &str = "POST /missing HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
@@ -357,7 +423,7 @@ enum Ends {
 fn every_transition() {
     use CloseReason::{ByClient, Error, HeaderTimeout, IdleTimeout, Reclaimed, WriteTimeout};
     use Ends::{Closed, In};
-    use StateKind::{Closing, Held, Idle, Reading, Streaming, Writing};
+    use StateKind::{Closing, Held, Idle, Reading, Streaming, WebSocket, Writing};
     use Step::*;
     #[rustfmt::skip]
     let cases: &[(&str, &[Step], Ends, &[u16])] = &[
@@ -416,6 +482,18 @@ fn every_transition() {
         ("requests after a stream's are never answered", &[Send(EVENTS), Send(GET)], In(Streaming), &[200]),
         ("drain: a stream ends, lingering", &[Send(EVENTS), Drain], In(Closing), &[200]),
         ("the cost view streams", &[Send(COSTS), Expire, Flush], In(Streaming), &[200]),
+        ("a WebSocket opens", &[Send(UPGRADE)], In(WebSocket), &[101]),
+        ("a socket's message is answered", &[Send(UPGRADE), SendBytes(HELLO_FRAME)], In(WebSocket), &[101]),
+        ("an upgrade and the start of a frame in one read", &[Send("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n\u{1}")], In(WebSocket), &[101]),
+        ("a socket is fed when a publish wakes it", &[Send(UPGRADE), Publish("m"), Flush], In(WebSocket), &[101]),
+        ("a socket pings", &[Send(UPGRADE), Expire, Flush], In(WebSocket), &[101]),
+        ("a socket that does not answer a ping", &[Send(UPGRADE), Expire, Flush, Expire, Flush], In(Closing), &[101]),
+        ("the closing handshake", &[Send(UPGRADE), SendBytes(CLOSE_FRAME)], Closed(ByClient), &[101]),
+        ("a socket whose client leaves", &[Send(UPGRADE), Fin], Closed(ByClient), &[101]),
+        ("an upgrade and its FIN in one event", &[SendAndFin(UPGRADE)], Closed(ByClient), &[101]),
+        ("a socket's protocol error: its close frame, lingering", &[Send(UPGRADE), SendBytes(UNMASKED_FRAME)], In(Closing), &[101]),
+        ("a socket the client does not read", &[Send(UPGRADE), Room(Some(0)), Publish("m"), Flush], In(Writing), &[101]),
+        ("drain: a socket says 1001 and lingers", &[Send(UPGRADE), Drain], In(Closing), &[101]),
     ];
     for &(what, steps, ends, statuses) in cases {
         let mut rig = Rig::new(false);
@@ -436,7 +514,7 @@ fn every_transition() {
 /// returned, a held poll is listed, a closed connection keeps nothing.
 fn check_at_rest(rig: &Rig, what: &str) {
     let conn = &rig.conn;
-    let mut counted = [0; 7];
+    let mut counted = [0; 8];
     counted[conn.kind() as usize] = 1;
     assert_eq!(rig.site.by_state, counted, "{what}: the state counts");
     match conn.state() {
@@ -463,6 +541,11 @@ fn check_at_rest(rig: &Rig, what: &str) {
             if let State::Streaming(stream) = state {
                 assert_eq!(rig.timer, Some(stream.deadline()), "{what}: the stream's deadline is not armed");
                 assert!(conn.buffers().is_none(), "{what}: a stream between writes owns buffers");
+            }
+            if let State::WebSocket(socket) = state {
+                assert_eq!(rig.timer, Some(socket.deadline()), "{what}: the socket's deadline is not armed");
+                let unread = conn.buffers().map_or(0, |b| b.unread_len());
+                assert!(conn.buffers().is_none() || unread > 0, "{what}: a socket between frames owns buffers");
             }
             if *state == State::Idle {
                 assert!(conn.buffers().is_none(), "{what}: an idle connection owns buffers");

@@ -25,8 +25,10 @@ pub enum CloseReason {
     Drain,
     /// Answered 503 at the connection limit.
     Rejected,
-    /// An event stream whose token expired.
+    /// An event stream or a WebSocket whose token expired.
     TokenExpired,
+    /// A WebSocket that did not answer a ping within a heartbeat.
+    PingTimeout,
 }
 
 /// What the transition function looks at once a connection has read, answered and written.
@@ -68,6 +70,7 @@ pub fn next_state(s: &Settling) -> Next {
         Conversation::Ending(reason) => Next::Close(reason),
         Conversation::Holding(poll) => Next::Enter(State::Held(poll)),
         Conversation::Streaming(stream) => Next::Enter(State::Streaming(stream)),
+        Conversation::Socket(socket) => Next::Enter(State::WebSocket(socket)),
         Conversation::Open { continued } if s.input_pending => Next::Enter(State::Reading { continued }),
         Conversation::Open { .. } if s.draining => Next::Close(CloseReason::Drain),
         Conversation::Open { .. } => Next::Enter(State::Idle),

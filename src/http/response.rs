@@ -26,6 +26,7 @@ impl Status {
     pub const REQUEST_TIMEOUT: Status = Status::new(408, "Request Timeout");
     pub const PAYLOAD_TOO_LARGE: Status = Status::new(413, "Content Too Large");
     pub const URI_TOO_LONG: Status = Status::new(414, "URI Too Long");
+    pub const UPGRADE_REQUIRED: Status = Status::new(426, "Upgrade Required");
     pub const HEADER_FIELDS_TOO_LARGE: Status = Status::new(431, "Request Header Fields Too Large");
     pub const NOT_IMPLEMENTED: Status = Status::new(501, "Not Implemented");
     pub const SERVICE_UNAVAILABLE: Status = Status::new(503, "Service Unavailable");
@@ -174,6 +175,16 @@ pub fn write(out: &mut Vec<u8>, response: &Response, persistence: Persistence, h
     if !head_only {
         out.extend_from_slice(body);
     }
+}
+
+/// Appends the answer that turns the connection into a WebSocket (RFC 6455 §4.2.2): `101`, the
+/// upgrade's headers and the accept key, and no content (RFC 9110 §15.2: a 1xx has none).
+pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &[u8; 28], date: &HttpDate) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nServer: tether\r\nDate: ");
+    out.extend_from_slice(date.as_bytes());
+    out.extend_from_slice(b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(accept);
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {

@@ -14,8 +14,8 @@ use mio::Interest;
 
 use super::Server;
 use crate::buffer::BufferPool;
-use crate::connection::{Connection, Endpoints, State, StateKind, Wait};
-use crate::pubsub::HoldOn;
+use crate::connection::{Connection, Endpoints, State, StateKind};
+use crate::pubsub::{HoldKey, HoldOn};
 use crate::stats::ByState;
 
 /// What the reactor keeps only so that it can be checked: the kernel will not say which
@@ -42,7 +42,7 @@ impl Mirror {
 impl Server {
     pub(super) fn check_invariants(&self) {
         let mut by_state = ByState::default();
-        let (mut holds, mut streams, mut lent, mut timers) = (0u64, 0u64, 0usize, 0usize);
+        let (mut holds, mut streams, mut sockets, mut lent, mut timers) = (0u64, 0u64, 0u64, 0usize, 0usize);
         let mut subscriptions = 0;
         let reaped: HashSet<usize> = self.reap_queue.iter().copied().collect();
         let queued: HashSet<usize> = self.flush_queue.iter().copied().collect();
@@ -80,12 +80,13 @@ impl Server {
                 assert!(conn.buffers().is_none(), "idle {key} owns buffers");
             }
             streams += u64::from(conn.stream().is_some());
+            sockets += u64::from(conn.socket().is_some());
             if let Some(poll) = conn.held() {
                 holds += 1;
-                let listed = self.service.still_waiting(key, &poll.wait);
+                let listed = self.service.still_waiting(key, poll.wait.hold);
                 assert!(listed || queued.contains(&key), "{key}'s poll is neither listed nor woken");
             }
-            if let Some(HoldOn::Many(n)) = waits_on(&slot.conn).map(|wait| wait.hold.on()) {
+            if let Some(HoldOn::Many(n)) = waits_on(&slot.conn).map(|hold| hold.on()) {
                 subscriptions += 1;
                 assert_eq!(self.service.subscriptions.holder(n), Some(key), "{key} waits on another's subscription");
             }
@@ -95,11 +96,12 @@ impl Server {
         assert_eq!(by_state, costs.by_state, "connections by state drifted from a recount");
         assert_eq!(holds, costs.polls.held, "polls.held drifted from a recount");
         assert_eq!(streams, costs.streams_open, "streams.open drifted from a recount");
+        assert_eq!(sockets, costs.sockets_open, "sockets.open drifted from a recount");
         assert_eq!(subscriptions, self.service.subscriptions.len(), "a subscription outlived its wait");
         for (hold, key) in self.service.topics.held_polls() {
             let slot = self.connections.get(key).unwrap_or_else(|| panic!("topic lists a freed {key}"));
-            let listed_by_its_wait = waits_on(&slot.conn).is_some_and(|wait| match wait.hold.on() {
-                HoldOn::One(_) => wait.hold == hold,
+            let listed_by_its_wait = waits_on(&slot.conn).is_some_and(|waits| match waits.on() {
+                HoldOn::One(_) => waits == hold,
                 HoldOn::Many(n) => self.service.subscriptions.has(n, hold),
                 HoldOn::Nowhere => false,
             });
@@ -110,10 +112,11 @@ impl Server {
     }
 }
 
-/// What a connection waits on: its held poll, or its topic stream.
-fn waits_on(conn: &Connection) -> Option<Wait> {
-    match conn.stream() {
-        Some(stream) if !stream.is_cost_view() => Some(stream.wait),
-        _ => conn.held().map(|poll| poll.wait),
+/// What a connection waits on: its held poll, its topic stream, or its socket's subscription.
+fn waits_on(conn: &Connection) -> Option<HoldKey> {
+    match (conn.stream(), conn.socket()) {
+        (Some(stream), _) if !stream.is_cost_view() => Some(stream.wait.hold),
+        (_, Some(socket)) => Some(socket.hold),
+        _ => conn.held().map(|poll| poll.wait.hold),
     }
 }

@@ -176,6 +176,7 @@ impl Server {
         };
         let settings = Settings {
             input_cap: 2 * limits.max_head_bytes + limits.max_body_bytes + 1,
+            socket_input_cap: crate::ws::frame::input_cap(limits.max_body_bytes),
             limits,
             header_timeout: config.header_timeout,
             idle_timeout: config.idle_timeout,

@@ -29,8 +29,9 @@ use crate::timer::Tick;
 
 mod subscription;
 mod subscription_query;
+mod websocket;
 
-pub(super) use subscription::Subscriptions;
+pub(super) use subscription::{Subscriptions, Wire};
 
 /// The topic sweep runs this often, an eighth of `--topic-idle-timeout`, but at most once a
 /// second: a topic is forgotten at most that long after its idle time is up.
@@ -158,9 +159,10 @@ impl Service {
         asked.unwrap_or(self.config.poll_timeout).clamp(MIN_POLL_TIMEOUT, self.config.max_poll_timeout)
     }
 
-    /// `--max-held` counts held polls and open streams alike: each pins a connection for long.
+    /// `--max-held` counts held polls, open streams and sockets alike: each pins a connection for
+    /// long.
     fn check_max_held(&mut self) -> Result<(), Response<'static>> {
-        if self.costs.polls.held + self.costs.streams_open < self.max_held as u64 {
+        if self.costs.polls.held + self.costs.streams_open + self.costs.sockets_open < self.max_held as u64 {
             return Ok(());
         }
         Err(self.too_many_held())

@@ -20,23 +20,24 @@
 //!   anything is stored or held (`authorize`); what it may wait for ends when its token does: a
 //!   held poll's deadline is never past it, and a stream ends at it.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 
-use super::poll::{poll_response, topic_error, Subscriptions};
+use super::poll::{poll_response, topic_error, Subscriptions, Wire};
 use crate::backoff::XorShift;
 use crate::config::Config;
-use crate::connection::{EndSecond, Endpoints, Reply, StateKind, Stream, Wait};
+use crate::connection::{EndSecond, Endpoints, Reply, Socket, StateKind, Stream, Wait};
 use crate::http::cors::{AllowedOrigins, Grant};
 use crate::http::request::{Method, Request};
 use crate::http::response::{self, Cors, Response, Status};
-use crate::pubsub::{valid_topic_name, HoldOn, TopicError, TopicLimits, Topics};
+use crate::pubsub::{valid_topic_name, HoldKey, HoldOn, TopicError, TopicLimits, Topics};
 use crate::routes::{self, NoRoute, Route};
 use crate::stats::{self, ByState, Polls, Snapshot, Totals};
 use crate::timer::Tick;
-use crate::token::{bearer, Action, Refusal, VerifiedTokens};
+use crate::token::{bearer, Action, Claims, Refusal, VerifiedTokens};
 
 /// `Retry-After` values for a 503, picked at random: refused clients should not all come back
 /// in the same second.
@@ -60,6 +61,8 @@ pub(super) struct Costs {
     pub(super) polls: Polls,
     /// Event streams open, the live page's included.
     pub(super) streams_open: u64,
+    /// WebSockets open.
+    pub(super) sockets_open: u64,
 }
 
 /// The reactor's own figures for the cost view, each O(1) to read.
@@ -91,6 +94,9 @@ pub(super) struct Service {
     origins: AllowedOrigins,
     /// `--jwt-secret`: when set, who may do what is a token's say.
     tokens: Option<VerifiedTokens>,
+    /// What the token of each socket opened with one lets it do, by connection: its messages are
+    /// checked against it one by one.
+    pub(super) socket_claims: HashMap<usize, Claims>,
     /// The Unix time of tick 0, in milliseconds: tokens' times are Unix seconds.
     unix_ms_at_tick_zero: u64,
     pub(super) config: Config,
@@ -118,6 +124,7 @@ impl Service {
             reactor: ReactorFigures::default(),
             origins: AllowedOrigins::new(&config.allow_origin),
             tokens: config.tokens.clone().map(VerifiedTokens::new),
+            socket_claims: HashMap::new(),
             unix_ms_at_tick_zero: u64::try_from(unix_at_start.as_millis()).unwrap_or(0),
             config,
             max_held,
@@ -165,12 +172,12 @@ impl Service {
         Ok(route)
     }
 
-    /// Connection `key` waits no more, whether it was a poll or a stream: off every list it is
-    /// on, its topics no longer watched by it.
-    fn stop_waiting(&mut self, key: usize, wait: &Wait, now: Tick) {
-        match wait.hold.on() {
+    /// Connection `key` waits no more, whether it was a poll, a stream or a socket: off every
+    /// list it is on, its topics no longer watched by it.
+    fn stop_waiting(&mut self, key: usize, hold: HoldKey, now: Tick) {
+        match hold.on() {
             HoldOn::One(topic) => {
-                self.topics.release(wait.hold, key, now);
+                self.topics.release(hold, key, now);
                 self.topics.unwatch(topic, now);
             }
             HoldOn::Many(n) => self.end_subscription(key, n, now),
@@ -181,18 +188,22 @@ impl Service {
     /// What a request's token allows, checked before anything is stored or held: `Ok` with the
     /// tick its token expires at (`Tick::MAX` without `--jwt-secret`, or for an endpoint open to
     /// all), else the 401 of a missing or bad token, or the 403 of one that does not cover what
-    /// is asked (on a subscription, every topic of it).
-    fn authorize(&mut self, req: &Request, route: Route, now: Tick) -> Result<Tick, Response<'static>> {
+    /// is asked (on a subscription, every topic of it). A socket's messages are checked one by
+    /// one later, against the claims it keeps (`Pass::claims`).
+    fn authorize(&mut self, req: &Request, route: Route, now: Tick) -> Result<Pass, Response<'static>> {
+        let open = Pass { until: Tick::MAX, claims: None };
         let Some(tokens) = &mut self.tokens else {
-            return Ok(Tick::MAX);
+            return Ok(open);
         };
         let asked = match route {
-            Route::Plaintext | Route::Live | Route::Options(_) => return Ok(Tick::MAX),
+            Route::Plaintext | Route::Live | Route::Options(_) => return Ok(open),
             Route::Stats | Route::Metrics | Route::Events(COST_VIEW_TOPIC) => Action::Admin,
             Route::Publish(topic) => Action::Publish(topic),
             Route::Poll(topic) | Route::Events(topic) => Action::Subscribe(topic),
             // Checked topic by topic below; the name is only what the refusal says.
             Route::PollMany | Route::EventsMany => Action::Subscribe(""),
+            // Any good token opens a socket; what it may do there, message by message.
+            Route::WebSocket => Action::Subscribe(""),
         };
         let unix_ms = self.unix_ms_at_tick_zero + now;
         let verified = bearer(req.authorization, req.query)
@@ -215,6 +226,7 @@ impl Service {
             Route::PollMany | Route::EventsMany => asked_topics(req.query)
                 .filter(|topic| valid_topic_name(topic))
                 .all(|topic| claims.allows(Action::Subscribe(topic))),
+            Route::WebSocket => true,
             _ => claims.allows(asked),
         };
         if !allowed {
@@ -226,7 +238,9 @@ impl Service {
             };
             return Err(Response::error(Status::FORBIDDEN, reason));
         }
-        Ok(claims.exp.saturating_mul(1000).saturating_sub(self.unix_ms_at_tick_zero))
+        let until = claims.exp.saturating_mul(1000).saturating_sub(self.unix_ms_at_tick_zero);
+        let claims = (route == Route::WebSocket).then(|| claims.clone());
+        Ok(Pass { until, claims })
     }
 
     /// Whether a request may write: unless it comes from a web page (it has an `Origin`), or
@@ -234,7 +248,7 @@ impl Service {
     /// any other site can make the browser send a "simple" cross-origin POST without asking
     /// first (no preflight), and the browser only hides the answer, after the message was
     /// stored: the server must refuse it itself.
-    fn may_write(&self, req: &Request) -> bool {
+    pub(super) fn may_write(&self, req: &Request) -> bool {
         let Some(origin) = req.origin else {
             return true; // not a page: curl, a server, `tether publish`
         };
@@ -258,6 +272,7 @@ impl Service {
             totals: self.costs.totals.clone(),
             polls: self.costs.polls,
             streams_open: self.costs.streams_open,
+            sockets_open: self.costs.sockets_open,
             topics: self.topics.count() as u64,
             messages: self.topics.retained(),
             retained_bytes: self.topics.retained_bytes() as u64,
@@ -275,6 +290,13 @@ impl Service {
         self.spare = open_spare();
         snapshot
     }
+}
+
+/// What a request's token lets it do: until when, and for a socket, its claims to check message
+/// by message.
+struct Pass {
+    until: Tick,
+    claims: Option<Claims>,
 }
 
 /// The `topic=` values of a query, as given.
@@ -307,8 +329,8 @@ impl Endpoints for Service {
             Ok(route) => route,
             Err(refusal) => return Reply::Now(refusal),
         };
-        let until = match self.authorize(req, route, now) {
-            Ok(until) => until,
+        let Pass { until, claims } = match self.authorize(req, route, now) {
+            Ok(pass) => pass,
             // A page that subscribes across origins may read why it was refused.
             Err(refusal) if route.subscribes() => return Reply::Now(refusal.with_cors(Cors::Shared)),
             Err(refusal) => return Reply::Now(refusal),
@@ -353,6 +375,12 @@ impl Endpoints for Service {
                     Err(refusal) => Reply::Now(refusal.with_cors(Cors::Shared)),
                 };
             }
+            Route::WebSocket => {
+                return match self.open_socket(key, req, claims, until, now) {
+                    Ok((accept, socket)) => Reply::Upgrade { accept, socket },
+                    Err(refusal) => Reply::Now(refusal),
+                }
+            }
             Route::Events(_) | Route::EventsMany => {
                 let opened = match route {
                     Route::Events(topic) => self.open_stream(req, topic, now),
@@ -382,23 +410,23 @@ impl Endpoints for Service {
         poll_response(self.body.as_bytes())
     }
 
-    fn still_waiting(&self, key: usize, wait: &Wait) -> bool {
-        match wait.hold.on() {
-            HoldOn::One(_) => self.topics.holds(wait.hold, key),
+    fn still_waiting(&self, key: usize, hold: HoldKey) -> bool {
+        match hold.on() {
+            HoldOn::One(_) => self.topics.holds(hold, key),
             HoldOn::Many(n) => self.subscriptions.waiting(n, key, &self.topics),
             HoldOn::Nowhere => true, // nothing to be woken by
         }
     }
 
     fn release(&mut self, key: usize, wait: &Wait, now: Tick) {
-        self.stop_waiting(key, wait, now);
+        self.stop_waiting(key, wait.hold, now);
         self.costs.polls.held -= 1;
     }
 
     fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>) {
         match wait.hold.on() {
             HoldOn::One(topic) => self.stream_events(key, topic, wait, out),
-            HoldOn::Many(n) => self.stream_many(key, n, out),
+            HoldOn::Many(n) => self.feed_subscription(key, n, Wire::EventStream, out),
             HoldOn::Nowhere => {}
         }
     }
@@ -410,7 +438,28 @@ impl Endpoints for Service {
     }
 
     fn end_stream(&mut self, key: usize, stream: &Stream, now: Tick) {
-        self.stop_waiting(key, &stream.wait, now);
+        self.stop_waiting(key, stream.wait.hold, now);
         self.costs.streams_open -= 1;
+    }
+
+    fn socket_message(&mut self, key: usize, socket: &Socket, text: &str, out: &mut Vec<u8>, now: Tick) {
+        match socket.hold.on() {
+            HoldOn::Many(n) => self.answer_message(key, n, text, out, now),
+            _ => debug_assert!(false, "a socket waits on its subscription"),
+        }
+    }
+
+    fn socket_news(&mut self, key: usize, socket: &Socket, out: &mut Vec<u8>) {
+        match socket.hold.on() {
+            HoldOn::Many(n) => self.feed_subscription(key, n, Wire::WebSocket, out),
+            _ => debug_assert!(false, "a socket waits on its subscription"),
+        }
+    }
+
+    fn end_socket(&mut self, key: usize, socket: &Socket, now: Tick) {
+        let hold = socket.hold;
+        self.stop_waiting(key, hold, now);
+        self.socket_claims.remove(&key);
+        self.costs.sockets_open -= 1;
     }
 }

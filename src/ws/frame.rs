@@ -32,6 +32,8 @@ pub enum CloseCode {
     GoingAway = 1001,
     /// The peer broke the framing rules.
     ProtocolError = 1002,
+    /// A message of a type the endpoint does not take: here, binary (messages are JSON text).
+    UnsupportedData = 1003,
     /// A text message, or a close reason, that is not UTF-8.
     InvalidData = 1007,
     /// A message the service refuses for what it says.

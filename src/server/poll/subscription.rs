@@ -1,6 +1,6 @@
-//! A subscription of several topics: one long poll or event stream that waits on up to 64 topics
-//! at once, `GET /poll?topic=A&topic=B` and `GET /events?topic=A&topic=B` (docs/long-polling.md,
-//! "Several topics in one subscription").
+//! A subscription of several topics: one long poll, event stream or WebSocket that waits on up
+//! to 64 topics at once, `GET /poll?topic=A&topic=B`, `GET /events?topic=A&topic=B`, or a
+//! socket's `subscribe` messages (docs/long-polling.md, "Several topics in one subscription").
 //!
 //! A connection's state carries one `Wait`, whose size every connection's slab slot pays for, so
 //! a subscription lives here, in the service, and the connection's wait only names it
@@ -17,8 +17,10 @@
 //!   publish takes it off. So the subscription waits while every watch is listed, and one taken
 //!   off makes it due: a poll is answered, a stream fed. Publishes on two of its topics in one
 //!   turn queue its connection twice; the second turn in the flush phase finds nothing due.
-//! - One answer, or one batch of a stream, carries what a poll's answer may (`AnswerRoom`) over
-//!   all its topics together, in topic order, then seq.
+//! - One answer, or one batch of a stream or a socket, carries what a poll's answer may
+//!   (`AnswerRoom`) over all its topics together, in topic order, then seq.
+//! - Only a socket's subscription changes its topics while it lives (`add`, `remove`); a topic
+//!   appears in it at most once.
 
 use std::fmt::Write;
 
@@ -32,6 +34,7 @@ use crate::http::response::{Response, Status};
 use crate::pubsub::{AnswerRoom, HoldKey, HoldOn, Message, Read, Topics};
 use crate::server::service::Service;
 use crate::timer::Tick;
+use crate::ws;
 
 /// One topic of a subscription: its place on the topic's list of holds (listed or not), and
 /// the last seq the client has seen there.
@@ -99,6 +102,53 @@ impl Subscriptions {
         self.watches += watches.len();
         self.live.insert(Subscription { holder, watches, resets_due });
         Some(n)
+    }
+
+    /// Starts socket `holder`'s subscription, of no topic yet.
+    fn start_socket(&mut self, holder: usize) -> Option<u32> {
+        let n = u32::try_from(self.live.vacant_key()).ok()?;
+        self.live.insert(Subscription { holder, watches: Box::default(), resets_due: 0 });
+        Some(n)
+    }
+
+    /// Adds `watch` to subscription `n` (watched from now on, listed at its first feed), in place
+    /// of any watch of the same topic; `reset_due`: its first read is a `reset`. `false` if it
+    /// already has `MAX_TOPICS_PER_SUBSCRIPTION` other topics.
+    fn add(&mut self, n: u32, key: usize, watch: Watch, reset_due: bool, topics: &mut Topics, now: Tick) -> bool {
+        self.remove(n, key, watch.topic(), topics, now);
+        let Some(subscription) = self.live.get_mut(n as usize) else {
+            return false;
+        };
+        if subscription.watches.len() == MAX_TOPICS_PER_SUBSCRIPTION {
+            return false;
+        }
+        topics.watch(watch.topic());
+        let mut watches = std::mem::take(&mut subscription.watches).into_vec();
+        subscription.resets_due |= u64::from(reset_due) << watches.len();
+        watches.push(watch);
+        subscription.watches = watches.into_boxed_slice();
+        self.watches += 1;
+        true
+    }
+
+    /// Takes `topic` out of subscription `n`: off its list, unwatched. Whether it was in it.
+    fn remove(&mut self, n: u32, key: usize, topic: u32, topics: &mut Topics, now: Tick) -> bool {
+        let Some(subscription) = self.live.get_mut(n as usize) else {
+            return false;
+        };
+        let Some(i) = subscription.watches.iter().position(|watch| watch.topic() == topic) else {
+            return false;
+        };
+        let mut watches = std::mem::take(&mut subscription.watches).into_vec();
+        let watch = watches.remove(i);
+        topics.release(watch.hold, key, now);
+        topics.unwatch(topic, now);
+        // The bits of the watches after it move down with them.
+        let below = (1u64 << i) - 1;
+        subscription.resets_due = (subscription.resets_due & below) | ((subscription.resets_due >> 1) & !below);
+        subscription.watches = watches.into_boxed_slice();
+        self.watches -= 1;
+        true
     }
 
     /// Whether subscription `n` of connection `key` still waits: listed on every topic.
@@ -232,18 +282,20 @@ impl Service {
         write_answer(&mut self.body, &self.topics, &watches, &news);
     }
 
-    /// A stream of several topics: its next events after its cursors, topic by topic in order:
-    /// a `reset`, or `missed` and then each message with its topic as `event:`; every `id:` is
-    /// the cursor string after that event, so that `Last-Event-ID` resumes every topic. Once no
-    /// topic has anything new, the stream is listed again where a publish took it off.
-    pub(in crate::server) fn stream_many(&mut self, key: usize, n: u32, out: &mut Vec<u8>) {
+    /// A stream or a socket of several topics: what follows its cursors, topic by topic in
+    /// order, written for its `wire`: a `reset`, or `missed` and then each message. An event's
+    /// `id:` is the cursor string after it, so that `Last-Event-ID` resumes every topic; a
+    /// socket's frames name their topic and seq. Once no topic has anything new, the
+    /// subscription is listed again where a publish took it off.
+    pub(in crate::server) fn feed_subscription(&mut self, key: usize, n: u32, wire: Wire, out: &mut Vec<u8>) {
         let Some(subscription) = self.subscriptions.live.get_mut(n as usize) else {
-            debug_assert!(false, "a stream of {key} names subscription {n}, which is gone");
+            debug_assert!(false, "connection {key} names subscription {n}, which is gone");
             return;
         };
         let (watches, topics) = (&mut subscription.watches[..], &mut self.topics);
         let mut room = AnswerRoom::default();
         let mut news = false;
+        let mut frame = String::new(); // a socket's frame is built here: its length goes first
         for i in 0..watches.len() {
             let (topic, after) = (watches[i].topic(), watches[i].after);
             let read = read_one(topics, &watches[i], subscription.resets_due & (1 << i) != 0, &mut room);
@@ -256,24 +308,47 @@ impl Service {
                 Read::Reset { cursor } => {
                     watches[i].after = cursor;
                     let epoch = topics.epoch(topic);
-                    let data = format!("{{\"topic\":\"{name}\",\"cursor\":{cursor},\"epoch\":\"{epoch}\"}}");
-                    push_event(out, "reset", &cursor_string(topics, watches), &data);
+                    match wire {
+                        Wire::EventStream => {
+                            let data = format!("{{\"topic\":\"{name}\",\"cursor\":{cursor},\"epoch\":\"{epoch}\"}}");
+                            push_event(out, "reset", &cursor_string(topics, watches), &data);
+                        }
+                        Wire::WebSocket => {
+                            frame.clear();
+                            let _ = write!(frame, "{{\"topic\":\"{name}\",\"reset\":{cursor},\"epoch\":\"{epoch}\"}}");
+                            ws::frame::write_text(out, &frame);
+                        }
+                    }
                 }
                 Read::Messages { messages, missed, cursor } => {
                     if missed > 0 {
                         watches[i].after = after + missed;
                         let data = format!("{{\"topic\":\"{name}\",\"missed\":{missed}}}");
-                        push_event(out, "missed", &cursor_string(topics, watches), &data);
+                        match wire {
+                            Wire::EventStream => push_event(out, "missed", &cursor_string(topics, watches), &data),
+                            Wire::WebSocket => ws::frame::write_text(out, &data),
+                        }
                     }
                     for message in &messages {
                         watches[i].after = message.seq;
-                        out.extend_from_slice(b"event: ");
-                        out.extend_from_slice(name.as_bytes());
-                        out.extend_from_slice(b"\nid: ");
-                        out.extend_from_slice(cursor_string(topics, watches).as_bytes());
-                        out.push(b'\n');
-                        out.extend_from_slice(message.lines.as_bytes());
-                        out.push(b'\n');
+                        match wire {
+                            Wire::EventStream => {
+                                out.extend_from_slice(b"event: ");
+                                out.extend_from_slice(name.as_bytes());
+                                out.extend_from_slice(b"\nid: ");
+                                out.extend_from_slice(cursor_string(topics, watches).as_bytes());
+                                out.push(b'\n');
+                                out.extend_from_slice(message.lines.as_bytes());
+                                out.push(b'\n');
+                            }
+                            Wire::WebSocket => {
+                                frame.clear();
+                                let _ = write!(frame, "{{\"topic\":\"{name}\",\"seq\":{},\"data\":", message.seq);
+                                frame.push_str(&message.json);
+                                frame.push('}');
+                                ws::frame::write_text(out, &frame);
+                            }
+                        }
                     }
                     watches[i].after = cursor;
                 }
@@ -287,6 +362,41 @@ impl Service {
             }
         }
     }
+
+    /// A socket's subscription, of no topic yet, for connection `key`: `None` when numbers run out.
+    pub(super) fn start_socket_subscription(&mut self, key: usize) -> Option<u32> {
+        self.subscriptions.start_socket(key)
+    }
+
+    /// Socket `key` subscribes subscription `n` to `name` from `start`: created if new, a reset
+    /// due if the client's epoch is not the topic's. The first feed reads and lists it.
+    pub(super) fn subscribe(&mut self, key: usize, n: u32, start: TopicStart, now: Tick) -> Result<(), &'static str> {
+        let topic = self.topics.get_or_create(start.name, now).map_err(|_| "too many topics")?;
+        let reset_due = start.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
+        let after = self.topics.resolve(topic, start.start);
+        let watch = Watch { hold: HoldKey::unlisted(topic), after };
+        if !self.subscriptions.add(n, key, watch, reset_due, &mut self.topics, now) {
+            return Err("a socket subscribes to at most 64 topics");
+        }
+        Ok(())
+    }
+
+    /// Socket `key` unsubscribes subscription `n` from `name`; whether it was subscribed.
+    pub(super) fn unsubscribe(&mut self, key: usize, n: u32, name: &str, now: Tick) -> bool {
+        let Some(topic) = self.topics.find(name) else {
+            return false;
+        };
+        self.subscriptions.remove(n, key, topic, &mut self.topics, now)
+    }
+}
+
+/// How a subscription's news goes to its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::server) enum Wire {
+    /// Events of a `text/event-stream`.
+    EventStream,
+    /// Text frames of a WebSocket, one JSON object each.
+    WebSocket,
 }
 
 /// Where a subscription starts: a watch per topic, and the topics whose reset is due.
