@@ -11,15 +11,6 @@ use std::time::Duration;
 
 use common::{num, Client, Server};
 
-fn publish(server: &Server, topic: &str, data: &str) {
-    let mut client = server.connect();
-    client.send(
-        format!("POST /publish/{topic} HTTP/1.1\r\nHost: tether.test\r\nContent-Length: {}\r\n\r\n{data}", data.len())
-            .as_bytes(),
-    );
-    assert_eq!(client.read_response().status, 200);
-}
-
 fn open_stream(server: &Server, target: &str, extra: &str) -> Client {
     let mut client = server.connect();
     client.send(format!("GET {target} HTTP/1.1\r\nHost: tether.test\r\n{extra}\r\n").as_bytes());
@@ -37,14 +28,14 @@ fn a_stream_carries_each_message_with_its_id_and_resumes_from_last_event_id() {
     let server = Server::start(&[]);
     let mut stream = open_stream(&server, "/events/news", "");
     server.wait_for_stats("the stream is listed", |s| num(s, "streams.open") == 1);
-    publish(&server, "news", "first");
-    publish(&server, "news", "two\nlines");
+    server.publish("news", "first");
+    server.publish("news", "two\nlines");
     assert_eq!(stream.read_stream_until("lines\n\n"), "id: 1\ndata: first\n\nid: 2\ndata: two\ndata: lines\n\n");
     drop(stream);
     server.wait_for_stats("the stream ended", |s| num(s, "streams.open") == 0);
 
     // What a browser's EventSource sends when it reconnects: the last id it saw.
-    publish(&server, "news", "third");
+    server.publish("news", "third");
     let mut again = open_stream(&server, "/events/news", "Last-Event-ID: 1\r\n");
     let text = again.read_stream_until("third\n\n");
     assert_eq!(text, "id: 2\ndata: two\ndata: lines\n\nid: 3\ndata: third\n\n", "nothing lost, nothing twice");
@@ -60,11 +51,11 @@ fn a_stream_carries_each_message_with_its_id_and_resumes_from_last_event_id() {
 #[test]
 fn a_foreign_epoch_starts_a_stream_with_a_reset() {
     let server = Server::start(&[]);
-    publish(&server, "t", "one");
+    server.publish("t", "one");
     let mut stream = open_stream(&server, "/events/t?cursor=0&epoch=not-this-one", "");
     let text = stream.read_stream_until("}\n\n");
     assert!(text.starts_with("event: reset\nid: 1\ndata: {\"topic\":\"t\",\"cursor\":1,\"epoch\":\""), "{text}");
-    publish(&server, "t", "two");
+    server.publish("t", "two");
     assert_eq!(stream.read_stream_until("two\n\n"), "id: 2\ndata: two\n\n");
 }
 
@@ -139,7 +130,7 @@ fn request_with(server: &Server, method: &str, path: &str, headers: &str) -> com
 #[test]
 fn an_allowed_origin_may_read_polls_and_streams() {
     let server = Server::start(&["--allow-origin", "http://app.test:8000", "--allow-origin", "https://b.test"]);
-    publish(&server, "t", "m");
+    server.publish("t", "m");
     let answer = request_with(&server, "GET", "/poll/t?cursor=0", "Origin: http://app.test:8000\r\n");
     assert_eq!(answer.header("Access-Control-Allow-Origin"), Some("http://app.test:8000"));
     assert_eq!(answer.header("Vary"), Some("Origin"));

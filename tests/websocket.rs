@@ -190,15 +190,6 @@ impl Socket {
     }
 }
 
-fn publish(server: &Server, topic: &str, data: &str) {
-    let mut client = server.connect();
-    client.send(
-        format!("POST /publish/{topic} HTTP/1.1\r\nHost: tether.test\r\nContent-Length: {}\r\n\r\n{data}", data.len())
-            .as_bytes(),
-    );
-    assert_eq!(client.read_response().status, 200);
-}
-
 #[test]
 fn a_socket_subscribes_and_receives_what_is_published_in_order() {
     let server = Server::start(&[]);
@@ -207,8 +198,8 @@ fn a_socket_subscribes_and_receives_what_is_published_in_order() {
     server.wait_for_stats("the socket is listed", |s| {
         num(s, "sockets.open") == 1 && num(s, "connections.websocket") == 1
     });
-    publish(&server, "news", "first");
-    publish(&server, "news", "say \"hi\"\nü");
+    server.publish("news", "first");
+    server.publish("news", "say \"hi\"\nü");
     assert_eq!(socket.json(), json!({"topic": "news", "seq": 1, "data": "first"}));
     assert_eq!(socket.json(), json!({"topic": "news", "seq": 2, "data": "say \"hi\"\nü"}));
     // A socket publishes too, and hears its own message like any subscriber.
@@ -221,8 +212,8 @@ fn a_socket_subscribes_and_receives_what_is_published_in_order() {
     assert_eq!(late.json()["seq"], 3);
     late.send_json(json!({"unsubscribe": "news"}));
     late.send_json(json!({"subscribe": "other"}));
-    publish(&server, "news", "only the first socket");
-    publish(&server, "other", "the late socket's");
+    server.publish("news", "only the first socket");
+    server.publish("other", "the late socket's");
     assert_eq!(socket.json()["data"], "only the first socket");
     assert_eq!(late.json(), json!({"topic": "other", "seq": 1, "data": "the late socket's"}));
 }
@@ -252,7 +243,7 @@ fn one_publish_reaches_polls_streams_and_sockets() {
 fn loss_and_resets_are_reported_per_topic() {
     let server = Server::start(&["--topic-capacity", "2"]);
     for data in ["a", "b", "c", "d"] {
-        publish(&server, "t", data);
+        server.publish("t", data);
     }
     let mut socket = Socket::open(&server, "");
     socket.send_json(json!({"subscribe": "t", "cursor": 0}));
@@ -282,7 +273,7 @@ fn a_bad_message_gets_an_error_and_the_socket_stays_open() {
         assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}: {answer}");
     }
     socket.send_json(json!({"subscribe": "t"}));
-    publish(&server, "t", "still open");
+    server.publish("t", "still open");
     assert_eq!(socket.json()["data"], "still open");
 }
 
@@ -401,7 +392,7 @@ fn hostile_frames_get_their_close_codes() {
     }
     let mut fine = Socket::open(&server, "");
     fine.send_json(json!({"subscribe": "t"}));
-    publish(&server, "t", "the server lives on");
+    server.publish("t", "the server lives on");
     assert_eq!(fine.json()["data"], "the server lives on");
     let stats = server.wait_for_stats("every socket counted", |s| num(s, "sockets.open") == 1);
     assert_eq!(num(&stats, "connections.websocket"), 1);
@@ -416,7 +407,7 @@ fn a_fragmented_message_with_a_ping_inside_is_reassembled() {
     let (a, b) = message.as_bytes().split_at(5);
     socket.send(&[frame(false, 0x1, a), frame(true, 0x9, b"mid"), frame(true, 0x0, b)].concat());
     assert_eq!(socket.next(), Frame::Pong(b"mid".to_vec()));
-    publish(&server, "t", "subscribed by fragments");
+    server.publish("t", "subscribed by fragments");
     assert_eq!(socket.json()["data"], "subscribed by fragments");
 }
 

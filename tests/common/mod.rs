@@ -175,6 +175,20 @@ impl Server {
         poll_stats(what, || self.stats(), condition)
     }
 
+    /// `POST /publish/{topic}` with `data` on a fresh connection, expecting `200`.
+    pub fn publish(&self, topic: &str, data: &str) {
+        let mut client = self.connect();
+        client.send(
+            format!(
+                "POST /publish/{topic} HTTP/1.1\r\nHost: tether.test\r\nContent-Length: {}\r\n\r\n{data}",
+                data.len()
+            )
+            .as_bytes(),
+        );
+        let response = client.read_response();
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+
     /// Returns once the server has processed everything already sent on other connections.
     ///
     /// On loopback, `write` returns after the bytes are in the peer's receive queue and its
