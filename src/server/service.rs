@@ -52,6 +52,8 @@ const LIVE_PAGE: &[u8] = include_bytes!("live.html");
 const NO_TOKEN: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"tether\"")];
 const INVALID_TOKEN: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"tether\", error=\"invalid_token\"")];
 const INVALID_REQUEST: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"tether\", error=\"invalid_request\"")];
+/// What a 403 for a poll or a stream says, of one topic or several.
+const NOT_EVERY_TOPIC: &[u8] = b"the token does not let its holder subscribe to every topic asked for\n";
 
 /// What the cost view counts as it happens, so that a snapshot never walks the connections.
 #[derive(Debug, Default)]
@@ -195,16 +197,9 @@ impl Service {
         let Some(tokens) = &mut self.tokens else {
             return Ok(open);
         };
-        let asked = match route {
-            Route::Plaintext | Route::Live | Route::Options(_) => return Ok(open),
-            Route::Stats | Route::Metrics | Route::Events(COST_VIEW_TOPIC) => Action::Admin,
-            Route::Publish(topic) => Action::Publish(topic),
-            Route::Poll(topic) | Route::Events(topic) => Action::Subscribe(topic),
-            // Checked topic by topic below; the name is only what the refusal says.
-            Route::PollMany | Route::EventsMany => Action::Subscribe(""),
-            // Any good token opens a socket; what it may do there, message by message.
-            Route::WebSocket => Action::Subscribe(""),
-        };
+        if matches!(route, Route::Plaintext | Route::Live | Route::Options(_)) {
+            return Ok(open); // no data in them; a preflight never carries credentials
+        }
         let unix_ms = self.unix_ms_at_tick_zero + now;
         let verified = bearer(req.authorization, req.query)
             .and_then(|token| token.ok_or(Refusal::Missing))
@@ -221,22 +216,25 @@ impl Service {
                 return Err(Response::error(status, refusal.reason().as_bytes()).with_headers(challenge));
             }
         };
-        let allowed = match route {
+        let subscribe = |topic| claims.allows(Action::Subscribe(topic));
+        let (allowed, refusal): (bool, &'static [u8]) = match route {
+            Route::Stats | Route::Metrics | Route::Events(COST_VIEW_TOPIC) => {
+                (claims.allows(Action::Admin), b"the cost view needs a token with \"admin\": true\n")
+            }
+            Route::Publish(topic) => {
+                (claims.allows(Action::Publish(topic)), b"the token does not let its holder publish to this topic\n")
+            }
+            Route::Poll(topic) | Route::Events(topic) => (subscribe(topic), NOT_EVERY_TOPIC),
             // A name that is not one is the query's 400, answered once the token is known good.
-            Route::PollMany | Route::EventsMany => asked_topics(req.query)
-                .filter(|topic| valid_topic_name(topic))
-                .all(|topic| claims.allows(Action::Subscribe(topic))),
-            Route::WebSocket => true,
-            _ => claims.allows(asked),
+            Route::PollMany | Route::EventsMany => {
+                (asked_topics(req.query).filter(|topic| valid_topic_name(topic)).all(subscribe), NOT_EVERY_TOPIC)
+            }
+            // Any good token opens a socket: what it may do there is checked message by message.
+            Route::WebSocket | Route::Plaintext | Route::Live | Route::Options(_) => (true, b""),
         };
         if !allowed {
             self.costs.totals.forbidden += 1;
-            let reason: &[u8] = match asked {
-                Action::Admin => b"the cost view needs a token with \"admin\": true\n",
-                Action::Publish(_) => b"the token does not let its holder publish to this topic\n",
-                Action::Subscribe(_) => b"the token does not let its holder subscribe to every topic asked for\n",
-            };
-            return Err(Response::error(Status::FORBIDDEN, reason));
+            return Err(Response::error(Status::FORBIDDEN, refusal));
         }
         let until = claims.exp.saturating_mul(1000).saturating_sub(self.unix_ms_at_tick_zero);
         let claims = (route == Route::WebSocket).then(|| claims.clone());
