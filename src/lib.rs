@@ -1,5 +1,6 @@
-//! tether: a single-threaded HTTP/1.1 server on mio that serves keep-alive, long polling and
-//! event streams (to browsers too: CORS, a live page) and shows, in numbers, what each costs.
+//! tether: a single-threaded HTTP/1.1 server on mio that serves keep-alive, long polling,
+//! event streams and WebSockets (to browsers too: CORS, tokens, a live page) and shows, in
+//! numbers, what each costs.
 //!
 //! ```text
 //!   main.rs ── Config ──> Server::run ──> run_once, forever:
@@ -18,7 +19,8 @@
 //!   endpoints and keeps the topics and the counters.
 //! - `connection` is one connection's protocol as a sans-IO machine: an event, the socket seen
 //!   as `Read + Write` and the turn's `now` in, what to do out (a deadline, a flush, a close).
-//!   `http` turns bytes into requests and answers into bytes; `routes` maps a request to an
+//!   `http` turns bytes into requests and answers into bytes, `ws` WebSocket frames into
+//!   messages and back; `token` checks bearer tokens; `routes` maps a request to an
 //!   endpoint; `pubsub` keeps topics, their message rings and the polls held on them; `stats`
 //!   renders the cost view; `timer` holds every deadline; `buffer` lends I/O buffers to busy
 //!   connections.
