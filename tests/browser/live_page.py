@@ -26,6 +26,21 @@ def figure(name):
     return f"Number(document.querySelector('[data-figure={name}]').dataset.value || NaN)"
 
 
+def check_states_add_up(page, when):
+    """The connections-by-state chart shows every state: its figures add up to the connections
+    open (they are of one snapshot, shown at once)."""
+    shown = page.evaluate("""() => {
+        const chart = [...document.querySelectorAll('figure')]
+            .find((figure) => figure.querySelector('strong').textContent === 'Connections by state');
+        return Object.fromEntries([...chart.querySelectorAll('[data-figure]')]
+            .map((number) => [number.dataset.figure, Number(number.dataset.value)]));
+    }""")
+    states = {name: value for name, value in shown.items() if name != "connections_open"}
+    if sum(states.values()) != shown["connections_open"]:
+        fail(f"{when}, the states shown add up to {sum(states.values())}, "
+             f"not to the {shown['connections_open']} connections open: {states}")
+
+
 def hold_connections(tether, stop):
     """Opens CONNECTIONS keep-alive connections and sends requests on them round after round
     (a few a second each, so every snapshot sees some), until `stop` or LOAD_SECONDS; then
@@ -69,6 +84,7 @@ def main():
         wait_until(page, f"!isNaN({figure('connections_open')})", "the page shows a first snapshot")
         before = page.evaluate(figure("connections_open"))
         print(f"connections before the load: {before}")
+        check_states_add_up(page, "before the load")
 
         stop = threading.Event()
         load = threading.Thread(target=hold_connections, args=(tether, stop))
@@ -78,6 +94,7 @@ def main():
                        f"the page shows at least {CONNECTIONS} connections open")
             wait_until(page, f"{figure('requests_per_second')} > 0", "the page shows requests per second")
             print(f"connections under load: {page.evaluate(figure('connections_open'))}")
+            check_states_add_up(page, "under load")
             print(f"requests per second under load: {page.evaluate(figure('requests_per_second'))}")
         finally:
             stop.set()
