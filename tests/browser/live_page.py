@@ -1,5 +1,5 @@
-"""The live page (`GET /`): loads without console errors, its figures move under load, and its
-forms tail a topic and publish to it.
+"""The live page (`GET /`): loads without console errors, its figures move under load (WebSockets
+it opens itself among them), and its forms tail a topic and publish to it.
 
 Usage: live_page.py TETHER_URL [--token TOKEN] [--screenshot PATH]
 
@@ -18,6 +18,7 @@ import urllib.parse
 from chromium import WAIT_MS, browser_page, fail, wait_until
 
 CONNECTIONS = 50
+SOCKETS = 3
 LOAD_SECONDS = WAIT_MS / 1000 * 2
 
 
@@ -39,6 +40,23 @@ def check_states_add_up(page, when):
     if sum(states.values()) != shown["connections_open"]:
         fail(f"{when}, the states shown add up to {sum(states.values())}, "
              f"not to the {shown['connections_open']} connections open: {states}")
+
+
+def open_sockets(page, token):
+    """Opens SOCKETS WebSockets from the page, of tether's own origin (which tether takes without
+    --allow-origin), each following the forms' topic; the page must count them."""
+    page.evaluate("""([count, token]) => {
+        const query = token ? `?token=${encodeURIComponent(token)}` : '';
+        window.sockets = Array.from({ length: count }, () => {
+            const socket = new WebSocket(`ws://${location.host}/ws${query}`);
+            socket.onopen = () => socket.send(JSON.stringify({ subscribe: 'live-page' }));
+            return socket;
+        });
+    }""", [SOCKETS, token])
+    wait_until(page, f"{figure('sockets_open')} >= {SOCKETS} && {figure('websocket')} >= {SOCKETS}",
+               f"the page shows its {SOCKETS} WebSockets open, as a state of their connections",
+               show="window.sockets.map((socket) => socket.readyState)")
+    print(f"WebSockets open: {page.evaluate(figure('sockets_open'))}")
 
 
 def hold_connections(tether, stop):
@@ -85,6 +103,7 @@ def main():
         before = page.evaluate(figure("connections_open"))
         print(f"connections before the load: {before}")
         check_states_add_up(page, "before the load")
+        open_sockets(page, token)
 
         stop = threading.Event()
         load = threading.Thread(target=hold_connections, args=(tether, stop))
