@@ -159,7 +159,7 @@ fn with_allow_origin_star_a_page_from_any_origin_receives_messages() {
 fn a_page_of_an_allowed_origin_follows_a_topic_by_websocket() {
     let page = PageOrigin::start();
     let server = Server::start(&["--allow-origin", &page.origin()]);
-    let output = run_script("websocket.py", &[&url(&server), "allowed", &page.blank_url()]);
+    let output = run_script("websocket_page.py", &[&url(&server), "allowed", &page.blank_url()]);
     assert_printed(&output, "by WebSocket: 1:from the page 2:m2 3:m3");
     assert_printed(&output, "by poll: 1:from the page 2:m2 3:m3");
     assert_printed(&output, "closed: 1000, clean");
@@ -171,7 +171,7 @@ fn a_page_of_an_allowed_origin_follows_a_topic_by_websocket() {
 #[test]
 fn the_live_pages_own_origin_opens_a_websocket() {
     let server = Server::start(&[]);
-    let output = run_script("websocket.py", &[&url(&server), "own"]);
+    let output = run_script("websocket_page.py", &[&url(&server), "own"]);
     assert_printed(&output, "by WebSocket: 1:from the page 2:m2 3:m3");
     assert_printed(&output, "the live page counts its WebSocket");
     assert_printed(&output, "closed: 1000, clean");
@@ -186,7 +186,7 @@ fn a_page_of_an_origin_not_allowed_cannot_open_a_websocket() {
     let page = PageOrigin::start();
     // Another origin is allowed, so CORS is on; the page's own is not among them.
     let server = Server::start(&["--allow-origin", "http://allowed.test"]);
-    let output = run_script("websocket.py", &[&url(&server), "blocked", &page.blank_url()]);
+    let output = run_script("websocket_page.py", &[&url(&server), "blocked", &page.blank_url()]);
     assert_printed(&output, "refused: an error, close 1006, nothing received");
     assert_printed(&output, "tether answered 403; nothing stored");
 }

@@ -14,8 +14,9 @@ The scenario (docs/transports.md has the messages), with two sockets A and B of 
    the next ping. Then one more message by HTTP (seq 4) reaches both.
 5. Both close with 1000, and the close frame tether answers with says 1000 too.
 
-A script prints what it saw, in the lines `SUMMARY` builds, and exits 0; or prints
-`FAIL: why` and exits 1. tests/ws_clients.rs runs it and asserts on those lines.
+A script prints what it saw (`check_news` and `check_errors` print the scenario's lines) and
+exits 0; or prints `FAIL: why` and exits 1. tests/ws_clients.rs runs it and asserts on those
+lines, the same for every client: node_websocket.mjs, in another language, prints them too.
 """
 
 import json

@@ -1,7 +1,7 @@
 """A page follows a topic on tether with Chromium's own `WebSocket`; a page of an origin tether
 does not allow cannot open one.
 
-Usage: websocket.py TETHER_URL allowed|own|blocked [PAGE_URL]
+Usage: websocket_page.py TETHER_URL allowed|own|blocked [PAGE_URL]
 
 `allowed`: PAGE_URL is a blank page of an origin tether allows (`--allow-origin`). The page
 opens `ws://TETHER/ws`, subscribes to a topic and publishes to it over the socket, then
