@@ -2,7 +2,9 @@
 //! `tests/browser/`, against the real binary. What a page can do is what the browser lets it:
 //! event streams and long polls from another origin only with `--allow-origin`
 //! (docs/browser.md), a reload that resumes from the cursor the page kept, and the live page
-//! (`GET /`) drawing the cost view without a console error, with a server's token too.
+//! (`GET /`) drawing the cost view without a console error, with a server's token too. And
+//! what tether must refuse itself, because the browser does not: a WebSocket (Chromium's own)
+//! from a page of an origin not allowed.
 //!
 //! Each test starts its own server (and, for a cross-origin page, the page's own origin), runs
 //! one script with their addresses, and asserts on its exit status and what it printed. The
@@ -31,6 +33,11 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The page the cross-origin tests load from their second origin.
 const CLIENT_PAGE: &str = include_str!("browser/client.html");
+
+/// A page of the second origin with nothing of its own, into which a script puts its client.
+const BLANK_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+                          <title>a blank page of another origin</title><link rel=\"icon\" href=\"data:,\">\
+                          </head><body></body></html>";
 
 /// `--jwt-secret` of the tests with tokens.
 const SECRET: &str = "a browser test's secret, of at least thirty-two bytes";
@@ -145,6 +152,45 @@ fn with_allow_origin_star_a_page_from_any_origin_receives_messages() {
     assert_printed(&output, "received by polls: 1:m1 2:m2 3:m3");
 }
 
+/// A page of an allowed origin opens a WebSocket to tether with Chromium's own `WebSocket`,
+/// subscribes, publishes over it and receives what is published by HTTP, in order; a poll reads
+/// the same messages; the page's close with 1000 is answered with 1000.
+#[test]
+fn a_page_of_an_allowed_origin_follows_a_topic_by_websocket() {
+    let page = PageOrigin::start();
+    let server = Server::start(&["--allow-origin", &page.origin()]);
+    let output = run_script("websocket_page.py", &[&url(&server), "allowed", &page.blank_url()]);
+    assert_printed(&output, "by WebSocket: 1:from the page 2:m2 3:m3");
+    assert_printed(&output, "by poll: 1:from the page 2:m2 3:m3");
+    assert_printed(&output, "closed: 1000, clean");
+    assert_printed(&output, "websocket page: ok");
+}
+
+/// The live page's origin is tether's own: a WebSocket from it needs no `--allow-origin`, and
+/// the live page counts it.
+#[test]
+fn the_live_pages_own_origin_opens_a_websocket() {
+    let server = Server::start(&[]);
+    let output = run_script("websocket_page.py", &[&url(&server), "own"]);
+    assert_printed(&output, "by WebSocket: 1:from the page 2:m2 3:m3");
+    assert_printed(&output, "the live page counts its WebSocket");
+    assert_printed(&output, "closed: 1000, clean");
+    assert_printed(&output, "websocket page: ok");
+}
+
+/// A browser applies no CORS to a WebSocket: it opens one to any address, from any page. So
+/// tether refuses the handshake of a page of an origin it does not allow (403), and the page
+/// sees an error and a close with 1006, receives nothing and publishes nothing.
+#[test]
+fn a_page_of_an_origin_not_allowed_cannot_open_a_websocket() {
+    let page = PageOrigin::start();
+    // Another origin is allowed, so CORS is on; the page's own is not among them.
+    let server = Server::start(&["--allow-origin", "http://allowed.test"]);
+    let output = run_script("websocket_page.py", &[&url(&server), "blocked", &page.blank_url()]);
+    assert_printed(&output, "refused: an error, close 1006, nothing received");
+    assert_printed(&output, "tether answered 403; nothing stored");
+}
+
 // ---- running a script ---------------------------------------------------------------------
 
 /// A token for these claims under `SECRET`, good for ten minutes.
@@ -229,8 +275,8 @@ fn read_to_end(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 
 // ---- a second origin ----------------------------------------------------------------------
 
-/// `http://127.0.0.1:PORT`, another origin than tether's: it answers every request with
-/// `tests/browser/client.html`. Its listener is bound before tether starts, so its origin can
+/// `http://127.0.0.1:PORT`, another origin than tether's: it answers `/blank.html` with
+/// `BLANK_PAGE` and every other request with `tests/browser/client.html`. Its listener is bound before tether starts, so its origin can
 /// be given to `--allow-origin`; it stops when dropped.
 struct PageOrigin {
     addr: SocketAddr,
@@ -268,6 +314,10 @@ impl PageOrigin {
     fn url(&self) -> String {
         format!("{}/client.html", self.origin())
     }
+
+    fn blank_url(&self) -> String {
+        format!("{}/blank.html", self.origin())
+    }
 }
 
 impl Drop for PageOrigin {
@@ -279,7 +329,7 @@ impl Drop for PageOrigin {
     }
 }
 
-/// Reads one request head (whatever it asks for) and answers with the page, then closes.
+/// Reads one request head and answers with the page it asks for, then closes.
 fn serve_page(mut stream: TcpStream) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
@@ -291,10 +341,11 @@ fn serve_page(mut stream: TcpStream) {
             Ok(n) => head.extend_from_slice(&chunk[..n]),
         }
     }
+    let page = if head.starts_with(b"GET /blank.html ") { BLANK_PAGE } else { CLIENT_PAGE };
     let answer = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n{CLIENT_PAGE}",
-        CLIENT_PAGE.len()
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{page}",
+        page.len()
     );
     let _ = stream.write_all(answer.as_bytes());
 }

@@ -1,5 +1,5 @@
-"""The live page (`GET /`): loads without console errors, its figures move under load, and its
-forms tail a topic and publish to it.
+"""The live page (`GET /`): loads without console errors, its figures move under load (WebSockets
+it opens itself among them), and its forms tail a topic and publish to it.
 
 Usage: live_page.py TETHER_URL [--token TOKEN] [--screenshot PATH]
 
@@ -18,12 +18,45 @@ import urllib.parse
 from chromium import WAIT_MS, browser_page, fail, wait_until
 
 CONNECTIONS = 50
+SOCKETS = 3
 LOAD_SECONDS = WAIT_MS / 1000 * 2
 
 
 def figure(name):
     """A JavaScript expression for the raw value the page shows for one figure."""
     return f"Number(document.querySelector('[data-figure={name}]').dataset.value || NaN)"
+
+
+def check_states_add_up(page, when):
+    """The connections-by-state chart shows every state: its figures add up to the connections
+    open (they are of one snapshot, shown at once)."""
+    shown = page.evaluate("""() => {
+        const chart = [...document.querySelectorAll('figure')]
+            .find((figure) => figure.querySelector('strong').textContent === 'Connections by state');
+        return Object.fromEntries([...chart.querySelectorAll('[data-figure]')]
+            .map((number) => [number.dataset.figure, Number(number.dataset.value)]));
+    }""")
+    states = {name: value for name, value in shown.items() if name != "connections_open"}
+    if sum(states.values()) != shown["connections_open"]:
+        fail(f"{when}, the states shown add up to {sum(states.values())}, "
+             f"not to the {shown['connections_open']} connections open: {states}")
+
+
+def open_sockets(page, token):
+    """Opens SOCKETS WebSockets from the page, of tether's own origin (which tether takes without
+    --allow-origin), each following the forms' topic; the page must count them."""
+    page.evaluate("""([count, token]) => {
+        const query = token ? `?token=${encodeURIComponent(token)}` : '';
+        window.sockets = Array.from({ length: count }, () => {
+            const socket = new WebSocket(`ws://${location.host}/ws${query}`);
+            socket.onopen = () => socket.send(JSON.stringify({ subscribe: 'live-page' }));
+            return socket;
+        });
+    }""", [SOCKETS, token])
+    wait_until(page, f"{figure('sockets_open')} >= {SOCKETS} && {figure('websocket')} >= {SOCKETS}",
+               f"the page shows its {SOCKETS} WebSockets open, as a state of their connections",
+               show="window.sockets.map((socket) => socket.readyState)")
+    print(f"WebSockets open: {page.evaluate(figure('sockets_open'))}")
 
 
 def hold_connections(tether, stop):
@@ -69,6 +102,8 @@ def main():
         wait_until(page, f"!isNaN({figure('connections_open')})", "the page shows a first snapshot")
         before = page.evaluate(figure("connections_open"))
         print(f"connections before the load: {before}")
+        check_states_add_up(page, "before the load")
+        open_sockets(page, token)
 
         stop = threading.Event()
         load = threading.Thread(target=hold_connections, args=(tether, stop))
@@ -78,6 +113,7 @@ def main():
                        f"the page shows at least {CONNECTIONS} connections open")
             wait_until(page, f"{figure('requests_per_second')} > 0", "the page shows requests per second")
             print(f"connections under load: {page.evaluate(figure('connections_open'))}")
+            check_states_add_up(page, "under load")
             print(f"requests per second under load: {page.evaluate(figure('requests_per_second'))}")
         finally:
             stop.set()
