@@ -411,6 +411,20 @@ fn a_fragmented_message_with_a_ping_inside_is_reassembled() {
     assert_eq!(socket.json()["data"], "subscribed by fragments");
 }
 
+/// Answers come in the order of what they answer: a subscribe's backlog before the error of the
+/// message sent after it, though both came in one read.
+#[test]
+fn a_subscribes_backlog_comes_before_the_answer_to_the_next_message() {
+    let server = Server::start(&[]);
+    server.publish("t", "one");
+    server.publish("t", "two");
+    let mut socket = Socket::open(&server, "");
+    socket.send(&[text(&json!({"subscribe": "t", "cursor": 0}).to_string()), text("not json")].concat());
+    assert_eq!(socket.json()["seq"], 1);
+    assert_eq!(socket.json()["seq"], 2);
+    assert!(socket.json()["error"].is_string());
+}
+
 #[test]
 fn max_held_counts_sockets() {
     let server = Server::start(&["--max-held", "1"]);

@@ -65,9 +65,7 @@ pub(super) fn converse<E: Endpoints>(
         frame::write_close(out, CloseCode::PolicyViolation, "the token has expired");
         return Some(CloseReason::TokenExpired);
     }
-    while out.len() < OUTPUT_CAP && !turn.endpoints.still_waiting(turn.key, socket.hold) {
-        turn.endpoints.socket_news(turn.key, socket, out);
-    }
+    feed(socket, out, turn);
     if socket.ping_at <= turn.now {
         if socket.pong_due {
             // The peer did not answer the last ping within a heartbeat: it is gone, or too slow
@@ -82,7 +80,17 @@ pub(super) fn converse<E: Endpoints>(
     None
 }
 
-/// Answers the complete frames of the input, in order, until the output is full.
+/// Writes what the socket's topics have for it (batch after batch while the output has room),
+/// and lists it on them again once it has sent everything.
+fn feed<E: Endpoints>(socket: &Socket, out: &mut Vec<u8>, turn: &mut Turn<E>) {
+    while out.len() < OUTPUT_CAP && !turn.endpoints.still_waiting(turn.key, socket.hold) {
+        turn.endpoints.socket_news(turn.key, socket, out);
+    }
+}
+
+/// Answers the complete frames of the input, in order, until the output is full. What a
+/// message makes due (a subscribe's backlog) is sent before the next message is answered, so
+/// that answers come in the order of what they answer.
 fn read_frames<E: Endpoints>(socket: &mut Socket, buffers: &mut Buffers, turn: &mut Turn<E>) -> Option<CloseReason> {
     while buffers.pending_output().len() < OUTPUT_CAP {
         let (input, out) = buffers.split_mut();
@@ -98,6 +106,7 @@ fn read_frames<E: Endpoints>(socket: &mut Socket, buffers: &mut Buffers, turn: &
         let ends = match incoming {
             Incoming::Text(text) => {
                 turn.endpoints.socket_message(turn.key, socket, text, out, turn.now);
+                feed(socket, out, turn);
                 None
             }
             Incoming::Binary(_) => {

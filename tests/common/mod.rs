@@ -583,8 +583,10 @@ pub fn closed_total(stats: &Value) -> u64 {
 pub fn assert_accounting(stats: &Value) {
     let open = num(stats, "connections.open");
     assert_eq!(num(stats, "totals.accepted"), open + closed_total(stats), "accepted != open + closed.*: {stats}");
-    let by_state: u64 =
-        ["reading", "idle", "held", "writing", "closing"].iter().map(|s| num(stats, &format!("connections.{s}"))).sum();
+    let by_state: u64 = ["reading", "idle", "held", "streaming", "websocket", "writing", "closing"]
+        .iter()
+        .map(|s| num(stats, &format!("connections.{s}")))
+        .sum();
     assert_eq!(open, by_state, "connections.open != the sum of the per-state counts: {stats}");
 }
 
