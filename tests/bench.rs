@@ -213,6 +213,17 @@ fn a_websocket_answers_every_ping_and_is_never_closed_for_want_of_a_pong() {
     assert_eq!(num(&stats, "totals.closed.ping_timeout"), 0, "no socket went without its pong: {stats}");
 }
 
+/// A publisher the server closes after `--max-requests` (1,000 by default, so any run of more
+/// messages) publishes on a new connection, resending what the server did not answer.
+#[test]
+fn a_publisher_closed_at_max_requests_goes_on_on_a_new_connection() {
+    let server = Server::start(&["--max-requests", "4"]);
+    let url = format!("http://{}", server.addr);
+    let args = ["longpoll", "--url", &url, "--clients", "2", "--messages", "10", "--interval", "20ms"];
+    let json = bench_json(&args);
+    assert_eq!((u(&json, "/delivered"), u(&json, "/errors")), (20, 0), "{json}");
+}
+
 #[test]
 fn lateness_answers_every_poll_at_its_deadline_and_none_early() {
     let server = Server::start(&[]);

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   publisher   POST /publish/T "message i" at t0 + i * interval, i = 0..M (pipelined if the
-//!               server is slow, never delayed by it)
+//!               server is slow, never delayed by it; `publisher`)
 //!   follower    long:  GET /poll/T?cursor=C&epoch=E&timeout=H, again as soon as it is answered
 //!               short: GET /poll/T?cursor=C-1&epoch=E at its own slots, every --interval
 //!               sse:   GET /events/T with Last-Event-ID: C, once: each message is an event
@@ -56,8 +56,10 @@ use super::{stat, Target};
 use crate::backoff::XorShift;
 use crate::client::Client;
 use delivery::{message_data, request, Answer};
+use publisher::Publisher;
 
 mod delivery;
+mod publisher;
 
 /// Connections started per turn: opening faster than the server accepts overflows its listen
 /// backlog and costs each dropped connection a 1 s SYN retransmit.
@@ -188,9 +190,6 @@ enum Role {
 
 pub struct Follow {
     engine: Engine<Role>,
-    publisher: usize,
-    /// The next publish to write, in `Watch::schedule`.
-    publish_next: usize,
     watch: Watch,
 }
 
@@ -208,6 +207,7 @@ struct Watch {
     complete: usize,
     /// Followers' answers read in this turn.
     answers: usize,
+    publisher: Publisher,
     /// Why the run cannot go on: the publisher's connection failed, or a publish was refused.
     fatal: Option<String>,
     /// WebSocket keys and masks.
@@ -223,7 +223,7 @@ impl Follow {
     /// When the poll or the publisher's connection cannot be made.
     pub fn new(plan: Plan) -> Result<Follow, String> {
         let mut engine = Engine::new(plan.target.addr, CONNECTS_PER_TURN)?;
-        let publisher = engine.open(Role::Publisher, b"");
+        let publisher = Publisher::open(&mut engine);
         let slot = Instant::now();
         let (cursor, handshake) = (plan.after, None);
         let first = Follower { key: None, phase: Phase::Asking, cursor, epoch: None, next: 0, slot, handshake };
@@ -234,12 +234,13 @@ impl Follow {
             ask_queue: Vec::new(),
             complete: 0,
             answers: 0,
+            publisher,
             fatal: None,
             keys: XorShift::new(RandomState::new().hash_one(std::process::id())),
             out: Followed::default(),
             plan,
         };
-        let mut follow = Follow { engine, publisher, publish_next: 0, watch };
+        let mut follow = Follow { engine, watch };
         // The publisher connects now: it is part of the baseline. The followers connect from the
         // next turn on.
         follow.engine.turn(&mut follow.watch, Duration::ZERO)?;
@@ -320,7 +321,7 @@ impl Follow {
         let all_delivered = |watch: &Watch| watch.complete == watch.followers.len() && watch.ask_queue.is_empty();
         while !all_delivered(&self.watch) && Instant::now() < deadline {
             self.turn(deadline.saturating_duration_since(Instant::now()))?;
-            progress(self.publish_next as u64);
+            progress(self.watch.publisher.written as u64);
         }
         let server_cpu = cpu_start.used_until(&CpuSample::take(pids));
         self.watch.out.other_cpu_percent = other_start.percent_until(&OtherLoad::take(), server_cpu);
@@ -337,7 +338,7 @@ impl Follow {
     pub fn turn(&mut self, max_wait: Duration) -> Result<(), String> {
         let now = Instant::now();
         let mut wake = now + max_wait.min(TICK);
-        if let Some(&at) = self.watch.schedule.get(self.publish_next) {
+        if let Some(&at) = self.watch.schedule.get(self.watch.publisher.written) {
             wake = wake.min(at);
         }
         if let Some(Reverse((at, _))) = self.watch.due.peek() {
@@ -365,7 +366,7 @@ impl Follow {
             }
         }
         let now = Instant::now();
-        self.publish_due(now)?;
+        self.watch.publish_due(&mut self.engine, now)?;
         while let Some(&Reverse((at, index))) = self.watch.due.peek() {
             if at > now {
                 break;
@@ -386,17 +387,6 @@ impl Follow {
             watch.out.errors.delivery += watch.plan.messages.saturating_sub(watch.followers[index].next) as u64;
         }
         self.watch.out
-    }
-
-    fn publish_due(&mut self, now: Instant) -> Result<(), String> {
-        while self.watch.schedule.get(self.publish_next).is_some_and(|&at| at <= now) {
-            let plan = &self.watch.plan;
-            let request = plan.target.publish(&plan.topic, &message_data(self.publish_next));
-            // Written even if earlier replies are outstanding (pipelined): the schedule is kept.
-            self.engine.send(self.publisher, request.as_bytes()).map_err(|e| format!("publisher: {e}"))?;
-            self.publish_next += 1;
-        }
-        Ok(())
     }
 }
 
@@ -485,12 +475,7 @@ impl Watch {
 impl Load<Role> for Watch {
     fn answered(&mut self, engine: &mut Engine<Role>, key: usize, frame: &Frame, now: Instant) {
         let index = match engine.get(key).map(|open| open.state) {
-            Some(Role::Publisher) if frame.status != 200 => {
-                let body = String::from_utf8_lossy(engine.bytes(key, &frame.body)).trim().to_string();
-                self.fatal.get_or_insert(format!("a publish was answered {}: {body}", frame.status));
-                return;
-            }
-            Some(Role::Publisher) => return,
+            Some(Role::Publisher) => return self.published(engine, key, frame),
             Some(Role::Follower(index)) => index,
             None => return,
         };
