@@ -1,8 +1,9 @@
 //! `tether bench` end to end (docs/lab.md): each scenario runs for about a second
 //! against a spawned server, and its JSON is checked for its shape and its invariants:
 //! `p50 <= p90 <= p99 <= max`, close opens one connection per request (seen from the server's
-//! side too), every follower gets every message in order (by polls or by event streams, and
-//! after a stream is cut, from its `Last-Event-ID`), short polling sends more requests than long
+//! side too), every follower gets every message in order (by polls, by event streams or by
+//! WebSockets, and after a stream is cut, from its `Last-Event-ID`, after a socket is cut, from
+//! its cursor), a socket answers the server's pings, short polling sends more requests than long
 //! polling, slowloris are answered 408 and closed at the header timeout. Refusals (another host,
 //! too many clients) need no server.
 //!
@@ -180,6 +181,50 @@ fn longpoll_over_event_streams_delivers_every_message_and_counts_what_a_stream_h
 }
 
 #[test]
+fn longpoll_over_websockets_delivers_every_message_and_counts_what_a_socket_holds() {
+    let server = Server::start(&[]);
+    let url = format!("http://{}", server.addr);
+    let args = ["longpoll", "--url", &url, "--transport", "ws", "--clients", "5", "--messages", "5"];
+    let json = bench_json(&[&args[..], &["--server-pid", &server.pid().to_string()]].concat());
+    assert_eq!((&json["scenario"], &json["transport"]), (&"longpoll".into(), &"ws".into()), "{json}");
+    assert_eq!((u(&json, "/delivered"), u(&json, "/errors"), u(&json, "/reconnects")), (25, 0, 0), "{json}");
+    // An upgrade and a subscribe each: no ping comes within the default heartbeat of 15 s.
+    assert_eq!((u(&json, "/requests"), u(&json, "/empty_responses")), (10, 0), "one socket each: {json}");
+    assert_latency_ordered(&json["latency_us"]);
+    assert_eq!(u(&json, "/server/fds_held"), 5, "one descriptor per socket: {json}");
+    assert_eq!(u(&json, "/server/last_fanout_woken"), 5, "the last publish woke every socket: {json}");
+    for figure in ["user_bytes_per_open_socket", "cpu_us_per_message", "other_cpu_percent"] {
+        assert!(json["server"][figure].is_number(), "no server.{figure} in {json}");
+    }
+    let stats = server.stats();
+    assert_eq!(num(&stats, "sockets.open"), 0, "every socket closed at the end: {stats}");
+}
+
+#[test]
+fn a_websocket_answers_every_ping_and_is_never_closed_for_want_of_a_pong() {
+    let server = Server::start(&["--sse-heartbeat", "300ms"]);
+    let url = format!("http://{}", server.addr);
+    let args = ["longpoll", "--url", &url, "--transport", "ws", "--clients", "3", "--messages", "6"];
+    let json = bench_json(&[&args[..], &["--interval", "300ms"]].concat());
+    assert_eq!((u(&json, "/delivered"), u(&json, "/errors"), u(&json, "/reconnects")), (18, 0, 0), "{json}");
+    // Two seconds of pings every 300 ms: pongs beyond the upgrades and subscribes.
+    assert!(u(&json, "/requests") > 6 + 3, "pongs are counted as frames sent: {json}");
+    let stats = server.stats();
+    assert_eq!(num(&stats, "totals.closed.ping_timeout"), 0, "no socket went without its pong: {stats}");
+}
+
+/// A publisher the server closes after `--max-requests` (1,000 by default, so any run of more
+/// messages) publishes on a new connection, resending what the server did not answer.
+#[test]
+fn a_publisher_closed_at_max_requests_goes_on_on_a_new_connection() {
+    let server = Server::start(&["--max-requests", "4"]);
+    let url = format!("http://{}", server.addr);
+    let args = ["longpoll", "--url", &url, "--clients", "2", "--messages", "10", "--interval", "20ms"];
+    let json = bench_json(&args);
+    assert_eq!((u(&json, "/delivered"), u(&json, "/errors")), (20, 0), "{json}");
+}
+
+#[test]
 fn lateness_answers_every_poll_at_its_deadline_and_none_early() {
     let server = Server::start(&[]);
     let url = format!("http://{}", server.addr);
@@ -196,7 +241,7 @@ fn lateness_answers_every_poll_at_its_deadline_and_none_early() {
 }
 
 #[test]
-fn realtime_short_polling_sends_more_requests_than_long_polling_and_a_stream_one_per_client() {
+fn realtime_short_polling_sends_more_requests_than_long_polling_and_a_stream_or_socket_one_per_client() {
     let server = Server::start(&[]);
     let (url, pid) = (format!("http://{}", server.addr), server.pid().to_string());
     let args = ["realtime", "--url", &url, "--clients", "3", "--messages", "3", "--interval", "50ms"];
@@ -204,24 +249,29 @@ fn realtime_short_polling_sends_more_requests_than_long_polling_and_a_stream_one
     assert_eq!(json["scenario"], "realtime");
     let modes = json["modes"].as_array().expect("modes is a list");
     let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap_or("")).collect();
-    assert_eq!(names, ["short-poll", "long-poll", "sse"]);
+    assert_eq!(names, ["short-poll", "long-poll", "sse", "ws"]);
     for mode in modes {
         assert_eq!((u(mode, "/delivered"), u(mode, "/errors"), u(mode, "/reconnects")), (9, 0, 0), "{mode}");
         assert!(f(mode, "/bytes_per_message") > 0.0, "{mode}");
         assert!(f(mode, "/server_cpu_us_per_message") >= 0.0, "{mode}");
         assert_eq!(u(mode, "/connections_opened"), 3, "{mode}");
         assert_latency_ordered(&mode["latency_us"]);
+        assert_eq!(f(mode, "/fds_per_connection"), 1.0, "a descriptor per client, in every style: {mode}");
+        for figure in ["user_bytes_per_connection", "kernel_bytes_per_connection", "kernel_slab_bytes_per_connection"] {
+            assert!(mode[figure].is_number(), "no {figure} in {mode}");
+        }
     }
-    let (short, long, sse) = (&modes[0], &modes[1], &modes[2]);
+    let (short, long, sse, ws) = (&modes[0], &modes[1], &modes[2], &modes[3]);
     assert!(u(short, "/requests") > u(long, "/requests"), "short {short}, long {long}");
     assert!(u(short, "/empty_responses") > 0, "short polls four times per message: {short}");
     assert_eq!(u(long, "/empty_responses"), 0, "a long poll is answered only with news: {long}");
     assert_eq!((u(sse, "/requests"), u(sse, "/empty_responses")), (3, 0), "one stream per client: {sse}");
+    assert_eq!((u(ws, "/requests"), u(ws, "/empty_responses")), (6, 0), "an upgrade and a subscribe each: {ws}");
 }
 
-/// A loopback relay in front of `server` that cuts each of the first `cuts` event streams once it
-/// has relayed a message on it, as a proxy with an idle timeout would; it keeps the
-/// `Last-Event-ID` of every stream request it relays.
+/// A loopback relay in front of `server` that cuts each of the first `cuts` event streams or
+/// WebSockets once it has relayed a message on it, as a proxy with an idle timeout would; it
+/// keeps the `Last-Event-ID` of every stream request it relays.
 fn stream_cutter(server: SocketAddr, cuts: usize) -> (SocketAddr, Arc<Mutex<Vec<u64>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
     let (addr, ids) = (listener.local_addr().expect("its address"), Arc::new(Mutex::new(Vec::new())));
@@ -248,12 +298,13 @@ fn stream_cutter(server: SocketAddr, cuts: usize) -> (SocketAddr, Arc<Mutex<Vec<
                 let (mut buf, mut stream) = ([0u8; 16 * 1024], false);
                 while let Ok(n @ 1..) = from_server.read(&mut buf) {
                     let text = String::from_utf8_lossy(&buf[..n]);
-                    stream |= text.contains("text/event-stream");
+                    stream |= text.contains("text/event-stream") || text.contains(" 101 Switching Protocols");
                     if to_client.write_all(&buf[..n]).is_err() {
                         break;
                     }
                     let cut = || cuts.fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1)).is_ok();
-                    if stream && text.contains("data: message") && cut() {
+                    let message = text.contains("data: message") || text.contains(r#""data":"message"#);
+                    if stream && message && cut() {
                         let _ = to_client.shutdown(Shutdown::Both);
                         let _ = from_server.shutdown(Shutdown::Both);
                         break;
@@ -280,6 +331,19 @@ fn a_stream_that_breaks_resumes_from_its_last_event_id_and_counts_a_reconnect() 
     ids.sort_unstable();
     assert_eq!(ids.len(), 6, "{ids:?}");
     assert!(ids[..3].iter().all(|&id| id == ids[0]) && ids[3..].iter().all(|&id| id > ids[0]), "{ids:?}");
+}
+
+#[test]
+fn a_websocket_that_breaks_resubscribes_from_its_cursor_and_counts_a_reconnect() {
+    let server = Server::start(&[]);
+    let (relay, _) = stream_cutter(server.addr, 3);
+    let (url, pid) = (format!("http://{relay}"), server.pid().to_string());
+    let args = ["realtime", "--url", &url, "--modes", "ws", "--clients", "3", "--messages", "3"];
+    let json = bench_json(&[&args[..], &["--interval", "50ms", "--server-pid", &pid]].concat());
+    let ws = &json["modes"][0];
+    assert_eq!((u(ws, "/delivered"), u(ws, "/errors"), u(ws, "/reconnects")), (9, 0, 3), "{ws}");
+    // Each socket twice: an upgrade and a subscribe on each.
+    assert_eq!((u(ws, "/requests"), u(ws, "/connections_opened")), (12, 6), "{ws}");
 }
 
 #[test]

@@ -10,7 +10,8 @@
 //!   `flush` checks for that itself, so a request may be queued at any time.
 //! - The input buffer never grows past one response or event at the framing caps (`MAX_INPUT`):
 //!   more unconsumed input than that is an error, so a peer cannot make it grow without bound.
-//! - `sent` and `received` count the bytes of HTTP that crossed the socket, not TCP/IP headers.
+//! - `sent` and `received` count the bytes of HTTP (and, after an upgrade, of WebSocket frames)
+//!   that crossed the socket, not TCP/IP headers.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -18,7 +19,8 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use super::frame::{self, FrameError, Framed};
+use super::frame::{self, FrameError, Framed, Reading};
+use super::websocket;
 
 /// The input buffer's first size: a batch of 16 pipelined answers or a long-poll answer fits,
 /// and twenty thousand idle followers stay under 100 MB. It doubles when a response needs more.
@@ -61,8 +63,9 @@ pub struct Conn {
     input: Vec<u8>,
     start: usize,
     end: usize,
-    /// The last response opened an event stream: the input is its events until the close.
-    in_event_stream: bool,
+    /// What the input is: responses, or, after one that opened an event stream or switched to
+    /// WebSocket, events or frames until the close.
+    reading: Reading,
     pub sent: u64,
     pub received: u64,
 }
@@ -79,8 +82,8 @@ impl Conn {
         // Requests are written whole; there is nothing for Nagle to coalesce.
         let _ = stream.set_nodelay(true);
         let (output, input) = (Vec::new(), Vec::new());
-        let (start, end, in_event_stream, sent, received) = (0, 0, false, 0, 0);
-        Ok(Conn { stream, connected: false, output, written: 0, input, start, end, in_event_stream, sent, received })
+        let (start, end, reading, sent, received) = (0, 0, Reading::Responses, 0, 0);
+        Ok(Conn { stream, connected: false, output, written: 0, input, start, end, reading, sent, received })
     }
 
     pub fn is_connected(&self) -> bool {
@@ -194,18 +197,19 @@ impl Conn {
         Ok(())
     }
 
-    /// The next whole response in the input, or, once a response opened an event stream, its
-    /// next event, if one has arrived. Its bytes are `self.bytes(range)` until `consume`.
+    /// The next whole response in the input, or, once a response opened an event stream or
+    /// switched to WebSocket, its next event or frame, if one has arrived. Its bytes are
+    /// `self.bytes(range)` until `consume`.
     ///
     /// # Errors
     ///
     /// `ConnError::Frame` when the bytes cannot be framed.
     pub fn next(&self) -> Result<Option<Framed>, ConnError> {
         let input = &self.input[self.start..self.end];
-        let framed = if self.in_event_stream {
-            frame::event(input).map(|event| event.map(Framed::Event))
-        } else {
-            frame::frame(input).map(|frame| frame.map(Framed::Response))
+        let framed = match self.reading {
+            Reading::Responses => frame::frame(input).map(|frame| frame.map(Framed::Response)),
+            Reading::Events => frame::event(input).map(|event| event.map(Framed::Event)),
+            Reading::WebSocket => websocket::read(input).map(|frame| frame.map(Framed::WebSocket)),
         };
         framed.map_err(ConnError::Frame)
     }
@@ -219,10 +223,11 @@ impl Conn {
     pub fn consume(&mut self, framed: &Framed) {
         self.start += match framed {
             Framed::Response(frame) => {
-                self.in_event_stream = frame.event_stream;
+                self.reading = frame.then;
                 frame.len
             }
             Framed::Event(event) => event.len,
+            Framed::WebSocket(frame) => frame.len,
         };
     }
 

@@ -10,6 +10,8 @@
 //!                           output drained -> load.written
 //!                           each whole answer -> load.answered (then consumed)
 //!                           each event of an event-stream body -> load.event (then consumed)
+//!                           each frame after a switch to WebSocket -> load.websocket (then
+//!                           consumed)
 //!                           close, reset, bad bytes, failed connect -> load.ended (gone)
 //! ```
 //!
@@ -40,6 +42,7 @@ use slab::Slab;
 
 use super::conn::{Conn, ConnError};
 use super::frame::{self, Frame, Framed};
+use super::websocket;
 
 /// epoll sleeps in whole milliseconds, rounded up, so a wake timed by it alone would come up to
 /// a millisecond late, and that lateness would be charged to the server. `sleep_before` sleeps
@@ -70,10 +73,14 @@ pub trait Load<S> {
     /// A whole response arrived on `key`: its bytes are `engine.bytes(key, range)` (its body at
     /// `frame.body`) until the callback returns, when it is consumed.
     fn answered(&mut self, engine: &mut Engine<S>, key: usize, frame: &Frame, now: Instant);
-    /// An event arrived on `key`, whose last answer opened an event stream (`frame.event_stream`):
+    /// An event arrived on `key`, whose last answer opened an event stream (`Reading::Events`):
     /// its bytes are `engine.bytes(key, &(0..event.len))` until the callback returns. Comments
     /// (heartbeats) and `retry` are not events (`frame::Event::is_dispatched`).
     fn event(&mut self, _engine: &mut Engine<S>, _key: usize, _event: &frame::Event, _now: Instant) {}
+    /// A frame arrived on `key`, whose last answer switched it to WebSocket
+    /// (`Reading::WebSocket`): its payload is `engine.bytes(key, &frame.payload)` until the
+    /// callback returns. Pings are handed over too: answering them is the scenario's.
+    fn websocket(&mut self, _engine: &mut Engine<S>, _key: usize, _frame: &websocket::Frame, _now: Instant) {}
     /// `key` ended, for the reason `why` (its connect failed, the connection did, or the server
     /// closed it); its state is handed back.
     fn ended(&mut self, engine: &mut Engine<S>, key: usize, gone: Gone<S>, why: ConnError, now: Instant);
@@ -324,6 +331,7 @@ impl<S> Engine<S> {
                         Framed::Response(frame) => load.answered(self, key, frame, now),
                         Framed::Event(event) if event.is_dispatched() => load.event(self, key, event, now),
                         Framed::Event(_) => {}
+                        Framed::WebSocket(frame) => load.websocket(self, key, frame, now),
                     }
                     if let Some(open) = self.get_mut(key) {
                         open.conn.consume(&framed);
@@ -375,6 +383,11 @@ mod tests {
             let block = engine.bytes(key, &(0..event.len));
             let id = String::from_utf8_lossy(event.id.clone().map_or(b"-".as_slice(), |at| &block[at])).to_string();
             self.0.push(format!("event {id} {}", String::from_utf8_lossy(&event.data(block))));
+        }
+
+        fn websocket(&mut self, engine: &mut Engine<Name>, key: usize, frame: &websocket::Frame, _now: Instant) {
+            let payload = String::from_utf8_lossy(engine.bytes(key, &frame.payload)).to_string();
+            self.0.push(format!("{:?} {payload}", frame.kind));
         }
 
         fn ended(&mut self, _: &mut Engine<Name>, _: usize, gone: Gone<Name>, why: ConnError, _: Instant) {
@@ -445,5 +458,34 @@ mod tests {
         server.join().unwrap();
         let ended = "ended stream Closed { partial: true } after 26 and 141 bytes";
         assert_eq!(heard.0[2..], ["answered 200 ", "event 1 a", "event 2 b\nc", ended]);
+    }
+
+    /// A `101` to WebSocket is an answer, then each frame reaches the scenario, written in
+    /// pieces or together, until the close.
+    #[test]
+    fn a_websocket_reaches_the_scenario_one_frame_at_a_time() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = peer.read(&mut [0u8; 64]).unwrap();
+            let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+            let pieces: [&[u8]; 4] = [head, b"\x81\x01a\x89", b"\x00\x81\x02bc", b"\x88\x02\x03\xe9"];
+            for piece in pieces {
+                peer.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let mut engine = Engine::new(addr, 1).unwrap();
+        let mut heard = Heard::default();
+        let key = engine.open("socket", b"GET /ws HTTP/1.1\r\n\r\n");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while (engine.waiting() > 0 || engine.get(key).is_some()) && Instant::now() < deadline {
+            engine.turn(&mut heard, Duration::from_millis(100)).unwrap();
+        }
+        server.join().unwrap();
+        let ended = "ended socket Closed { partial: false } after 20 and 90 bytes";
+        assert_eq!(heard.0[2..], ["answered 101 ", "Text a", "Ping ", "Text bc", "Close \u{3}\u{fffd}", ended]);
     }
 }

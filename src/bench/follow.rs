@@ -3,10 +3,12 @@
 //!
 //! ```text
 //!   publisher   POST /publish/T "message i" at t0 + i * interval, i = 0..M (pipelined if the
-//!               server is slow, never delayed by it)
+//!               server is slow, never delayed by it; `publisher`)
 //!   follower    long:  GET /poll/T?cursor=C&epoch=E&timeout=H, again as soon as it is answered
 //!               short: GET /poll/T?cursor=C-1&epoch=E at its own slots, every --interval
 //!               sse:   GET /events/T with Last-Event-ID: C, once: each message is an event
+//!               ws:    GET /ws (an upgrade), once, then {"subscribe":"T","cursor":C}: each
+//!                      message is a frame; each ping is answered with a pong
 //! ```
 //!
 //! A short poll must be answered at once, but tether holds a poll that has nothing new for at
@@ -17,13 +19,18 @@
 //!
 //! A stream is asked for as an EventSource resumes one: the same URL every time, and the last id
 //! seen in `Last-Event-ID` (from the start, the warm-up's seq). The URL carries no `cursor`: it
-//! would win over the header (`docs/long-polling.md`), and a reconnect would replay.
+//! would win over the header (`docs/long-polling.md`), and a reconnect would replay. A WebSocket
+//! is opened as a browser's is: a fresh `Sec-WebSocket-Key` per upgrade (its accept checked), a
+//! fresh mask key per frame, and its subscribe names the last seq seen as its cursor.
 //!
 //! Invariants:
 //! - On the lab's engine (`engine`), a connection is the publisher or a follower (its index); a
-//!   follower whose connection ends asks again on a new one. A stream that breaks (a close or a
-//!   reset after its head) is reopened at once and counted in `reconnects`, not in `errors`:
-//!   whether the resume lost or repeated anything, the order check says.
+//!   follower whose connection ends asks again on a new one. A stream or a socket that breaks (a
+//!   close, a close frame, or a reset after its head) is reopened at once and counted in
+//!   `reconnects`, not in `errors`: whether the resume lost or repeated anything, the order
+//!   check says.
+//! - The publisher publishes over HTTP in every style (`POST /publish/T`), so that its cost, in
+//!   the server's CPU, is the same in each; `traffic` counts the followers' bytes only.
 //! - Delivery latency of message i runs from its *scheduled* publish time, not from when the
 //!   publish was written: a late publisher or a slow server is charged to the latency instead of
 //!   hidden (no coordinated omission).
@@ -32,21 +39,27 @@
 //!   missing when the run ends: `delivered + missing = clients x messages`.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
 use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::conn::ConnError;
 use super::engine::{self, Engine, Gone, Load};
-use super::frame::{self, Frame, FrameError};
-use super::host::CpuSample;
+use super::frame::{self, Frame, FrameError, Reading};
+use super::host::{CpuSample, OtherLoad};
 use super::report::{self, Errors, Latency, Traffic};
+use super::websocket::{self, Kind};
 use super::{stat, Target};
+use crate::backoff::XorShift;
 use crate::client::Client;
 use delivery::{message_data, request, Answer};
+use publisher::Publisher;
 
 mod delivery;
+mod publisher;
 
 /// Connections started per turn: opening faster than the server accepts overflows its listen
 /// backlog and costs each dropped connection a 1 s SYN retransmit.
@@ -72,6 +85,8 @@ pub enum Style {
     Short { every: Duration },
     /// Ask once for an event stream; each message comes as an event of its response.
     Sse,
+    /// Open a WebSocket once and subscribe; each message comes as a frame.
+    WebSocket,
 }
 
 impl Style {
@@ -81,6 +96,7 @@ impl Style {
             Style::Short { .. } => "short-poll",
             Style::Long { .. } => "long-poll",
             Style::Sse => "sse",
+            Style::WebSocket => "ws",
         }
     }
 
@@ -89,6 +105,7 @@ impl Style {
         match self {
             Style::Long { .. } => Some("/polls/held"),
             Style::Sse => Some("/streams/open"),
+            Style::WebSocket => Some("/sockets/open"),
             Style::Short { .. } => None,
         }
     }
@@ -108,7 +125,8 @@ pub struct Plan {
 }
 
 /// What a run measured, for the followers only (the publisher's traffic is the same in every
-/// style and is left out).
+/// style and is left out). `traffic.requests` counts, for a WebSocket, its upgrade and every
+/// frame its client sent (the subscribe, the pongs).
 #[derive(Default)]
 pub struct Followed {
     pub delivered: u64,
@@ -122,6 +140,9 @@ pub struct Followed {
     pub errors: Errors,
     /// The server's CPU time over the publish schedule, if its pid is known.
     pub server_cpu: Option<Duration>,
+    /// The CPU the rest of the host used over the schedule, in percent of one core: a run that
+    /// shared the machine shows it here.
+    pub other_cpu_percent: Option<f64>,
 }
 
 impl Followed {
@@ -140,7 +161,7 @@ enum Phase {
     /// Long polling: answered; its next poll waits in `ask_queue` until the answers stop
     /// coming (see `turn`).
     Answered,
-    /// Its event stream is open: events come as messages are published.
+    /// Its event stream or its socket is open: events or frames come as messages are published.
     Streaming,
 }
 
@@ -156,6 +177,8 @@ struct Follower {
     next: usize,
     /// Short polling: the slot of the next poll.
     slot: Instant,
+    /// A WebSocket: the `Sec-WebSocket-Key` of its last upgrade, which the answer must prove.
+    handshake: Option<String>,
 }
 
 /// What a connection is.
@@ -167,9 +190,6 @@ enum Role {
 
 pub struct Follow {
     engine: Engine<Role>,
-    publisher: usize,
-    /// The next publish to write, in `Watch::schedule`.
-    publish_next: usize,
     watch: Watch,
 }
 
@@ -187,8 +207,11 @@ struct Watch {
     complete: usize,
     /// Followers' answers read in this turn.
     answers: usize,
+    publisher: Publisher,
     /// Why the run cannot go on: the publisher's connection failed, or a publish was refused.
     fatal: Option<String>,
+    /// WebSocket keys and masks.
+    keys: XorShift,
     out: Followed,
 }
 
@@ -200,9 +223,10 @@ impl Follow {
     /// When the poll or the publisher's connection cannot be made.
     pub fn new(plan: Plan) -> Result<Follow, String> {
         let mut engine = Engine::new(plan.target.addr, CONNECTS_PER_TURN)?;
-        let publisher = engine.open(Role::Publisher, b"");
+        let publisher = Publisher::open(&mut engine);
         let slot = Instant::now();
-        let first = Follower { key: None, phase: Phase::Asking, cursor: plan.after, epoch: None, next: 0, slot };
+        let (cursor, handshake) = (plan.after, None);
+        let first = Follower { key: None, phase: Phase::Asking, cursor, epoch: None, next: 0, slot, handshake };
         let watch = Watch {
             followers: vec![first; plan.clients],
             schedule: Vec::new(),
@@ -210,11 +234,13 @@ impl Follow {
             ask_queue: Vec::new(),
             complete: 0,
             answers: 0,
+            publisher,
             fatal: None,
+            keys: XorShift::new(RandomState::new().hash_one(std::process::id())),
             out: Followed::default(),
             plan,
         };
-        let mut follow = Follow { engine, publisher, publish_next: 0, watch };
+        let mut follow = Follow { engine, watch };
         // The publisher connects now: it is part of the baseline. The followers connect from the
         // next turn on.
         follow.engine.turn(&mut follow.watch, Duration::ZERO)?;
@@ -222,7 +248,7 @@ impl Follow {
         let clients = watch.followers.len();
         for index in 0..clients {
             match watch.plan.style {
-                Style::Long { .. } | Style::Sse => watch.ask(engine, index),
+                Style::Long { .. } | Style::Sse | Style::WebSocket => watch.ask(engine, index),
                 Style::Short { every } => {
                     // A connection now, its polls at slots spread evenly over one period, as
                     // independent clients would be.
@@ -288,16 +314,18 @@ impl Follow {
     ///
     /// As `turn`.
     pub fn run_schedule(&mut self, pids: &[i32], mut progress: impl FnMut(u64)) -> Result<(), String> {
-        let cpu_start = CpuSample::take(pids);
+        let (cpu_start, other_start) = (CpuSample::take(pids), OtherLoad::take());
         let (first, plan) = (Instant::now() + self.watch.plan.interval, &self.watch.plan);
         self.watch.schedule = (0..plan.messages).map(|i| first + plan.interval * i as u32).collect();
         let deadline = self.watch.schedule.last().copied().unwrap_or(first) + GRACE;
         let all_delivered = |watch: &Watch| watch.complete == watch.followers.len() && watch.ask_queue.is_empty();
         while !all_delivered(&self.watch) && Instant::now() < deadline {
             self.turn(deadline.saturating_duration_since(Instant::now()))?;
-            progress(self.publish_next as u64);
+            progress(self.watch.publisher.written as u64);
         }
-        self.watch.out.server_cpu = cpu_start.used_until(&CpuSample::take(pids));
+        let server_cpu = cpu_start.used_until(&CpuSample::take(pids));
+        self.watch.out.other_cpu_percent = other_start.percent_until(&OtherLoad::take(), server_cpu);
+        self.watch.out.server_cpu = server_cpu;
         Ok(())
     }
 
@@ -310,7 +338,7 @@ impl Follow {
     pub fn turn(&mut self, max_wait: Duration) -> Result<(), String> {
         let now = Instant::now();
         let mut wake = now + max_wait.min(TICK);
-        if let Some(&at) = self.watch.schedule.get(self.publish_next) {
+        if let Some(&at) = self.watch.schedule.get(self.watch.publisher.written) {
             wake = wake.min(at);
         }
         if let Some(Reverse((at, _))) = self.watch.due.peek() {
@@ -338,7 +366,7 @@ impl Follow {
             }
         }
         let now = Instant::now();
-        self.publish_due(now)?;
+        self.watch.publish_due(&mut self.engine, now)?;
         while let Some(&Reverse((at, index))) = self.watch.due.peek() {
             if at > now {
                 break;
@@ -360,17 +388,6 @@ impl Follow {
         }
         self.watch.out
     }
-
-    fn publish_due(&mut self, now: Instant) -> Result<(), String> {
-        while self.watch.schedule.get(self.publish_next).is_some_and(|&at| at <= now) {
-            let plan = &self.watch.plan;
-            let request = plan.target.publish(&plan.topic, &message_data(self.publish_next));
-            // Written even if earlier replies are outstanding (pipelined): the schedule is kept.
-            self.engine.send(self.publisher, request.as_bytes()).map_err(|e| format!("publisher: {e}"))?;
-            self.publish_next += 1;
-        }
-        Ok(())
-    }
 }
 
 impl Watch {
@@ -379,9 +396,12 @@ impl Watch {
         self.out.opened += 1;
     }
 
-    /// Writes the follower's next poll or stream request, on a new connection if its last one
-    /// ended.
+    /// Writes the follower's next poll, stream request or upgrade, on a new connection if its
+    /// last one ended.
     fn ask(&mut self, engine: &mut Engine<Role>, index: usize) {
+        if self.plan.style == Style::WebSocket {
+            self.followers[index].handshake = Some(websocket::new_key(&mut self.keys));
+        }
         let request = request(&self.plan, &self.followers[index]);
         let follower = &mut self.followers[index];
         follower.phase = Phase::Asking;
@@ -400,10 +420,11 @@ impl Watch {
     }
 
     /// After an answer: the next poll at once (long), at the next slot (short), or after
-    /// `RETRY_AFTER` when refused (or, for a stream, answered otherwise than with one).
+    /// `RETRY_AFTER` when refused (or, for a stream or a socket, answered otherwise than with
+    /// one).
     fn next_poll(&mut self, index: usize, retry: bool, now: Instant) {
         match (self.plan.style, retry) {
-            (_, true) | (Style::Sse, _) => self.wait_until(index, now + RETRY_AFTER),
+            (_, true) | (Style::Sse | Style::WebSocket, _) => self.wait_until(index, now + RETRY_AFTER),
             (Style::Long { .. }, false) => {
                 self.followers[index].phase = Phase::Answered;
                 self.ask_queue.push(index);
@@ -454,12 +475,7 @@ impl Watch {
 impl Load<Role> for Watch {
     fn answered(&mut self, engine: &mut Engine<Role>, key: usize, frame: &Frame, now: Instant) {
         let index = match engine.get(key).map(|open| open.state) {
-            Some(Role::Publisher) if frame.status != 200 => {
-                let body = String::from_utf8_lossy(engine.bytes(key, &frame.body)).trim().to_string();
-                self.fatal.get_or_insert(format!("a publish was answered {}: {body}", frame.status));
-                return;
-            }
-            Some(Role::Publisher) => return,
+            Some(Role::Publisher) => return self.published(engine, key, frame),
             Some(Role::Follower(index)) => index,
             None => return,
         };
@@ -469,13 +485,16 @@ impl Load<Role> for Watch {
         }
         self.answers += 1;
         let retry = match (frame.status, self.plan.style) {
-            (200, Style::Sse) if frame.event_stream => {
+            (200, Style::Sse) if frame.then == Reading::Events => {
                 // Its events follow: the connection stays open (its `Connection: close` says
                 // only that the body runs until the close).
                 self.followers[index].phase = Phase::Streaming;
                 return;
             }
-            (200, Style::Sse) => {
+            (101, Style::WebSocket) if frame.then == Reading::WebSocket => {
+                return self.subscribe(engine, key, index, frame)
+            }
+            (200, Style::Sse) | (101 | 200, Style::WebSocket) => {
                 self.out.errors.malformed += 1;
                 true
             }
@@ -504,6 +523,26 @@ impl Load<Role> for Watch {
             if self.followers[index].phase == Phase::Streaming {
                 self.take_event(index, event, engine.bytes(key, &(0..event.len)), now);
             }
+        }
+    }
+
+    fn websocket(&mut self, engine: &mut Engine<Role>, key: usize, frame: &websocket::Frame, now: Instant) {
+        let Some(&Role::Follower(index)) = engine.get(key).map(|open| &open.state) else {
+            return;
+        };
+        if self.followers[index].phase != Phase::Streaming {
+            return;
+        }
+        match frame.kind {
+            Kind::Text => self.take_news(index, engine.bytes(key, &frame.payload), now),
+            Kind::Ping => {
+                let payload = engine.bytes(key, &frame.payload).to_vec();
+                self.send_frame(engine, index, Kind::Pong, &payload);
+            }
+            Kind::Pong => {}
+            // The server ends the socket (a drain, a ping unanswered): it is reopened.
+            Kind::Close => self.fail(engine, index, &ConnError::Closed { partial: false }),
+            Kind::Binary => self.out.errors.malformed += 1,
         }
     }
 

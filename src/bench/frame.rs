@@ -1,5 +1,6 @@
 //! Where one HTTP/1.1 response, or one event of an event-stream body, ends in a buffer: the
-//! load generator's framing, without I/O and without copying.
+//! load generator's framing, without I/O and without copying. (After a `101` to WebSocket, the
+//! frames that follow are `websocket`'s to read.)
 //!
 //! `crate::client::parse_response` is the complete client-side framing (chunked bodies, bodies
 //! delimited by the close), but it copies every header and body into owned strings: at a
@@ -14,7 +15,8 @@
 //!
 //! Invariants:
 //! - A `Frame` is returned only for a whole response: `input[..frame.len]` is its head and body
-//!   (for an event stream, its head); an `Event` only for a whole event, blank line included.
+//!   (for an event stream or a `101`, its head); an `Event` only for a whole event, blank line
+//!   included.
 //! - Only `Content-Length` bodies and event streams are framed (tether always sends one or the
 //!   other); a chunked response or another response without a length is an error, never a guess.
 //! - Every buffer has a cap: a head over `MAX_HEAD_BYTES` or a body or event over
@@ -46,16 +48,30 @@ pub struct Frame {
     /// Where the value of `Retry-After`, if any, lies in the buffer (a refusal says when to
     /// come back).
     pub retry_after: Option<Range<usize>>,
-    /// Its body is an event stream: it runs until the close, and the connection's next bytes
-    /// are its events (`event`).
-    pub event_stream: bool,
+    /// What the connection's bytes after this response are.
+    pub then: Reading,
+    /// Where the value of `Sec-WebSocket-Accept`, if any, lies in the buffer (a `101` proves
+    /// with it that the server read the client's key).
+    pub accept: Option<Range<usize>>,
+}
+
+/// What a connection's next bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Responses, one after the other (keep-alive).
+    Responses,
+    /// The events of an event-stream body (`event`), until the close.
+    Events,
+    /// WebSocket frames (`websocket::read`): the response was a `101` to `websocket`.
+    WebSocket,
 }
 
 /// What a connection reads next: a response, or, once a response opened an event stream, an
-/// event of it.
+/// event of it, or, once it switched to WebSocket, a frame.
 pub enum Framed {
     Response(Frame),
     Event(Event),
+    WebSocket(super::websocket::Frame),
 }
 
 /// One event of an event stream at the start of a buffer; its ranges are in `input[..len]`.
@@ -108,6 +124,8 @@ pub enum FrameError {
     TooLarge,
     /// A body framed otherwise than by `Content-Length`, and not an event stream.
     Unframed,
+    /// A WebSocket message in several frames (tether sends each in one).
+    Fragmented,
 }
 
 impl fmt::Display for FrameError {
@@ -116,6 +134,7 @@ impl fmt::Display for FrameError {
             FrameError::Malformed => "not an HTTP/1.x response",
             FrameError::TooLarge => "a response head or body over the generator's limits",
             FrameError::Unframed => "a response without Content-Length (chunked or delimited by the close)",
+            FrameError::Fragmented => "a WebSocket message in several frames",
         })
     }
 }
@@ -139,6 +158,7 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
         return Err(FrameError::Malformed);
     };
     let (mut length, mut close, mut retry_after, mut event_stream) = (None, None, None, false);
+    let (mut websocket, mut accept) = (false, None);
     for header in head.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
             let value = parse_length(header.value).ok_or(FrameError::Malformed)?;
@@ -148,10 +168,11 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
             }
             length = Some(value);
         } else if header.name.eq_ignore_ascii_case("retry-after") {
-            // httparse's values borrow from `input`: the offset is where this one starts.
-            let value = header.value.trim_ascii();
-            let start = value.as_ptr() as usize - input.as_ptr() as usize;
-            retry_after = Some(start..start + value.len());
+            retry_after = Some(located(input, header.value));
+        } else if header.name.eq_ignore_ascii_case("sec-websocket-accept") {
+            accept = Some(located(input, header.value));
+        } else if header.name.eq_ignore_ascii_case("upgrade") {
+            websocket = header.value.trim_ascii().eq_ignore_ascii_case(b"websocket");
         } else if header.name.eq_ignore_ascii_case("content-type") {
             let media_type = header.value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
             event_stream = media_type.eq_ignore_ascii_case(b"text/event-stream");
@@ -167,15 +188,25 @@ pub fn frame(input: &[u8]) -> Result<Option<Frame>, FrameError> {
     }
     // HTTP/1.1 persists unless told otherwise; HTTP/1.0 only when asked to.
     let close = close.unwrap_or(minor == 0);
-    let (body_len, event_stream) = match length {
-        _ if status < 200 || status == 204 || status == 304 => (0, false),
+    let (body_len, then) = match length {
+        _ if status == 101 && websocket => (0, Reading::WebSocket),
+        _ if status < 200 || status == 204 || status == 304 => (0, Reading::Responses),
         Some(length) if length > MAX_BODY_BYTES => return Err(FrameError::TooLarge),
-        Some(length) => (length, false),
-        None if event_stream => (0, true),
+        Some(length) => (length, Reading::Responses),
+        None if event_stream => (0, Reading::Events),
         None => return Err(FrameError::Unframed),
     };
     let len = head_len + body_len;
-    Ok((input.len() >= len).then_some(Frame { status, len, body: head_len..len, close, retry_after, event_stream }))
+    let body = head_len..len;
+    Ok((input.len() >= len).then_some(Frame { status, len, body, close, retry_after, then, accept }))
+}
+
+/// Where a header value, trimmed, lies in `input` (httparse's values borrow from it: the offset
+/// is where this one starts).
+fn located(input: &[u8], value: &[u8]) -> Range<usize> {
+    let value = value.trim_ascii();
+    let start = value.as_ptr() as usize - input.as_ptr() as usize;
+    start..start + value.len()
 }
 
 /// Reads the event at the start of `input`, the body of an event stream: `Ok(None)` until its
@@ -293,8 +324,20 @@ mod tests {
         let input = format!("{head}retry: 2000\n\n");
         let frame = frame(input.as_bytes()).unwrap().unwrap();
         assert_eq!((frame.status, frame.len, frame.body, frame.close), (200, head.len(), head.len()..head.len(), true));
-        assert!(frame.event_stream);
-        assert!(!super::frame(OK).unwrap().unwrap().event_stream);
+        assert_eq!(frame.then, Reading::Events);
+        assert_eq!(super::frame(OK).unwrap().unwrap().then, Reading::Responses);
+    }
+
+    #[test]
+    fn a_switch_to_websocket_is_framed_alone_with_its_accept_key() {
+        let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Accept:  s3pPLMBiTxaQ9kYGzzhZRbK+xOo= \r\n\r\n";
+        let input = [head.as_bytes(), &[0x81, 0x00]].concat(); // and the first frame
+        let frame = frame(&input).unwrap().unwrap();
+        assert_eq!((frame.status, frame.len, frame.close, frame.then), (101, head.len(), false, Reading::WebSocket));
+        assert_eq!(frame.accept.map(|at| &input[at]), Some(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".as_slice()));
+        let other = super::frame(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n").unwrap().unwrap();
+        assert_eq!(other.then, Reading::Responses, "only a switch to websocket is read as frames");
     }
 
     /// An event as read: its length, id, name, and data (`None` when it is not dispatched).

@@ -1,7 +1,8 @@
 //! The lab's one reader of host figures, what scenarios read about this machine rather than the
 //! server's answers: the generator's own open-file limit (raised to the hard limit), which
-//! process listens on the target's port, its CPU time, its RSS and peak RSS, and the kernel's
-//! memory (`/proc/meminfo`, `/proc/slabinfo`; sockets come from `crate::stats::sockstat`).
+//! process listens on the target's port, its CPU time, its RSS and peak RSS, the CPU the rest of
+//! the host uses (`/proc/stat`), and the kernel's memory (`/proc/meminfo`, `/proc/slabinfo`;
+//! sockets come from `crate::stats::sockstat`).
 //!
 //! Invariants:
 //! - Only `/proc` is read and only this process's own limit is changed; nothing is signalled.
@@ -144,6 +145,42 @@ impl CpuSample {
     }
 }
 
+/// What the rest of the host does beside the server and this generator: the busy time of every
+/// CPU (`/proc/stat`) and this process's own CPU time, at one moment. The difference over a
+/// run, less the server's time, is the `other%` of `benches/wrk/run.sh`: well above a few per
+/// cent, the run shared its cores and its figures are not clean.
+pub struct OtherLoad {
+    host: Option<u64>,
+    mine: Option<u64>,
+    at: Instant,
+}
+
+impl OtherLoad {
+    pub fn take() -> OtherLoad {
+        let host = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| host_busy_ticks(&stat));
+        OtherLoad { host, mine: cpu_ticks(std::process::id() as i32), at: Instant::now() }
+    }
+
+    /// The CPU that processes other than this one and the server (which used `server` meanwhile)
+    /// used from `self` to `later`, in percent of one core (up to 100 per core); `None` if a
+    /// reading failed. Negative differences, from the ticks' rounding, read 0.
+    pub fn percent_until(&self, later: &OtherLoad, server: Option<Duration>) -> Option<f64> {
+        let host = later.host?.checked_sub(self.host?)?;
+        let mine = later.mine?.checked_sub(self.mine?)?;
+        let elapsed = later.at.saturating_duration_since(self.at).as_secs_f64();
+        let other = (host as f64 - mine as f64) / ticks_per_second() as f64 - server?.as_secs_f64();
+        (elapsed > 0.0).then(|| other.max(0.0) / elapsed * 100.0)
+    }
+}
+
+/// The busy ticks of all CPUs on `/proc/stat`'s `cpu` line: user, nice, system, irq, softirq
+/// and steal (guest time is inside user), as `benches/wrk/run.sh` adds them.
+fn host_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|line| line.split_whitespace().next() == Some("cpu"))?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).map_while(|n| n.parse().ok()).collect();
+    [0, 1, 2, 5, 6, 7].iter().map(|&i| fields.get(i).copied()).sum()
+}
+
 /// Clock ticks per second, the unit of `/proc/PID/stat`'s times.
 pub fn ticks_per_second() -> u64 {
     // SAFETY: sysconf reads a constant of the system and touches no memory of ours.
@@ -270,6 +307,19 @@ mod tests {
                         filp              4000   4100    256   16    1 : tunables 0 0 0\n";
         assert_eq!(slab_cache(slabinfo, "TCP"), Some(SlabCache { objects: 30, bytes: 30 * 2368 }));
         assert_eq!(slab_cache(slabinfo, "dentry"), None);
+    }
+
+    #[test]
+    fn the_hosts_busy_ticks_leave_idle_and_iowait_out() {
+        let stat = "cpu  100 2 30 5000 70 4 5 6 0 0\ncpu0 50 1 15 2500 35 2 2 3 0 0\nintr 1\n";
+        assert_eq!(host_busy_ticks(stat), Some(100 + 2 + 30 + 4 + 5 + 6));
+        assert_eq!(host_busy_ticks("cpu0 1 2 3\n"), None);
+        let before = OtherLoad::take();
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(before.host.is_some() && before.mine.is_some(), "this host's /proc/stat and own stat are readable");
+        let other = before.percent_until(&OtherLoad::take(), Some(Duration::ZERO));
+        assert!(other.is_some_and(|percent| percent >= 0.0), "{other:?}");
+        assert_eq!(before.percent_until(&OtherLoad::take(), None), None, "unknown without the server's CPU");
     }
 
     #[test]

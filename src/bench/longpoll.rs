@@ -2,8 +2,9 @@
 //! published one per `--interval`, and every delivery is timed from its scheduled publish.
 //! The server's `/stats` before the polls and once all are held says what a held poll costs;
 //! with `--messages 1` the run is one fan-out, from the publish to the first and the last answer.
-//! With `--transport sse` each follower holds an event stream instead, and the same figures say
-//! what an open stream costs.
+//! With `--transport sse` each follower holds an event stream instead, with `--transport ws` a
+//! WebSocket subscribed to the topic, and the same figures say what an open stream or socket
+//! costs.
 //!
 //! ```text
 //!   warm-up publish (the topic exists; its seq is every follower's starting cursor)
@@ -49,8 +50,8 @@ pub struct LongpollArgs {
     /// Time between two publishes.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub interval: Duration,
-    /// How followers wait for news: each holds a poll, or each holds an event stream
-    /// (`GET /events/T`).
+    /// How followers wait for news: each holds a poll, an event stream (`GET /events/T`), or a
+    /// WebSocket subscribed to the topic (`GET /ws`).
     #[arg(long, value_enum, default_value = "poll")]
     pub transport: Transport,
     /// The server's process, whose CPU time and peak RSS are read [default: the one holding the
@@ -65,6 +66,7 @@ pub struct LongpollArgs {
 pub enum Transport {
     Poll,
     Sse,
+    Ws,
 }
 
 impl Transport {
@@ -74,6 +76,7 @@ impl Transport {
         match self {
             Transport::Poll => ("held poll", "user_bytes_per_held_poll", Style::Long { hold: LONG_HOLD }),
             Transport::Sse => ("open stream", "user_bytes_per_open_stream", Style::Sse),
+            Transport::Ws => ("open socket", "user_bytes_per_open_socket", Style::WebSocket),
         }
     }
 }
@@ -121,6 +124,7 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
         "last_fanout_us": fanout_us, "last_fanout_woken": woken,
         "fanout_us_per_answer": report::round(report::ratio(fanout_us, woken), 2),
         "peak_rss_bytes": {"pids": pids, "held": peak_held, "end": peak_end}, "cpu_us_per_message": cpu_us,
+        "other_cpu_percent": followed.other_cpu_percent.map(|percent| report::round(percent, 1)),
     });
     let (pid, cpu) = (host::pid_list(&pids), followed.server_cpu.zip(cpu_us));
     let peak_rss = match (peak_held.map(|b| b / 1024), peak_end.map(|b| b / 1024)) {
@@ -134,6 +138,21 @@ pub fn run(args: &LongpollArgs) -> Result<Outcome, String> {
         },
     );
     Ok(outcome(args, &topic, followed, &server, [peak_rss, cpu]))
+}
+
+/// What `requests` counts beside requests, for a style that sends frames too.
+pub(super) fn counted(style: Style) -> &'static str {
+    match style {
+        Style::WebSocket => ": the upgrades, and the frames sent (subscribes, pongs)",
+        _ => "",
+    }
+}
+
+/// The CPU the rest of the host used over the schedule, for the report.
+pub(super) fn other_load(percent: Option<f64>) -> String {
+    percent.map_or("unknown (no server pid, or /proc/stat unreadable)".into(), |percent| {
+        format!("{percent:.1} % of a core beside the server and the generator (/proc/stat; a few % at most: quiet)")
+    })
 }
 
 /// Refuses what cannot run, before anything is opened.
@@ -210,13 +229,14 @@ fn outcome(args: &LongpollArgs, topic: &str, followed: Followed, server: &Value,
         ("latency p99", p99),
         ("latency max", max),
         ("server fan-out", format!("{fanout} (its polls.last_fanout_us)")),
-        ("requests", format!("{requests} ({empty} empty answers, {reconnects} reconnects)")),
+        ("requests", format!("{requests} ({empty} empty answers, {reconnects} reconnects){}", counted(style))),
         ("fds held", format!("{} by the server for {clients} {held}s", server["fds_held"])),
         ("user bytes", bytes(user_bytes, &format!("{held} (server RSS growth / clients)"))),
         ("kernel bytes", bytes("kernel_bytes_per_connection", "connection in socket buffers (sockstat TCP mem)")),
         ("kernel slab", slab),
         ("server peak RSS", peak_rss),
         ("server CPU", cpu),
+        ("other load", other_load(followed.other_cpu_percent)),
     ];
     let table = format!(
         "longpoll: {clients} {} clients on topic {topic}, {messages} messages, one every {:?}\n\

@@ -3,7 +3,8 @@
 //! variants of `Scenario`, each a module of its own on the one engine.
 //!
 //! Who owns what: `engine` is the one event loop, `conn` one non-blocking client connection,
-//! `frame` finds where a response ends, `follow` drives the followers and the publisher of
+//! `frame` finds where a response ends, `websocket` writes a client's frames and finds where a
+//! server's end, `follow` drives the followers and the publisher of
 //! `longpoll` and `realtime`, `report` turns counts and histograms into tables and JSON, `plot`
 //! draws the latency distributions, `host` reads the server's pid, CPU time and memory from
 //! `/proc`. This module parses the arguments, checks the target and the open-file budget, writes
@@ -41,6 +42,7 @@ mod plot;
 mod realtime;
 mod report;
 mod slowloris;
+mod websocket;
 
 /// Descriptors the generator keeps beside its sockets: stdio, epoll, the control connection,
 /// the publisher, `/proc` reads.
@@ -60,13 +62,15 @@ pub struct BenchArgs {
 pub enum Scenario {
     /// Requests per second and latency with keep-alive, one connection per request, and pipelining.
     Keepalive(keepalive::KeepaliveArgs),
-    /// N clients hold polls on one topic while M messages are published: delivery latency and
-    /// what a held poll costs the server (with --messages 1, the fan-out of one publish).
+    /// N clients hold polls (or event streams, or WebSockets) on one topic while M messages are
+    /// published: delivery latency and what each costs the server (with --messages 1, the
+    /// fan-out of one publish).
     Longpoll(longpoll::LongpollArgs),
     /// N polls held with hold times spread over 1s to 1s + --spread, nothing published: how late
     /// after its deadline the server answers each.
     Lateness(lateness::LatenessArgs),
-    /// The same publish schedule delivered by short polling, then by long polling: the comparison.
+    /// The same publish schedule delivered by short polling, long polling, event streams and
+    /// WebSockets, one after the other: the comparison.
     Realtime(realtime::RealtimeArgs),
     /// Newcomers hold polls until the server refuses one: where and how it refuses, whether
     /// what it held still works, and its CPU while at the limit.

@@ -1,13 +1,16 @@
-//! The `realtime` scenario: one publish schedule delivered by short polling, by long polling and
-//! by event streams (`--modes`), one after the other, each on a topic of its own, and the
-//! classic comparison table (purpose, connection, overhead, latency) filled in with what was
-//! measured.
+//! The `realtime` scenario: one publish schedule delivered by short polling, by long polling, by
+//! event streams and by WebSockets (`--modes`), one after the other, each on a topic of its own,
+//! and the classic comparison table (purpose, connection, overhead, latency, cost per
+//! connection), a column per style, filled in with what was measured.
 //!
 //! ```text
 //!   short-poll  each client asks every --interval, at its own slot; answered at once
 //!   long-poll   each client asks once and is held until a message comes; asks again
 //!   sse         each client opens one event stream; every message is an event of it
-//!   each        --messages published one per --publish-interval (default 4 x --interval)
+//!   ws          each client opens one WebSocket and subscribes; every message is a frame
+//!   each        --messages published over HTTP, one per --publish-interval (default 4 x
+//!               --interval); the server's /stats before the clients open and once they are
+//!               ready gives what a connection of the style costs it
 //! ```
 //!
 //! Short polling is only worth comparing when clients ask more often than news comes: asking
@@ -20,12 +23,12 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::follow::{Follow, Followed, Plan, Style};
 use super::longpoll::{check_arguments, default_topic, prepare, LONG_HOLD};
 use super::report::{self, Table};
-use super::{host, progress_bar, Outcome, OutputArgs, Target};
+use super::{host, progress_bar, stat, Outcome, OutputArgs, Target};
 use crate::config::parse_duration;
 
 /// By default, messages are published once per this many short polls.
@@ -48,12 +51,12 @@ pub struct RealtimeArgs {
     /// Time between two publishes [default: 4 x --interval].
     #[arg(long, value_parser = parse_duration)]
     pub publish_interval: Option<Duration>,
-    /// The topic prefix [default: a new one per run]; the styles use PREFIX-short, PREFIX-long
-    /// and PREFIX-sse.
+    /// The topic prefix [default: a new one per run]; the styles use PREFIX-short, PREFIX-long,
+    /// PREFIX-sse and PREFIX-ws.
     #[arg(long)]
     pub topic: Option<String>,
     /// The styles to run, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "short-poll,long-poll,sse")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "short-poll,long-poll,sse,ws")]
     pub modes: Vec<Mode>,
     /// The server's process, whose CPU time is read [default: the one holding the socket that
     /// listens on --url's port].
@@ -69,6 +72,29 @@ pub enum Mode {
     ShortPoll,
     LongPoll,
     Sse,
+    Ws,
+}
+
+/// What one style's connections cost the server, per connection: from its `/stats` before they
+/// opened and once they were ready, and the host's `Slab` growth meanwhile.
+struct PerConnection {
+    fds: f64,
+    user_bytes: f64,
+    kernel_bytes: f64,
+    slab_bytes: f64,
+}
+
+impl PerConnection {
+    fn between(before: &Value, ready: &Value, slab_growth: i64, clients: usize) -> PerConnection {
+        let each = |growth: i64| growth as f64 / clients.max(1) as f64;
+        let growth = |pointer: &str| each(stat(ready, pointer) as i64 - stat(before, pointer) as i64);
+        PerConnection {
+            fds: growth("/fds/open"),
+            user_bytes: growth("/memory/rss_bytes"),
+            kernel_bytes: growth("/kernel/tcp_mem_bytes"),
+            slab_bytes: each(slab_growth),
+        }
+    }
 }
 
 pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
@@ -85,6 +111,8 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
     let total = publish_every * (args.messages * modes.len()) as u32;
     let progress = progress_bar((args.messages * modes.len()) as u64, total, "realtime");
     let pids = host::server_pids(args.server_pid, target.addr);
+    // `Slab:` of /proc/meminfo: the kernel's object caches, host-wide (0 if unreadable).
+    let slab = || host::meminfo_bytes("Slab:").map_or(0, |bytes| bytes as i64);
     let mut deliveries = Vec::new();
     for (i, mode) in modes.into_iter().enumerate() {
         let mut control = target.control();
@@ -92,39 +120,81 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
             Mode::ShortPoll => ("short", Style::Short { every: args.interval }),
             Mode::LongPoll => ("long", Style::Long { hold: LONG_HOLD }),
             Mode::Sse => ("sse", Style::Sse),
+            Mode::Ws => ("ws", Style::WebSocket),
         };
         progress.set_prefix(style.name());
         let plan =
             prepare(&target, &mut control, &format!("{prefix}-{name}"), args.clients, args.messages, publish_every)?;
         let mut follow = Follow::new(Plan { style, ..plan })?;
-        let before = target.stats(&mut control)?;
+        // A barrier: once it is answered, the server has accepted the publisher, which is part
+        // of the baseline, as in `longpoll`.
+        target.stats(&mut control)?;
+        let (before, slab_before) = (target.stats(&mut control)?, slab());
         follow.wait_ready(&mut control, &before)?;
+        // The same barrier: short polls are ready when connected, perhaps not yet accepted.
+        target.stats(&mut control)?;
+        let ready = target.stats(&mut control)?;
+        let per_connection = PerConnection::between(&before, &ready, slab() - slab_before, args.clients);
         let offset = (i * args.messages) as u64;
         follow.run_schedule(&pids, |published| progress.set_position(offset + published))?;
-        deliveries.push((style, follow.finish()));
+        deliveries.push((style, follow.finish(), per_connection));
     }
     progress.finish_and_clear();
     Ok(outcome(args, publish_every, deliveries))
 }
 
-fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<(Style, Followed)>) -> Outcome {
-    let mut table = Table::text(&["", "Purpose", "Connection", "Overhead", "Latency"]);
+fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<(Style, Followed, PerConnection)>) -> Outcome {
+    let names: Vec<&str> = deliveries.iter().map(|(style, ..)| style.name()).collect();
+    let mut table = Table::text(&[&[""][..], &names].concat());
     let (mut modes, mut notes) = (Vec::new(), String::new());
+    let mut rows: Vec<(&str, Vec<String>)> = [
+        "Purpose",
+        "Connection",
+        "requests/msg",
+        "empty answers",
+        "wire B/msg",
+        "server CPU/msg",
+        "latency p50",
+        "latency p99",
+        "fds/connection",
+        "user B/conn",
+        "kernel B/conn",
+        "kernel slab/conn",
+        "other load",
+    ]
+    .map(|name| (name, Vec::new()))
+    .into();
     let expected = (args.clients * args.messages) as u64;
-    for (style, f) in &deliveries {
+    for (style, f, each) in &deliveries {
         let (name, s, errors, delivered) = (style.name(), f.latency.summary(), f.errors.total(), f.delivered);
         let (purpose, connection) = match style {
             Style::Short { every } => (format!("ask every {every:?}, answered at once"), "a request per poll"),
             Style::Long { .. } => ("ask once, held until news".to_string(), "each holds a request"),
             Style::Sse => ("ask once, each message an event".to_string(), "each holds a stream"),
+            Style::WebSocket => ("subscribe once, each message a frame".to_string(), "each holds a socket"),
         };
         let (requests, bytes) = (f.traffic.requests_per(delivered), f.traffic.bytes_per(delivered));
         let cpu = f.cpu_us_per_message();
-        let cpu_text = cpu.map_or("CPU unknown".into(), |us| format!("{us:.1} µs CPU/msg"));
-        let overhead = format!("{requests:.2} req/msg, {} empty, {bytes:.0} B/msg, {cpu_text}", f.empty);
         let [p50, _, p99, _] = s.human();
-        let latency = format!("p50 {p50}, p99 {p99}");
-        table.row(vec![name.to_string(), purpose, format!("{} opened, {connection}", f.opened), overhead, latency]);
+        let other = f.other_cpu_percent.map_or("unknown".into(), |percent| format!("{percent:.1} % of a core"));
+        let cells = [
+            purpose,
+            format!("{} opened, {connection}", f.opened),
+            format!("{requests:.3}"),
+            f.empty.to_string(),
+            format!("{bytes:.0}"),
+            cpu.map_or("unknown".into(), |us| format!("{us:.1} µs")),
+            p50,
+            p99,
+            format!("{:.2}", each.fds),
+            format!("{:.0}", each.user_bytes),
+            format!("{:.0}", each.kernel_bytes),
+            format!("{:.0}", each.slab_bytes),
+            other,
+        ];
+        for ((_, row), cell) in rows.iter_mut().zip(cells) {
+            row.push(cell);
+        }
         if delivered != expected || errors > 0 || f.reconnects > 0 {
             let breakdown = f.errors.breakdown();
             let reconnects = f.reconnects;
@@ -139,7 +209,15 @@ fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<(Style,
             "bytes_per_message": report::round(bytes, 1), "latency_us": s.to_json(),
             "connections_opened": f.opened, "errors": errors, "reconnects": f.reconnects,
             "server_cpu_us_per_message": cpu,
+            "fds_per_connection": report::round(each.fds, 2),
+            "user_bytes_per_connection": report::round(each.user_bytes, 1),
+            "kernel_bytes_per_connection": report::round(each.kernel_bytes, 1),
+            "kernel_slab_bytes_per_connection": report::round(each.slab_bytes, 1),
+            "other_cpu_percent": f.other_cpu_percent.map(|percent| report::round(percent, 1)),
         }));
+    }
+    for (name, cells) in rows {
+        table.row([vec![name.to_string()], cells].concat());
     }
     let json = json!({
         "scenario": "realtime", "clients": args.clients, "messages": args.messages,
@@ -147,15 +225,27 @@ fn outcome(args: &RealtimeArgs, publish_every: Duration, deliveries: Vec<(Style,
         "modes": modes,
     });
     let (clients, messages) = (args.clients, args.messages);
+    let after_the_first = if deliveries.len() > 1 {
+        "user B/conn of a style after the first reads low: the server keeps the capacity an earlier style grew\n\
+         (run --modes STYLE alone against a fresh server for it)\n"
+    } else {
+        ""
+    };
     let table = format!(
-        "realtime: {clients} clients, {messages} messages published every {publish_every:?}, in each style\n\n{}\n\
-         latency: scheduled publish -> answer or event read by the client (no coordinated omission)\n\
-         B/msg: HTTP request and response bytes of the clients per delivered message (no TCP/IP headers);\n\
+        "realtime: {clients} clients, {messages} messages published over HTTP every {publish_every:?}, in each style\n\n\
+         {}\n\
+         latency: scheduled publish -> answer, event or frame read by the client (no coordinated omission)\n\
+         requests/msg: HTTP requests per delivered message; for ws, the upgrade and every frame sent (subscribe, pongs)\n\
+         wire B/msg: the clients' HTTP and WebSocket bytes, both directions, per delivered message (no TCP/IP headers);\n\
          a short poll's answer repeats the last message it has, so that tether answers at once (docs/lab.md)\n\
-         CPU/msg: the server's CPU time over the publish schedule per delivered message (/proc, in 1/CLK_TCK s)\n{notes}",
-        table.render()
+         server CPU/msg: the server's CPU time over the publish schedule per delivered message (/proc, in 1/CLK_TCK s)\n\
+         per connection: growth of the server's fds.open, memory.rss_bytes, kernel.tcp_mem_bytes (/stats) and of\n\
+         the host's Slab (/proc/meminfo, both ends) from before the clients opened to once they were ready\n\
+         {after_the_first}\
+         other load: the rest of the host's CPU over the schedule (/proc/stat): a few % at most is quiet\n{notes}",
+        table.render(),
     );
-    let distributions = deliveries.into_iter().map(|(style, f)| (style.name().to_string(), f.latency)).collect();
-    let title = "realtime: delivery latency, short polling, long polling, event streams".into();
+    let distributions = deliveries.into_iter().map(|(style, f, _)| (style.name().to_string(), f.latency)).collect();
+    let title = "realtime: delivery latency, short polling, long polling, event streams, WebSockets".into();
     Outcome { json, table, title, distributions, nothing_measured: None }
 }

@@ -1,19 +1,24 @@
-//! What a follower asks, and what it makes of what it receives: the request of each style, a
-//! poll's answer and a stream's events read into deliveries, and the order check.
+//! What a follower asks, and what it makes of what it receives: the request of each style (and a
+//! socket's subscribe and pongs), a poll's answer, a stream's events and a socket's messages
+//! read into deliveries, and the order check.
 //!
 //! Invariants:
 //! - Each follower expects messages 0, 1, 2, ... in order; anything else (a gap, a repeat, a
 //!   `reset`, a loss told by `missed`) is counted in `errors.delivery`.
 //! - A delivery is timed from its message's scheduled publish to `now`, when the answer or event
 //!   carrying it was read.
-//! - The cursor moves only to what the server said: a poll answer's `cursor`, an event's `id`.
+//! - The cursor moves only to what the server said: a poll answer's `cursor`, an event's `id`, a
+//!   socket message's `seq` (or a reset's cursor).
 
 use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::{Follower, Plan, Style, Watch};
-use crate::bench::frame;
+use super::{Follower, Phase, Plan, Role, Style, Watch};
+use crate::bench::conn::ConnError;
+use crate::bench::engine::Engine;
+use crate::bench::frame::{self, Frame, FrameError};
+use crate::bench::websocket::{self, Kind};
 
 /// A poll answer.
 #[derive(Deserialize)]
@@ -35,6 +40,17 @@ struct Message {
 #[derive(Deserialize)]
 struct Missed {
     missed: u64,
+}
+
+/// A socket's message (docs/transports.md): news of its topic (a message, a loss, a reset), or
+/// the refusal of what the client sent. The topic is the follower's one.
+#[derive(Deserialize)]
+struct News {
+    seq: Option<u64>,
+    data: Option<String>,
+    missed: Option<u64>,
+    reset: Option<u64>,
+    error: Option<String>,
 }
 
 /// The text of message `index`, and back.
@@ -82,6 +98,58 @@ impl Watch {
         follower.cursor = id.unwrap_or(follower.cursor);
     }
 
+    /// Records a socket's message: a message delivered, a loss (`missed`, its count), a `reset`
+    /// (a delivery error, the cursor moved to it), or an `{"error"}` (counted as a refusal).
+    pub(super) fn take_news(&mut self, index: usize, payload: &[u8], now: Instant) {
+        let Ok(news) = serde_json::from_slice::<News>(payload) else {
+            self.out.errors.malformed += 1;
+            return;
+        };
+        match news {
+            News { seq: Some(seq), data: Some(data), .. } => {
+                self.take_message(index, &data, now);
+                self.followers[index].cursor = seq;
+            }
+            News { missed: Some(missed), .. } => self.out.errors.delivery += missed,
+            News { reset: Some(cursor), .. } => {
+                self.out.errors.delivery += 1;
+                self.followers[index].cursor = cursor;
+            }
+            News { error: Some(error), .. } => {
+                log::debug!("follower {index}: the server refused a message: {error}");
+                self.out.errors.status += 1;
+            }
+            News { .. } => self.out.errors.malformed += 1,
+        }
+    }
+
+    /// The `101` of a follower's upgrade: if its accept proves the key, the socket is open and
+    /// subscribes from the follower's cursor; otherwise the connection is of no use.
+    pub(super) fn subscribe(&mut self, engine: &mut Engine<Role>, key: usize, index: usize, frame: &Frame) {
+        let accept = frame.accept.as_ref().map(|at| engine.bytes(key, at));
+        let handshake = self.followers[index].handshake.as_deref();
+        if !handshake.zip(accept).is_some_and(|(handshake, accept)| websocket::accepts(handshake, accept)) {
+            return self.fail(engine, index, &ConnError::Frame(FrameError::Malformed));
+        }
+        let follower = &mut self.followers[index];
+        follower.phase = Phase::Streaming;
+        let subscribe = serde_json::json!({"subscribe": self.plan.topic, "cursor": follower.cursor}).to_string();
+        self.send_frame(engine, index, Kind::Text, subscribe.as_bytes());
+    }
+
+    /// Sends a frame on the follower's socket, masked with a key of its own, and counts it.
+    pub(super) fn send_frame(&mut self, engine: &mut Engine<Role>, index: usize, kind: Kind, payload: &[u8]) {
+        let Some(key) = self.followers[index].key else {
+            return;
+        };
+        let mut frame = Vec::with_capacity(payload.len() + 14);
+        websocket::write(&mut frame, kind, payload, websocket::mask_key(&mut self.keys));
+        self.out.traffic.requests += 1;
+        if let Err(e) = engine.send(key, &frame) {
+            self.fail(engine, index, &e);
+        }
+    }
+
     /// A new message for the follower: delivered if it is the one expected next, else a delivery
     /// error (a gap or a repeat).
     fn take_message(&mut self, index: usize, data: &str, now: Instant) {
@@ -105,7 +173,8 @@ impl Watch {
 }
 
 /// The follower's next request: a long poll from its cursor, a short poll from one message
-/// before it (so that the server always has something and answers at once), or a stream.
+/// before it (so that the server always has something and answers at once), a stream, or an
+/// upgrade with the key `Watch::ask` drew.
 pub(super) fn request(plan: &Plan, follower: &Follower) -> String {
     let (base, topic, target) = (plan.target.base_path(), &plan.topic, &plan.target);
     let epoch = follower.epoch.as_ref().map_or(String::new(), |epoch| format!("&epoch={epoch}"));
@@ -118,13 +187,13 @@ pub(super) fn request(plan: &Plan, follower: &Follower) -> String {
             target.get(&format!("{base}/poll/{topic}?cursor={}{epoch}", follower.cursor.saturating_sub(1)), "")
         }
         Style::Sse => target.get(&format!("{base}/events/{topic}"), &format!("Last-Event-ID: {}\r\n", follower.cursor)),
+        Style::WebSocket => websocket::upgrade(target, follower.handshake.as_deref().unwrap_or_default()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::follow::Phase;
     use crate::bench::Target;
     use std::time::Duration;
 
@@ -148,11 +217,19 @@ mod tests {
     fn each_style_asks_from_the_followers_cursor() {
         let target = Target::parse("http://127.0.0.1:8080/api").unwrap();
         let (topic, slot) = ("t".to_string(), Instant::now());
-        let follower = Follower { key: None, phase: Phase::Asking, cursor: 7, epoch: Some("e".into()), next: 0, slot };
+        let handshake = Some("dGhlIHNhbXBsZSBub25jZQ==".to_string());
+        let follower =
+            Follower { key: None, phase: Phase::Asking, cursor: 7, epoch: Some("e".into()), next: 0, slot, handshake };
         let cases = [
             (Style::Long { hold: Duration::from_secs(60) }, "GET /api/poll/t?cursor=7&epoch=e&timeout=60000ms", ""),
             (Style::Short { every: Duration::from_secs(1) }, "GET /api/poll/t?cursor=6&epoch=e", ""),
             (Style::Sse, "GET /api/events/t", "Last-Event-ID: 7\r\n"),
+            (
+                Style::WebSocket,
+                "GET /api/ws",
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n",
+            ),
         ];
         for (style, line, header) in cases {
             let plan = Plan {
