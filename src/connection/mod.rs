@@ -25,7 +25,8 @@
 //!   `Want::timer` re-arms it exactly when the state changes or its deadline restarts.
 //! - An `Idle` connection owns no buffers, and a `Held` one none unless requests wait behind it;
 //!   a `Streaming` one owns none between writes (it answers no other request, so what its client
-//!   sends is dropped).
+//!   sends is dropped), and a `WebSocket` one none between frames (unless a message's fragments
+//!   wait for the rest of it).
 //! - Answers are appended in request order; nothing after an answer that closes the connection
 //!   is parsed, and requests behind a held poll wait for its answer.
 //! - A `Closed` connection is never read, written or re-armed; it only waits for `reap`.
@@ -209,9 +210,9 @@ pub struct Stream {
     pub ends: EndSecond,
 }
 
-/// The second of the server's clock (a tick divided by 1000, rounded down) at which a stream
-/// ends: whole seconds, because a token's `exp` is whole seconds, and four bytes rather than a
-/// tick's eight. Rounded down, a stream ends up to a second before its token expires, never
+/// The second of the server's clock (a tick divided by 1000, rounded down) at which a stream or
+/// a socket ends: whole seconds, because a token's `exp` is whole seconds, and four bytes rather
+/// than a tick's eight. Rounded down, it ends up to a second before its token expires, never
 /// after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndSecond(u32);
