@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Server, IO_TIMEOUT};
 use tether::token::{Claims, TokenKey};
@@ -232,45 +232,10 @@ fn require_browser() {
 fn run_script(script: &str, args: &[&str]) -> String {
     require_browser();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let mut child = Command::new("python3")
-        .arg(dir.join(script))
-        .args(args)
-        // No __pycache__ beside the scripts: the tests leave the tree as it was.
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 {script}: {e}"));
-    // Read both pipes on threads, so that waiting for the exit has a deadline.
-    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait on the script") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let output = format!("{}{}", stdout.join().expect("stdout reader"), stderr.join().expect("stderr reader"));
-    match status {
-        Some(status) => assert!(status.success(), "{script} failed ({status}):\n{output}"),
-        None => panic!("{script} did not end within {SCRIPT_TIMEOUT:?}, killed:\n{output}"),
-    }
-    output
-}
-
-fn read_to_end(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+    let mut command = Command::new("python3");
+    // No __pycache__ beside the scripts: the tests leave the tree as it was.
+    command.arg(dir.join(script)).args(args).env("PYTHONDONTWRITEBYTECODE", "1");
+    common::run_script_command(command, SCRIPT_TIMEOUT)
 }
 
 // ---- a second origin ----------------------------------------------------------------------

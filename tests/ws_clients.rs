@@ -22,11 +22,10 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{num, Server};
 use serde_json::Value;
@@ -236,44 +235,9 @@ fn node(name: &str) -> Command {
     command
 }
 
-/// Runs a script to its end (or kills it after `SCRIPT_TIMEOUT`) and returns what it printed,
-/// stdout then stderr; fails the test unless it exited 0.
+/// Runs a script to its end (or kills it after `SCRIPT_TIMEOUT`) and returns what it printed;
+/// fails the test unless it exited 0.
 fn run(mut command: Command, args: &[&str]) -> String {
-    let shown = format!("{command:?}");
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    // Read both pipes on threads, so that waiting for the exit has a deadline.
-    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait on the script") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let output = format!("{}{}", stdout.join().expect("stdout reader"), stderr.join().expect("stderr reader"));
-    match status {
-        Some(status) => assert!(status.success(), "{shown} failed ({status}):\n{output}"),
-        None => panic!("{shown} did not end within {SCRIPT_TIMEOUT:?}, killed:\n{output}"),
-    }
-    output
-}
-
-fn read_to_end(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+    command.args(args);
+    common::run_script_command(command, SCRIPT_TIMEOUT)
 }

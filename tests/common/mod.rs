@@ -602,3 +602,46 @@ fn poll_stats(what: &str, mut fetch: impl FnMut() -> Value, condition: impl Fn(&
     }
     panic!("/stats never showed {what}; last snapshot: {last}");
 }
+
+// ---- scripts ------------------------------------------------------------------------------
+
+/// Runs `command` (a client script) to its end, or kills it after `timeout`, and returns what
+/// it printed, standard output then standard error; fails the test unless it exited 0.
+pub fn run_script_command(mut command: Command, timeout: Duration) -> String {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    // Read both pipes on threads, so that waiting for the exit has a deadline.
+    let stdout = read_to_end(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_to_end(child.stderr.take().expect("stderr is piped"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait on the script") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let output = format!("{}{}", stdout.join().expect("stdout reader"), stderr.join().expect("stderr reader"));
+    match status {
+        Some(status) => assert!(status.success(), "{shown} failed ({status}):\n{output}"),
+        None => panic!("{shown} did not end within {timeout:?}, killed:\n{output}"),
+    }
+    output
+}
+
+fn read_to_end(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
