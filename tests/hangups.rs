@@ -42,8 +42,10 @@ fn an_abandoned_long_poll_is_freed_at_once() {
     for _ in 0..CLIENTS {
         send_and_close(&server, b"GET /poll/leaktest?timeout=100s HTTP/1.1\r\nHost: tether.test\r\n\r\n");
     }
+    // Each look at /stats is one more connection accepted: more than CLIENTS means all of them
+    // were (an exact count held only if the first look found every poll freed already).
     let stats = server.wait_for_stats("every abandoned poll freed", |s| {
-        num(s, "totals.accepted") == CLIENTS as u64 + 1 && num(s, "polls.held") == 0 && num(s, "connections.open") == 1
+        num(s, "totals.accepted") > CLIENTS as u64 && num(s, "polls.held") == 0 && num(s, "connections.open") == 1
     });
     assert_eq!(num(&stats, "connections.held"), 0, "{stats}");
     assert_eq!(num(&stats, "polls.timed_out"), 0, "freed by the FIN, not by the hold time: {stats}");
