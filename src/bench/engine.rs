@@ -430,48 +430,15 @@ mod tests {
         assert_eq!(engine.open("two", b""), key, "the key is free again after the batch");
     }
 
-    /// An event stream's head is an answer, then each event of its body reaches the scenario,
-    /// written in pieces or together, its heartbeats left out, until the close.
-    #[test]
-    fn an_event_stream_reaches_the_scenario_one_event_at_a_time() {
+    /// Serves one connection the `pieces`, 20 ms apart, and drives an engine that opened it with
+    /// `request` under `label` until it ends: what the scenario heard after connecting.
+    fn heard_from(pieces: &'static [&'static [u8]], label: &'static str, request: &[u8]) -> Vec<String> {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut peer, _) = listener.accept().unwrap();
             peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let _ = peer.read(&mut [0u8; 64]).unwrap();
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
-            for piece in
-                [head, "retry: 2000\n\nid: 1\nda", "ta: a\n\n: heartbeat\n\n", "id: 2\ndata: b\ndata: c\n\nid: 3\n"]
-            {
-                peer.write_all(piece.as_bytes()).unwrap();
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        let mut engine = Engine::new(addr, 1).unwrap();
-        let mut heard = Heard::default();
-        let key = engine.open("stream", b"GET /events/t HTTP/1.1\r\n\r\n");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while (engine.waiting() > 0 || engine.get(key).is_some()) && Instant::now() < deadline {
-            engine.turn(&mut heard, Duration::from_millis(100)).unwrap();
-        }
-        server.join().unwrap();
-        let ended = "ended stream Closed { partial: true } after 26 and 141 bytes";
-        assert_eq!(heard.0[2..], ["answered 200 ", "event 1 a", "event 2 b\nc", ended]);
-    }
-
-    /// A `101` to WebSocket is an answer, then each frame reaches the scenario, written in
-    /// pieces or together, until the close.
-    #[test]
-    fn a_websocket_reaches_the_scenario_one_frame_at_a_time() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            let (mut peer, _) = listener.accept().unwrap();
-            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ = peer.read(&mut [0u8; 64]).unwrap();
-            let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
-            let pieces: [&[u8]; 4] = [head, b"\x81\x01a\x89", b"\x00\x81\x02bc", b"\x88\x02\x03\xe9"];
             for piece in pieces {
                 peer.write_all(piece).unwrap();
                 std::thread::sleep(Duration::from_millis(20));
@@ -479,13 +446,42 @@ mod tests {
         });
         let mut engine = Engine::new(addr, 1).unwrap();
         let mut heard = Heard::default();
-        let key = engine.open("socket", b"GET /ws HTTP/1.1\r\n\r\n");
+        let key = engine.open(label, request);
         let deadline = Instant::now() + Duration::from_secs(5);
         while (engine.waiting() > 0 || engine.get(key).is_some()) && Instant::now() < deadline {
             engine.turn(&mut heard, Duration::from_millis(100)).unwrap();
         }
         server.join().unwrap();
+        heard.0[2..].to_vec()
+    }
+
+    /// An event stream's head is an answer, then each event of its body reaches the scenario,
+    /// written in pieces or together, its heartbeats left out, until the close.
+    #[test]
+    fn an_event_stream_reaches_the_scenario_one_event_at_a_time() {
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+            b"retry: 2000\n\nid: 1\nda",
+            b"ta: a\n\n: heartbeat\n\n",
+            b"id: 2\ndata: b\ndata: c\n\nid: 3\n",
+        ];
+        let ended = "ended stream Closed { partial: true } after 26 and 141 bytes";
+        let heard = heard_from(pieces, "stream", b"GET /events/t HTTP/1.1\r\n\r\n");
+        assert_eq!(heard, ["answered 200 ", "event 1 a", "event 2 b\nc", ended]);
+    }
+
+    /// A `101` to WebSocket is an answer, then each frame reaches the scenario, written in
+    /// pieces or together, until the close.
+    #[test]
+    fn a_websocket_reaches_the_scenario_one_frame_at_a_time() {
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"\x81\x01a\x89",
+            b"\x00\x81\x02bc",
+            b"\x88\x02\x03\xe9",
+        ];
         let ended = "ended socket Closed { partial: false } after 20 and 90 bytes";
-        assert_eq!(heard.0[2..], ["answered 101 ", "Text a", "Ping ", "Text bc", "Close \u{3}\u{fffd}", ended]);
+        let heard = heard_from(pieces, "socket", b"GET /ws HTTP/1.1\r\n\r\n");
+        assert_eq!(heard, ["answered 101 ", "Text a", "Ping ", "Text bc", "Close \u{3}\u{fffd}", ended]);
     }
 }
