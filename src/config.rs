@@ -14,6 +14,8 @@ use crate::token::TokenKey;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Reactors, each on its own thread with its own listener on `listen` (docs/scale-out.md).
+    pub workers: usize,
     /// `keepalive_timeout`: close a keep-alive connection idle this long.
     pub idle_timeout: Duration,
     /// `client_header_timeout`: a request (head and body) must arrive whole within this -> 408.
@@ -78,11 +80,15 @@ const GIB: usize = 1024 * MIB;
 /// Descriptors kept back from `--max-connections` for the listener, epoll, the signal pipe,
 /// stdio, `/proc` reads while answering `/stats`, and the spare used to answer a 503.
 pub const FD_RESERVE: usize = 32;
+/// More reactors than this would not find cores to run on, and each takes a thread, an epoll
+/// instance and its share of the descriptors.
+pub const MAX_WORKERS: usize = 64;
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 1,
             idle_timeout: Duration::from_secs(75),
             header_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
@@ -115,6 +121,9 @@ impl Config {
         ];
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("{name} must be greater than zero"));
+        }
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(format!("--workers must lie between 1 and {MAX_WORKERS}"));
         }
         if self.max_requests == 0 {
             return Err("--max-requests must be at least 1".into());

@@ -43,6 +43,7 @@ pub mod json;
 pub mod pubsub;
 pub mod routes;
 pub mod server;
+pub mod shared_log;
 pub mod stats;
 pub mod timer;
 pub mod token;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 use tether::commands::{self, PollOptions};
 use tether::config::{parse_duration, parse_size, Config};
-use tether::server::Server;
+use tether::server::Workers;
 use tether::token::{Claims, TokenKey};
 
 #[derive(Parser)]
@@ -93,6 +93,10 @@ struct ServeArgs {
     /// IPv4 loopback address preferred) and a port; port 0 lets the kernel choose.
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     listen: SocketAddr,
+    /// Reactors to run, each on its own thread with its own listener on the same port (the
+    /// kernel spreads connections over them); they share the topics. About one per core.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     /// Close a keep-alive connection idle this long (as nginx's keepalive_timeout).
     #[arg(long, default_value = "75s", value_parser = parse_duration)]
     idle_timeout: Duration,
@@ -169,6 +173,7 @@ impl TryFrom<ServeArgs> for Config {
         let tokens = args.jwt_secret.map(|secret| TokenKey::new(secret.as_bytes())).transpose()?;
         Ok(Config {
             listen: args.listen,
+            workers: args.workers,
             idle_timeout: args.idle_timeout,
             header_timeout: args.header_timeout,
             write_timeout: args.write_timeout,
@@ -245,9 +250,10 @@ fn token(args: TokenArgs) -> Result<(), String> {
 fn serve(config: Config) -> Result<(), String> {
     config.validate()?;
     let listen = config.listen;
-    let mut server = Server::bind(config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    let workers = Workers::bind(config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = workers.local_addr().map_err(|e| e.to_string())?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "tether listening on http://{addr}").and_then(|()| stdout.flush()).map_err(|e| e.to_string())?;
-    server.run().map_err(|e| format!("server failed: {e}"))
+    drop(stdout);
+    workers.run().map_err(|e| format!("server failed: {e}"))
 }

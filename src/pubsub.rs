@@ -30,7 +30,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use slab::Slab;
 
@@ -68,14 +68,21 @@ pub struct Message {
     pub seq: u64,
     /// The data as a JSON string literal, quotes included: escaped once when published and
     /// shared by every answer that carries it, so fifty readers of a 64 KiB message cost fifty
-    /// copies, not fifty escapes.
-    pub json: Rc<str>,
+    /// copies, not fifty escapes (and several workers' copies of a topic share it too).
+    pub json: Arc<str>,
     /// The data as an event stream's `data:` lines, one per line of the text, each ended by a
     /// newline: cut once when published and shared by every stream, for the same reason.
-    pub lines: Rc<str>,
+    pub lines: Arc<str>,
 }
 
 impl Message {
+    /// Message `seq` of `data`, in both the forms it is sent in.
+    pub fn new(seq: u64, data: &str) -> Message {
+        let mut json = String::with_capacity(data.len() + 2);
+        json::push_string(&mut json, data);
+        Message { seq, json: Arc::from(json), lines: Arc::from(data_lines(data)) }
+    }
+
     /// The data's length as sent: escaped, without the quotes.
     pub fn data_bytes(&self) -> usize {
         self.json.len().saturating_sub(2)
@@ -150,9 +157,9 @@ impl HoldKey {
 
 #[derive(Debug)]
 struct Topic {
-    name: Rc<str>,
+    name: Arc<str>,
     /// This life of the topic (see `Topics::new_epoch`).
-    epoch: Box<str>,
+    epoch: Arc<str>,
     ring: VecDeque<Message>,
     /// What the ring's messages count against `--max-retained-bytes`.
     ring_bytes: usize,
@@ -263,7 +270,7 @@ pub struct Topics {
     life: u64,
     /// Topics created in this server life: the second half of every epoch.
     created: u64,
-    by_name: HashMap<Rc<str>, u32>,
+    by_name: HashMap<Arc<str>, u32>,
     topics: Slab<Topic>,
     /// `(ring_bytes, id)` of every topic with a message: the last entry is the largest ring.
     by_size: BTreeSet<(usize, u32)>,
@@ -335,25 +342,48 @@ impl Topics {
     /// The topic's id, creating the topic on first use (by a publish or a poll alike, so a
     /// poll can wait for the first message of a topic nobody has published to yet).
     pub fn get_or_create(&mut self, name: &str, now: Tick) -> Result<u32, TopicError> {
-        if !valid_topic_name(name) {
-            return Err(TopicError::BadName);
-        }
         if let Some(&id) = self.by_name.get(name) {
             return Ok(id);
+        }
+        let epoch = self.new_epoch();
+        self.create(name, epoch, 0, now)
+    }
+
+    /// Creates topic `name` as a copy of a log kept elsewhere (`shared_log`): its epoch, its
+    /// newest sequence number and the messages it retains, oldest first and contiguous.
+    pub fn insert_copy(
+        &mut self,
+        name: &str,
+        epoch: Arc<str>,
+        last_seq: u64,
+        messages: Vec<Message>,
+        now: Tick,
+    ) -> Result<u32, TopicError> {
+        debug_assert!(!self.by_name.contains_key(name), "{name} copied twice");
+        let before_first = messages.first().map_or(last_seq, |m| m.seq - 1);
+        let id = self.create(name, epoch, before_first, now)?;
+        for message in messages {
+            self.append(id, message, now);
+        }
+        Ok(id)
+    }
+
+    fn create(&mut self, name: &str, epoch: Arc<str>, last_seq: u64, now: Tick) -> Result<u32, TopicError> {
+        if !valid_topic_name(name) {
+            return Err(TopicError::BadName);
         }
         if self.topics.len() >= self.limits.max_topics {
             return Err(TopicError::TooMany);
         }
         let id = u32::try_from(self.topics.vacant_key()).ok().filter(|&id| id < NOWHERE).ok_or(TopicError::TooMany)?;
-        let name: Rc<str> = Rc::from(name);
-        let epoch = self.new_epoch();
+        let name: Arc<str> = Arc::from(name);
         self.by_name.insert(name.clone(), id);
         self.topics.insert(Topic {
             name,
             epoch,
             ring: VecDeque::new(),
             ring_bytes: 0,
-            last_seq: 0,
+            last_seq,
             held: Slab::new(),
             watchers: 0,
             last_active: now,
@@ -365,13 +395,24 @@ impl Topics {
     /// A name for a new topic's life: this server life's random bits and the topic's creation
     /// number, so it differs from every epoch of this life and, but for a 1 in 2^48 chance, of
     /// every other. Hex digits and `-` only, so it needs no escaping in JSON or a query.
-    fn new_epoch(&mut self) -> Box<str> {
+    fn new_epoch(&mut self) -> Arc<str> {
         self.created += 1;
-        format!("{:012x}-{:x}", self.life & 0xffff_ffff_ffff, self.created).into_boxed_str()
+        Arc::from(format!("{:012x}-{:x}", self.life & 0xffff_ffff_ffff, self.created))
     }
 
     pub fn name(&self, topic: u32) -> &str {
         &self.topics[topic as usize].name
+    }
+
+    /// The topic's name and epoch, to be shared with other threads.
+    pub fn shared_names(&self, topic: u32) -> (Arc<str>, Arc<str>) {
+        let t = &self.topics[topic as usize];
+        (t.name.clone(), t.epoch.clone())
+    }
+
+    /// The messages a topic retains, oldest first.
+    pub fn messages(&self, topic: u32) -> impl Iterator<Item = &Message> + '_ {
+        self.topics[topic as usize].ring.iter()
     }
 
     /// The newest sequence number of a topic (0 before its first message).
@@ -382,13 +423,18 @@ impl Topics {
     /// Appends a message and returns its sequence number, then evicts for the byte bound. The
     /// caller then wakes the holds (`take_held`) in the same turn.
     pub fn publish(&mut self, topic: u32, data: &str, now: Tick) -> u64 {
-        let mut json = String::with_capacity(data.len() + 2);
-        json::push_string(&mut json, data);
+        let seq = self.topics[topic as usize].last_seq + 1;
+        self.append(topic, Message::new(seq, data), now);
+        seq
+    }
+
+    /// Appends message `seq`, which must be the topic's next (a publish here, or one numbered by
+    /// a log kept elsewhere), then evicts for the byte bound.
+    pub fn append(&mut self, topic: u32, message: Message, now: Tick) {
         let capacity = self.limits.capacity;
         let t = &mut self.topics[topic as usize];
-        t.last_seq += 1;
-        let message = Message { seq: t.last_seq, json: Rc::from(json), lines: Rc::from(data_lines(data)) };
-        let seq = message.seq;
+        debug_assert_eq!(message.seq, t.last_seq + 1, "a gap in topic {}", t.name);
+        t.last_seq = message.seq;
         if t.ring.len() == capacity {
             self.drop_oldest(topic);
         }
@@ -400,7 +446,6 @@ impl Topics {
         self.retained += 1;
         self.mark_active(topic, now);
         self.evict_over_bound(topic);
-        seq
     }
 
     /// Evicts whole messages, oldest first from the largest ring, until the rings fit in
@@ -473,8 +518,8 @@ impl Topics {
 
     /// Forgets every topic idle for `--topic-idle-timeout` at `now` (no held poll, no publish):
     /// its messages, its name and its epoch. O(log topics) per topic forgotten, nothing for the
-    /// others. Returns how many were forgotten.
-    pub fn forget_idle(&mut self, now: Tick) -> usize {
+    /// others. Each forgotten name is handed to `forgot`; returns how many there were.
+    pub fn forget_idle(&mut self, now: Tick, mut forgot: impl FnMut(&str)) -> usize {
         let mut forgotten = 0;
         while let Some(&(last_active, id)) = self.by_idle.first() {
             if last_active.saturating_add(self.limits.idle_timeout) > now {
@@ -486,6 +531,7 @@ impl Topics {
             debug_assert!(topic.is_quiet(), "a topic with held polls or watchers was idle");
             self.retained -= topic.ring.len() as u64;
             self.by_name.remove(&topic.name);
+            forgot(&topic.name);
             forgotten += 1;
         }
         self.forgotten += forgotten as u64;

@@ -343,12 +343,12 @@ fn byte_accounting_stays_exact_through_evictions_and_forgetting() {
         assert!(topics.retained_bytes() <= bound, "step {now}: {} > {bound}", topics.retained_bytes());
         evicted_seen |= topics.evicted() > 0;
         if now % 7 == 0 {
-            topics.forget_idle(now);
+            topics.forget_idle(now, |_| {});
         }
         topics.assert_consistent();
     }
     assert!(evicted_seen && topics.forgotten() > 0, "the test exercised both bounds");
-    topics.forget_idle(Tick::MAX);
+    topics.forget_idle(Tick::MAX, |_| {});
     assert_eq!((topics.count(), topics.retained(), topics.retained_bytes()), (0, 0, 0));
     topics.assert_consistent();
 }
@@ -383,7 +383,7 @@ fn only_topics_idle_without_holds_are_forgotten() {
         if release {
             topics.release(hold, 7, now);
         }
-        assert_eq!(topics.forget_idle(now), expected, "at {now}");
+        assert_eq!(topics.forget_idle(now, |_| {}), expected, "at {now}");
         let mut names: Vec<&str> = topics.by_name.keys().map(|name| &**name).collect();
         names.sort_by_key(|name| ["untouched", "held", "published", "woken"].iter().position(|n| n == name));
         assert_eq!(names, left, "at {now}");
@@ -404,7 +404,7 @@ fn a_recreated_topic_has_a_new_epoch_and_starts_at_one() {
         topics.publish(news, "m", 0);
     }
     topics.publish(other, "m", 5);
-    assert_eq!(topics.forget_idle(10), 1);
+    assert_eq!(topics.forget_idle(10, |_| {}), 1);
 
     let again = topics.get_or_create("news", 11).unwrap();
     assert_eq!(again, news, "a forgotten topic's id is reused");
@@ -424,7 +424,7 @@ fn forgetting_makes_room_under_max_topics() {
     let mut topics = Topics::new(TopicLimits { max_topics: 1, idle_timeout: 10, ..UNBOUNDED });
     topics.get_or_create("a", 0).unwrap();
     assert_eq!(topics.get_or_create("b", 5), Err(TopicError::TooMany));
-    assert_eq!(topics.forget_idle(10), 1);
+    assert_eq!(topics.forget_idle(10, |_| {}), 1);
     assert!(topics.get_or_create("b", 10).is_ok());
     assert_eq!(topics.count(), 1);
 }
@@ -439,11 +439,11 @@ fn a_topic_with_an_open_stream_is_not_forgotten() {
     let hold = topics.hold(t, 7);
     topics.publish(t, "m", 10);
     assert_eq!(topics.take_held(t, 10), [7]);
-    assert_eq!(topics.forget_idle(1_000), 0, "unlisted, but still open");
+    assert_eq!(topics.forget_idle(1_000, |_| {}), 0, "unlisted, but still open");
     topics.assert_consistent();
     topics.release(hold, 7, 1_000);
     topics.unwatch(t, 1_000);
     topics.assert_consistent();
-    assert_eq!(topics.forget_idle(1_099), 0);
-    assert_eq!(topics.forget_idle(1_100), 1);
+    assert_eq!(topics.forget_idle(1_099, |_| {}), 0);
+    assert_eq!(topics.forget_idle(1_100, |_| {}), 1);
 }

@@ -105,6 +105,65 @@ pub struct Polls {
     pub last_fanout_us: u64,
 }
 
+impl std::ops::AddAssign<&Totals> for Totals {
+    fn add_assign(&mut self, other: &Totals) {
+        self.accepted += other.accepted;
+        self.requests += other.requests;
+        self.reused += other.reused;
+        self.rejected += other.rejected;
+        self.fds_exhausted += other.fds_exhausted;
+        self.unauthorized += other.unauthorized;
+        self.forbidden += other.forbidden;
+        let (c, o) = (&mut self.closed, &other.closed);
+        c.by_client += o.by_client;
+        c.idle_timeout += o.idle_timeout;
+        c.header_timeout += o.header_timeout;
+        c.write_timeout += o.write_timeout;
+        c.max_requests += o.max_requests;
+        c.reclaimed += o.reclaimed;
+        c.error += o.error;
+        c.drain += o.drain;
+        c.rejected += o.rejected;
+        c.token_expired += o.token_expired;
+        c.ping_timeout += o.ping_timeout;
+    }
+}
+
+impl std::ops::AddAssign<&ByState> for ByState {
+    fn add_assign(&mut self, other: &ByState) {
+        self.reading += other.reading;
+        self.idle += other.idle;
+        self.held += other.held;
+        self.streaming += other.streaming;
+        self.websocket += other.websocket;
+        self.writing += other.writing;
+        self.closing += other.closing;
+    }
+}
+
+impl std::ops::AddAssign<&Polls> for Polls {
+    /// Several workers' polls: counts add up; of the last fan-outs, the woken add up and the
+    /// time is the slowest worker's (each worker answers its own share of a publish).
+    fn add_assign(&mut self, other: &Polls) {
+        self.held += other.held;
+        self.answered += other.answered;
+        self.timed_out += other.timed_out;
+        self.rejected += other.rejected;
+        self.last_fanout_woken += other.last_fanout_woken;
+        self.last_fanout_us = self.last_fanout_us.max(other.last_fanout_us);
+    }
+}
+
+/// One worker's line in `/stats` `workers` (and the `tether_worker_*` series of `/metrics`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerLine {
+    pub connections_open: u64,
+    /// Held polls, open streams and open sockets: what pins a connection for long.
+    pub waiting: u64,
+    pub accepted: u64,
+    pub requests: u64,
+}
+
 /// Everything one `/stats` or `/metrics` answer reports.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
@@ -129,6 +188,8 @@ pub struct Snapshot {
     pub buffer_bytes: u64,
     pub pool_bytes: u64,
     pub kernel: Sockstat,
+    /// One line per worker, in worker order (one for `--workers 1`).
+    pub workers: Vec<WorkerLine>,
 }
 
 /// The TCP line of `/proc/net/sockstat`, with `mem` converted from pages to bytes.
@@ -237,7 +298,19 @@ impl Snapshot {
         for _ in open {
             out.push('}');
         }
-        out.push_str("}\n");
+        out.push_str(",\"workers\":[");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = write!(
+                out,
+                "{}{{\"connections\":{},\"waiting\":{},\"accepted\":{},\"requests\":{}}}",
+                if i == 0 { "" } else { "," },
+                w.connections_open,
+                w.waiting,
+                w.accepted,
+                w.requests
+            );
+        }
+        out.push_str("]}\n");
         out
     }
 
@@ -250,9 +323,24 @@ impl Snapshot {
             let kind = if let Figure::Counter(_) = figure { "counter" } else { "gauge" };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
+        for (name, kind, help, value) in WORKER_SERIES {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (i, line) in self.workers.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", value(line));
+            }
+        }
         out
     }
 }
+
+/// The per-worker series of `/metrics`, labelled `worker="N"`: name, type, help, value.
+type WorkerSeries = (&'static str, &'static str, &'static str, fn(&WorkerLine) -> u64);
+const WORKER_SERIES: [WorkerSeries; 4] = [
+    ("tether_worker_connections_open", "gauge", "Connections open on the worker.", |w| w.connections_open),
+    ("tether_worker_waiting", "gauge", "Held polls, streams and sockets on the worker.", |w| w.waiting),
+    ("tether_worker_accepted_total", "counter", "Connections the worker accepted.", |w| w.accepted),
+    ("tether_worker_requests_total", "counter", "Requests the worker answered.", |w| w.requests),
+];
 
 /// A figure's Prometheus name and sample value. The name is `tether_` and the `/stats` path with
 /// dots as underscores, changed where Prometheus' naming conventions ask (docs/costs.md lists
@@ -366,7 +454,9 @@ mod tests {
 
     #[test]
     fn json_nests_every_figure_in_spec_order() {
-        let mut snapshot = Snapshot { fds_open: 7, uptime_secs: 1.5, ..Snapshot::default() };
+        let workers =
+            vec![WorkerLine { connections_open: 2, waiting: 1, accepted: 5, requests: 9 }, WorkerLine::default()];
+        let mut snapshot = Snapshot { fds_open: 7, uptime_secs: 1.5, workers, ..Snapshot::default() };
         snapshot.totals.closed.idle_timeout = 3;
         snapshot.kernel.tcp_mem_bytes = 8192;
         let json = snapshot.to_json();
@@ -375,7 +465,14 @@ mod tests {
         ));
         assert!(json.contains("\"closed\":{\"by_client\":0,\"idle_timeout\":3,"));
         assert!(json.contains("\"rejected\":0,\"token_expired\":0,\"ping_timeout\":0}},\"polls\":{\"held\":0,"));
-        assert!(json.ends_with("\"kernel\":{\"tcp_inuse\":0,\"tcp_time_wait\":0,\"tcp_mem_bytes\":8192}}\n"));
+        assert!(json.ends_with(
+            "\"kernel\":{\"tcp_inuse\":0,\"tcp_time_wait\":0,\"tcp_mem_bytes\":8192},\"workers\":[\
+             {\"connections\":2,\"waiting\":1,\"accepted\":5,\"requests\":9},\
+             {\"connections\":0,\"waiting\":0,\"accepted\":0,\"requests\":0}]}\n"
+        ));
+        let text = snapshot.to_prometheus();
+        assert!(text
+            .contains("tether_worker_requests_total{worker=\"0\"} 9\ntether_worker_requests_total{worker=\"1\"} 0\n"));
         let opens = json.matches('{').count();
         assert_eq!(opens, json.matches('}').count());
     }
@@ -425,6 +522,12 @@ mod tests {
             assert!(text.contains(&format!("# HELP {name} {help}\n# TYPE {name} ")), "{name}");
             // docs/costs.md lists every name.
             assert!(COSTS_DOC.contains(&format!("`{name}`")), "docs/costs.md does not list {name}");
+        }
+        for (name, kind, help, _) in WORKER_SERIES {
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{name}");
+            assert!(names.insert(name.to_string()), "{name} twice");
+            assert!(COSTS_DOC.contains(&format!("`{name}`")), "docs/costs.md does not list {name}");
+            assert!(!help.contains(['\\', '\n']), "{name}");
         }
     }
 

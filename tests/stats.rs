@@ -234,7 +234,9 @@ fn families(text: &str) -> BTreeMap<String, Family> {
             let (name, kind) = declaration.split_once(' ').unwrap_or_else(malformed);
             families.entry(name.into()).or_default().kind = Some(kind.into());
         } else {
-            let (name, value) = line.split_once(' ').unwrap_or_else(malformed);
+            let (series, value) = line.split_once(' ').unwrap_or_else(malformed);
+            // A labelled sample (`name{worker="0"}`) belongs to the family `name`.
+            let name = series.split_once('{').map_or(series, |(name, _)| name);
             let value = value.parse().unwrap_or_else(|_| panic!("sample {line:?} is not a number"));
             families.entry(name.into()).or_default().samples.push(value);
         }
@@ -271,7 +273,25 @@ fn metrics_name_every_stats_figure_by_the_documented_rule() {
     let mut paths = Vec::new();
     leaf_paths(&stats, "", &mut paths);
     assert!(paths.len() >= 30, "{paths:?}");
+    // The `workers` lines are the labelled series, one sample per worker.
+    paths.retain(|path| path != "workers");
+    let workers = stats["workers"].as_array().expect("a workers array");
+    assert_eq!(workers.len(), 1, "{stats}");
     let mut named = Vec::new();
+    for (field, name) in [
+        ("connections", "tether_worker_connections_open"),
+        ("waiting", "tether_worker_waiting"),
+        ("accepted", "tether_worker_accepted_total"),
+        ("requests", "tether_worker_requests_total"),
+    ] {
+        let family = &families[name];
+        // `/stats` came after `/metrics`: one request more.
+        let sample = workers[0][field].as_f64().expect(field) - f64::from(field == "requests");
+        assert_eq!(family.samples, [sample], "{name}: {family:?}");
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        assert_eq!(family.kind.as_deref(), Some(kind), "{name}");
+        named.push(name.to_string());
+    }
     for path in &paths {
         let counter = path.starts_with("totals.") || families.contains_key(&metric_name(path, true));
         let name = metric_name(path, counter);

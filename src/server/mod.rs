@@ -48,12 +48,11 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
@@ -72,6 +71,8 @@ use service::{ReactorFigures, Service};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// The worker's `Waker`: the shared log has news for it (`--workers N`).
+const INBOX: Token = Token(usize::MAX - 2);
 /// The wheel's values for the server-wide drain deadline and the listener's back-off after
 /// running out of descriptors; never slab keys (invariant 1).
 const DRAIN_TIMER: usize = usize::MAX;
@@ -95,6 +96,9 @@ mod admission;
 mod invariants;
 mod poll;
 mod service;
+mod workers;
+
+pub use workers::Workers;
 
 /// A slab entry: the socket, its one timer, and the connection's machine. Kept small on
 /// purpose: an idle connection costs this plus one timer entry (see `docs/costs.md`).
@@ -156,16 +160,16 @@ pub struct Server {
 impl Server {
     /// Binds the listener and sets up the reactor; `run` serves.
     pub fn bind(config: Config) -> io::Result<Server> {
+        Server::bind_worker(config, None)
+    }
+
+    /// A reactor alone, or worker `crew.worker` of several, which share the port (each listener
+    /// has `SO_REUSEPORT`), the clock's start, the topics and the board of figures.
+    fn bind_worker(config: Config, crew: Option<workers::Seat>) -> io::Result<Server> {
+        let fds_before = stats::fds_open();
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
-        // mio listens with std's backlog of 128: a burst of more connections than that (every
-        // long-poll client reconnecting after a restart) overflows the accept queue, and each
-        // dropped SYN costs its client a 1 s retransmit. Listening again raises the backlog;
-        // the kernel caps it at net.core.somaxconn.
-        // SAFETY: listen() on a descriptor we own, with no pointers involved.
-        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let listen = crew.as_ref().map_or(config.listen, |seat| seat.listen);
+        let mut listener = listen_on(listen, crew.is_some())?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -185,16 +189,29 @@ impl Server {
             heartbeat: config.sse_heartbeat,
             origins: AllowedOrigins::new(&config.allow_origin),
         };
+        // The open-file limit is the process's: several workers divide it, and the limits.
+        let share = |total: usize| total.div_ceil(config.workers).max(1);
         let fd_limit = usize::try_from(stats::fds_limit()).unwrap_or(usize::MAX);
-        let max_connections = config.max_connections.unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));
-        info!("limits: {max_connections} connections, {fd_limit} open files");
-        let jitter = XorShift::new(RandomState::new().hash_one(std::process::id()));
-        let max_held = config.max_held.unwrap_or(max_connections);
-        let started = Instant::now();
-        let service = Service::new(config, max_held, jitter, started);
+        let max_connections =
+            share(config.max_connections.unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE * config.workers)));
+        let max_held = config.max_held.map_or(max_connections, share);
+        if crew.as_ref().is_none_or(|seat| seat.worker == 0) {
+            let per = if config.workers > 1 { " per worker" } else { "" };
+            info!("limits: {max_connections} connections{per}, {fd_limit} open files");
+        }
+        let jitter = XorShift::new(RandomState::new().hash_one((std::process::id(), listen)));
+        let started = crew.as_ref().map_or_else(Instant::now, |seat| seat.started);
+        let mut service = Service::new(config, max_held, jitter, started);
+        if let Some(seat) = crew {
+            let waker = std::sync::Arc::new(Waker::new(poll.registry(), INBOX)?);
+            service.shared = Some(seat.join(waker));
+        }
         // Everything this server will ever open is open now but for connections, so this one
-        // reading of `/proc` is the base that `fds.open` counts from.
-        let fds_at_start = stats::fds_open().saturating_sub(1 + u64::from(service.spare.is_some()));
+        // reading of `/proc` is the base that `fds.open` counts from: the process's descriptors
+        // too when alone; only its own (epoll, signals, waker) as one of several, whose board
+        // adds the process's once.
+        let fds_after = stats::fds_open().saturating_sub(1 + u64::from(service.spare.is_some()));
+        let fds_at_start = if service.shared.is_some() { fds_after.saturating_sub(fds_before) } else { fds_after };
         let mut server = Server {
             poll,
             signals,
@@ -215,6 +232,7 @@ impl Server {
             #[cfg(debug_assertions)]
             invariants: invariants::Mirror::default(),
         };
+        server.refresh_clock();
         server.arm_topic_sweep();
         Ok(server)
     }
@@ -249,6 +267,11 @@ impl Server {
         self.expire_timers();
         self.flush();
         self.reap();
+        if let Some(member) = &self.service.shared {
+            // One turn's figures for whichever worker answers the next `/stats`.
+            self.service.reactor = self.figures();
+            member.board.post(member.worker, self.service.own_figures());
+        }
         #[cfg(debug_assertions)]
         self.check_invariants();
         if self.draining && self.connections.is_empty() {
@@ -375,6 +398,10 @@ impl Server {
             match event.token() {
                 LISTENER => newcomers = true,
                 SIGNALS => self.on_signal(),
+                INBOX => {
+                    self.service.take_news(self.now, None);
+                    self.flush_queue.extend(self.service.woken.drain(..));
+                }
                 Token(key) => {
                     let hung_up = event.is_read_closed() || event.is_error();
                     let ready = Event::Ready {
@@ -507,6 +534,26 @@ impl Server {
         }
         self.resume_accepting();
     }
+}
+
+/// A non-blocking listener on `addr`, with `SO_REUSEPORT` when it shares the port with other
+/// workers' listeners (the kernel then spreads new connections over them by a hash of the
+/// peer's address). Its backlog is `LISTEN_BACKLOG`, not std's 128: a burst of more
+/// connections than that (every long-poll client reconnecting after a restart) overflows the
+/// accept queue, and each dropped SYN costs its client a 1 s retransmit. The kernel caps it at
+/// net.core.somaxconn.
+fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std and nginx do: a restart may bind while the last life's connections linger.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 #[cfg(test)]

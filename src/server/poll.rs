@@ -27,10 +27,12 @@ use crate::json;
 use crate::pubsub::{Cursor, HoldKey, Message, Read, TopicError, Topics};
 use crate::timer::Tick;
 
+mod copies;
 mod subscription;
 mod subscription_query;
 mod websocket;
 
+pub(super) use copies::Member;
 pub(super) use subscription::{Subscriptions, Wire};
 
 /// The topic sweep runs this often, an eighth of `--topic-idle-timeout`, but at most once a
@@ -103,7 +105,6 @@ impl Service {
     /// `POST /publish/{topic}`: append the message, wake the topic's held polls, and say so in
     /// `self.body`.
     pub(super) fn publish(&mut self, req: &Request, name: &str, now: Tick) -> Result<(), Response<'static>> {
-        let topic = self.topics.get_or_create(name, now).map_err(topic_error)?;
         let bytes: &[u8] = match &req.body {
             Body::Empty => b"",
             Body::Bytes(bytes) => bytes,
@@ -111,8 +112,7 @@ impl Service {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Response::error(Status::BAD_REQUEST, b"a message must be UTF-8 text\n"))?;
-        let seq = self.topics.publish(topic, text, now);
-        let woken = self.wake(topic, now);
+        let (seq, woken) = self.append_message(name, text, now).map_err(topic_error)?;
         self.body.push_str("{\"topic\":");
         json::push_string(&mut self.body, name);
         let _ = writeln!(self.body, ",\"seq\":{seq},\"woken\":{woken}}}");
@@ -131,7 +131,7 @@ impl Service {
         // The query first: a refused poll must not create its topic (and use up --max-topics).
         let query = PollQuery::parse(req.query, req.last_event_id)
             .map_err(|reason| Response::error(Status::BAD_REQUEST, reason.as_bytes()))?;
-        let topic = self.topics.get_or_create(name, now).map_err(topic_error)?;
+        let topic = self.topic(name, now).map_err(topic_error)?;
         let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
         let after = self.topics.resolve(topic, query.start());
         let read = if foreign_epoch {
@@ -194,7 +194,7 @@ impl Service {
             self.costs.streams_open += 1;
             return Ok(Stream::cost_view(now)); // the first snapshot at once
         }
-        let topic = self.topics.get_or_create(name, now).map_err(topic_error)?;
+        let topic = self.topic(name, now).map_err(topic_error)?;
         let foreign_epoch = query.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
         // A cursor past the log makes the first read a reset, which is what a foreign epoch needs.
         let after = if foreign_epoch { u64::MAX } else { self.topics.resolve(topic, query.start()) };
@@ -245,7 +245,7 @@ impl Service {
     /// Wakes every poll held on `topic`: handed to the reactor's flush phase, which answers them
     /// a slice per turn, so the publisher's answer and other ready connections do not wait for
     /// the whole fan-out. Returns how many.
-    fn wake(&mut self, topic: u32, now: Tick) -> usize {
+    pub(super) fn wake(&mut self, topic: u32, now: Tick) -> usize {
         let queued = self.woken.len();
         self.woken.extend(self.topics.take_held(topic, now));
         let woken = self.woken.len() - queued;
@@ -274,7 +274,7 @@ impl Service {
     /// The topic sweep's timer fired: forget the topics idle for `--topic-idle-timeout`. A sweep
     /// costs O(log topics) per topic forgotten, nothing for the others.
     pub(super) fn sweep_topics(&mut self, now: Tick) {
-        let forgotten = self.topics.forget_idle(now);
+        let forgotten = self.forget_idle_topics(now);
         if forgotten > 0 {
             debug!("forgot {forgotten} idle topics; {} left", self.topics.count());
         }

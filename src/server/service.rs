@@ -26,7 +26,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 
-use super::poll::{poll_response, topic_error, Subscriptions, Wire};
+use super::poll::{poll_response, topic_error, Member, Subscriptions, Wire};
 use crate::backoff::XorShift;
 use crate::config::Config;
 use crate::connection::{EndSecond, Endpoints, Reply, Socket, StateKind, Stream, Wait};
@@ -35,7 +35,8 @@ use crate::http::request::{Method, Request};
 use crate::http::response::{self, Cors, Response, Status};
 use crate::pubsub::{valid_topic_name, HoldKey, HoldOn, TopicError, TopicLimits, Topics};
 use crate::routes::{self, NoRoute, Route};
-use crate::stats::{self, ByState, Polls, Snapshot, Totals};
+use crate::shared_log::LogFigures;
+use crate::stats::{self, ByState, Polls, Snapshot, Totals, WorkerLine};
 use crate::timer::Tick;
 use crate::token::{bearer, Action, Claims, Refusal, VerifiedTokens};
 
@@ -56,7 +57,7 @@ const INVALID_REQUEST: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"
 const NOT_EVERY_TOPIC: &[u8] = b"the token does not let its holder subscribe to every topic asked for\n";
 
 /// What the cost view counts as it happens, so that a snapshot never walks the connections.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Costs {
     pub(super) totals: Totals,
     pub(super) by_state: ByState,
@@ -78,8 +79,50 @@ pub(super) struct ReactorFigures {
     pub(super) pool_bytes: u64,
 }
 
+/// What one worker posts for the cost view of all (`workers::Board`): its counters, its
+/// reactor's figures, and what its hold lists and subscriptions take.
+#[derive(Debug, Clone, Default)]
+pub(super) struct WorkerFigures {
+    pub(super) costs: Costs,
+    pub(super) reactor: ReactorFigures,
+    pub(super) wait_bytes: u64,
+}
+
+impl WorkerFigures {
+    fn add(&mut self, other: &WorkerFigures) {
+        let (c, o) = (&mut self.costs, &other.costs);
+        c.totals += &o.totals;
+        c.by_state += &o.by_state;
+        c.polls += &o.polls;
+        c.streams_open += o.streams_open;
+        c.sockets_open += o.sockets_open;
+        let (r, o) = (&mut self.reactor, &other.reactor);
+        r.fds_open += o.fds_open;
+        r.connections_open += o.connections_open;
+        r.connection_bytes += o.connection_bytes;
+        r.timers_armed += o.timers_armed;
+        r.buffer_bytes += o.buffer_bytes;
+        r.pool_bytes += o.pool_bytes;
+        self.wait_bytes += other.wait_bytes;
+    }
+
+    fn line(&self) -> WorkerLine {
+        let c = &self.costs;
+        WorkerLine {
+            connections_open: self.reactor.connections_open,
+            waiting: c.polls.held + c.streams_open + c.sockets_open,
+            accepted: c.totals.accepted,
+            requests: c.totals.requests,
+        }
+    }
+}
+
 pub(super) struct Service {
+    /// The topics clients of this worker wait on: the log itself, or copies of the shared
+    /// log's (`poll::copies`).
     pub(super) topics: Topics,
+    /// With several workers: this one's place in the shared log and on the board of figures.
+    pub(super) shared: Option<Member>,
     /// Polls and streams on several topics, which their connections' waits name.
     pub(super) subscriptions: Subscriptions,
     pub(super) costs: Costs,
@@ -118,6 +161,7 @@ impl Service {
         let unix_at_start = unix_now.saturating_sub(started.elapsed());
         Service {
             topics: Topics::new(TopicLimits::from(&config)),
+            shared: None,
             subscriptions: Subscriptions::default(),
             costs: Costs::default(),
             woken: Vec::new(),
@@ -255,35 +299,69 @@ impl Service {
         own || self.origins.grant(Some(origin)) != Grant::NONE
     }
 
-    /// The cost view now. Reading `/proc` takes a descriptor, which at the open-file limit only
-    /// the spare can lend.
+    /// This worker's figures for the cost view, O(1): what it posts on the board each turn.
+    pub(super) fn own_figures(&self) -> WorkerFigures {
+        WorkerFigures {
+            costs: self.costs.clone(),
+            reactor: self.reactor,
+            wait_bytes: (self.topics.hold_list_bytes() + self.subscriptions.memory_bytes()) as u64,
+        }
+    }
+
+    /// The cost view now: this worker's figures, or every worker's summed. Reading `/proc` takes
+    /// a descriptor, which at the open-file limit only the spare can lend.
     pub(super) fn snapshot(&mut self) -> Snapshot {
+        let own = self.own_figures();
+        let (sum, workers, log) = match &self.shared {
+            None => {
+                let t = &self.topics;
+                let log = LogFigures {
+                    topics: t.count() as u64,
+                    messages: t.retained(),
+                    retained_bytes: t.retained_bytes() as u64,
+                    evicted: t.evicted(),
+                    forgotten: t.forgotten(),
+                };
+                (own.clone(), vec![own.line()], log)
+            }
+            Some(member) => {
+                let mut sum = WorkerFigures::default();
+                sum.reactor.fds_open = member.board.fds_base;
+                let mut lines = Vec::new();
+                for (worker, posted) in member.board.figures().iter().enumerate() {
+                    let figures = if worker == member.worker { &own } else { posted };
+                    sum.add(figures);
+                    lines.push(figures.line());
+                }
+                (sum, lines, member.log.figures())
+            }
+        };
         // Counted with the spare: the `/proc` reads below borrow its descriptor, not another.
-        let r = self.reactor;
+        let r = sum.reactor;
         self.spare = None;
         let snapshot = Snapshot {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             fds_open: r.fds_open,
             fds_limit: stats::fds_limit(),
             connections_open: r.connections_open,
-            by_state: self.costs.by_state,
-            totals: self.costs.totals.clone(),
-            polls: self.costs.polls,
-            streams_open: self.costs.streams_open,
-            sockets_open: self.costs.sockets_open,
-            topics: self.topics.count() as u64,
-            messages: self.topics.retained(),
-            retained_bytes: self.topics.retained_bytes() as u64,
+            by_state: sum.costs.by_state,
+            totals: sum.costs.totals,
+            polls: sum.costs.polls,
+            streams_open: sum.costs.streams_open,
+            sockets_open: sum.costs.sockets_open,
+            topics: log.topics,
+            messages: log.messages,
+            retained_bytes: log.retained_bytes,
             max_retained_bytes: self.topics.max_retained_bytes() as u64,
-            evicted: self.topics.evicted(),
-            forgotten: self.topics.forgotten(),
+            evicted: log.evicted,
+            forgotten: log.forgotten,
             timers_armed: r.timers_armed,
             rss_bytes: stats::rss_bytes(),
-            connection_bytes: r.connection_bytes
-                + (self.topics.hold_list_bytes() + self.subscriptions.memory_bytes()) as u64,
+            connection_bytes: r.connection_bytes + sum.wait_bytes,
             buffer_bytes: r.buffer_bytes,
             pool_bytes: r.pool_bytes,
             kernel: stats::sockstat(),
+            workers,
         };
         self.spare = open_spare();
         snapshot

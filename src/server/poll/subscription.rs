@@ -251,7 +251,7 @@ impl Service {
         let mut resets_due = 0;
         let mut watches = Vec::with_capacity(topics.len());
         for (i, start) in topics.iter().enumerate() {
-            let topic = self.topics.get_or_create(start.name, now).map_err(topic_error)?;
+            let topic = self.topic(start.name, now).map_err(topic_error)?;
             if start.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic)) {
                 resets_due |= 1 << i;
             }
@@ -371,7 +371,7 @@ impl Service {
     /// Socket `key` subscribes subscription `n` to `name` from `start`: created if new, a reset
     /// due if the client's epoch is not the topic's. The first feed reads and lists it.
     pub(super) fn subscribe(&mut self, key: usize, n: u32, start: TopicStart, now: Tick) -> Result<(), &'static str> {
-        let topic = self.topics.get_or_create(start.name, now).map_err(|_| "too many topics")?;
+        let topic = self.topic(start.name, now).map_err(|_| "too many topics")?;
         let reset_due = start.epoch.is_some_and(|epoch| epoch != self.topics.epoch(topic));
         let after = self.topics.resolve(topic, start.start);
         let watch = Watch { hold: HoldKey::unlisted(topic), after };

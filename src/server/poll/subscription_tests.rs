@@ -165,21 +165,21 @@ fn a_subscription_waits_while_listed_everywhere_and_ends_once_off_every_list() {
     let n = subscriptions.start(7, start, true, &mut topics).unwrap();
     assert!(subscriptions.waiting(n, 7, &topics));
     assert!(!subscriptions.waiting(n, 8, &topics), "another connection's key");
-    assert_eq!(topics.forget_idle(1_000), 0, "watched topics are not forgotten");
+    assert_eq!(topics.forget_idle(1_000, |_| {}), 0, "watched topics are not forgotten");
     let bytes = subscriptions.memory_bytes();
     assert!(bytes >= 3 * std::mem::size_of::<Watch>(), "{bytes}");
 
     topics.publish(1, "b", 10);
     assert_eq!(topics.take_held(1, 10), [7], "a publish on B takes the subscription's hold");
     assert!(!subscriptions.waiting(n, 7, &topics), "due once one topic took it off its list");
-    assert_eq!(topics.forget_idle(1_000), 0, "B is still watched while its answer is due");
+    assert_eq!(topics.forget_idle(1_000, |_| {}), 0, "B is still watched while its answer is due");
 
     let watches = subscriptions.end(n, 7, &mut topics, 20);
     assert_eq!(watches.len(), 3);
     assert!(topics.held_polls().next().is_none(), "off every list");
     assert_eq!(subscriptions.memory_bytes(), bytes - 3 * std::mem::size_of::<Watch>());
     assert!(!subscriptions.waiting(n, 7, &topics), "gone");
-    assert_eq!(topics.forget_idle(120), 3, "each topic's idle time started when it ended");
+    assert_eq!(topics.forget_idle(120, |_| {}), 3, "each topic's idle time started when it ended");
 }
 
 /// docs/long-polling.md quotes these: what a poll on several topics keeps per topic, beside

@@ -131,9 +131,7 @@ impl Service {
                 if !allowed(self.socket_claims.get(&key), Action::Publish(&name)) {
                     return Err(format!("the token does not let its holder publish to {name}"));
                 }
-                let topic = self.topics.get_or_create(&name, now).map_err(|_| "too many topics".to_string())?;
-                self.topics.publish(topic, &data, now);
-                self.wake(topic, now);
+                self.append_message(&name, &data, now).map_err(|_| "too many topics".to_string())?;
                 Ok(())
             }
             _ => Err(NOT_A_MESSAGE.to_string()),
