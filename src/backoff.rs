@@ -1,8 +1,9 @@
 //! How long a client waits before trying again: exponential backoff with full jitter.
 //!
 //! Invariants:
-//! - The n-th wait in a row (counting from 0) is uniform in `[0, min(CAP, BASE * 2^n)]`, so the
-//!   ceiling doubles from 100 ms and stops at 30 s, and no wait ever exceeds 30 s.
+//! - The n-th wait in a row (counting from 0) is uniform in `[0, min(cap, BASE * 2^n)]`, so the
+//!   ceiling doubles from 100 ms and stops at the cap (30 s, `CAP`, unless made `capped`), and no
+//!   wait ever exceeds the cap.
 //! - `reset` after a success starts again from the 100 ms ceiling.
 //!
 //! Full jitter spreads clients that failed together (a server restart disconnects all of them at
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 /// The first ceiling.
 pub const BASE: Duration = Duration::from_millis(100);
-/// No ceiling is higher.
+/// No ceiling is higher, unless a `capped` backoff says otherwise.
 pub const CAP: Duration = Duration::from_secs(30);
 
 /// The wait before each retry of a run of failures.
@@ -23,6 +24,8 @@ pub const CAP: Duration = Duration::from_secs(30);
 pub struct Backoff {
     /// Failures in a row so far.
     failures: u32,
+    /// The highest ceiling.
+    cap: Duration,
     rng: XorShift,
 }
 
@@ -35,20 +38,26 @@ impl Backoff {
 
     /// A reproducible sequence, for tests.
     pub fn with_seed(seed: u64) -> Backoff {
-        Backoff { failures: 0, rng: XorShift::new(seed) }
+        Backoff { failures: 0, cap: CAP, rng: XorShift::new(seed) }
+    }
+
+    /// Ceilings that stop at `cap` instead of `CAP`: for a link that should be back soon after
+    /// its server is (src/redis_log/ retries Redis within 5 s).
+    pub fn capped(cap: Duration) -> Backoff {
+        Backoff { cap: cap.max(BASE), ..Backoff::new() }
     }
 
     /// The ceiling of the next wait.
     pub fn ceiling(&self) -> Duration {
-        // 2^9 * 100 ms is past the cap already; the shift cannot overflow.
-        BASE.saturating_mul(1 << self.failures.min(9)).min(CAP)
+        // 2^20 * 100 ms is past any cap worth having; the shift cannot overflow.
+        BASE.saturating_mul(1 << self.failures.min(20)).min(self.cap)
     }
 
     /// Counts a failure and returns how long to wait before the next try.
     pub fn next_delay(&mut self) -> Duration {
         let ceiling = u64::try_from(self.ceiling().as_micros()).unwrap_or(u64::MAX);
         self.failures = self.failures.saturating_add(1);
-        // Modulo bias is negligible against a ceiling of at most 3e7 microseconds.
+        // Modulo bias is negligible against a ceiling of a few times 1e7 microseconds.
         Duration::from_micros(self.rng.next_u64() % (ceiling + 1))
     }
 
@@ -101,6 +110,18 @@ mod tests {
         assert_eq!(backoff.ceiling(), CAP, "no overflow after many failures");
         backoff.reset();
         assert_eq!(backoff.ceiling(), BASE);
+    }
+
+    #[test]
+    fn a_capped_backoff_stops_at_its_cap() {
+        let mut backoff = Backoff::capped(Duration::from_secs(5));
+        let mut ceilings = Vec::new();
+        for _ in 0..8 {
+            ceilings.push(backoff.ceiling().as_millis());
+            assert!(backoff.next_delay() <= Duration::from_secs(5));
+        }
+        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(Backoff::capped(Duration::ZERO).ceiling(), BASE, "a cap below BASE is BASE");
     }
 
     #[test]

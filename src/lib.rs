@@ -41,6 +41,7 @@ pub mod connection;
 pub mod http;
 pub mod json;
 pub mod pubsub;
+pub mod redis_log;
 pub mod routes;
 pub mod server;
 pub mod shared_log;

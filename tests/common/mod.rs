@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod polls;
+pub mod redis;
 
 /// How long any single read waits before the test calls the server unresponsive. Generous on
 /// purpose: a loaded machine is slow, not wrong.

@@ -1,0 +1,27 @@
+-- Appends one message to a topic's log: tether's only write (src/redis_log/store.rs). Atomic, as
+-- every script is, so a topic's seqs and its notices on the news channel are in one order.
+--
+-- KEYS[1] the topic's meta hash (epoch, seq), KEYS[2] its log stream.
+-- ARGV[1] a fresh random epoch, taken only if the topic has none: a new topic, or one whose keys
+--         expired. Its new life must never reuse an old epoch, so that old cursors are reset
+--         instead of misread; the caller makes a new candidate for every call.
+-- ARGV[2] the stream's cap (--topic-capacity), ARGV[3] the keys' time to live in ms
+--         (--topic-idle-timeout, renewed by every append), ARGV[4] the news channel,
+--         ARGV[5] the topic's name, ARGV[6] the data.
+-- Returns {epoch, seq}.
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  -- A log left over from an earlier life would refuse ids from 1 again.
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+-- '%d', not tostring: Lua prints a number of 15 digits or more with an exponent.
+local id = string.format('%d', seq)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], id .. '-0', 'd', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+-- The notice: "TOPIC EPOCH SEQ\n" then the data as is (src/redis_log/notice.rs).
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. epoch .. ' ' .. id .. '\n' .. ARGV[6])
+return {epoch, seq}
