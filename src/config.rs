@@ -52,6 +52,9 @@ pub struct Config {
     pub allow_origin: Vec<String>,
     /// `--jwt-secret`: when set, publishing, subscribing and the cost view need a token.
     pub tokens: Option<TokenKey>,
+    /// `--redis`: the topics' log lives in Redis at this URL, shared by every process that names
+    /// it (docs/scale-out.md).
+    pub redis: Option<String>,
 }
 
 /// `*`, or an origin as a browser sends it: `http://` or `https://`, a host, an optional port,
@@ -107,6 +110,7 @@ impl Default for Config {
             sse_heartbeat: Duration::from_secs(15),
             allow_origin: Vec::new(),
             tokens: None,
+            redis: None,
         }
     }
 }
@@ -121,6 +125,9 @@ impl Config {
         ];
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("{name} must be greater than zero"));
+        }
+        if let Some(url) = &self.redis {
+            crate::redis_log::Endpoint::parse(url).map_err(|e| format!("--redis: {e}"))?;
         }
         if !(1..=MAX_WORKERS).contains(&self.workers) {
             return Err(format!("--workers must lie between 1 and {MAX_WORKERS}"));

@@ -163,6 +163,10 @@ struct ServeArgs {
     /// keeps it out of `ps`).
     #[arg(long, env = "TETHER_JWT_SECRET", hide_env = true, hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Keep the topics' log in Redis (`redis://HOST:PORT[/DB]`), shared by every tether that
+    /// names the same Redis, and kept across restarts [default: in this process's memory].
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 impl TryFrom<ServeArgs> for Config {
@@ -192,6 +196,7 @@ impl TryFrom<ServeArgs> for Config {
             sse_heartbeat: args.sse_heartbeat,
             allow_origin: args.allow_origin,
             tokens,
+            redis: args.redis,
         })
     }
 }

@@ -125,12 +125,15 @@ pub enum HoldOn {
     One(u32),
     Many(u32),
     Nowhere,
+    /// A publish waiting for the backplane to acknowledge it: number N of the service's.
+    Ack(u32),
 }
 
-/// The topic ids a subscription's key and the key of nowhere carry instead of a topic: no topic
-/// ever has them (`get_or_create` stops below both).
+/// The topic ids a subscription's key, the key of nowhere and a waiting publish's key carry
+/// instead of a topic: no topic ever has them (`create` stops below all three).
 const MANY: u32 = u32::MAX;
 const NOWHERE: u32 = u32::MAX - 1;
+const ACK: u32 = u32::MAX - 2;
 
 impl HoldKey {
     /// On no topic's list, ever: what a stream of the cost view waits on.
@@ -146,10 +149,16 @@ impl HoldKey {
         HoldKey { topic: MANY, slot: n }
     }
 
+    /// Publish number `n` waiting for its acknowledgment (`--redis`).
+    pub fn ack(n: u32) -> HoldKey {
+        HoldKey { topic: ACK, slot: n }
+    }
+
     pub fn on(self) -> HoldOn {
         match self.topic {
             MANY => HoldOn::Many(self.slot),
             NOWHERE => HoldOn::Nowhere,
+            ACK => HoldOn::Ack(self.slot),
             topic => HoldOn::One(topic),
         }
     }
@@ -175,6 +184,9 @@ struct Topic {
     /// When the topic was last published to or its last held poll or watcher left (at first,
     /// when it was created): the start of its idle time.
     last_active: Tick,
+    /// Set when the log this topic copies began a new life (`retire`): every read is a `reset`
+    /// to this cursor of the new epoch, which a new topic of the same name now serves.
+    retired: Option<u64>,
 }
 
 impl Topic {
@@ -236,6 +248,8 @@ pub enum TopicError {
     BadName,
     /// `--max-topics` topics exist already.
     TooMany,
+    /// The log lives in Redis, which cannot be asked now (`--redis`: not reached yet, or lost).
+    Unavailable,
 }
 
 /// The bounds on all topics, from `serve`'s options.
@@ -375,7 +389,7 @@ impl Topics {
         if self.topics.len() >= self.limits.max_topics {
             return Err(TopicError::TooMany);
         }
-        let id = u32::try_from(self.topics.vacant_key()).ok().filter(|&id| id < NOWHERE).ok_or(TopicError::TooMany)?;
+        let id = u32::try_from(self.topics.vacant_key()).ok().filter(|&id| id < ACK).ok_or(TopicError::TooMany)?;
         let name: Arc<str> = Arc::from(name);
         self.by_name.insert(name.clone(), id);
         self.topics.insert(Topic {
@@ -387,6 +401,7 @@ impl Topics {
             held: Slab::new(),
             watchers: 0,
             last_active: now,
+            retired: None,
         });
         self.by_idle.insert((now, id));
         Ok(id)
@@ -446,6 +461,80 @@ impl Topics {
         self.retained += 1;
         self.mark_active(topic, now);
         self.evict_over_bound(topic);
+    }
+
+    /// Takes message `seq` of a log kept elsewhere (the shared log, Redis): one already here is
+    /// skipped; one past a gap (messages this copy never received) empties the ring first, so
+    /// that it stays contiguous and the gap reads as `missed`. Whether it was appended.
+    pub fn receive(&mut self, topic: u32, message: Message, now: Tick) -> bool {
+        let last_seq = self.topics[topic as usize].last_seq;
+        if message.seq <= last_seq {
+            return false;
+        }
+        if message.seq > last_seq + 1 {
+            self.skip_to(topic, message.seq - 1);
+        }
+        self.append(topic, message, now);
+        true
+    }
+
+    /// Moves a topic's newest sequence number on to `seq` without the messages between: they
+    /// were lost before they reached this copy. Its ring is emptied (it must stay contiguous).
+    pub fn skip_to(&mut self, topic: u32, seq: u64) {
+        let t = &self.topics[topic as usize];
+        if seq <= t.last_seq {
+            return;
+        }
+        let dropped = t.ring.len() as u64;
+        self.resize_ring(topic, |t| {
+            t.ring.clear();
+            t.ring_bytes = 0;
+        });
+        self.retained -= dropped;
+        self.topics[topic as usize].last_seq = seq;
+    }
+
+    /// The log this topic copies began a new life, `epoch`, at message `first_seq`: the topic
+    /// stops being found by its name (the next `get_or_create` or copy makes a new one), and
+    /// every read of it is a `reset` to the cursor before `first_seq` in the new epoch, so that
+    /// no waiter reads the new life's messages against a cursor of the old one. It stays while
+    /// anybody waits on it. Returns the polls held on it, to be answered.
+    pub fn retire(&mut self, topic: u32, epoch: Arc<str>, first_seq: u64, now: Tick) -> Vec<usize> {
+        let t = &self.topics[topic as usize];
+        if self.by_name.get(&t.name) == Some(&topic) {
+            self.by_name.remove(&t.name);
+        }
+        let dropped = t.ring.len() as u64;
+        self.resize_ring(topic, |t| {
+            t.ring.clear();
+            t.ring_bytes = 0;
+        });
+        self.retained -= dropped;
+        let t = &mut self.topics[topic as usize];
+        t.epoch = epoch;
+        t.retired = Some(first_seq.saturating_sub(1));
+        self.take_held(topic, now)
+    }
+
+    /// The log this topic copies began a new life, `epoch`, after `last_seq` (Redis forgot the
+    /// topic and a publish made it again): its messages go, nothing else changes. For a log
+    /// nobody waits on (the shared log's own topics), or a copy with no message yet, whose
+    /// waiters' cursors are all 0, which means the same in every life.
+    pub fn restart(&mut self, topic: u32, epoch: Arc<str>, last_seq: u64) {
+        let dropped = self.topics[topic as usize].ring.len() as u64;
+        self.resize_ring(topic, |t| {
+            t.ring.clear();
+            t.ring_bytes = 0;
+        });
+        self.retained -= dropped;
+        let t = &mut self.topics[topic as usize];
+        t.epoch = epoch;
+        t.last_seq = last_seq;
+    }
+
+    /// Whether the topic was retired (`retire`): its waiters move to the new one of its name.
+    pub fn is_retired(&self, topic: u32) -> bool {
+        self.topics[topic as usize].retired.is_some()
     }
 
     /// Evicts whole messages, oldest first from the largest ring, until the rings fit in
@@ -530,8 +619,10 @@ impl Topics {
             let topic = self.topics.remove(id as usize);
             debug_assert!(topic.is_quiet(), "a topic with held polls or watchers was idle");
             self.retained -= topic.ring.len() as u64;
-            self.by_name.remove(&topic.name);
-            forgot(&topic.name);
+            if topic.retired.is_none() {
+                self.by_name.remove(&topic.name);
+                forgot(&topic.name);
+            }
             forgotten += 1;
         }
         self.forgotten += forgotten as u64;
@@ -558,6 +649,9 @@ impl Topics {
     /// its cursor moves past them only).
     pub fn read_within(&self, topic: u32, after: u64, room: &mut AnswerRoom) -> Read {
         let topic = &self.topics[topic as usize];
+        if let Some(cursor) = topic.retired {
+            return Read::Reset { cursor };
+        }
         if after > topic.last_seq {
             return Read::Reset { cursor: topic.last_seq };
         }

@@ -17,11 +17,14 @@
 //!   instant whichever worker passes it.
 
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::Instant;
 
+use log::{info, warn};
 use mio::Waker;
 
 use crate::pubsub::{Message, TopicError, TopicLimits, Topics};
+use crate::redis_log::{LinkStatus, LogSettings, RedisLog, Report, StartError, TopicLog};
 use crate::timer::Tick;
 
 /// One message as a worker's inbox receives it: the topic and the life of it it belongs to.
@@ -30,6 +33,29 @@ pub struct News {
     pub topic: Arc<str>,
     pub epoch: Arc<str>,
     pub message: Message,
+}
+
+/// What arrives in a worker's inbox: a message of any topic, or how one of its own publishes
+/// fared in Redis (`--redis`): its seq, or `None`, refused.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    News(News),
+    Outcome { ticket: u64, seq: Option<u64> },
+}
+
+/// What became of a publish handed to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Appended, with this seq.
+    Numbered(u64),
+    /// Handed to Redis: the outcome comes to the publishing worker's inbox, with its ticket.
+    Awaiting,
+}
+
+/// A ticket names one waiting publish: its worker in the top 16 bits (whose inbox the outcome
+/// goes to), the rest is the worker's own.
+pub fn ticket_worker(ticket: u64) -> usize {
+    (ticket >> 48) as usize
 }
 
 /// A topic as the log has it now, for a worker to keep a copy of.
@@ -41,7 +67,8 @@ pub struct TopicCopy {
     pub messages: Vec<Message>,
 }
 
-/// What the cost view says of the topics: those of the log, not of the workers' copies.
+/// What the cost view says of the topics (those of the log, not of the workers' copies) and of
+/// the link to Redis.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogFigures {
     pub topics: u64,
@@ -49,26 +76,80 @@ pub struct LogFigures {
     pub retained_bytes: u64,
     pub evicted: u64,
     pub forgotten: u64,
+    /// With `--redis`: the link's state and counters.
+    pub link: Option<LinkStatus>,
+}
+
+/// Where the order of messages comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// This process numbers them.
+    Own,
+    /// Redis numbers them; `synced`: the log here has been brought up to date with Redis and
+    /// is kept so (publishes go, topics Redis has are known here).
+    Redis { synced: bool, ever_synced: bool },
 }
 
 /// The log and who is told of what is appended to it.
 pub struct SharedLog {
     state: Mutex<Log>,
+    /// With `--redis`, once started (the link's reports need the log to exist first).
+    redis: OnceLock<RedisLog>,
+    /// Tick 0 of every worker's clock, and of the link's reports.
+    started: Instant,
 }
 
 struct Log {
     topics: Topics,
+    source: Source,
     /// One per worker, in worker order: where its news goes, and how it is woken.
-    inboxes: Vec<(Sender<News>, Arc<Waker>)>,
+    inboxes: Vec<(Sender<Inbound>, Arc<Waker>)>,
 }
 
 impl SharedLog {
+    /// A log kept in this process: it numbers every publish itself.
     pub fn new(limits: TopicLimits) -> SharedLog {
-        SharedLog { state: Mutex::new(Log { topics: Topics::new(limits), inboxes: Vec::new() }) }
+        SharedLog::with_source(limits, Source::Own)
+    }
+
+    fn with_source(limits: TopicLimits, source: Source) -> SharedLog {
+        SharedLog {
+            state: Mutex::new(Log { topics: Topics::new(limits), source, inboxes: Vec::new() }),
+            redis: OnceLock::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// A log kept in Redis at `url`, of which this one is the process's copy, brought up to
+    /// date in the background: until then, publishes and new waits are refused (`Unavailable`).
+    pub fn in_redis(limits: TopicLimits, url: &str, settings: LogSettings) -> Result<Arc<SharedLog>, StartError> {
+        let source = Source::Redis { synced: false, ever_synced: false };
+        let log = Arc::new(SharedLog::with_source(limits, source));
+        // Weak: the link lives in the log, and must not keep it alive from its own thread.
+        let reports_to: Weak<SharedLog> = Arc::downgrade(&log);
+        let sink = Arc::new(move |report: Report| {
+            if let Some(log) = reports_to.upgrade() {
+                log.report(report);
+            }
+        });
+        let redis = RedisLog::start(url, settings, sink)?;
+        info!("topics kept in Redis at {}", redis.endpoint());
+        let _ = log.redis.set(redis);
+        Ok(log)
+    }
+
+    /// The tick of now on every worker's clock (they all count from `started`).
+    fn now(&self) -> Tick {
+        Tick::try_from(self.started.elapsed().as_millis()).unwrap_or(Tick::MAX)
+    }
+
+    /// When tick 0 was: every worker of this log counts its ticks from it.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Adds a worker, woken by `waker` when news arrives; its number and its inbox.
-    pub fn join(&self, waker: Arc<Waker>) -> (usize, Receiver<News>) {
+    pub fn join(&self, waker: Arc<Waker>) -> (usize, Receiver<Inbound>) {
         let (sender, inbox) = mpsc::channel();
         let mut log = self.lock();
         log.inboxes.push((sender, waker));
@@ -81,10 +162,23 @@ impl SharedLog {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends `data` to topic `name` on behalf of worker `from`: its sequence number. Every
-    /// inbox gets the message, `from`'s included (it reads its own at once), and every other
-    /// worker is woken.
-    pub fn publish(&self, from: usize, name: &str, data: &str, now: Tick) -> Result<u64, TopicError> {
+    /// Whether a publish waits for an acknowledgment (`Accepted::Awaiting`).
+    pub fn acknowledges(&self) -> bool {
+        self.redis.get().is_some()
+    }
+
+    /// Appends `data` to topic `name` on behalf of worker `from`. Kept here: its sequence number;
+    /// every inbox gets the message, `from`'s included (it reads its own at once), and every
+    /// other worker is woken. In Redis: handed to the link, whose outcome comes back with
+    /// `ticket`, unless the link is down.
+    pub fn publish(&self, from: usize, ticket: u64, name: &str, data: &str, now: Tick) -> Result<Accepted, TopicError> {
+        if let Some(redis) = self.redis.get() {
+            if self.lock().source != (Source::Redis { synced: true, ever_synced: true }) {
+                return Err(TopicError::Unavailable);
+            }
+            redis.publish(ticket, name, Arc::from(data));
+            return Ok(Accepted::Awaiting);
+        }
         // Escaped outside the lock: that is the part of a publish that grows with the message.
         let unnumbered = Message::new(0, data);
         let mut log = self.lock();
@@ -93,28 +187,23 @@ impl SharedLog {
         let seq = message.seq;
         log.topics.append(topic, message.clone(), now);
         let (topic, epoch) = log.topics.shared_names(topic);
-        let news = News { topic, epoch, message };
-        for (inbox, _) in &log.inboxes {
-            // A worker that has stopped has dropped its inbox; nobody is left to tell.
-            let _ = inbox.send(news.clone());
-        }
-        let others = log.inboxes.iter().enumerate().filter(|&(worker, _)| worker != from);
-        let wakers: Vec<Arc<Waker>> = others.map(|(_, (_, waker))| waker.clone()).collect();
+        log.tell_everyone(News { topic, epoch, message });
+        let wakers = log.wakers(true, Some(from));
         drop(log);
-        // After the lock: waking is a write to each worker's eventfd.
-        for waker in wakers {
-            if let Err(e) = waker.wake() {
-                log::warn!("cannot wake a worker: {e}");
-            }
-        }
-        Ok(seq)
+        wake(wakers);
+        Ok(Accepted::Numbered(seq))
     }
 
     /// A copy of topic `name` for a worker whose client waits on it, creating the topic if it is
-    /// new; the worker then keeps it (`drop_copy` when it forgets it).
+    /// new; the worker then keeps it (`drop_copy` when it forgets it). With Redis, a topic this
+    /// log does not know yet is known to be new only while the log is in step with Redis.
     pub fn copy(&self, name: &str, now: Tick) -> Result<TopicCopy, TopicError> {
         let mut log = self.lock();
-        let topic = log.topics.get_or_create(name, now)?;
+        let topic = match (log.topics.find(name), log.source) {
+            (Some(topic), Source::Redis { ever_synced: true, .. } | Source::Own) => topic,
+            (None, Source::Redis { synced: true, .. } | Source::Own) => log.topics.get_or_create(name, now)?,
+            _ => return Err(TopicError::Unavailable),
+        };
         log.topics.watch(topic);
         let (_, epoch) = log.topics.shared_names(topic);
         let messages = log.topics.messages(topic).cloned().collect();
@@ -143,6 +232,104 @@ impl SharedLog {
             retained_bytes: log.topics.retained_bytes() as u64,
             evicted: log.topics.evicted(),
             forgotten: log.topics.forgotten(),
+            link: self.redis.get().map(RedisLog::status),
+        }
+    }
+
+    /// What the link to Redis reports, on its thread: the log brought in step with Redis, or
+    /// kept in step, and the outcome of a publish sent to its worker.
+    fn report(&self, report: Report) {
+        let mut log = self.lock();
+        let wakers = match report {
+            Report::Synced { topics } => {
+                log.source = Source::Redis { synced: true, ever_synced: true };
+                info!("in step with Redis: {} topics", topics.len());
+                let mut told = false;
+                for topic in topics {
+                    told |= log.take_in(topic, self.now());
+                }
+                log.wakers(told, None)
+            }
+            Report::Lost { reason } => {
+                warn!("Redis lost: {reason}; publishes are refused until it is back");
+                log.source = Source::Redis { synced: false, ever_synced: true };
+                Vec::new()
+            }
+            Report::Appended { topic, epoch, seq, data } => {
+                let told = log
+                    .take_in(TopicLog { name: topic, epoch, last_seq: seq, messages: vec![(seq, data)] }, self.now());
+                log.wakers(told, None)
+            }
+            Report::Acked { ticket, seq, .. } => log.tell_worker(ticket, Inbound::Outcome { ticket, seq: Some(seq) }),
+            Report::Refused { ticket } => log.tell_worker(ticket, Inbound::Outcome { ticket, seq: None }),
+        };
+        drop(log);
+        wake(wakers);
+    }
+}
+
+impl Log {
+    /// Sends `news` to every inbox (a worker that has stopped has dropped its inbox; nobody is
+    /// left to tell).
+    fn tell_everyone(&self, news: News) {
+        for (inbox, _) in &self.inboxes {
+            let _ = inbox.send(Inbound::News(news.clone()));
+        }
+    }
+
+    /// Sends the outcome of publish `ticket` to the worker that made it; its waker.
+    fn tell_worker(&self, ticket: u64, outcome: Inbound) -> Vec<Arc<Waker>> {
+        let Some((inbox, waker)) = self.inboxes.get(ticket_worker(ticket)) else {
+            return Vec::new();
+        };
+        let _ = inbox.send(outcome);
+        vec![waker.clone()]
+    }
+
+    /// The wakers of every worker but `except`, if anybody was `told` anything.
+    fn wakers(&self, told: bool, except: Option<usize>) -> Vec<Arc<Waker>> {
+        let others = self.inboxes.iter().enumerate().filter(|&(worker, _)| told && Some(worker) != except);
+        others.map(|(_, (_, waker))| waker.clone()).collect()
+    }
+
+    /// Brings a topic in step with what Redis has of it: a new life (another epoch) restarts it
+    /// here; messages after ours are appended (a gap first counted as missed) and told to every
+    /// worker. Whether any was.
+    fn take_in(&mut self, redis: TopicLog, now: Tick) -> bool {
+        let before_first = redis.messages.first().map_or(redis.last_seq, |(seq, _)| seq - 1);
+        let topic = match self.topics.find(&redis.name) {
+            Some(topic) => {
+                if *self.topics.epoch(topic) != *redis.epoch {
+                    self.topics.restart(topic, redis.epoch.clone(), before_first);
+                }
+                topic
+            }
+            None => match self.topics.insert_copy(&redis.name, redis.epoch.clone(), before_first, Vec::new(), now) {
+                Ok(topic) => topic,
+                Err(error) => {
+                    warn!("topic {} from Redis not kept: {error:?}", redis.name);
+                    return false;
+                }
+            },
+        };
+        let mut told = false;
+        for (seq, data) in &redis.messages {
+            let message = Message::new(*seq, data);
+            if self.topics.receive(topic, message.clone(), now) {
+                self.tell_everyone(News { topic: redis.name.clone(), epoch: redis.epoch.clone(), message });
+                told = true;
+            }
+        }
+        self.topics.skip_to(topic, redis.last_seq);
+        told
+    }
+}
+
+/// Wakes each worker; after the lock, since waking is a write to its eventfd.
+fn wake(wakers: Vec<Arc<Waker>>) {
+    for waker in wakers {
+        if let Err(e) = waker.wake() {
+            warn!("cannot wake a worker: {e}");
         }
     }
 }
@@ -156,7 +343,7 @@ mod tests {
     }
 
     /// A log with `workers` joined, and their inboxes (each `Waker` needs a `Poll` to live in).
-    fn joined(workers: usize) -> (SharedLog, Vec<Receiver<News>>, Vec<mio::Poll>) {
+    fn joined(workers: usize) -> (SharedLog, Vec<Receiver<Inbound>>, Vec<mio::Poll>) {
         let log = SharedLog::new(limits());
         let mut inboxes = Vec::new();
         let mut polls = Vec::new();
@@ -171,21 +358,26 @@ mod tests {
         (log, inboxes, polls)
     }
 
-    fn received(inbox: &Receiver<News>) -> Vec<(String, u64)> {
-        inbox.try_iter().map(|news| (news.topic.to_string(), news.message.seq)).collect()
+    fn received(inbox: &Receiver<Inbound>) -> Vec<(String, u64)> {
+        let news = inbox.try_iter().filter_map(|inbound| match inbound {
+            Inbound::News(news) => Some(news),
+            Inbound::Outcome { .. } => None,
+        });
+        news.map(|news| (news.topic.to_string(), news.message.seq)).collect()
     }
 
     #[test]
     fn every_inbox_gets_every_message_in_the_logs_order() {
         let (log, inboxes, _polls) = joined(3);
         for (from, topic) in [(0, "a"), (1, "b"), (2, "a"), (1, "a"), (0, "b")] {
-            log.publish(from, topic, "x", 0).unwrap();
+            log.publish(from, 0, topic, "x", 0).unwrap();
         }
         let order = [("a", 1), ("b", 1), ("a", 2), ("a", 3), ("b", 2)].map(|(t, seq)| (t.to_string(), seq));
         for inbox in &inboxes {
             assert_eq!(received(inbox), order);
         }
-        assert_eq!(log.publish(0, "not a name!", "x", 0), Err(TopicError::BadName));
+        assert_eq!(log.publish(0, 0, "not a name!", "x", 0), Err(TopicError::BadName));
+        assert_eq!(log.publish(0, 0, "a", "x", 0), Ok(Accepted::Numbered(4)));
     }
 
     /// A copy is the log as it was under the lock; the messages before it, still in the inbox,
@@ -194,13 +386,13 @@ mod tests {
     fn a_copy_is_followed_by_the_messages_after_it() {
         let (log, inboxes, _polls) = joined(1);
         for data in ["1", "2", "3", "4", "5"] {
-            log.publish(0, "t", data, 0).unwrap();
+            log.publish(0, 0, "t", data, 0).unwrap();
         }
         let copy = log.copy("t", 0).unwrap();
         assert_eq!(copy.last_seq, 5);
         let seqs: Vec<u64> = copy.messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, [2, 3, 4, 5], "the newest --topic-capacity");
-        log.publish(0, "t", "6", 0).unwrap();
+        log.publish(0, 0, "t", "6", 0).unwrap();
         let after: Vec<u64> = received(&inboxes[0]).into_iter().map(|(_, seq)| seq).collect();
         assert_eq!(after, [1, 2, 3, 4, 5, 6]);
         assert_eq!(log.copy("t", 0).unwrap().epoch, copy.epoch, "one life of the topic");
@@ -211,7 +403,7 @@ mod tests {
     #[test]
     fn the_log_forgets_a_topic_only_when_no_worker_keeps_a_copy() {
         let (log, _inboxes, _polls) = joined(2);
-        log.publish(0, "t", "kept", 0).unwrap();
+        log.publish(0, 0, "t", "kept", 0).unwrap();
         let first = log.copy("t", 0).unwrap();
         let second = log.copy("t", 10).unwrap();
         assert_eq!(log.forget_idle(50_000), 0, "two copies kept");

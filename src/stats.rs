@@ -188,8 +188,27 @@ pub struct Snapshot {
     pub buffer_bytes: u64,
     pub pool_bytes: u64,
     pub kernel: Sockstat,
+    pub backplane: Backplane,
     /// One line per worker, in worker order (one for `--workers 1`).
     pub workers: Vec<WorkerLine>,
+}
+
+/// The link to Redis (`--redis`); all zero without it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Backplane {
+    /// 1 when the topics' log is kept in Redis.
+    pub redis: u64,
+    /// 1 while the log here is in step with Redis: publishes are taken.
+    pub up: u64,
+    /// Publishes waiting for Redis to acknowledge them.
+    pub pending: u64,
+    pub acked: u64,
+    /// Publishes answered 503 for want of Redis: refused while it was unreachable, or not
+    /// acknowledged in time.
+    pub refused: u64,
+    /// Messages Redis reported appended, by every process that shares it.
+    pub appended: u64,
+    pub reconnects: u64,
 }
 
 /// The TCP line of `/proc/net/sockstat`, with `mem` converted from pages to bytes.
@@ -206,7 +225,7 @@ impl Snapshot {
     /// adds it to both formats, and no figure comes without its description.
     fn figures(&self) -> Vec<(&'static str, Figure, &'static str)> {
         use Figure::{Counter, Float, Gauge};
-        let (s, t, c, p) = (&self.by_state, &self.totals, &self.totals.closed, &self.polls);
+        let (s, t, c, p, b) = (&self.by_state, &self.totals, &self.totals.closed, &self.polls, &self.backplane);
         vec![
             ("uptime_secs", Float(self.uptime_secs), "Seconds since the server started."),
             ("fds.open", Gauge(self.fds_open), "Descriptors open in the process."),
@@ -260,6 +279,13 @@ impl Snapshot {
             ("memory.connection_bytes", Gauge(self.connection_bytes), "The connection table and its indexes."),
             ("memory.buffer_bytes", Gauge(self.buffer_bytes), "I/O buffers lent to connections."),
             ("memory.pool_bytes", Gauge(self.pool_bytes), "Empty I/O buffers kept for reuse."),
+            ("backplane.redis", Gauge(b.redis), "1 when the topics' log is kept in Redis."),
+            ("backplane.up", Gauge(b.up), "1 while the log is in step with Redis and publishes are taken."),
+            ("backplane.pending", Gauge(b.pending), "Publishes waiting for Redis to acknowledge them."),
+            ("backplane.acked", Counter(b.acked), "Publishes Redis acknowledged."),
+            ("backplane.refused", Counter(b.refused), "Publishes answered 503 for want of Redis."),
+            ("backplane.appended", Counter(b.appended), "Messages Redis reported appended, by any process."),
+            ("backplane.reconnects", Counter(b.reconnects), "Times the link to Redis came back after a loss."),
             ("kernel.tcp_inuse", Gauge(self.kernel.tcp_inuse), "TCP sockets in use on the host."),
             ("kernel.tcp_time_wait", Gauge(self.kernel.tcp_time_wait), "TCP sockets in TIME_WAIT on the host."),
             ("kernel.tcp_mem_bytes", Gauge(self.kernel.tcp_mem_bytes), "TCP socket buffers on the host."),

@@ -89,7 +89,7 @@ pub trait Endpoints {
     /// Appends a topic stream's events after `wait.after` (a batch at most, as a poll answer
     /// carries), moves the cursor, and lists the stream on its topic again once it has sent
     /// everything.
-    fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>);
+    fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>, now: Tick);
     /// Appends one event carrying a snapshot of the cost view.
     fn stream_costs(&mut self, out: &mut Vec<u8>);
     /// A stream ends (its client left, a timeout, a drain): off its topic, counted down.
@@ -99,7 +99,7 @@ pub trait Endpoints {
     fn socket_message(&mut self, key: usize, socket: &Socket, text: &str, out: &mut Vec<u8>, now: Tick);
     /// Appends a socket's news as frames (a batch at most), and lists it on its topics again
     /// once it has sent everything.
-    fn socket_news(&mut self, key: usize, socket: &Socket, out: &mut Vec<u8>);
+    fn socket_news(&mut self, key: usize, socket: &Socket, out: &mut Vec<u8>, now: Tick);
     /// A socket ends: off its topics, its subscription freed, counted down.
     fn end_socket(&mut self, key: usize, socket: &Socket, now: Tick);
 }

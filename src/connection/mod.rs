@@ -843,7 +843,7 @@ fn feed<E: Endpoints>(stream: &mut Stream, out: &mut Vec<u8>, turn: &mut Turn<E>
     }
     let wait = &mut stream.wait;
     while out.len() < OUTPUT_CAP && !turn.endpoints.still_waiting(turn.key, wait.hold) {
-        turn.endpoints.stream_news(turn.key, wait, out);
+        turn.endpoints.stream_news(turn.key, wait, out, turn.now);
     }
     if out.len() == sent_before && due {
         out.extend_from_slice(b": heartbeat\n\n");

@@ -84,7 +84,7 @@ pub(super) fn converse<E: Endpoints>(
 /// and lists it on them again once it has sent everything.
 fn feed<E: Endpoints>(socket: &Socket, out: &mut Vec<u8>, turn: &mut Turn<E>) {
     while out.len() < OUTPUT_CAP && !turn.endpoints.still_waiting(turn.key, socket.hold) {
-        turn.endpoints.socket_news(turn.key, socket, out);
+        turn.endpoints.socket_news(turn.key, socket, out, turn.now);
     }
 }
 

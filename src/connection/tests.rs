@@ -168,7 +168,7 @@ impl Endpoints for Site {
         self.released += 1;
     }
 
-    fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>) {
+    fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>, _: Tick) {
         match self.topics.read(self.topic, wait.after) {
             crate::pubsub::Read::Messages { messages, cursor, .. } => {
                 for message in messages {
@@ -196,10 +196,10 @@ impl Endpoints for Site {
 
     /// A socket's news: each message of the topic as a text frame of its data; listed again
     /// once it has sent everything.
-    fn socket_news(&mut self, key: usize, _: &Socket, out: &mut Vec<u8>) {
+    fn socket_news(&mut self, key: usize, _: &Socket, out: &mut Vec<u8>, now: Tick) {
         let mut wait = self.socket_wait;
         let sent = out.len();
-        self.stream_news(key, &mut wait, out);
+        self.stream_news(key, &mut wait, out, now);
         if out.len() > sent {
             let data = String::from_utf8(out.split_off(sent)).unwrap_or_default();
             crate::ws::frame::write_text(out, &data);

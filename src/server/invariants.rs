@@ -43,7 +43,7 @@ impl Server {
     pub(super) fn check_invariants(&self) {
         let mut by_state = ByState::default();
         let (mut holds, mut streams, mut sockets, mut lent, mut timers) = (0u64, 0u64, 0u64, 0usize, 0usize);
-        let mut subscriptions = 0;
+        let (mut subscriptions, mut acks) = (0, 0u64);
         let reaped: HashSet<usize> = self.reap_queue.iter().copied().collect();
         let queued: HashSet<usize> = self.flush_queue.iter().copied().collect();
         for (key, slot) in &self.connections {
@@ -82,10 +82,12 @@ impl Server {
             streams += u64::from(conn.stream().is_some());
             sockets += u64::from(conn.socket().is_some());
             if let Some(poll) = conn.held() {
-                holds += 1;
+                // A publish waiting for Redis is held too, but is no poll.
+                holds += u64::from(!matches!(poll.wait.hold.on(), HoldOn::Ack(_)));
                 let listed = self.service.still_waiting(key, poll.wait.hold);
                 assert!(listed || queued.contains(&key), "{key}'s poll is neither listed nor woken");
             }
+            acks += u64::from(matches!(conn.held().map(|poll| poll.wait.hold.on()), Some(HoldOn::Ack(_))));
             if let Some(HoldOn::Many(n)) = waits_on(&slot.conn).map(|hold| hold.on()) {
                 subscriptions += 1;
                 assert_eq!(self.service.subscriptions.holder(n), Some(key), "{key} waits on another's subscription");
@@ -98,12 +100,13 @@ impl Server {
         assert_eq!(streams, costs.streams_open, "streams.open drifted from a recount");
         assert_eq!(sockets, costs.sockets_open, "sockets.open drifted from a recount");
         assert_eq!(subscriptions, self.service.subscriptions.len(), "a subscription outlived its wait");
+        assert_eq!(acks, self.service.acks.len() as u64, "a publish's wait for Redis outlived its connection's");
         for (hold, key) in self.service.topics.held_polls() {
             let slot = self.connections.get(key).unwrap_or_else(|| panic!("topic lists a freed {key}"));
             let listed_by_its_wait = waits_on(&slot.conn).is_some_and(|waits| match waits.on() {
                 HoldOn::One(_) => waits == hold,
                 HoldOn::Many(n) => self.service.subscriptions.has(n, hold),
-                HoldOn::Nowhere => false,
+                HoldOn::Nowhere | HoldOn::Ack(_) => false,
             });
             assert!(listed_by_its_wait, "topic lists {key}, which waits on something else");
         }

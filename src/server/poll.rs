@@ -27,13 +27,20 @@ use crate::json;
 use crate::pubsub::{Cursor, HoldKey, Message, Read, TopicError, Topics};
 use crate::timer::Tick;
 
+mod acks;
 mod copies;
 mod subscription;
 mod subscription_query;
 mod websocket;
 
+pub(super) use acks::Acks;
+use copies::Appended;
 pub(super) use copies::Member;
 pub(super) use subscription::{Subscriptions, Wire};
+
+/// How long a publish waits for Redis to acknowledge it before it is answered `503`: longer
+/// than the link takes to notice that Redis is gone (docs/scale-out.md).
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The topic sweep runs this often, an eighth of `--topic-idle-timeout`, but at most once a
 /// second: a topic is forgotten at most that long after its idle time is up.
@@ -102,9 +109,16 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 }
 
 impl Service {
-    /// `POST /publish/{topic}`: append the message, wake the topic's held polls, and say so in
-    /// `self.body`.
-    pub(super) fn publish(&mut self, req: &Request, name: &str, now: Tick) -> Result<(), Response<'static>> {
+    /// `POST /publish/{topic}` on connection `key`: append the message, wake the topic's held
+    /// polls, and say so in `self.body`; or, with `--redis`, what to wait for: Redis'
+    /// acknowledgment (`acks`).
+    pub(super) fn publish(
+        &mut self,
+        key: usize,
+        req: &Request,
+        name: &str,
+        now: Tick,
+    ) -> Result<Option<Wait>, Response<'static>> {
         let bytes: &[u8] = match &req.body {
             Body::Empty => b"",
             Body::Bytes(bytes) => bytes,
@@ -112,11 +126,17 @@ impl Service {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Response::error(Status::BAD_REQUEST, b"a message must be UTF-8 text\n"))?;
-        let (seq, woken) = self.append_message(name, text, now).map_err(topic_error)?;
-        self.body.push_str("{\"topic\":");
-        json::push_string(&mut self.body, name);
-        let _ = writeln!(self.body, ",\"seq\":{seq},\"woken\":{woken}}}");
-        Ok(())
+        match self.append_message(key, name, text, true, now).map_err(topic_error)? {
+            Appended::Now { seq, woken } => {
+                self.body.push_str("{\"topic\":");
+                json::push_string(&mut self.body, name);
+                let _ = writeln!(self.body, ",\"seq\":{seq},\"woken\":{woken}}}");
+                Ok(None)
+            }
+            Appended::Awaiting(n) => {
+                Ok(Some(Wait { hold: HoldKey::ack(n), after: 0, deadline: deadline_after(now, ACK_TIMEOUT) }))
+            }
+        }
     }
 
     /// `GET /poll/{topic}` on connection `key`: the answer in `self.body` when there is
@@ -208,7 +228,7 @@ impl Service {
     /// (with the cursor past the loss), then each message with its seq as `id:`; or a `reset`
     /// with the topic's current cursor and epoch. Once it has sent everything, the stream is
     /// listed on its topic again, to be woken by the next publish.
-    pub(super) fn stream_events(&mut self, key: usize, topic: u32, wait: &mut Wait, out: &mut Vec<u8>) {
+    pub(super) fn stream_events(&mut self, key: usize, topic: u32, wait: &mut Wait, out: &mut Vec<u8>, now: Tick) {
         let after = wait.after;
         // Topic names and epochs need no escaping (`valid_topic_name`, hex digits and `-`).
         let name = self.topics.name(topic);
@@ -219,6 +239,14 @@ impl Service {
                 let data = format!("{{\"topic\":\"{name}\",\"cursor\":{cursor},\"epoch\":\"{epoch}\"}}");
                 push_event(out, "reset", &cursor.to_string(), &data);
                 wait.after = cursor;
+                if self.topics.is_retired(topic) {
+                    // Its topic began a new life: the stream goes on with the new one.
+                    if let Some(fresh) = self.move_off_retired(topic, now) {
+                        wait.hold = HoldKey::unlisted(fresh);
+                    } else {
+                        wait.hold = self.topics.hold(topic, key); // Redis is gone again: wait
+                    }
+                }
             }
             Read::Messages { messages, missed, cursor } => {
                 if missed > 0 {
@@ -327,6 +355,10 @@ pub(super) fn topic_error(error: TopicError) -> Response<'static> {
         TopicError::TooMany => {
             Response::error(Status::SERVICE_UNAVAILABLE, b"too many topics\n").with_headers(&[("Retry-After", "1")])
         }
+        TopicError::Unavailable => {
+            Response::error(Status::SERVICE_UNAVAILABLE, b"the topic's log in Redis cannot be reached, retry later\n")
+                .with_headers(&[("Retry-After", "2")])
+        }
     }
 }
 
@@ -408,7 +440,7 @@ mod tests {
         let wait = service.poll(7, &req, "t", 0).unwrap().unwrap();
         let publish = b"POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
         let req = request::parse(publish, &limits).unwrap().unwrap();
-        service.publish(&req, "t", 10).unwrap();
+        service.publish(7, &req, "t", 10).unwrap();
         assert_eq!(std::mem::take(&mut service.woken), [7]);
         service.sweep_topics(60_000);
         assert_eq!(service.topics.count(), 1, "forgotten while its woken poll waits for its answer");

@@ -26,7 +26,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 
-use super::poll::{poll_response, topic_error, Member, Subscriptions, Wire};
+use super::poll::{poll_response, topic_error, Acks, Member, Subscriptions, Wire};
 use crate::backoff::XorShift;
 use crate::config::Config;
 use crate::connection::{EndSecond, Endpoints, Reply, Socket, StateKind, Stream, Wait};
@@ -34,9 +34,10 @@ use crate::http::cors::{AllowedOrigins, Grant};
 use crate::http::request::{Method, Request};
 use crate::http::response::{self, Cors, Response, Status};
 use crate::pubsub::{valid_topic_name, HoldKey, HoldOn, TopicError, TopicLimits, Topics};
+use crate::redis_log::LinkState;
 use crate::routes::{self, NoRoute, Route};
 use crate::shared_log::LogFigures;
-use crate::stats::{self, ByState, Polls, Snapshot, Totals, WorkerLine};
+use crate::stats::{self, Backplane, ByState, Polls, Snapshot, Totals, WorkerLine};
 use crate::timer::Tick;
 use crate::token::{bearer, Action, Claims, Refusal, VerifiedTokens};
 
@@ -53,6 +54,8 @@ const LIVE_PAGE: &[u8] = include_bytes!("live.html");
 const NO_TOKEN: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"tether\"")];
 const INVALID_TOKEN: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"tether\", error=\"invalid_token\"")];
 const INVALID_REQUEST: &[(&str, &str)] = &[("WWW-Authenticate", "Bearer realm=\"tether\", error=\"invalid_request\"")];
+/// What a publish Redis did not acknowledge is told (it may retry: at least once, never lost).
+const NOT_ACKNOWLEDGED: &[u8] = b"Redis did not acknowledge the publish, retry later\n";
 /// What a 403 for a poll or a stream says, of one topic or several.
 const NOT_EVERY_TOPIC: &[u8] = b"the token does not let its holder subscribe to every topic asked for\n";
 
@@ -86,6 +89,9 @@ pub(super) struct WorkerFigures {
     pub(super) costs: Costs,
     pub(super) reactor: ReactorFigures,
     pub(super) wait_bytes: u64,
+    /// Publishes waiting for Redis, and those answered 503 for want of it.
+    pub(super) acks_pending: u64,
+    pub(super) backplane_refused: u64,
 }
 
 impl WorkerFigures {
@@ -104,6 +110,8 @@ impl WorkerFigures {
         r.buffer_bytes += o.buffer_bytes;
         r.pool_bytes += o.pool_bytes;
         self.wait_bytes += other.wait_bytes;
+        self.acks_pending += other.acks_pending;
+        self.backplane_refused += other.backplane_refused;
     }
 
     fn line(&self) -> WorkerLine {
@@ -123,6 +131,10 @@ pub(super) struct Service {
     pub(super) topics: Topics,
     /// With several workers: this one's place in the shared log and on the board of figures.
     pub(super) shared: Option<Member>,
+    /// Publishes waiting for Redis to acknowledge them (`--redis`).
+    pub(super) acks: Acks,
+    /// Publishes answered `503` because Redis did not acknowledge them.
+    pub(super) backplane_refused: u64,
     /// Polls and streams on several topics, which their connections' waits name.
     pub(super) subscriptions: Subscriptions,
     pub(super) costs: Costs,
@@ -162,6 +174,8 @@ impl Service {
         Service {
             topics: Topics::new(TopicLimits::from(&config)),
             shared: None,
+            acks: Acks::default(),
+            backplane_refused: 0,
             subscriptions: Subscriptions::default(),
             costs: Costs::default(),
             woken: Vec::new(),
@@ -227,7 +241,7 @@ impl Service {
                 self.topics.unwatch(topic, now);
             }
             HoldOn::Many(n) => self.end_subscription(key, n, now),
-            HoldOn::Nowhere => {}
+            HoldOn::Nowhere | HoldOn::Ack(_) => {}
         }
     }
 
@@ -305,6 +319,8 @@ impl Service {
             costs: self.costs.clone(),
             reactor: self.reactor,
             wait_bytes: (self.topics.hold_list_bytes() + self.subscriptions.memory_bytes()) as u64,
+            acks_pending: self.acks.len() as u64,
+            backplane_refused: self.backplane_refused,
         }
     }
 
@@ -321,6 +337,7 @@ impl Service {
                     retained_bytes: t.retained_bytes() as u64,
                     evicted: t.evicted(),
                     forgotten: t.forgotten(),
+                    link: None,
                 };
                 (own.clone(), vec![own.line()], log)
             }
@@ -361,6 +378,15 @@ impl Service {
             buffer_bytes: r.buffer_bytes,
             pool_bytes: r.pool_bytes,
             kernel: stats::sockstat(),
+            backplane: Backplane {
+                redis: u64::from(log.link.is_some()),
+                up: u64::from(log.link.is_some_and(|link| link.state == LinkState::Up)),
+                pending: sum.acks_pending,
+                acked: log.link.map_or(0, |link| link.acked),
+                refused: sum.backplane_refused,
+                appended: log.link.map_or(0, |link| link.appended),
+                reconnects: log.link.map_or(0, |link| link.reconnects),
+            },
             workers,
         };
         self.spare = open_spare();
@@ -436,8 +462,9 @@ impl Endpoints for Service {
                     b"a page of another origin may not publish here\n",
                 ));
             }
-            Route::Publish(topic) => match self.publish(req, topic, now) {
-                Ok(()) => return Reply::Now(Response::new(Status::OK, "application/json", self.body.as_bytes())),
+            Route::Publish(topic) => match self.publish(key, req, topic, now) {
+                Ok(None) => return Reply::Now(Response::new(Status::OK, "application/json", self.body.as_bytes())),
+                Ok(Some(wait)) => return Reply::Wait(wait),
                 Err(refusal) => return Reply::Now(refusal),
             },
             Route::Poll(_) | Route::PollMany => {
@@ -481,6 +508,12 @@ impl Endpoints for Service {
         match wait.hold.on() {
             HoldOn::One(topic) => self.held_answer(key, topic, wait, now),
             HoldOn::Many(n) => self.held_answer_many(key, n, now),
+            HoldOn::Ack(n) if self.ack_answer(n, key) => {
+                return Response::new(Status::OK, "application/json", self.body.as_bytes());
+            }
+            HoldOn::Ack(_) => {
+                return Response::error(Status::SERVICE_UNAVAILABLE, NOT_ACKNOWLEDGED).with_headers(self.retry_after())
+            }
             HoldOn::Nowhere => debug_assert!(false, "a poll waits on a topic"),
         }
         poll_response(self.body.as_bytes())
@@ -491,19 +524,23 @@ impl Endpoints for Service {
             HoldOn::One(_) => self.topics.holds(hold, key),
             HoldOn::Many(n) => self.subscriptions.waiting(n, key, &self.topics),
             HoldOn::Nowhere => true, // nothing to be woken by
+            HoldOn::Ack(n) => self.awaits_ack(n, key),
         }
     }
 
     fn release(&mut self, key: usize, wait: &Wait, now: Tick) {
+        if let HoldOn::Ack(n) = wait.hold.on() {
+            return self.drop_ack(n, key);
+        }
         self.stop_waiting(key, wait.hold, now);
         self.costs.polls.held -= 1;
     }
 
-    fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>) {
+    fn stream_news(&mut self, key: usize, wait: &mut Wait, out: &mut Vec<u8>, now: Tick) {
         match wait.hold.on() {
-            HoldOn::One(topic) => self.stream_events(key, topic, wait, out),
-            HoldOn::Many(n) => self.feed_subscription(key, n, Wire::EventStream, out),
-            HoldOn::Nowhere => {}
+            HoldOn::One(topic) => self.stream_events(key, topic, wait, out, now),
+            HoldOn::Many(n) => self.feed_subscription(key, n, Wire::EventStream, out, now),
+            HoldOn::Nowhere | HoldOn::Ack(_) => {}
         }
     }
 
@@ -525,9 +562,9 @@ impl Endpoints for Service {
         }
     }
 
-    fn socket_news(&mut self, key: usize, socket: &Socket, out: &mut Vec<u8>) {
+    fn socket_news(&mut self, key: usize, socket: &Socket, out: &mut Vec<u8>, now: Tick) {
         match socket.hold.on() {
-            HoldOn::Many(n) => self.feed_subscription(key, n, Wire::WebSocket, out),
+            HoldOn::Many(n) => self.feed_subscription(key, n, Wire::WebSocket, out, now),
             _ => debug_assert!(false, "a socket waits on its subscription"),
         }
     }

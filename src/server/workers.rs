@@ -13,7 +13,7 @@
 //! - A worker writes only its own place on the board, once per turn; a snapshot reads the
 //!   others' as of their last turn (a worker asleep in `epoll_wait` has posted its current
 //!   figures before sleeping).
-//! - `--workers 1` is the server alone: no shared log, no board, no thread.
+//! - `--workers 1` without `--redis` is the server alone: no shared log, no board, no thread.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Instant;
 
+use crate::redis_log::LogSettings;
+
 use mio::Waker;
 
 use super::poll::Member;
@@ -29,7 +31,7 @@ use super::service::WorkerFigures;
 use super::Server;
 use crate::config::Config;
 use crate::pubsub::TopicLimits;
-use crate::shared_log::{News, SharedLog};
+use crate::shared_log::{Inbound, SharedLog};
 use crate::stats;
 
 /// Where each worker posts its figures for the cost view of all.
@@ -66,7 +68,7 @@ pub(super) struct Seat {
 impl Seat {
     /// Takes the seat: the worker's inbox in the shared log, woken by `waker`.
     pub(super) fn join(self, waker: Arc<Waker>) -> Member {
-        let (worker, inbox): (usize, Receiver<News>) = self.log.join(waker);
+        let (worker, inbox): (usize, Receiver<Inbound>) = self.log.join(waker);
         debug_assert_eq!(worker, self.worker, "workers join in their order");
         Member { log: self.log, worker, inbox, board: self.board }
     }
@@ -78,17 +80,24 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Binds `config.workers` reactors on `config.listen`.
+    /// Binds `config.workers` reactors on `config.listen`; with `--redis`, starts the link to
+    /// Redis (which connects in the background).
     pub fn bind(config: Config) -> io::Result<Workers> {
-        if config.workers <= 1 {
-            return Ok(Workers { servers: vec![Server::bind(config)?] });
-        }
-        let log = Arc::new(SharedLog::new(TopicLimits::from(&config)));
+        let limits = TopicLimits::from(&config);
+        let log = match &config.redis {
+            None if config.workers <= 1 => return Ok(Workers { servers: vec![Server::bind(config)?] }),
+            None => Arc::new(SharedLog::new(limits)),
+            Some(url) => {
+                let settings = LogSettings::new(config.topic_capacity, config.topic_idle_timeout);
+                SharedLog::in_redis(limits, url, settings)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?
+            }
+        };
         let board = Arc::new(Board {
             fds_base: stats::fds_open(),
             figures: Mutex::new(vec![WorkerFigures::default(); config.workers]),
         });
-        let started = Instant::now();
+        let started = log.started();
         let mut servers: Vec<Server> = Vec::with_capacity(config.workers);
         for worker in 0..config.workers {
             // The first listener's address: port 0 becomes the port the kernel chose.

@@ -48,7 +48,7 @@ impl Watch {
     fn topic(&self) -> u32 {
         match self.hold.on() {
             HoldOn::One(topic) => topic,
-            HoldOn::Many(_) | HoldOn::Nowhere => {
+            HoldOn::Many(_) | HoldOn::Nowhere | HoldOn::Ack(_) => {
                 unreachable!("a watch is made by `HoldKey::unlisted` or `Topics::hold`")
             }
         }
@@ -287,7 +287,14 @@ impl Service {
     /// `id:` is the cursor string after it, so that `Last-Event-ID` resumes every topic; a
     /// socket's frames name their topic and seq. Once no topic has anything new, the
     /// subscription is listed again where a publish took it off.
-    pub(in crate::server) fn feed_subscription(&mut self, key: usize, n: u32, wire: Wire, out: &mut Vec<u8>) {
+    pub(in crate::server) fn feed_subscription(
+        &mut self,
+        key: usize,
+        n: u32,
+        wire: Wire,
+        out: &mut Vec<u8>,
+        now: Tick,
+    ) {
         let Some(subscription) = self.subscriptions.live.get_mut(n as usize) else {
             debug_assert!(false, "connection {key} names subscription {n}, which is gone");
             return;
@@ -295,6 +302,7 @@ impl Service {
         let (watches, topics) = (&mut subscription.watches[..], &mut self.topics);
         let mut room = AnswerRoom::default();
         let mut news = false;
+        let mut retired = Vec::new();
         let mut frame = String::new(); // a socket's frame is built here: its length goes first
         for i in 0..watches.len() {
             let (topic, after) = (watches[i].topic(), watches[i].after);
@@ -307,6 +315,9 @@ impl Service {
                 Read::Nothing => {}
                 Read::Reset { cursor } => {
                     watches[i].after = cursor;
+                    if topics.is_retired(topic) {
+                        retired.push(i);
+                    }
                     let epoch = topics.epoch(topic);
                     match wire {
                         Wire::EventStream => {
@@ -359,6 +370,13 @@ impl Service {
                 if !topics.holds(watch.hold, key) {
                     watch.hold = topics.hold(watch.topic(), key);
                 }
+            }
+        }
+        // A topic that began a new life: the subscription goes on with the new one.
+        for i in retired {
+            let old = self.subscriptions.live[n as usize].watches[i].topic();
+            if let Some(fresh) = self.move_off_retired(old, now) {
+                self.subscriptions.live[n as usize].watches[i].hold = HoldKey::unlisted(fresh);
             }
         }
     }

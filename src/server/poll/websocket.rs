@@ -21,7 +21,7 @@ use super::subscription_query::TopicStart;
 use crate::connection::{EndSecond, Socket};
 use crate::http::request::Request;
 use crate::http::response::{Response, Status};
-use crate::pubsub::{valid_topic_name, Cursor, HoldKey};
+use crate::pubsub::{valid_topic_name, Cursor, HoldKey, TopicError};
 use crate::server::service::Service;
 use crate::timer::Tick;
 use crate::token::{Action, Claims};
@@ -131,8 +131,13 @@ impl Service {
                 if !allowed(self.socket_claims.get(&key), Action::Publish(&name)) {
                     return Err(format!("the token does not let its holder publish to {name}"));
                 }
-                self.append_message(&name, &data, now).map_err(|_| "too many topics".to_string())?;
-                Ok(())
+                match self.append_message(key, &name, &data, false, now) {
+                    Ok(_) => Ok(()),
+                    Err(TopicError::Unavailable) => {
+                        Err("the topics' log in Redis cannot be reached, retry later".into())
+                    }
+                    Err(_) => Err("too many topics".into()),
+                }
             }
             _ => Err(NOT_A_MESSAGE.to_string()),
         }
