@@ -16,6 +16,7 @@
 //! - Ticks are the same on every worker (the servers share one start), so `now` means the same
 //!   instant whichever worker passes it.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Instant;
@@ -51,6 +52,9 @@ pub enum Accepted {
     /// Handed to Redis: the outcome comes to the publishing worker's inbox, with its ticket.
     Awaiting,
 }
+
+/// The ticket of a publish whose outcome nobody waits for (a WebSocket's).
+pub const NO_TICKET: u64 = u64::MAX;
 
 /// A ticket names one waiting publish: its worker in the top 16 bits (whose inbox the outcome
 /// goes to), the rest is the worker's own.
@@ -104,6 +108,12 @@ struct Log {
     source: Source,
     /// One per worker, in worker order: where its news goes, and how it is woken.
     inboxes: Vec<(Sender<Inbound>, Arc<Waker>)>,
+    /// Publishes handed to Redis, by ticket: their topic.
+    sent: HashMap<u64, Arc<str>>,
+    /// Publishes Redis acknowledged before it reported their message appended: their ticket,
+    /// topic, epoch and seq. Told to their worker once the log has the message, so that its
+    /// publisher, reading right after the answer, finds it.
+    acked_early: Vec<(u64, Arc<str>, Arc<str>, u64)>,
 }
 
 impl SharedLog {
@@ -114,7 +124,13 @@ impl SharedLog {
 
     fn with_source(limits: TopicLimits, source: Source) -> SharedLog {
         SharedLog {
-            state: Mutex::new(Log { topics: Topics::new(limits), source, inboxes: Vec::new() }),
+            state: Mutex::new(Log {
+                topics: Topics::new(limits),
+                source,
+                inboxes: Vec::new(),
+                sent: HashMap::new(),
+                acked_early: Vec::new(),
+            }),
             redis: OnceLock::new(),
             started: Instant::now(),
         }
@@ -173,10 +189,16 @@ impl SharedLog {
     /// `ticket`, unless the link is down.
     pub fn publish(&self, from: usize, ticket: u64, name: &str, data: &str, now: Tick) -> Result<Accepted, TopicError> {
         if let Some(redis) = self.redis.get() {
-            if self.lock().source != (Source::Redis { synced: true, ever_synced: true }) {
+            let topic: Arc<str> = Arc::from(name);
+            let mut log = self.lock();
+            if log.source != (Source::Redis { synced: true, ever_synced: true }) {
                 return Err(TopicError::Unavailable);
             }
-            redis.publish(ticket, name, Arc::from(data));
+            if ticket != NO_TICKET {
+                log.sent.insert(ticket, topic.clone());
+            }
+            drop(log);
+            redis.publish(ticket, &topic, Arc::from(data));
             return Ok(Accepted::Awaiting);
         }
         // Escaped outside the lock: that is the part of a publish that grows with the message.
@@ -248,20 +270,37 @@ impl SharedLog {
                 for topic in topics {
                     told |= log.take_in(topic, self.now());
                 }
-                log.wakers(told, None)
+                let wakers = log.wakers(told, None);
+                log.tell_acked(wakers)
             }
             Report::Lost { reason } => {
                 warn!("Redis lost: {reason}; publishes are refused until it is back");
                 log.source = Source::Redis { synced: false, ever_synced: true };
-                Vec::new()
+                // Their notice may never come on this connection: acknowledged all the same.
+                let early: Vec<_> = log.acked_early.drain(..).collect();
+                let mut wakers = Vec::new();
+                for (ticket, _, _, seq) in early {
+                    wakers.extend(log.tell_worker(ticket, Inbound::Outcome { ticket, seq: Some(seq) }));
+                }
+                wakers
             }
             Report::Appended { topic, epoch, seq, data } => {
-                let told = log
-                    .take_in(TopicLog { name: topic, epoch, last_seq: seq, messages: vec![(seq, data)] }, self.now());
-                log.wakers(told, None)
+                let appended = TopicLog { name: topic, epoch, last_seq: seq, messages: vec![(seq, data)] };
+                let told = log.take_in(appended, self.now());
+                let wakers = log.wakers(told, None);
+                log.tell_acked(wakers)
             }
-            Report::Acked { ticket, seq, .. } => log.tell_worker(ticket, Inbound::Outcome { ticket, seq: Some(seq) }),
-            Report::Refused { ticket } => log.tell_worker(ticket, Inbound::Outcome { ticket, seq: None }),
+            Report::Acked { ticket, epoch, seq } => {
+                let Some(topic) = log.sent.remove(&ticket) else {
+                    return; // a socket's publish: nobody waits for it
+                };
+                log.acked_early.push((ticket, topic, epoch, seq));
+                log.tell_acked(Vec::new())
+            }
+            Report::Refused { ticket } => {
+                log.sent.remove(&ticket);
+                log.tell_worker(ticket, Inbound::Outcome { ticket, seq: None })
+            }
         };
         drop(log);
         wake(wakers);
@@ -284,6 +323,22 @@ impl Log {
         };
         let _ = inbox.send(outcome);
         vec![waker.clone()]
+    }
+
+    /// Tells each worker of its publishes acknowledged whose messages the log now has (behind
+    /// the news of them in its inbox); `wakers` and theirs.
+    fn tell_acked(&mut self, mut wakers: Vec<Arc<Waker>>) -> Vec<Arc<Waker>> {
+        let topics = &self.topics;
+        let has = |topic: &str, epoch: &str, seq: u64| {
+            topics.find(topic).is_some_and(|t| *topics.epoch(t) == *epoch && topics.last_seq(t) >= seq)
+        };
+        let (due, early): (Vec<_>, Vec<_>) =
+            self.acked_early.drain(..).partition(|(_, topic, epoch, seq)| has(topic, epoch, *seq));
+        self.acked_early = early;
+        for (ticket, _, _, seq) in due {
+            wakers.extend(self.tell_worker(ticket, Inbound::Outcome { ticket, seq: Some(seq) }));
+        }
+        wakers
     }
 
     /// The wakers of every worker but `except`, if anybody was `told` anything.

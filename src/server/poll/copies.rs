@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::pubsub::{valid_topic_name, TopicError};
 use crate::server::service::Service;
 use crate::server::workers::Board;
-use crate::shared_log::{Accepted, Inbound, News, SharedLog};
+use crate::shared_log::{Accepted, Inbound, News, SharedLog, NO_TICKET};
 use crate::timer::Tick;
 
 /// A worker's place among several (or the one worker's, with `--redis`): its number, its inbox
@@ -78,7 +78,7 @@ impl Service {
         let (log, worker) = (member.log.clone(), member.worker);
         // A socket's publish has no answer to wait for: its outcome is for no one.
         let waiting = (answered && log.acknowledges()).then(|| self.await_ack(key, name, worker));
-        let ticket = waiting.map_or(u64::MAX, |(_, ticket)| ticket);
+        let ticket = waiting.map_or(NO_TICKET, |(_, ticket)| ticket);
         match log.publish(worker, ticket, name, data, now) {
             Ok(Accepted::Numbered(seq)) => {
                 // The inbox holds this message now, behind any sent before it: read them all.
