@@ -130,3 +130,59 @@ fn a_bad_redis_url_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--redis"), "{stderr}");
 }
+
+/// Redis loses a topic (here `FLUSHALL`; a Redis restarted without persistence does the same)
+/// and a publish makes it again: a new life, numbered from 1. A poll held with a cursor of the
+/// old life is answered `reset` with the new epoch, never the new life's message 1 as if it
+/// followed the old cursor; an event stream gets a `reset` and then the new message.
+#[test]
+fn a_topic_redis_lost_begins_a_new_life_and_its_waiters_are_reset() {
+    let redis = RedisServer::start();
+    let server = start_tether(&redis);
+    let mut client = server.connect();
+    for seq in 1..=3 {
+        assert_eq!(publish(&mut client, "news", &format!("m{seq}")).0, seq);
+    }
+    let old = poll(&mut client, "/poll/news?cursor=0", "");
+    let mut held = server.connect();
+    held.send(&get_request(&format!("/poll/news?cursor=3&epoch={}&timeout=60s", old.epoch), ""));
+    let mut stream = server.connect();
+    stream.send(&get_request("/events/news?cursor=3", ""));
+    assert_eq!(stream.read_stream_head().status, 200);
+    wait_until(&server, SYNC, "a poll and a stream waiting", |s| {
+        num(s, "polls.held") == 1 && num(s, "streams.open") == 1
+    });
+
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).expect("FLUSHALL");
+    assert_eq!(publish(&mut client, "news", "new life").0, 1, "Redis numbers the new life from 1");
+    let reset = answer_of(&held.read_response());
+    assert_eq!((reset.status.as_str(), reset.cursor), ("reset", 0), "{reset:?}");
+    assert_ne!(reset.epoch, old.epoch, "{reset:?}");
+    let events = stream.read_stream_until("new life");
+    assert!(events.contains("event: reset"), "{events}");
+    let next = poll(&mut client, &format!("/poll/news?cursor=0&epoch={}", reset.epoch), "");
+    assert_eq!(next.messages, [(1, "new life".to_string())], "{next:?}");
+    assert_eq!(num(&server.stats(), "streams.open"), 1, "the stream goes on with the new life");
+}
+
+/// Several workers and Redis together: the publish on one process reaches polls on every
+/// worker of the other.
+#[test]
+fn workers_and_redis_together() {
+    let redis = RedisServer::start();
+    let a = start_tether(&redis);
+    let b = Server::start(&["--redis", &redis.url(), "--workers", "2"]);
+    wait_in_step(&b);
+    let mut pollers: Vec<Client> = (0..8)
+        .map(|_| {
+            let mut client = b.connect();
+            client.send(&get_request("/poll/news?cursor=0&timeout=60s", ""));
+            client
+        })
+        .collect();
+    wait_until(&b, SYNC, "8 polls held", |s| num(s, "polls.held") == 8);
+    assert_eq!(publish(&mut a.connect(), "news", "m1").0, 1);
+    for poller in &mut pollers {
+        answer_of(&poller.read_response()).assert_ok(1..=1, 0);
+    }
+}
