@@ -16,7 +16,9 @@
 //! Who owns what:
 //! - `server` owns every socket, the `Slab` of connections (token = slab key), the timer wheel
 //!   and the buffer pool; it is the only module that does I/O. Its service answers the
-//!   endpoints and keeps the topics and the counters.
+//!   endpoints and keeps the topics and the counters. With `--workers N` there are N of it,
+//!   one per thread, sharing the topics through `shared_log`, which `--redis` keeps in step
+//!   with Redis through `redis_log` (its own threads).
 //! - `connection` is one connection's protocol as a sans-IO machine: an event, the socket seen
 //!   as `Read + Write` and the turn's `now` in, what to do out (a deadline, a flush, a close).
 //!   `http` turns bytes into requests and answers into bytes, `ws` WebSocket frames into

@@ -447,3 +447,54 @@ fn a_topic_with_an_open_stream_is_not_forgotten() {
     assert_eq!(topics.forget_idle(1_099, |_| {}), 0);
     assert_eq!(topics.forget_idle(1_100, |_| {}), 1);
 }
+
+/// The hold lists' bytes are kept as lists grow and topics go, not recounted: they agree with a
+/// recount after each step.
+#[test]
+fn hold_list_bytes_are_kept_without_a_recount() {
+    let mut topics = Topics::new(TopicLimits { idle_timeout: 10, ..UNBOUNDED });
+    let recount =
+        |topics: &Topics| topics.topics.iter().map(|(_, t)| t.held.capacity()).sum::<usize>() * HOLD_SLOT_BYTES;
+    let (a, b) = (topics.get_or_create("a", 0).unwrap(), topics.get_or_create("b", 0).unwrap());
+    for key in 0..100 {
+        topics.hold(if key % 10 == 0 { b } else { a }, key);
+        assert_eq!(topics.hold_list_bytes(), recount(&topics));
+    }
+    let before = topics.hold_list_bytes();
+    topics.take_held(b, 0);
+    assert_eq!(topics.hold_list_bytes(), before, "a drained list keeps its capacity");
+    assert_eq!(topics.forget_idle(100, |_| {}), 1, "b is idle");
+    assert_eq!(topics.hold_list_bytes(), recount(&topics));
+    assert!(topics.hold_list_bytes() < before);
+}
+
+/// A message numbered elsewhere: one already here is skipped, one past a gap empties the ring
+/// and the gap reads as missed.
+#[test]
+fn messages_numbered_elsewhere_are_received_once_and_gaps_are_missed() {
+    let mut topics = topics(8, 10);
+    let t = topics.get_or_create("t", 0).unwrap();
+    assert!(topics.receive(t, Message::new(1, "a"), 0));
+    assert!(!topics.receive(t, Message::new(1, "a"), 0), "a duplicate");
+    assert!(topics.receive(t, Message::new(5, "e"), 0), "past a gap");
+    assert_eq!(found(topics.read(t, 0)), (vec![5], 4, 5));
+    assert_eq!(topics.retained(), 1);
+}
+
+/// A retired topic answers every read with a reset to the new life's cursor, and its name is
+/// free for the new life's topic.
+#[test]
+fn a_retired_topic_resets_every_reader_and_frees_its_name() {
+    let mut topics = topics(8, 10);
+    let t = topics.get_or_create("t", 0).unwrap();
+    topics.publish(t, "old", 0);
+    topics.publish(t, "old", 0);
+    topics.hold(t, 7);
+    let woken = topics.retire(t, Arc::from("new-life"), 1, 0);
+    assert_eq!(woken, [7]);
+    assert_eq!(topics.read(t, 2), Read::Reset { cursor: 0 });
+    assert_eq!(topics.epoch(t), "new-life");
+    let fresh = topics.get_or_create("t", 0).unwrap();
+    assert_ne!(fresh, t, "a new topic for the new life");
+    assert_eq!(topics.retained(), 0);
+}

@@ -136,6 +136,7 @@ impl Service {
             Appended::Awaiting(n) => {
                 Ok(Some(Wait { hold: HoldKey::ack(n), after: 0, deadline: deadline_after(now, ACK_TIMEOUT) }))
             }
+            Appended::Sent => unreachable!("an HTTP publish waits for its outcome"),
         }
     }
 

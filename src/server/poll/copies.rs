@@ -34,6 +34,8 @@ pub(in crate::server) enum Appended {
     Now { seq: u64, woken: usize },
     /// Handed to Redis; the connection waits for the outcome as publish `n` (`acks`).
     Awaiting(u32),
+    /// Handed to Redis, and nobody waits for the outcome (a socket's publish).
+    Sent,
 }
 
 impl Service {
@@ -84,9 +86,7 @@ impl Service {
                 // The inbox holds this message now, behind any sent before it: read them all.
                 Ok(Appended::Now { seq, woken: self.take_news(now, Some((name, seq))) })
             }
-            Ok(Accepted::Awaiting) => {
-                Ok(waiting.map_or(Appended::Now { seq: 0, woken: 0 }, |(n, _)| Appended::Awaiting(n)))
-            }
+            Ok(Accepted::Awaiting) => Ok(waiting.map_or(Appended::Sent, |(n, _)| Appended::Awaiting(n))),
             Err(error) => {
                 if let Some((n, _)) = waiting {
                     self.drop_ack(n, key);
