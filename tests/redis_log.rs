@@ -380,6 +380,34 @@ fn an_expired_topic_comes_back_with_a_new_epoch() {
 }
 
 #[test]
+fn garbage_on_the_channel_is_ignored_and_a_hole_in_the_notices_means_sync_again() {
+    let redis = RedisServer::start();
+    let (log, reports) = open(&redis, settings("hole", 100, Duration::from_secs(60)));
+    reports.synced();
+    let before = reports.publish_and_wait(&log, "t", 1, 2, "m");
+    let epoch = before.acked[&1].0.clone();
+
+    let mut connection = redis.connection();
+    let mut forge = |payload: &str| {
+        let _: u64 = redis::cmd("PUBLISH").arg("test:hole:news").arg(payload).query(&mut connection).expect("PUBLISH");
+    };
+    forge("not a notice");
+    forge("t NOT-HEX 3\nx");
+    // Seq 9 after 2: notices 3 to 8 were lost, so what this process has is no longer true.
+    forge(&format!("t {epoch} 9\nforged"));
+    match reports.next("Lost after the hole") {
+        Report::Lost { reason } => assert!(reason.contains("lost"), "{reason}"),
+        other => panic!("expected Lost (the garbage ignored), got {other:?}"),
+    }
+    let topics = reports.synced();
+    assert_eq!((&*topics[0].epoch, topics[0].last_seq), (epoch.as_str(), 2), "Redis's truth, not the forgery");
+
+    let after = reports.publish_and_wait(&log, "t", 3, 1, "m");
+    assert_eq!(after.appended, vec![("t".to_string(), epoch, 3, "m3".to_string())]);
+    assert_eq!(log.status().state, LinkState::Up);
+}
+
+#[test]
 fn bad_urls_and_prefixes_are_refused_at_start() {
     let sink = Arc::new(|report| panic!("no report expected: {report:?}"));
     for url in [
