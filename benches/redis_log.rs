@@ -9,7 +9,8 @@
 //!   `Appended` report (the channel hop, the script, the fsync, the notice, the channel hop
 //!   back); p50, p99 and the maximum.
 //!
-//! `cargo bench --bench redis_log`. Needs redis-server on PATH (tests/run installs it). The
+//! `cargo bench --bench redis_log`. Needs redis-server on PATH (tests/run installs it). With
+//! `APPENDFSYNC=everysec` (or `no`) in the environment, Redis fsyncs that way instead. The
 //! figures in docs/scale-out.md come from this program.
 
 #[allow(dead_code)]
@@ -30,7 +31,9 @@ const SAMPLES: u64 = 2_000;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn main() {
-    let redis = redis_server::RedisServer::start();
+    let fsync = std::env::var("APPENDFSYNC").unwrap_or_else(|_| "always".into());
+    let redis = redis_server::RedisServer::start_with(&["--appendfsync", &fsync]);
+    println!("redis-server --appendfsync {fsync}");
     let (sender, reports) = mpsc::channel();
     let sink = Arc::new(move |report| {
         let _ = sender.send(report);
@@ -44,6 +47,7 @@ fn main() {
     let data: Arc<str> = Arc::from("x".repeat(64));
 
     let mut inspector = redis.connection();
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut inspector).expect("CONFIG RESETSTAT");
     let (redis_cpu, own_cpu) = (redis_cpu_time(&mut inspector), own_cpu_time());
     let start = Instant::now();
     for ticket in 0..PUBLISHES {
@@ -77,6 +81,7 @@ fn main() {
         per_publish(redis_cpu),
         per_publish(own_cpu)
     );
+    println!("  in the script, as Redis counts it: {}", script_time(&mut inspector));
 
     let mut latency = Histogram::<u64>::new(3).expect("a histogram");
     for ticket in PUBLISHES..PUBLISHES + SAMPLES {
@@ -113,6 +118,20 @@ fn redis_cpu_time(connection: &mut redis::Connection) -> Duration {
         .filter_map(|value| value.trim().parse::<f64>().ok())
         .sum();
     Duration::from_secs_f64(seconds)
+}
+
+/// `usec_per_call` of EVALSHA and of the XADD inside it, from `INFO commandstats`: the time
+/// the script itself takes, without the protocol, the append-only file or the scheduler.
+fn script_time(connection: &mut redis::Connection) -> String {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(connection).expect("INFO commandstats");
+    let per_call = |command: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
+            .and_then(|stats| stats.split(',').find_map(|field| field.strip_prefix("usec_per_call=")))
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!("EVALSHA {} µs per call, of which XADD {} µs", per_call("evalsha"), per_call("xadd"))
 }
 
 /// This process's CPU time so far (user + system), every thread.

@@ -266,17 +266,20 @@ fn a_restarted_process_resumes_the_same_epoch() {
 
 #[test]
 fn the_stream_is_capped_and_synced_holds_the_newest() {
+    const PUBLISHES: u64 = 300;
     let redis = RedisServer::start();
     let (log, reports) = open(&redis, settings("cap", 4, Duration::from_secs(60)));
     reports.synced();
-    reports.publish_and_wait(&log, "t", 1, 10, "m");
+    reports.publish_and_wait(&log, "t", 1, PUBLISHES, "m");
 
     let (_reader, reader_reports) = open(&redis, settings("cap", 4, Duration::from_secs(60)));
     let topics = reader_reports.synced();
-    let messages: Vec<(u64, Arc<str>)> = (7..=10).map(|i| (i, Arc::from(format!("m{i}")))).collect();
-    assert_eq!((topics[0].last_seq, &topics[0].messages), (10, &messages));
+    let messages: Vec<(u64, Arc<str>)> = (PUBLISHES - 3..=PUBLISHES).map(|i| (i, Arc::from(format!("m{i}")))).collect();
+    assert_eq!((topics[0].last_seq, &topics[0].messages), (PUBLISHES, &messages));
+    // MAXLEN ~ trims whole stream nodes: Redis may keep up to one node (100 entries at most by
+    // default) beyond the cap, never the whole history.
     let length: u64 = redis::cmd("XLEN").arg("test:cap:{t}:log").query(&mut redis.connection()).expect("XLEN");
-    assert_eq!(length, 4, "MAXLEN is exact");
+    assert!((4..=4 + 100).contains(&length), "XLEN {length}");
 }
 
 #[test]
