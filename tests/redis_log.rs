@@ -148,6 +148,16 @@ fn publishes_are_acked_with_seqs_from_one_and_reported_in_order() {
     assert_eq!(length, 50);
     let ttl: i64 = redis::cmd("PTTL").arg("test:order:{news}:meta").query(&mut connection).expect("PTTL");
     assert!(ttl > 0 && ttl <= 60_000, "the keys expire after the idle timeout: {ttl}");
+
+    // A name the topic table would refuse never reaches Redis (its keys and its notice would
+    // be malformed): refused, and the next publish goes on.
+    log.publish(51, "not a topic}", Arc::from("x"));
+    log.publish(52, "news", Arc::from("m52"));
+    let mut rest = Tally::default();
+    reports.tally_until("the refusal and the next ack", &mut rest, |t| {
+        t.refused.len() + t.acked.len() == 2 && !t.appended.is_empty()
+    });
+    assert_eq!((rest.refused, rest.acked[&52].1), (vec![51], 51));
 }
 
 #[test]

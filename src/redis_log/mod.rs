@@ -29,10 +29,10 @@
 //!   order, without a gap within an epoch (`timeline.rs`); a `Lost` is followed, once Redis is
 //!   back, by a `Synced` that supersedes everything before it.
 //! - Per topic `T`, under the prefix P: `P:{T}:meta` (a hash: `epoch`, `seq`) and `P:{T}:log`
-//!   (a stream, entry `SEQ-0`, field `d`, capped near `--topic-capacity`), both expiring `--topic-idle-timeout` after the last
-//!   append; every append and every sync's read marks go to the channel `P:news`
-//!   (`notice.rs`). A topic whose keys expired starts a new life with a new epoch, so old
-//!   cursors are reset, never misread.
+//!   (a stream, entry `SEQ-0`, field `d`, capped near `--topic-capacity`), both expiring
+//!   `--topic-idle-timeout` after the last append; every append and every sync's read marks go
+//!   to the channel `P:news` (`notice.rs`). A topic whose keys expired starts a new life with a
+//!   new epoch, so old cursors are reset, never misread.
 
 mod endpoint;
 mod link;

@@ -5,9 +5,9 @@
 -- ARGV[1] a fresh random epoch, taken only if the topic has none: a new topic, or one whose keys
 --         expired. Its new life must never reuse an old epoch, so that old cursors are reset
 --         instead of misread; the caller makes a new candidate for every call.
--- ARGV[2] the stream's cap (--topic-capacity, give or take one stream node), ARGV[3] the keys' time to live in ms
---         (--topic-idle-timeout, renewed by every append), ARGV[4] the news channel,
---         ARGV[5] the topic's name, ARGV[6] the data.
+-- ARGV[2] the stream's cap (--topic-capacity, give or take one stream node).
+-- ARGV[3] the keys' time to live in ms (--topic-idle-timeout, renewed by every append).
+-- ARGV[4] the news channel, ARGV[5] the topic's name, ARGV[6] the data.
 -- Returns {epoch, seq}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
