@@ -1,15 +1,14 @@
 //! The command thread: the one owner of the link's state, and the only caller of the sink.
 //!
 //! ```text
-//!            connect fails: retry after backoff
-//!            ┌────┐
-//!            v    │      connected, scripts loaded       subscribed: sync ok -> Synced
-//!   start ─> Down ┴────────────────────────────> Connected ─────────────────────────────> Up
-//!            ^  ^                                 ^    │ sync fails                       │
-//!            │  └─────────────────────────────────┼────┘                                  │
-//!            │                                    └──── subscription lost, or a gap ─────┤
-//!            │                                          in the notices -> Lost           │
-//!            └──────────────────── a command fails -> Lost, batch Refused ──────────────┘
+//!              connect fails: retry after the backoff
+//!              ┌─────┐
+//!              v     │
+//!   start ──> Down ──┴── connected, scripts loaded ──> Connected ── subscribed: sync, Synced ──> Up
+//!             ^  ^                                     │    ^                                  │
+//!             │  └────────── the sync fails ───────────┘    └── subscription lost, or a hole ──┤
+//!             │                                                 in the notices: Lost           │
+//!             └──────────────────── a command fails: Lost, its batch Refused ──────────────────┘
 //! ```
 //!
 //! Invariants:
@@ -17,7 +16,8 @@
 //!   handled one at a time in the order they were queued; this thread alone touches the link's
 //!   state and calls the sink, so reports need no lock and come in one order.
 //! - Every publish gets exactly one outcome: `Acked`, or `Refused` when it cannot be stored
-//!   (not `Up`) or when the connection failed before its reply (its fate unknown).
+//!   (not `Up`, or a topic name `pubsub::valid_topic_name` refuses) or when the connection
+//!   failed before its reply (its fate unknown).
 //! - `Synced` is reported only after the subscription is confirmed and then the sync read
 //!   everything, so no append is missed between the two; every `Lost` is followed, once the
 //!   link is back, by a `Synced` that supersedes everything before it.
@@ -38,6 +38,7 @@ use super::store::{Layout, Outcome, Publish, Store};
 use super::timeline::{Life, Timeline, Verdict};
 use super::{Report, Shared, Sink, RECONNECT_CAP};
 use crate::backoff::{Backoff, XorShift};
+use crate::pubsub::valid_topic_name;
 
 /// At most this many publishes go into one pipeline.
 const MAX_BATCH: usize = 1024;
@@ -296,10 +297,17 @@ impl CommandThread {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        // A name the topic table refuses would make malformed keys and notices.
+        let (batch, malformed): (Vec<Publish>, Vec<Publish>) =
+            batch.into_iter().partition(|publish| valid_topic_name(&publish.topic));
+        self.refuse(&malformed);
         let Link::Up { store, .. } = &mut self.link else {
             self.refuse(&batch);
             return stopped_at;
         };
+        if batch.is_empty() {
+            return stopped_at;
+        }
         match store.publish(&batch, &self.layout) {
             Ok(outcomes) => {
                 for (publish, outcome) in batch.iter().zip(outcomes) {

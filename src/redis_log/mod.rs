@@ -29,10 +29,10 @@
 //!   order, without a gap within an epoch (`timeline.rs`); a `Lost` is followed, once Redis is
 //!   back, by a `Synced` that supersedes everything before it.
 //! - Per topic `T`, under the prefix P: `P:{T}:meta` (a hash: `epoch`, `seq`) and `P:{T}:log`
-//!   (a stream, entry `SEQ-0`, field `d`), both expiring `--topic-idle-timeout` after the last
-//!   append; every append and every sync's read marks go to the channel `P:news`
-//!   (`notice.rs`). A topic whose keys expired starts a new life with a new epoch, so old
-//!   cursors are reset, never misread.
+//!   (a stream, entry `SEQ-0`, field `d`, capped near `--topic-capacity`), both expiring
+//!   `--topic-idle-timeout` after the last append; every append and every sync's read marks go
+//!   to the channel `P:news` (`notice.rs`). A topic whose keys expired starts a new life with a
+//!   new epoch, so old cursors are reset, never misread.
 
 mod endpoint;
 mod link;
@@ -68,8 +68,9 @@ pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
 /// The bounds of every topic's log, the same for every process that shares it.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
-    /// `--topic-capacity`: each stream keeps exactly its newest `capacity` entries
-    /// (`XADD MAXLEN`, exact; docs/scale-out.md says what `~` would change).
+    /// `--topic-capacity`: a `Synced` holds at most the newest `capacity` messages of a topic.
+    /// Redis keeps them and at most one stream node more (`XADD MAXLEN ~`: docs/scale-out.md
+    /// says why).
     pub capacity: usize,
     /// `--topic-idle-timeout`: a topic's keys expire this long after its last append.
     pub idle_timeout: Duration,
@@ -335,7 +336,11 @@ impl Drop for RedisLog {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.inputs.send(Input::Stop);
         if let Some(thread) = self.command_thread.take() {
-            let _ = thread.join();
+            // The last owner of the log may let go of it inside the sink, on this very thread,
+            // which cannot wait for itself (it stops once it reads `Stop`).
+            if thread.thread().id() != thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

@@ -27,17 +27,25 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    /// More `--name value` options after the usual ones (the last of a name wins).
+    options: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free loopback port in a fresh directory and waits for its PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// The same with more options, e.g. `["--appendfsync", "everysec"]` (for the bench).
+    pub fn start_with(options: &[&str]) -> RedisServer {
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("tether-redis-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("cannot create the Redis directory");
-        let mut server = RedisServer { child: None, port: 0, dir };
+        let options = options.iter().map(|option| option.to_string()).collect();
+        let mut server = RedisServer { child: None, port: 0, dir, options };
         // A port found free may be taken before redis-server binds it: try a few.
         for _ in 0..5 {
             server.port = free_port();
@@ -98,6 +106,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .args(["--dir", &self.dir.to_string_lossy(), "--logfile", "redis.log"])
+            .args(&self.options)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
