@@ -1,7 +1,9 @@
 //! The shared log: one order of every topic's messages when several reactors serve the same
-//! topics (`--workers N`). A publish on any worker is numbered and appended here, once, and
-//! handed to every worker's inbox; each worker keeps its own copy of the topics its clients wait
-//! on (`pubsub::Topics`), appends from its inbox and wakes its own holds. See docs/scale-out.md.
+//! topics (`--workers N`), or several processes (`--redis`). A publish on any worker is
+//! numbered and appended here, once (or, with Redis, numbered by Redis and appended here when
+//! Redis reports it), and handed to every worker's inbox; each worker keeps its own copy of the
+//! topics its clients wait on (`pubsub::Topics`), appends from its inbox and wakes its own holds.
+//! See docs/scale-out.md.
 //!
 //! Invariants:
 //! - The log is a `Topics` behind one `Mutex`, which is held only to number, append and copy:
@@ -13,8 +15,11 @@
 //! - A worker's copy of a topic counts as a watcher of the topic here: the log forgets a topic
 //!   only when no worker keeps a copy and it has been idle for `--topic-idle-timeout`, so a
 //!   worker that copies a topic again later gets the same epoch and the messages retained.
-//! - Ticks are the same on every worker (the servers share one start), so `now` means the same
-//!   instant whichever worker passes it.
+//! - Ticks are the same on every worker (the servers share one start, the log's), so `now`
+//!   means the same instant whichever worker passes it.
+//! - With Redis, the log here follows Redis: only what Redis reported is appended (`take_in`),
+//!   in the order the link reports it; an outcome of a publish reaches its worker only once the
+//!   log has that message, so its publisher, reading next, finds it.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};

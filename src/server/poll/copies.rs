@@ -1,8 +1,9 @@
-//! Where a worker's topics come from. Alone (`--workers 1`), the worker's `Topics` are the log:
-//! a publish appends to them. One of several, its `Topics` hold copies: a publish is appended to
-//! the shared log (`shared_log`), and every worker, this one included, appends it to its copy
-//! from its inbox and wakes its own holds. A worker copies a topic when a client of its first
-//! waits on it, and forgets its copy like any idle topic.
+//! Where a worker's topics come from. Alone (one worker, no Redis), the worker's `Topics` are
+//! the log: a publish appends to them. One of several, or with `--redis`, its `Topics` hold
+//! copies: a publish goes to the shared log (`shared_log`; numbered there, or by Redis), and
+//! every worker, this one included, appends it to its copy from its inbox and wakes its own
+//! holds. A worker copies a topic when a client of its first waits on it, and forgets its copy
+//! like any idle topic.
 //!
 //! Invariants:
 //! - Every topic id the service hands out comes from `topic` (a wait) or is found by name, so a
@@ -120,14 +121,14 @@ impl Service {
     /// One message for this worker's copy of its topic, if it keeps one: its topic, and how
     /// many waiters it woke.
     fn take_one(&mut self, news: News, now: Tick) -> (Arc<str>, usize) {
-        let Some(mut topic) = self.topics.find(&news.topic) else {
+        let Some(topic) = self.topics.find(&news.topic) else {
             return (news.topic, 0); // nobody here waits on it
         };
         if *self.topics.epoch(topic) != *news.epoch {
             // The topic began a new life (Redis forgot it, and a publish made it again).
-            let before = news.message.seq - 1;
             if self.topics.last_seq(topic) == 0 {
-                self.topics.restart(topic, news.epoch.clone(), before); // cursor 0 is 0 in every life
+                // Every cursor on it is 0, which means the same in every life.
+                self.topics.restart(topic, news.epoch.clone(), news.message.seq.saturating_sub(1));
             } else {
                 // Its waiters read `reset`; later ones wait on a new copy.
                 let woken = self.topics.retire(topic, news.epoch.clone(), news.message.seq, now);
@@ -137,7 +138,6 @@ impl Service {
                 }
                 return (news.topic, 0);
             }
-            topic = self.topics.find(&news.topic).unwrap_or(topic);
         }
         if !self.topics.receive(topic, news.message, now) {
             return (news.topic, 0); // sent before this copy was taken
