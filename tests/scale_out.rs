@@ -188,18 +188,19 @@ fn workers_and_redis_together() {
 }
 
 /// With `--redis` a second process may listen on the first one's port (`SO_REUSEPORT`); when
-/// the first goes, the second serves the port on, with the same topics.
+/// the first goes, the second serves the port on, with the same topics. (While both listen, a
+/// connection reaches either, so each step that must reach one is taken while it is alone.)
 #[test]
 fn processes_share_one_port_and_outlive_each_other() {
     let redis = RedisServer::start();
     let mut first = start_tether(&redis);
-    let second = Server::start_at(&first.addr.to_string(), &["--redis", &redis.url()]);
-    wait_in_step(&second);
-    assert_eq!(second.addr, first.addr);
     assert_eq!(publish(&mut first.connect(), "news", "m1").0, 1);
+    let second = Server::start_at(&first.addr.to_string(), &["--redis", &redis.url()]);
+    assert_eq!(second.addr, first.addr);
     first.signal(libc::SIGTERM);
     first.wait_exit(Duration::from_secs(10)).expect("the first tether did not drain and exit");
     // Whatever connects now reaches the second.
+    wait_in_step(&second);
     for seq in 2..=4 {
         assert_eq!(publish(&mut Client::connect(second.addr), "news", &format!("m{seq}")).0, seq);
     }
