@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::polls::wait_until;
+use common::redis::RedisServer;
 use common::{num, Server};
 use serde_json::Value;
 
@@ -222,6 +224,44 @@ fn a_publisher_closed_at_max_requests_goes_on_on_a_new_connection() {
     let args = ["longpoll", "--url", &url, "--clients", "2", "--messages", "10", "--interval", "20ms"];
     let json = bench_json(&args);
     assert_eq!((u(&json, "/delivered"), u(&json, "/errors")), (20, 0), "{json}");
+}
+
+/// `--also-url`: the followers are spread round-robin over two tethers that share their topics
+/// in Redis, the publisher writes to the first only, and every follower still gets every
+/// message in order; each tether held its half of the polls.
+#[test]
+fn longpoll_spreads_its_followers_over_every_url_and_publishes_to_the_first() {
+    let redis = RedisServer::start();
+    let servers = [(); 2].map(|()| Server::start(&["--redis", &redis.url()]));
+    for server in &servers {
+        wait_until(server, Duration::from_secs(30), "backplane.up == 1", |s| num(s, "backplane.up") == 1);
+    }
+    let [url, also] = [0, 1].map(|i| format!("http://{}", servers[i].addr));
+    let [pid, also_pid] = [0, 1].map(|i| servers[i].pid().to_string());
+    let args = ["longpoll", "--url", &url, "--also-url", &also, "--clients", "6", "--messages", "5"];
+    let json =
+        bench_json(&[&args[..], &["--interval", "100ms", "--server-pid", &pid, "--server-pid", &also_pid]].concat());
+    assert_eq!((u(&json, "/delivered"), u(&json, "/errors")), (30, 0), "{json}");
+    assert_eq!(u(&json, "/server/fds_held"), 6, "one descriptor per held poll, on both: {json}");
+    assert_eq!(u(&json, "/server/last_fanout_woken"), 6, "the last publish woke every poll, on both: {json}");
+    assert_eq!(json["server"]["peak_rss_bytes"]["pids"].as_array().map(Vec::len), Some(2), "{json}");
+    for (i, server) in json["servers"].as_array().expect("servers").iter().enumerate() {
+        assert_eq!((&server["url"], u(server, "/held")), (&[&url, &also][i].as_str().into(), 3), "{json}");
+    }
+    let published = servers.each_ref().map(|server| num(&server.stats(), "backplane.acked"));
+    assert_eq!(published, [6, 0], "the warm-up and the 5 messages, all to --url: {json}");
+}
+
+/// An `--also-url` that does not share the publisher's topics (two tethers without `--redis`)
+/// never gets the warm-up: the run stops before any follower opens, and says why.
+#[test]
+fn longpoll_refuses_an_also_url_that_does_not_share_the_topics() {
+    let servers = [(); 2].map(|()| Server::start(&[]));
+    let [url, also] = [0, 1].map(|i| format!("http://{}", servers[i].addr));
+    let output = bench(&["longpoll", "--url", &url, "--also-url", &also, "--clients", "2", "--messages", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("do they share their topics"), "{stderr}");
+    assert_eq!(num(&servers[1].stats(), "polls.held"), 0, "no follower opened: {stderr}");
 }
 
 #[test]

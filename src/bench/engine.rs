@@ -3,7 +3,8 @@
 //! to the scenario as it happens.
 //!
 //! ```text
-//!   open(state, request)  a connection waits its turn to connect, its request queued
+//!   open(state, request)  a connection waits its turn to connect, its request queued (to the
+//!                         engine's address; `open_to` names another, for a run over servers)
 //!   turn(load, sleep)     connect up to `connects_per_turn` of those waiting, sleep until an
 //!                         event or for `sleep`, then per connection:
 //!                           connect done  -> load.connected
@@ -102,8 +103,8 @@ pub struct Gone<S> {
 }
 
 enum Entry<S> {
-    /// Waiting for its turn to connect, with the request to send once connected.
-    Waiting(S, Vec<u8>),
+    /// Waiting for its turn to connect to its address, with the request to send once connected.
+    Waiting(S, Vec<u8>, SocketAddr),
     Open(Open<S>),
     /// Closed during this batch: the key is released after it.
     Closed,
@@ -112,6 +113,7 @@ enum Entry<S> {
 pub struct Engine<S> {
     poll: Poll,
     events: Events,
+    /// Where `open` connects.
     addr: SocketAddr,
     entries: Slab<Entry<S>>,
     /// Keys waiting to connect, oldest first.
@@ -143,7 +145,12 @@ impl<S> Engine<S> {
     /// A connection to the target, with `state` beside it and `request` (may be empty) to send
     /// once connected: it connects in a coming turn, within the connect budget. Returns its key.
     pub fn open(&mut self, state: S, request: &[u8]) -> usize {
-        let key = self.entries.insert(Entry::Waiting(state, request.to_vec()));
+        self.open_to(self.addr, state, request)
+    }
+
+    /// As `open`, to `addr` instead of the engine's address.
+    pub fn open_to(&mut self, addr: SocketAddr, state: S, request: &[u8]) -> usize {
+        let key = self.entries.insert(Entry::Waiting(state, request.to_vec(), addr));
         self.waiting.push_back(key);
         key
     }
@@ -184,7 +191,7 @@ impl<S> Engine<S> {
     /// The write's failure; the connection is then of no further use (`close` it).
     pub fn send(&mut self, key: usize, bytes: &[u8]) -> Result<(), ConnError> {
         match self.entries.get_mut(key) {
-            Some(Entry::Waiting(_, request)) => request.extend_from_slice(bytes),
+            Some(Entry::Waiting(_, request, _)) => request.extend_from_slice(bytes),
             Some(Entry::Open(open)) => {
                 open.conn.queue(bytes);
                 open.conn.flush()?;
@@ -255,13 +262,13 @@ impl<S> Engine<S> {
     fn connect_waiting(&mut self, load: &mut impl Load<S>) {
         let keys: Vec<usize> = self.waiting.drain(..self.connects_per_turn.min(self.waiting.len())).collect();
         for key in keys {
-            let Some(Entry::Waiting(state, request)) =
+            let Some(Entry::Waiting(state, request, addr)) =
                 self.entries.get_mut(key).map(|e| std::mem::replace(e, Entry::Closed))
             else {
                 continue;
             };
             let now = Instant::now();
-            match Conn::open(self.poll.registry(), self.addr, Token(key)) {
+            match Conn::open(self.poll.registry(), addr, Token(key)) {
                 Ok(mut conn) => {
                     self.opened += 1;
                     conn.queue(&request);
@@ -428,6 +435,29 @@ mod tests {
             ]
         );
         assert_eq!(engine.open("two", b""), key, "the key is free again after the batch");
+    }
+
+    /// `open` connects to the engine's address, `open_to` to the one it names: each listener
+    /// gets its own connection and its own request.
+    #[test]
+    fn each_connection_goes_to_its_own_address() {
+        let listeners = [(); 2].map(|()| TcpListener::bind("127.0.0.1:0").unwrap());
+        let [first, second] = [0, 1].map(|i| listeners[i].local_addr().unwrap());
+        let mut engine = Engine::new(first, 2).unwrap();
+        engine.open("first", b"to the first");
+        engine.open_to(second, "second", b"to the second");
+        let mut heard = Heard::default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while heard.0.iter().filter(|h| h.starts_with("written")).count() < 2 && Instant::now() < deadline {
+            engine.turn(&mut heard, Duration::from_millis(100)).unwrap();
+        }
+        for (listener, sent) in listeners.iter().zip(["to the first", "to the second"]) {
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut received = vec![0u8; sent.len()];
+            peer.read_exact(&mut received).unwrap();
+            assert_eq!(String::from_utf8_lossy(&received), sent);
+        }
     }
 
     /// Serves one connection the `pieces`, 20 ms apart, and drives an engine that opened it with

@@ -103,7 +103,7 @@ pub fn run(args: &ExhaustArgs) -> Result<Outcome, String> {
     if max == 0 {
         return Err(format!("an open-file limit of {open_file_limit} leaves no room for newcomers"));
     }
-    let pids = host::server_pids(args.server_pid, target.addr);
+    let pids = host::server_pids(args.server_pid.as_slice(), &[target.addr]);
     let topic = args.topic.clone().unwrap_or_else(|| default_topic("exhaust"));
     let stats = target.get(&format!("{}/stats", target.base_path()), "");
 

@@ -31,6 +31,8 @@
 //!   check says.
 //! - The publisher publishes over HTTP in every style (`POST /publish/T`), so that its cost, in
 //!   the server's CPU, is the same in each; `traffic` counts the followers' bytes only.
+//! - With several servers (`Plan::servers`) the publisher writes to the first, and follower i
+//!   asks server i mod N, on every connection it opens.
 //! - Delivery latency of message i runs from its *scheduled* publish time, not from when the
 //!   publish was written: a late publisher or a slow server is charged to the latency instead of
 //!   hidden (no coordinated omission).
@@ -44,17 +46,15 @@ use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::conn::ConnError;
 use super::engine::{self, Engine, Gone, Load};
 use super::frame::{self, Frame, FrameError, Reading};
 use super::host::{CpuSample, OtherLoad};
 use super::report::{self, Errors, Latency, Traffic};
+use super::servers::{Readings, Servers};
 use super::websocket::{self, Kind};
-use super::{stat, Target};
+use super::Target;
 use crate::backoff::XorShift;
-use crate::client::Client;
 use delivery::{message_data, request, Answer};
 use publisher::Publisher;
 
@@ -101,7 +101,7 @@ impl Style {
     }
 
     /// The `/stats` figure that counts what the server holds for each follower, if it holds one.
-    fn held(self) -> Option<&'static str> {
+    pub fn held(self) -> Option<&'static str> {
         match self {
             Style::Long { .. } => Some("/polls/held"),
             Style::Sse => Some("/streams/open"),
@@ -114,7 +114,8 @@ impl Style {
 /// What a run follows.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub target: Target,
+    /// The servers, the publisher's first (as `Servers::targets`, never empty).
+    pub servers: Vec<Target>,
     pub topic: String,
     pub clients: usize,
     pub messages: usize,
@@ -122,6 +123,18 @@ pub struct Plan {
     pub style: Style,
     /// The sequence number every follower starts after (a message already published).
     pub after: u64,
+}
+
+impl Plan {
+    /// The server the publisher writes to.
+    pub fn publisher(&self) -> &Target {
+        &self.servers[0]
+    }
+
+    /// The server follower `index` asks: round-robin over `servers`.
+    pub fn server(&self, index: usize) -> &Target {
+        &self.servers[index % self.servers.len()]
+    }
 }
 
 /// What a run measured, for the followers only (the publisher's traffic is the same in every
@@ -222,7 +235,7 @@ impl Follow {
     ///
     /// When the poll or the publisher's connection cannot be made.
     pub fn new(plan: Plan) -> Result<Follow, String> {
-        let mut engine = Engine::new(plan.target.addr, CONNECTS_PER_TURN)?;
+        let mut engine = Engine::new(plan.publisher().addr, CONNECTS_PER_TURN)?;
         let publisher = Publisher::open(&mut engine);
         let slot = Instant::now();
         let (cursor, handshake) = (plan.after, None);
@@ -262,15 +275,15 @@ impl Follow {
     }
 
     /// Turns the loop until every follower is ready: its poll held or its stream open (as the
-    /// server's `/stats` says on `control`, against what it held `before` the followers opened),
+    /// `servers`' `/stats` say, summed, against what they held `before` the followers opened),
     /// or its connection open (short).
     ///
     /// # Errors
     ///
     /// As `turn`, when `/stats` fails, or when they are not ready within `engine::opening_bound`.
-    pub fn wait_ready(&mut self, control: &mut Client, before: &Value) -> Result<(), String> {
+    pub fn wait_ready(&mut self, servers: &mut Servers, before: &Readings) -> Result<(), String> {
         let (clients, held) = (self.watch.followers.len(), self.watch.plan.style.held());
-        let held_before = held.map_or(0, |pointer| stat(before, pointer));
+        let held_before = held.map_or(0, |pointer| before.sum(pointer));
         let (limit, mut next_check) = (engine::opening_bound(clients), Instant::now());
         let deadline = next_check + limit;
         loop {
@@ -284,7 +297,7 @@ impl Follow {
             let opened = self.engine.waiting() == 0;
             let (ready, state) = match held {
                 Some(pointer) if opened => {
-                    let now_held = stat(&self.watch.plan.target.stats(control)?, pointer);
+                    let now_held = servers.stats()?.sum(pointer);
                     let ours = now_held.saturating_sub(held_before);
                     let name = pointer[1..].replace('/', ".");
                     let state = format!("the server's {name} is {now_held}, {ours} of ours");
@@ -392,7 +405,8 @@ impl Follow {
 
 impl Watch {
     fn open(&mut self, engine: &mut Engine<Role>, index: usize, request: &[u8]) {
-        self.followers[index].key = Some(engine.open(Role::Follower(index), request));
+        let addr = self.plan.server(index).addr;
+        self.followers[index].key = Some(engine.open_to(addr, Role::Follower(index), request));
         self.out.opened += 1;
     }
 
@@ -402,7 +416,7 @@ impl Watch {
         if self.plan.style == Style::WebSocket {
             self.followers[index].handshake = Some(websocket::new_key(&mut self.keys));
         }
-        let request = request(&self.plan, &self.followers[index]);
+        let request = request(&self.plan, index, &self.followers[index]);
         let follower = &mut self.followers[index];
         follower.phase = Phase::Asking;
         self.out.traffic.requests += 1;

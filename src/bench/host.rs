@@ -33,9 +33,16 @@ pub fn raise_open_file_limit() -> u64 {
     limit.rlim_cur
 }
 
-/// The server's processes: `--server-pid` if given, else the ones listening on `addr`.
-pub fn server_pids(given: Option<i32>, addr: SocketAddr) -> Vec<i32> {
-    given.map_or_else(|| listening_pids(addr), |pid| vec![pid])
+/// The server's processes: those of `--server-pid` if given, else the ones listening on any of
+/// `addrs` (each once).
+pub fn server_pids(given: &[i32], addrs: &[SocketAddr]) -> Vec<i32> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    let mut pids: Vec<i32> = addrs.iter().flat_map(|&addr| listening_pids(addr)).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// `1234, 1240`, or `unknown` when no process is known.

@@ -74,7 +74,7 @@ pub fn run(args: &IdleArgs) -> Result<Outcome, String> {
     host::raise_open_file_limit();
     check_fd_budget("--connections", args.connections, args.connections)?;
     target.check_listening()?;
-    let pids = host::server_pids(args.server_pid, target.addr);
+    let pids = host::server_pids(args.server_pid.as_slice(), &[target.addr]);
     let request = target.get(&target.url.target(), "");
     let before = Figures::read(&pids);
     let mut engine = Engine::new(target.addr, CONNECTS_PER_TURN)?;

@@ -4,11 +4,12 @@
 //!
 //! Who owns what: `engine` is the one event loop, `conn` one non-blocking client connection,
 //! `frame` finds where a response ends, `websocket` writes a client's frames and finds where a
-//! server's end, `follow` drives the followers and the publisher of
-//! `longpoll` and `realtime`, `report` turns counts and histograms into tables and JSON, `plot`
-//! draws the latency distributions, `host` reads the server's pid, CPU time and memory from
-//! `/proc`. This module parses the arguments, checks the target and the open-file budget, writes
-//! the requests every scenario sends, and prints the outcome.
+//! server's end, `follow` drives the followers and the publisher of `longpoll` and `realtime`,
+//! `servers` the servers such a run loads and their `/stats`, `report` turns counts and
+//! histograms into tables and JSON, `plot` draws the latency distributions, `host` reads the
+//! server's pid, CPU time and memory from `/proc`. This module parses the arguments, checks the
+//! target and the open-file budget, writes the requests every scenario sends, and prints the
+//! outcome.
 //!
 //! Invariants every scenario keeps:
 //! - Load goes to loopback only (127.0.0.0/8 or ::1); any other address is refused.
@@ -41,6 +42,7 @@ mod longpoll;
 mod plot;
 mod realtime;
 mod report;
+mod servers;
 mod slowloris;
 mod websocket;
 

@@ -23,12 +23,13 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::follow::{Follow, Followed, Plan, Style};
 use super::longpoll::{check_arguments, default_topic, prepare, LONG_HOLD};
 use super::report::{self, Table};
-use super::{host, progress_bar, stat, Outcome, OutputArgs, Target};
+use super::servers::{Readings, Servers};
+use super::{host, progress_bar, Outcome, OutputArgs, Target};
 use crate::config::parse_duration;
 
 /// By default, messages are published once per this many short polls.
@@ -85,9 +86,9 @@ struct PerConnection {
 }
 
 impl PerConnection {
-    fn between(before: &Value, ready: &Value, slab_growth: i64, clients: usize) -> PerConnection {
+    fn between(before: &Readings, ready: &Readings, slab_growth: i64, clients: usize) -> PerConnection {
         let each = |growth: i64| growth as f64 / clients.max(1) as f64;
-        let growth = |pointer: &str| each(stat(ready, pointer) as i64 - stat(before, pointer) as i64);
+        let growth = |pointer: &str| each(ready.sum(pointer) as i64 - before.sum(pointer) as i64);
         PerConnection {
             fds: growth("/fds/open"),
             user_bytes: growth("/memory/rss_bytes"),
@@ -110,12 +111,12 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
         args.modes.iter().enumerate().filter(|(i, m)| !args.modes[..*i].contains(m)).map(|(_, m)| *m).collect();
     let total = publish_every * (args.messages * modes.len()) as u32;
     let progress = progress_bar((args.messages * modes.len()) as u64, total, "realtime");
-    let pids = host::server_pids(args.server_pid, target.addr);
+    let pids = host::server_pids(args.server_pid.as_slice(), &[target.addr]);
     // `Slab:` of /proc/meminfo: the kernel's object caches, host-wide (0 if unreadable).
     let slab = || host::meminfo_bytes("Slab:").map_or(0, |bytes| bytes as i64);
     let mut deliveries = Vec::new();
     for (i, mode) in modes.into_iter().enumerate() {
-        let mut control = target.control();
+        let mut servers = Servers::new(target.clone(), Vec::new());
         let (name, style) = match mode {
             Mode::ShortPoll => ("short", Style::Short { every: args.interval }),
             Mode::LongPoll => ("long", Style::Long { hold: LONG_HOLD }),
@@ -123,17 +124,16 @@ pub fn run(args: &RealtimeArgs) -> Result<Outcome, String> {
             Mode::Ws => ("ws", Style::WebSocket),
         };
         progress.set_prefix(style.name());
-        let plan =
-            prepare(&target, &mut control, &format!("{prefix}-{name}"), args.clients, args.messages, publish_every)?;
+        let plan = prepare(&mut servers, &format!("{prefix}-{name}"), args.clients, args.messages, publish_every)?;
         let mut follow = Follow::new(Plan { style, ..plan })?;
         // A barrier: once it is answered, the server has accepted the publisher, which is part
         // of the baseline, as in `longpoll`.
-        target.stats(&mut control)?;
-        let (before, slab_before) = (target.stats(&mut control)?, slab());
-        follow.wait_ready(&mut control, &before)?;
+        servers.stats()?;
+        let (before, slab_before) = (servers.stats()?, slab());
+        follow.wait_ready(&mut servers, &before)?;
         // The same barrier: short polls are ready when connected, perhaps not yet accepted.
-        target.stats(&mut control)?;
-        let ready = target.stats(&mut control)?;
+        servers.stats()?;
+        let ready = servers.stats()?;
         let per_connection = PerConnection::between(&before, &ready, slab() - slab_before, args.clients);
         let offset = (i * args.messages) as u64;
         follow.run_schedule(&pids, |published| progress.set_position(offset + published))?;

@@ -85,7 +85,7 @@ pub fn run(args: &SlowlorisArgs) -> Result<Outcome, String> {
     target.check_listening()?;
     host::raise_open_file_limit();
     check_fd_budget("--connections", args.connections, args.connections + FRESH_IN_FLIGHT)?;
-    let pids = host::server_pids(args.server_pid, target.addr);
+    let pids = host::server_pids(args.server_pid.as_slice(), &[target.addr]);
     let started = Instant::now();
     let mut run = Run::new(&target, args.connections)?;
     // By time, not by slowloris ended: they end together, at the header timeout.

@@ -172,11 +172,12 @@ impl Watch {
     }
 }
 
-/// The follower's next request: a long poll from its cursor, a short poll from one message
-/// before it (so that the server always has something and answers at once), a stream, or an
-/// upgrade with the key `Watch::ask` drew.
-pub(super) fn request(plan: &Plan, follower: &Follower) -> String {
-    let (base, topic, target) = (plan.target.base_path(), &plan.topic, &plan.target);
+/// The next request of follower `index`, to its server: a long poll from its cursor, a short
+/// poll from one message before it (so that the server always has something and answers at
+/// once), a stream, or an upgrade with the key `Watch::ask` drew.
+pub(super) fn request(plan: &Plan, index: usize, follower: &Follower) -> String {
+    let (target, topic) = (plan.server(index), &plan.topic);
+    let base = target.base_path();
     let epoch = follower.epoch.as_ref().map_or(String::new(), |epoch| format!("&epoch={epoch}"));
     match plan.style {
         Style::Long { hold } => {
@@ -233,7 +234,7 @@ mod tests {
         ];
         for (style, line, header) in cases {
             let plan = Plan {
-                target: target.clone(),
+                servers: vec![target.clone()],
                 topic: topic.clone(),
                 clients: 1,
                 messages: 1,
@@ -242,7 +243,33 @@ mod tests {
                 after: 0,
             };
             let expected = format!("{line} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{header}\r\n");
-            assert_eq!(request(&plan, &follower), expected, "{style:?}");
+            assert_eq!(request(&plan, 0, &follower), expected, "{style:?}");
+        }
+    }
+
+    /// Over several servers, follower i asks server i mod N, with that server's path and `Host`.
+    #[test]
+    fn followers_ask_their_servers_in_turn() {
+        let servers = ["http://127.0.0.1:8080", "http://127.0.0.1:8081/api"].map(|url| Target::parse(url).unwrap());
+        let (cursor, slot, style) = (7, Instant::now(), Style::Long { hold: Duration::from_secs(1) });
+        let follower =
+            Follower { key: None, phase: Phase::Asking, cursor, epoch: None, next: 0, slot, handshake: None };
+        let plan = Plan {
+            servers: servers.to_vec(),
+            topic: "t".into(),
+            clients: 3,
+            messages: 1,
+            interval: Duration::ZERO,
+            style,
+            after: 0,
+        };
+        let asked = |index: usize| request(&plan, index, &follower);
+        let [first, second] = [
+            "/poll/t?cursor=7&timeout=1000ms HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n",
+            "/api/poll/t?cursor=7&timeout=1000ms HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n",
+        ];
+        for (index, expected) in [(0, first), (1, second), (2, first)] {
+            assert!(asked(index).starts_with(&format!("GET {expected}")), "{index}: {}", asked(index));
         }
     }
 }

@@ -35,7 +35,7 @@ impl Publisher {
 impl Watch {
     /// `POST /publish/T` of message `index`.
     fn publish(&self, index: usize) -> String {
-        self.plan.target.publish(&self.plan.topic, &message_data(index))
+        self.plan.publisher().publish(&self.plan.topic, &message_data(index))
     }
 
     /// Writes every publish due by `now`.
