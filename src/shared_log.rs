@@ -21,7 +21,7 @@
 //!   in the order the link reports it; an outcome of a publish reaches its worker only once the
 //!   log has that message, so its publisher, reading next, finds it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Instant;
@@ -115,10 +115,11 @@ struct Log {
     inboxes: Vec<(Sender<Inbound>, Arc<Waker>)>,
     /// Publishes handed to Redis, by ticket: their topic.
     sent: HashMap<u64, Arc<str>>,
-    /// Publishes Redis acknowledged before it reported their message appended: their ticket,
-    /// topic, epoch and seq. Told to their worker once the log has the message, so that its
-    /// publisher, reading right after the answer, finds it.
-    acked_early: Vec<(u64, Arc<str>, Arc<str>, u64)>,
+    /// Publishes Redis acknowledged before it reported their message appended, by topic and
+    /// life: their seq and ticket, in the order Redis acknowledged them (so seqs ascend, and
+    /// those due are at the front). Told to their worker once the log has the message, so that
+    /// its publisher, reading right after the answer, finds it.
+    acked_early: HashMap<(Arc<str>, Arc<str>), VecDeque<(u64, u64)>>,
 }
 
 impl SharedLog {
@@ -134,7 +135,7 @@ impl SharedLog {
                 source,
                 inboxes: Vec::new(),
                 sent: HashMap::new(),
-                acked_early: Vec::new(),
+                acked_early: HashMap::new(),
             }),
             redis: OnceLock::new(),
             started: Instant::now(),
@@ -275,32 +276,37 @@ impl SharedLog {
                 for topic in topics {
                     told |= log.take_in(topic, self.now());
                 }
-                let wakers = log.wakers(told, None);
-                log.tell_acked(wakers)
+                let mut wakers = log.wakers(told, None);
+                let waiting: Vec<Arc<str>> = log.acked_early.keys().map(|(topic, _)| topic.clone()).collect();
+                for topic in waiting {
+                    wakers.extend(log.tell_acked(&topic));
+                }
+                wakers
             }
             Report::Lost { reason } => {
                 warn!("Redis lost: {reason}; publishes are refused until it is back");
                 log.source = Source::Redis { synced: false, ever_synced: true };
                 // Their notice may never come on this connection: acknowledged all the same.
-                let early: Vec<_> = log.acked_early.drain(..).collect();
+                let early: Vec<_> = log.acked_early.drain().flat_map(|(_, acked)| acked).collect();
                 let mut wakers = Vec::new();
-                for (ticket, _, _, seq) in early {
+                for (seq, ticket) in early {
                     wakers.extend(log.tell_worker(ticket, Inbound::Outcome { ticket, seq: Some(seq) }));
                 }
                 wakers
             }
             Report::Appended { topic, epoch, seq, data } => {
-                let appended = TopicLog { name: topic, epoch, last_seq: seq, messages: vec![(seq, data)] };
+                let appended = TopicLog { name: topic.clone(), epoch, last_seq: seq, messages: vec![(seq, data)] };
                 let told = log.take_in(appended, self.now());
-                let wakers = log.wakers(told, None);
-                log.tell_acked(wakers)
+                let mut wakers = log.wakers(told, None);
+                wakers.extend(log.tell_acked(&topic));
+                wakers
             }
             Report::Acked { ticket, epoch, seq } => {
                 let Some(topic) = log.sent.remove(&ticket) else {
                     return; // a socket's publish: nobody waits for it
                 };
-                log.acked_early.push((ticket, topic, epoch, seq));
-                log.tell_acked(Vec::new())
+                log.acked_early.entry((topic.clone(), epoch)).or_default().push_back((seq, ticket));
+                log.tell_acked(&topic)
             }
             Report::Refused { ticket } => {
                 log.sent.remove(&ticket);
@@ -330,17 +336,22 @@ impl Log {
         vec![waker.clone()]
     }
 
-    /// Tells each worker of its publishes acknowledged whose messages the log now has (behind
-    /// the news of them in its inbox); `wakers` and theirs.
-    fn tell_acked(&mut self, mut wakers: Vec<Arc<Waker>>) -> Vec<Arc<Waker>> {
-        let topics = &self.topics;
-        let has = |topic: &str, epoch: &str, seq: u64| {
-            topics.find(topic).is_some_and(|t| *topics.epoch(t) == *epoch && topics.last_seq(t) >= seq)
-        };
-        let (due, early): (Vec<_>, Vec<_>) =
-            self.acked_early.drain(..).partition(|(_, topic, epoch, seq)| has(topic, epoch, *seq));
-        self.acked_early = early;
-        for (ticket, _, _, seq) in due {
+    /// Tells each worker of its publishes to `topic` acknowledged whose messages the log now
+    /// has (behind the news of them in its inbox); their wakers. Only the topic's current life
+    /// is looked at, and only its front: a publish acknowledged in another life waits for that
+    /// life's notice, or for the link to be lost.
+    fn tell_acked(&mut self, topic: &Arc<str>) -> Vec<Arc<Waker>> {
+        let Some(found) = self.topics.find(topic) else { return Vec::new() };
+        let life = self.topics.shared_names(found);
+        let last_seq = self.topics.last_seq(found);
+        let Some(acked) = self.acked_early.get_mut(&life) else { return Vec::new() };
+        let due = acked.iter().take_while(|&&(seq, _)| seq <= last_seq).count();
+        let due: Vec<(u64, u64)> = acked.drain(..due).collect();
+        if acked.is_empty() {
+            self.acked_early.remove(&life);
+        }
+        let mut wakers = Vec::new();
+        for (seq, ticket) in due {
             wakers.extend(self.tell_worker(ticket, Inbound::Outcome { ticket, seq: Some(seq) }));
         }
         wakers
@@ -476,5 +487,49 @@ mod tests {
         assert_eq!(log.forget_idle(60_999), 0, "idle for less than --topic-idle-timeout");
         assert_eq!(log.forget_idle(61_000), 1);
         assert_ne!(log.copy("t", 61_000).unwrap().epoch, second.epoch, "a new life");
+    }
+
+    fn outcomes(inbox: &Receiver<Inbound>) -> Vec<(u64, Option<u64>)> {
+        let outcomes = inbox.try_iter().filter_map(|inbound| match inbound {
+            Inbound::News(_) => None,
+            Inbound::Outcome { ticket, seq } => Some((ticket, seq)),
+        });
+        outcomes.collect()
+    }
+
+    /// Read-your-writes with Redis: an acknowledged publish is answered only once the log has
+    /// its message, whichever of the ack and the notice comes first; a lost link answers the
+    /// rest, acknowledged all the same.
+    #[test]
+    fn an_acknowledged_publish_is_answered_once_the_log_has_its_message() {
+        let (log, inboxes, _polls) = joined(1);
+        log.report(Report::Synced { topics: Vec::new() });
+        let appended = |seq: u64| Report::Appended { topic: "t".into(), epoch: "e1".into(), seq, data: "x".into() };
+        let acked = |ticket: u64, seq: u64| Report::Acked { ticket, epoch: "e1".into(), seq };
+        for ticket in [11, 12, 13, 14] {
+            log.lock().sent.insert(ticket, Arc::from("t"));
+        }
+        log.report(acked(11, 1));
+        log.report(acked(12, 2));
+        log.report(acked(13, 3));
+        assert_eq!(outcomes(&inboxes[0]), [], "no message in the log yet");
+        log.report(appended(1));
+        assert_eq!(outcomes(&inboxes[0]), [(11, Some(1))]);
+        log.report(appended(2));
+        log.report(appended(3));
+        log.report(appended(4));
+        assert_eq!(outcomes(&inboxes[0]), [(12, Some(2)), (13, Some(3))]);
+        log.report(acked(14, 4));
+        assert_eq!(outcomes(&inboxes[0]), [(14, Some(4))], "its notice came first");
+        for ticket in [15, 16] {
+            log.lock().sent.insert(ticket, Arc::from("t"));
+        }
+        log.report(acked(15, 5));
+        log.report(acked(16, 6));
+        log.report(Report::Lost { reason: "test".into() });
+        let mut lost = outcomes(&inboxes[0]);
+        lost.sort_unstable();
+        assert_eq!(lost, [(15, Some(5)), (16, Some(6))]);
+        assert!(log.lock().acked_early.is_empty());
     }
 }
