@@ -108,6 +108,9 @@ pub struct SharedLog {
     started: Instant,
 }
 
+/// One life of a topic: its name and epoch.
+type Life = (Arc<str>, Arc<str>);
+
 struct Log {
     topics: Topics,
     source: Source,
@@ -119,7 +122,7 @@ struct Log {
     /// life: their seq and ticket, in the order Redis acknowledged them (so seqs ascend, and
     /// those due are at the front). Told to their worker once the log has the message, so that
     /// its publisher, reading right after the answer, finds it.
-    acked_early: HashMap<(Arc<str>, Arc<str>), VecDeque<(u64, u64)>>,
+    acked_early: HashMap<Life, VecDeque<(u64, u64)>>,
 }
 
 impl SharedLog {
