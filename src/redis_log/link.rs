@@ -22,6 +22,9 @@
 //!   everything, so no append is missed between the two; every `Lost` is followed, once the
 //!   link is back, by a `Synced` that supersedes everything before it.
 //! - Notices heard while not `Up` are dropped: the next sync covers them.
+//! - Pipelines of publishes are in flight only while `Up`, at most `PIPELINES_IN_FLIGHT`; their
+//!   outcomes are reported as their replies are read. Before the link leaves `Up` every one is
+//!   settled (the connection is good: its replies are read) or refused (it failed).
 //! - The thread never sleeps while inputs wait, except on Redis (bounded by `store`'s
 //!   deadlines) and in `Down`, where it waits for the next attempt but still refuses every
 //!   publish as it arrives.
@@ -42,6 +45,10 @@ use crate::pubsub::valid_topic_name;
 
 /// At most this many publishes go into one pipeline.
 const MAX_BATCH: usize = 1024;
+/// At most this many pipelines are written and not yet answered. With one, Redis would wait
+/// while this thread reports a pipeline's outcomes and fills the next one, and this thread
+/// would wait while Redis runs it; with two, each works while the other does.
+const PIPELINES_IN_FLIGHT: usize = 2;
 /// At most this many inputs are taken while filling one batch, notices included.
 const MAX_DRAIN: usize = 4 * MAX_BATCH;
 /// How much longer than `--topic-idle-timeout` a topic must be unheard of before it is
@@ -109,17 +116,30 @@ impl CommandThread {
         }
     }
 
-    /// Handles inputs until `Stop`, or until every sender is gone.
+    /// Handles inputs until `Stop`, or until every sender is gone. While pipelines are in
+    /// flight, an input queued is taken first (a publish may go out before the replies are
+    /// read); with none queued, the oldest pipeline's replies are read.
     pub fn run(mut self) {
         loop {
-            let deadline = match &self.link {
-                Link::Down { retry_at } => Some(*retry_at),
-                Link::Connected { .. } => None,
-                Link::Up { sweep_at, .. } => Some(*sweep_at),
-            };
-            let input = match deadline {
-                None => self.inputs.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(at) => self.inputs.recv_timeout(at.saturating_duration_since(Instant::now())),
+            let input = if self.in_flight() > 0 {
+                match self.inputs.try_recv() {
+                    Ok(input) => Ok(input),
+                    Err(TryRecvError::Empty) => {
+                        self.settle_oldest();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
+            } else {
+                let deadline = match &self.link {
+                    Link::Down { retry_at } => Some(*retry_at),
+                    Link::Connected { .. } => None,
+                    Link::Up { sweep_at, .. } => Some(*sweep_at),
+                };
+                match deadline {
+                    None => self.inputs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    Some(at) => self.inputs.recv_timeout(at.saturating_duration_since(Instant::now())),
+                }
             };
             let mut next = match input {
                 Ok(input) => Some(input),
@@ -127,7 +147,10 @@ impl CommandThread {
                     self.on_deadline();
                     None
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.settle_all();
+                    return;
+                }
             };
             // Filling a batch may stop at an input that is not a publish; it is next.
             while let Some(input) = next.take() {
@@ -147,7 +170,10 @@ impl CommandThread {
                         self.lose(&format!("subscription lost: {reason}"));
                         None
                     }
-                    Input::Stop => return,
+                    Input::Stop => {
+                        self.settle_all();
+                        return;
+                    }
                 };
             }
         }
@@ -232,8 +258,10 @@ impl CommandThread {
         self.sync_if_ready();
     }
 
-    /// Up -> Connected: the subscription ended (or the notices showed a hole).
+    /// Up -> Connected: the subscription ended (or the notices showed a hole). The publishes
+    /// in flight are settled first: the command connection is still good.
     fn lose(&mut self, reason: &str) {
+        self.settle_all();
         if let Link::Up { .. } = self.link {
             let Link::Up { store, .. } = std::mem::replace(&mut self.link, Link::Down { retry_at: Instant::now() })
             else {
@@ -244,8 +272,14 @@ impl CommandThread {
         }
     }
 
-    /// Any state -> Down: the command connection failed.
+    /// Any state -> Down: the command connection failed, and the fate of the publishes in
+    /// flight with it is unknown: refused (their notices or the next sync will say).
     fn fail(&mut self, reason: &str) {
+        let abandoned = match &mut self.link {
+            Link::Up { store, .. } | Link::Connected { store } => store.abandon(),
+            Link::Down { .. } => Vec::new(),
+        };
+        self.refuse(&abandoned);
         if let Link::Up { .. } = self.link {
             self.report_lost(reason);
         }
@@ -279,7 +313,8 @@ impl CommandThread {
     }
 
     /// Fills a batch with the publishes queued behind `first` (hearing the notices met on the
-    /// way), stores it, and returns the input that ended the filling, if any.
+    /// way), writes it as one pipeline (first reading the oldest one's replies if
+    /// `PIPELINES_IN_FLIGHT` are out), and returns the input that ended the filling, if any.
     fn publish(&mut self, first: Publish) -> Option<Input> {
         let mut batch = vec![first];
         let mut stopped_at = None;
@@ -301,32 +336,53 @@ impl CommandThread {
         let (batch, malformed): (Vec<Publish>, Vec<Publish>) =
             batch.into_iter().partition(|publish| valid_topic_name(&publish.topic));
         self.refuse(&malformed);
+        if batch.is_empty() {
+            return stopped_at;
+        }
+        if self.in_flight() == PIPELINES_IN_FLIGHT {
+            self.settle_oldest();
+        }
         let Link::Up { store, .. } = &mut self.link else {
             self.refuse(&batch);
             return stopped_at;
         };
-        if batch.is_empty() {
-            return stopped_at;
-        }
-        match store.publish(&batch, &self.layout) {
-            Ok(outcomes) => {
-                for (publish, outcome) in batch.iter().zip(outcomes) {
-                    match outcome {
-                        Outcome::Acked { epoch, seq } => {
-                            self.shared.count_acked();
-                            (self.sink)(Report::Acked { ticket: publish.ticket, epoch, seq });
-                        }
-                        Outcome::Refused => self.refuse(std::slice::from_ref(publish)),
-                    }
-                }
-            }
-            Err(error) => {
-                // Some of the batch may be in Redis: its notices or the next sync will say.
-                self.fail(&format!("publish failed: {error}"));
-                self.refuse(&batch);
-            }
+        if let Err(error) = store.send(batch, &self.layout) {
+            self.fail(&format!("publish failed: {error}"));
         }
         stopped_at
+    }
+
+    fn in_flight(&self) -> usize {
+        match &self.link {
+            Link::Up { store, .. } => store.in_flight(),
+            _ => 0,
+        }
+    }
+
+    /// Reads the replies to the oldest pipeline in flight and reports its outcomes.
+    fn settle_oldest(&mut self) {
+        let Link::Up { store, .. } = &mut self.link else { return };
+        let mut settled = Vec::new();
+        let received = store.receive(&self.layout, &mut settled);
+        for (publish, outcome) in settled {
+            match outcome {
+                Outcome::Acked { epoch, seq } => {
+                    self.shared.count_acked();
+                    (self.sink)(Report::Acked { ticket: publish.ticket, epoch, seq });
+                }
+                Outcome::Refused => self.refuse(std::slice::from_ref(&publish)),
+            }
+        }
+        if let Err(error) = received {
+            // Some of what is in flight may be in Redis: its notices or the next sync will say.
+            self.fail(&format!("publish failed: {error}"));
+        }
+    }
+
+    fn settle_all(&mut self) {
+        while self.in_flight() > 0 {
+            self.settle_oldest();
+        }
     }
 
     fn refuse(&self, batch: &[Publish]) {

@@ -14,7 +14,8 @@
 //! connection machine beside the HTTP one, reconnect timers and script loading; two threads
 //! with the `redis` crate's blocking client keep the reactor's shape, and the crate does the
 //! protocol. The cost is one channel hop each way, which pipelining amortises: the command
-//! thread sends every publish queued while it waited as one pipeline.
+//! thread sends every publish queued while it waited as one pipeline, and writes the next one
+//! before it reads the replies to the last.
 //!
 //! Invariants:
 //! - The reactor never waits on Redis: `publish` is a channel send and `status` reads atomics.

@@ -1,5 +1,6 @@
-//! The command connection: the two scripts, a batch of publishes as one pipeline, and a sync's
-//! reads; plus the pure functions that turn Redis's replies into acks and topic logs.
+//! The command connection: the two scripts, publishes written as pipelines (several in flight),
+//! and a sync's reads; plus the pure functions that turn Redis's replies into acks and topic
+//! logs.
 //!
 //! Invariants:
 //! - Every call into Redis has a deadline: the connection is made within `CONNECT_TIMEOUT`, and
@@ -7,12 +8,14 @@
 //!   word stalls the command thread for at most that long. Any I/O error leaves the
 //!   connection unusable (a reply may be half read); the caller drops it.
 //! - A publish is `EVALSHA publish.lua` with a candidate epoch made fresh for that call.
+//! - Replies are read in the order the pipelines were written (Redis answers one connection in
+//!   order); a sync, which waits for its own replies, is made only with nothing in flight.
 //! - A script Redis answers `NOSCRIPT` for (its script cache was flushed) did not run: it is
 //!   loaded again and those calls, only those, run once more.
 //! - Nothing Redis returns is trusted: a reply that is not what the scripts return refuses that
 //!   publish or skips that topic, with a warning; it never panics.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,13 +70,6 @@ pub struct Layout {
     pub idle_ms: u64,
 }
 
-/// The two scripts, by name.
-#[derive(Debug, Clone, Copy)]
-enum Script {
-    Publish,
-    Read,
-}
-
 /// A connection to Redis with both scripts loaded.
 pub struct Store {
     connection: redis::Connection,
@@ -81,6 +77,16 @@ pub struct Store {
     read_sha: String,
     /// Candidate epochs and sync ids.
     random: XorShift,
+    /// Pipelines of publishes written and not answered yet, oldest first: Redis answers them
+    /// in that order.
+    in_flight: VecDeque<InFlight>,
+}
+
+/// One pipeline of publishes written to Redis.
+struct InFlight {
+    batch: Vec<Publish>,
+    /// Whether a `SCRIPT LOAD` comes first (and its reply before theirs).
+    reloads: bool,
 }
 
 impl Store {
@@ -89,8 +95,13 @@ impl Store {
         let connection = redis::Client::open(info.clone())?.get_connection_with_timeout(CONNECT_TIMEOUT)?;
         connection.set_read_timeout(Some(REPLY_TIMEOUT))?;
         connection.set_write_timeout(Some(REPLY_TIMEOUT))?;
-        let mut store =
-            Store { connection, publish_sha: String::new(), read_sha: String::new(), random: XorShift::new(seed) };
+        let mut store = Store {
+            connection,
+            publish_sha: String::new(),
+            read_sha: String::new(),
+            random: XorShift::new(seed),
+            in_flight: VecDeque::new(),
+        };
         store.load_scripts()?;
         Ok(store)
     }
@@ -101,28 +112,88 @@ impl Store {
         Ok(())
     }
 
-    /// Appends a batch in one pipeline; the outcomes are in the batch's order. An `Err` is the
-    /// connection's: then the outcome of every publish of the batch is unknown.
-    pub fn publish(&mut self, batch: &[Publish], layout: &Layout) -> RedisResult<Vec<Outcome>> {
+    /// How many pipelines of publishes were written and are not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Writes a batch of publishes as one pipeline and returns without waiting: its outcomes
+    /// are read by `receive`, pipelines in the order they were written. An `Err` is the
+    /// connection's: then the outcome of every publish in flight is unknown (`abandon`).
+    pub fn send(&mut self, batch: Vec<Publish>, layout: &Layout) -> RedisResult<()> {
+        self.send_pipeline(InFlight { batch, reloads: false }, layout)
+    }
+
+    /// The pipeline is counted in flight before it is written, so that a failed write leaves
+    /// it to `abandon`.
+    fn send_pipeline(&mut self, sent: InFlight, layout: &Layout) -> RedisResult<()> {
         let news = layout.keys.news();
-        let candidates: Vec<String> = batch.iter().map(|_| format!("{:016x}", self.random.next_u64())).collect();
-        let replies = self.eval(Script::Publish, batch.len(), |i, call| {
-            let publish = &batch[i];
-            call.arg(2)
+        let mut pipeline = Pipeline::with_capacity(sent.batch.len() + 1);
+        if sent.reloads {
+            pipeline.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_LUA);
+        }
+        for publish in &sent.batch {
+            pipeline
+                .cmd("EVALSHA")
+                .arg(self.publish_sha.as_str())
+                .arg(2)
                 .arg(layout.keys.meta(&publish.topic))
                 .arg(layout.keys.log(&publish.topic))
-                .arg(&candidates[i])
+                .arg(format!("{:016x}", self.random.next_u64()))
                 .arg(layout.capacity)
                 .arg(layout.idle_ms)
                 .arg(&news)
                 .arg(&*publish.topic)
                 .arg(&*publish.data);
-        })?;
-        Ok(replies.into_iter().zip(batch).map(|(reply, publish)| ack(reply, &publish.topic)).collect())
+        }
+        let packed = pipeline.get_packed_pipeline();
+        self.in_flight.push_back(sent);
+        self.connection.send_packed_command(&packed)
+    }
+
+    /// Reads the replies to the oldest pipeline in flight and puts each publish's outcome in
+    /// `settled`, in the batch's order. Calls answered `NOSCRIPT` (the script cache was
+    /// flushed) did not run: they are written again behind a `SCRIPT LOAD`, and settled when
+    /// that pipeline is read (refused if it is `NOSCRIPT` again). An `Err` is the connection's;
+    /// what was settled before it stays settled.
+    pub fn receive(&mut self, layout: &Layout, settled: &mut Vec<(Publish, Outcome)>) -> RedisResult<()> {
+        let Some(oldest) = self.in_flight.front() else { return Ok(()) };
+        let mut replies = Vec::with_capacity(oldest.batch.len() + 1);
+        for _ in 0..oldest.batch.len() + usize::from(oldest.reloads) {
+            replies.push(self.connection.recv_response()?);
+        }
+        let InFlight { batch, reloads } = self.in_flight.pop_front().expect("looked at above");
+        let mut replies = replies.into_iter();
+        if reloads {
+            if let Some(Value::ServerError(error)) = replies.next() {
+                warn!("redis: the publish script cannot be loaded: {error:?}");
+            }
+        }
+        let mut again = Vec::new();
+        for (publish, reply) in batch.into_iter().zip(replies) {
+            if is_noscript(&reply) && !reloads {
+                again.push(publish);
+            } else {
+                let outcome = ack(reply, &publish.topic);
+                settled.push((publish, outcome));
+            }
+        }
+        if again.is_empty() {
+            return Ok(());
+        }
+        warn!("redis: scripts were flushed; loading them again");
+        self.send_pipeline(InFlight { batch: again, reloads: true }, layout)
+    }
+
+    /// Every publish in flight, whose outcome is unknown now that the connection failed.
+    pub fn abandon(&mut self) -> Vec<Publish> {
+        self.in_flight.drain(..).flat_map(|sent| sent.batch).collect()
     }
 
     /// Reads every topic under the prefix, each with its read mark (sync id fresh per call).
+    /// Nothing may be in flight: the sync reads its replies as they come.
     pub fn sync(&mut self, layout: &Layout) -> RedisResult<Snapshot> {
+        debug_assert!(self.in_flight.is_empty(), "a sync behind publishes in flight");
         let sync = format!("{:016x}", self.random.next_u64());
         let mut topics = BTreeSet::new();
         let mut cursor = 0u64;
@@ -150,7 +221,7 @@ impl Store {
         let news = layout.keys.news();
         let mut reads = Vec::with_capacity(topics.len());
         for chunk in topics.chunks(READ_BATCH) {
-            let replies = self.eval(Script::Read, chunk.len(), |i, call| {
+            let replies = self.eval_read(chunk.len(), |i, call| {
                 let topic = &chunk[i];
                 call.arg(2)
                     .arg(layout.keys.meta(topic))
@@ -168,15 +239,16 @@ impl Store {
         Ok(Snapshot { sync, reads })
     }
 
-    /// Runs `calls` calls of `script` in one pipeline, `args(i, call)` adding the arguments of
-    /// call `i` after the sha. Calls answered NOSCRIPT run again once, after a reload.
-    fn eval(&mut self, script: Script, calls: usize, mut args: impl FnMut(usize, &mut Cmd)) -> RedisResult<Vec<Value>> {
-        let mut replies = self.eval_some(script, &(0..calls).collect::<Vec<_>>(), &mut args)?;
+    /// Runs `calls` calls of read.lua in one pipeline and waits for their replies, `args(i,
+    /// call)` adding the arguments of call `i` after the sha. Calls answered NOSCRIPT run again
+    /// once, after a reload.
+    fn eval_read(&mut self, calls: usize, mut args: impl FnMut(usize, &mut Cmd)) -> RedisResult<Vec<Value>> {
+        let mut replies = self.eval_some(&(0..calls).collect::<Vec<_>>(), &mut args)?;
         let missing: Vec<usize> = (0..calls).filter(|&i| is_noscript(&replies[i])).collect();
         if !missing.is_empty() {
             warn!("redis: scripts were flushed; loading them again");
             self.load_scripts()?;
-            for (i, reply) in missing.iter().zip(self.eval_some(script, &missing, &mut args)?) {
+            for (i, reply) in missing.iter().zip(self.eval_some(&missing, &mut args)?) {
                 replies[*i] = reply;
             }
         }
@@ -184,16 +256,8 @@ impl Store {
     }
 
     /// One pipeline of the calls numbered `which`; one reply per call, errors included.
-    fn eval_some(
-        &mut self,
-        script: Script,
-        which: &[usize],
-        args: &mut impl FnMut(usize, &mut Cmd),
-    ) -> RedisResult<Vec<Value>> {
-        let sha = match script {
-            Script::Publish => &self.publish_sha,
-            Script::Read => &self.read_sha,
-        };
+    fn eval_some(&mut self, which: &[usize], args: &mut impl FnMut(usize, &mut Cmd)) -> RedisResult<Vec<Value>> {
+        let sha = &self.read_sha;
         let mut pipeline = Pipeline::with_capacity(which.len());
         pipeline.ignore_errors();
         for &i in which {
