@@ -4,8 +4,8 @@
 //! sees the first one's appends, and two logs publishing to one topic agree on one order; a
 //! restarted process resumes the same epoch; the cap holds; a Redis that crashes, or freezes,
 //! is reported `Lost` and publishes are refused while it is away, and once it is back `Synced`
-//! has every acked message and seqs go on; an expired topic comes back with a new epoch; a bad
-//! URL is refused.
+//! has every acked message and seqs go on; an expired topic comes back with a new epoch; a
+//! flushed script cache is loaded again; a bad URL is refused.
 //!
 //! Each test has its own redis-server (tests/common/redis.rs) and key prefix. Every wait is
 //! bounded by `WAIT`, far beyond what any step needs, and no test asserts that anything is
@@ -438,4 +438,26 @@ fn bad_urls_and_prefixes_are_refused_at_start() {
     }
     let settings = LogSettings { prefix: "a*".into(), ..LogSettings::new(10, Duration::from_secs(60)) };
     assert!(matches!(RedisLog::start("redis://127.0.0.1:6379", settings, sink), Err(StartError::Prefix(_))));
+}
+
+/// `SCRIPT FLUSH` (an operator, or a failover to a replica without the scripts) makes Redis
+/// answer `NOSCRIPT`: those calls did not run, and are run again behind a reload, so nothing
+/// is refused and the seqs go on without a hole, whichever pipelines in flight were hit.
+#[test]
+fn a_flushed_script_cache_is_loaded_again_and_no_publish_is_refused() {
+    let redis = RedisServer::start();
+    let (log, reports) = open(&redis, settings("noscript", 1_000, Duration::from_secs(60)));
+    reports.synced();
+    let before = reports.publish_and_wait(&log, "t", 1, 20, "m");
+    let mut connection = redis.connection();
+    let flushed: String = redis::cmd("SCRIPT").arg("FLUSH").query(&mut connection).expect("SCRIPT FLUSH");
+    assert_eq!(flushed, "OK");
+    let after = reports.publish_and_wait(&log, "t", 21, 200, "m");
+    let mut all = before.appended.clone();
+    all.extend(after.appended.iter().cloned());
+    assert_runs_from_one(&all.iter().map(|(_, _, seq, _)| *seq).collect::<Vec<_>>(), 220, "appends");
+    let epoch = &before.acked[&1].0;
+    assert!(after.acked.values().all(|(e, _)| e == epoch), "one life: {after:?}");
+    let status = log.status();
+    assert_eq!((status.acked, status.refused), (220, 0));
 }
