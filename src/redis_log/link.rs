@@ -118,9 +118,19 @@ impl CommandThread {
 
     /// Handles inputs until `Stop`, or until every sender is gone. While pipelines are in
     /// flight, an input queued is taken first (a publish may go out before the replies are
-    /// read); with none queued, the oldest pipeline's replies are read.
+    /// read); with none queued, the oldest pipeline's replies are read. A deadline that has
+    /// passed is met first, so that a steady stream of inputs cannot put it off.
     pub fn run(mut self) {
         loop {
+            let deadline = match &self.link {
+                Link::Down { retry_at } => Some(*retry_at),
+                Link::Connected { .. } => None,
+                Link::Up { sweep_at, .. } => Some(*sweep_at),
+            };
+            if deadline.is_some_and(|at| at <= Instant::now()) {
+                self.on_deadline();
+                continue;
+            }
             let input = if self.in_flight() > 0 {
                 match self.inputs.try_recv() {
                     Ok(input) => Ok(input),
@@ -131,11 +141,6 @@ impl CommandThread {
                     Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
                 }
             } else {
-                let deadline = match &self.link {
-                    Link::Down { retry_at } => Some(*retry_at),
-                    Link::Connected { .. } => None,
-                    Link::Up { sweep_at, .. } => Some(*sweep_at),
-                };
                 match deadline {
                     None => self.inputs.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     Some(at) => self.inputs.recv_timeout(at.saturating_duration_since(Instant::now())),
@@ -143,10 +148,8 @@ impl CommandThread {
             };
             let mut next = match input {
                 Ok(input) => Some(input),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.on_deadline();
-                    None
-                }
+                Err(RecvTimeoutError::Timeout) => None, // met at the top
+
                 Err(RecvTimeoutError::Disconnected) => {
                     self.settle_all();
                     return;
