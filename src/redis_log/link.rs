@@ -149,7 +149,6 @@ impl CommandThread {
             let mut next = match input {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None, // met at the top
-
                 Err(RecvTimeoutError::Disconnected) => {
                     self.settle_all();
                     return;
@@ -342,7 +341,8 @@ impl CommandThread {
         if batch.is_empty() {
             return stopped_at;
         }
-        if self.in_flight() == PIPELINES_IN_FLIGHT {
+        // A rerun after NOSCRIPT may have put one more in flight.
+        while self.in_flight() >= PIPELINES_IN_FLIGHT {
             self.settle_oldest();
         }
         let Link::Up { store, .. } = &mut self.link else {
