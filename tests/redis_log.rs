@@ -93,7 +93,7 @@ impl Reports {
 }
 
 fn settings(test: &str, capacity: usize, idle_timeout: Duration) -> LogSettings {
-    LogSettings { capacity, idle_timeout, prefix: format!("test:{test}") }
+    LogSettings { prefix: format!("test:{test}"), ..LogSettings::new(capacity, idle_timeout) }
 }
 
 /// A log on `redis` whose reports go to the returned receiver.
@@ -460,4 +460,89 @@ fn a_flushed_script_cache_is_loaded_again_and_no_publish_is_refused() {
     assert!(after.acked.values().all(|(e, _)| e == epoch), "one life: {after:?}");
     let status = log.status();
     assert_eq!((status.acked, status.refused), (220, 0));
+}
+
+/// A Redis that stops answering makes publishes wait in the link's queue; past
+/// `max_queued_bytes` they are refused at once, by `publish` itself, instead of piling up.
+/// Once Redis answers again every publish has had exactly one outcome, and the queue has room
+/// again.
+#[test]
+fn publishes_beyond_the_queue_bound_are_refused_at_once() {
+    const PUBLISHES: u64 = 100;
+    let redis = RedisServer::start();
+    // 10 publishes of 100 bytes (topic and data) fit.
+    let settings = LogSettings { max_queued_bytes: 1_000, ..settings("bound", 1_000, Duration::from_secs(60)) };
+    let (sender, receiver) = mpsc::channel();
+    let publisher = std::thread::current().id();
+    let sink = Arc::new(move |report| {
+        let _ = sender.send((std::thread::current().id() == publisher, report));
+    });
+    let log = RedisLog::start(&redis.url(), settings, sink).expect("a valid URL");
+    let next = || receiver.recv_timeout(WAIT).expect("a report within WAIT");
+    assert!(matches!(next(), (false, Report::Synced { .. })));
+
+    redis.freeze();
+    for ticket in 1..=PUBLISHES {
+        log.publish(ticket, "t", Arc::from("x".repeat(99)));
+    }
+    // The command thread holds at most three batches of 10 (one per pipeline in flight, one it
+    // waits to send) while 10 more wait: the rest was refused here, on this thread.
+    let mut outcomes = Outcomes::default();
+    receiver.try_iter().for_each(|report| outcomes.take(report));
+    assert!(outcomes.refused_here >= 50, "refused at once: {} of {PUBLISHES}", outcomes.refused_here);
+    redis.thaw();
+
+    let deadline = Instant::now() + WAIT;
+    while (outcomes.by_ticket.len() as u64) < PUBLISHES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok(report) => outcomes.take(report),
+            Err(_) => panic!("outcomes so far: {:?}", outcomes.by_ticket),
+        }
+    }
+    let status = log.status();
+    assert_eq!(status.acked + status.refused, PUBLISHES, "{status:?}");
+
+    // The queue has room again: the next publishes are taken (after a `Synced`, if the freeze
+    // outlasted a reply's deadline and the link was lost).
+    let deadline = Instant::now() + WAIT;
+    let mut ticket = PUBLISHES;
+    loop {
+        ticket += 1;
+        log.publish(ticket, "t", Arc::from("after"));
+        let outcome = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left).expect("an outcome within WAIT").1 {
+                Report::Acked { ticket: acked, .. } if acked == ticket => break true,
+                Report::Refused { ticket: refused } if refused == ticket => break false,
+                _ => {}
+            }
+        };
+        if outcome {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no publish acked after the thaw");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The outcome of each publish, and how many were refused on the publishing thread.
+#[derive(Default)]
+struct Outcomes {
+    by_ticket: BTreeMap<u64, &'static str>,
+    refused_here: usize,
+}
+
+impl Outcomes {
+    /// A report, and whether the sink was called on the publishing thread.
+    fn take(&mut self, (here, report): (bool, Report)) {
+        let (ticket, outcome) = match report {
+            Report::Acked { ticket, .. } => (ticket, "acked"),
+            Report::Refused { ticket } if here => (ticket, "refused at once"),
+            Report::Refused { ticket } => (ticket, "refused"),
+            _ => return,
+        };
+        self.refused_here += usize::from(here);
+        assert!(self.by_ticket.insert(ticket, outcome).is_none(), "ticket {ticket} had two outcomes");
+    }
 }

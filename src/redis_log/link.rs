@@ -334,6 +334,7 @@ impl CommandThread {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        self.shared.taken(&batch);
         // A name the topic table refuses would make malformed keys and notices.
         let (batch, malformed): (Vec<Publish>, Vec<Publish>) =
             batch.into_iter().partition(|publish| valid_topic_name(&publish.topic));

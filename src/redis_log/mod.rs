@@ -48,7 +48,7 @@ pub use notice::valid_prefix;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -62,6 +62,9 @@ use store::{Layout, Publish};
 
 /// The prefix of every key unless told otherwise.
 pub const DEFAULT_PREFIX: &str = "tether";
+/// How many bytes of publishes (topic and data) may wait for the link unless told otherwise:
+/// a thousand of the largest messages `--max-message-bytes` allows by default.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// The longest wait between two attempts to reach Redis (the waits start at 100 ms, double,
 /// and are jittered: `backoff.rs`).
 pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
@@ -77,11 +80,19 @@ pub struct LogSettings {
     pub idle_timeout: Duration,
     /// The prefix of every key and of the channel; tests use a fresh one each.
     pub prefix: String,
+    /// Publishes beyond this many bytes waiting for the link (a Redis that is slow to answer)
+    /// are refused at once.
+    pub max_queued_bytes: usize,
 }
 
 impl LogSettings {
     pub fn new(capacity: usize, idle_timeout: Duration) -> LogSettings {
-        LogSettings { capacity, idle_timeout, prefix: DEFAULT_PREFIX.to_string() }
+        LogSettings {
+            capacity,
+            idle_timeout,
+            prefix: DEFAULT_PREFIX.to_string(),
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+        }
     }
 }
 
@@ -187,6 +198,40 @@ struct Shared {
     reconnects: AtomicU64,
     /// Whether the link has ever been up (a later `Synced` is a reconnect).
     ever_up: AtomicBool,
+    /// Publishes queued for the command thread and not taken yet.
+    queue: QueueBound,
+}
+
+/// The bytes of publishes queued for the command thread, and their bound: a Redis that is slow
+/// to answer makes publishes wait in the channel, and without a bound a flood would grow it
+/// without end. Taken by `RedisLog::publish`, given back when the command thread takes them.
+#[derive(Debug)]
+struct QueueBound {
+    max: usize,
+    queued: AtomicUsize,
+}
+
+impl QueueBound {
+    fn new(max: usize) -> QueueBound {
+        QueueBound { max, queued: AtomicUsize::new(0) }
+    }
+
+    /// Counts `bytes` in, if they fit.
+    fn admit(&self, bytes: usize) -> bool {
+        let admitted = self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+            queued.checked_add(bytes).filter(|&total| total <= self.max)
+        });
+        admitted.is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// What a publish counts for in the queue's bound.
+fn queued_size(publish: &Publish) -> usize {
+    publish.topic.len() + publish.data.len()
 }
 
 const STARTING: u8 = 0;
@@ -194,7 +239,7 @@ const UP: u8 = 1;
 const DOWN: u8 = 2;
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(max_queued_bytes: usize) -> Shared {
         Shared {
             origin: Instant::now(),
             state: AtomicU8::new(STARTING),
@@ -206,6 +251,7 @@ impl Shared {
             appended: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             ever_up: AtomicBool::new(false),
+            queue: QueueBound::new(max_queued_bytes),
         }
     }
 
@@ -244,6 +290,11 @@ impl Shared {
     fn count_appended(&self) {
         self.appended.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// The command thread took `batch` off the queue.
+    fn taken(&self, batch: &[Publish]) {
+        self.queue.release(batch.iter().map(queued_size).sum());
+    }
 }
 
 /// The link to Redis: two threads, a channel in, the sink out.
@@ -273,7 +324,7 @@ impl RedisLog {
             // PEXPIRE 0 would delete the keys at once.
             idle_ms: u64::try_from(settings.idle_timeout.as_millis()).unwrap_or(u64::MAX).max(1),
         };
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(settings.max_queued_bytes));
         let stop = Arc::new(AtomicBool::new(false));
         let (inputs, received) = mpsc::channel();
         let seed = RandomState::new().hash_one(std::process::id());
@@ -292,12 +343,18 @@ impl RedisLog {
         Ok(RedisLog { inputs, shared, sink, stop, command_thread: Some(command_thread), endpoint })
     }
 
-    /// Queues a publish; never blocks, never fails here. Its outcome reaches the sink as
-    /// `Acked` or `Refused` with the same ticket.
+    /// Queues a publish; never blocks. Its outcome reaches the sink as `Acked` or `Refused`
+    /// with the same ticket: refused at once, from this thread, if the queue is full
+    /// (`LogSettings::max_queued_bytes`).
     pub fn publish(&self, ticket: u64, topic: &str, data: Arc<str>) {
         self.shared.published.fetch_add(1, Ordering::Relaxed);
         let publish = Publish { ticket, topic: Arc::from(topic), data };
-        if self.inputs.send(Input::Publish(publish)).is_err() {
+        let size = queued_size(&publish);
+        if !self.shared.queue.admit(size) {
+            self.shared.count_refused();
+            (self.sink)(Report::Refused { ticket });
+        } else if self.inputs.send(Input::Publish(publish)).is_err() {
+            self.shared.queue.release(size);
             self.shared.count_refused();
             (self.sink)(Report::Refused { ticket });
         }
@@ -353,4 +410,23 @@ fn connection_info(endpoint: &Endpoint) -> redis::RedisResult<ConnectionInfo> {
     Ok(info
         .set_redis_settings(RedisConnectionInfo::default().set_db(i64::from(endpoint.db)).set_skip_set_lib_name())
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_admits_up_to_its_bound_and_again_once_publishes_are_taken() {
+        let bound = QueueBound::new(100);
+        assert!(bound.admit(60));
+        assert!(bound.admit(40));
+        assert!(!bound.admit(1), "full");
+        bound.release(60);
+        assert!(!bound.admit(61));
+        assert!(bound.admit(60));
+        bound.release(100);
+        assert!(!bound.admit(usize::MAX), "an overflow is not room");
+        assert!(bound.admit(100));
+    }
 }
