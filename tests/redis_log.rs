@@ -546,3 +546,40 @@ impl Outcomes {
         assert!(self.by_ticket.insert(ticket, outcome).is_none(), "ticket {ticket} had two outcomes");
     }
 }
+
+/// Publishes to several topics, interleaved, go to Redis as one call per topic and pipeline:
+/// each topic's seqs still follow the order its publishes were made, each ack names its own
+/// message, and each notice carries its own data.
+#[test]
+fn interleaved_topics_keep_each_topics_order() {
+    const TOPICS: [&str; 3] = ["a", "b", "c"];
+    const EACH: u64 = 40;
+    let redis = RedisServer::start();
+    let (log, reports) = open(&redis, settings("interleaved", 1_000, Duration::from_secs(60)));
+    reports.synced();
+    let total = EACH * TOPICS.len() as u64;
+    for ticket in 1..=total {
+        let topic = TOPICS[(ticket % 3) as usize];
+        log.publish(ticket, topic, Arc::from(format!("{topic}-{ticket}")));
+    }
+    let mut tally = Tally::default();
+    reports.tally_until("every ack and append", &mut tally, |t| {
+        t.acked.len() as u64 + t.refused.len() as u64 == total && t.appended.len() as u64 >= total
+    });
+    assert_eq!(tally.refused, Vec::<u64>::new());
+    for (i, topic) in TOPICS.iter().enumerate() {
+        // Tickets published to this topic, in order, were given seqs 1, 2, 3...
+        let tickets: Vec<u64> = (1..=total).filter(|ticket| (ticket % 3) as usize == i).collect();
+        let seqs: Vec<u64> = tickets.iter().map(|ticket| tally.acked[ticket].1).collect();
+        assert_runs_from_one(&seqs, EACH, &format!("acks of {topic}"));
+        let appended: Vec<(u64, String)> = tally
+            .appended
+            .iter()
+            .filter(|(name, _, _, _)| name == topic)
+            .map(|(_, _, seq, data)| (*seq, data.clone()))
+            .collect();
+        let expected: Vec<(u64, String)> =
+            tickets.iter().zip(1..).map(|(ticket, seq)| (seq, format!("{topic}-{ticket}"))).collect();
+        assert_eq!(appended, expected, "the appends of {topic}");
+    }
+}

@@ -7,7 +7,8 @@
 //!   every read and write of a reply within `REPLY_TIMEOUT`, so a Redis that died without a
 //!   word stalls the command thread for at most that long. Any I/O error leaves the
 //!   connection unusable (a reply may be half read); the caller drops it.
-//! - A publish is `EVALSHA publish.lua` with a candidate epoch made fresh for that call.
+//! - A pipeline holds one `EVALSHA publish.lua` per topic, with that topic's publishes of the
+//!   batch in the order they were made, and a candidate epoch made fresh for that call.
 //! - Replies are read in the order the pipelines were written (Redis answers one connection in
 //!   order); a sync, which waits for its own replies, is made only with nothing in flight.
 //! - A script Redis answers `NOSCRIPT` for (its script cache was flushed) did not run: it is
@@ -15,7 +16,7 @@
 //! - Nothing Redis returns is trusted: a reply that is not what the scripts return refuses that
 //!   publish or skips that topic, with a warning; it never panics.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,9 +83,9 @@ pub struct Store {
     in_flight: VecDeque<InFlight>,
 }
 
-/// One pipeline of publishes written to Redis.
+/// One pipeline of publishes written to Redis: a call per topic.
 struct InFlight {
-    batch: Vec<Publish>,
+    calls: Vec<Vec<Publish>>,
     /// Whether a `SCRIPT LOAD` comes first (and its reply before theirs).
     reloads: bool,
 }
@@ -121,30 +122,33 @@ impl Store {
     /// are read by `receive`, pipelines in the order they were written. An `Err` is the
     /// connection's: then the outcome of every publish in flight is unknown (`abandon`).
     pub fn send(&mut self, batch: Vec<Publish>, layout: &Layout) -> RedisResult<()> {
-        self.send_pipeline(InFlight { batch, reloads: false }, layout)
+        self.send_pipeline(InFlight { calls: by_topic(batch), reloads: false }, layout)
     }
 
     /// The pipeline is counted in flight before it is written, so that a failed write leaves
     /// it to `abandon`.
     fn send_pipeline(&mut self, sent: InFlight, layout: &Layout) -> RedisResult<()> {
         let news = layout.keys.news();
-        let mut pipeline = Pipeline::with_capacity(sent.batch.len() + 1);
+        let mut pipeline = Pipeline::with_capacity(sent.calls.len() + 1);
         if sent.reloads {
             pipeline.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_LUA);
         }
-        for publish in &sent.batch {
-            pipeline
+        for call in &sent.calls {
+            let topic = &call[0].topic;
+            let script = pipeline
                 .cmd("EVALSHA")
                 .arg(self.publish_sha.as_str())
                 .arg(2)
-                .arg(layout.keys.meta(&publish.topic))
-                .arg(layout.keys.log(&publish.topic))
+                .arg(layout.keys.meta(topic))
+                .arg(layout.keys.log(topic))
                 .arg(format!("{:016x}", self.random.next_u64()))
                 .arg(layout.capacity)
                 .arg(layout.idle_ms)
                 .arg(&news)
-                .arg(&*publish.topic)
-                .arg(&*publish.data);
+                .arg(&**topic);
+            for publish in call {
+                script.arg(&*publish.data);
+            }
         }
         let packed = pipeline.get_packed_pipeline();
         self.in_flight.push_back(sent);
@@ -158,11 +162,11 @@ impl Store {
     /// what was settled before it stays settled.
     pub fn receive(&mut self, layout: &Layout, settled: &mut Vec<(Publish, Outcome)>) -> RedisResult<()> {
         let Some(oldest) = self.in_flight.front() else { return Ok(()) };
-        let mut replies = Vec::with_capacity(oldest.batch.len() + 1);
-        for _ in 0..oldest.batch.len() + usize::from(oldest.reloads) {
+        let mut replies = Vec::with_capacity(oldest.calls.len() + 1);
+        for _ in 0..oldest.calls.len() + usize::from(oldest.reloads) {
             replies.push(self.connection.recv_response()?);
         }
-        let InFlight { batch, reloads } = self.in_flight.pop_front().expect("looked at above");
+        let InFlight { calls, reloads } = self.in_flight.pop_front().expect("looked at above");
         let mut replies = replies.into_iter();
         if reloads {
             if let Some(Value::ServerError(error)) = replies.next() {
@@ -170,11 +174,17 @@ impl Store {
             }
         }
         let mut again = Vec::new();
-        for (publish, reply) in batch.into_iter().zip(replies) {
+        for (call, reply) in calls.into_iter().zip(replies) {
             if is_noscript(&reply) && !reloads {
-                again.push(publish);
-            } else {
-                let outcome = ack(reply, &publish.topic);
+                again.push(call);
+                continue;
+            }
+            let outcome = ack(reply, &call[0].topic);
+            for (publish, seq) in call.into_iter().zip(0..) {
+                let outcome = match &outcome {
+                    Outcome::Acked { epoch, seq: first } => Outcome::Acked { epoch: epoch.clone(), seq: first + seq },
+                    Outcome::Refused => Outcome::Refused,
+                };
                 settled.push((publish, outcome));
             }
         }
@@ -182,12 +192,12 @@ impl Store {
             return Ok(());
         }
         warn!("redis: scripts were flushed; loading them again");
-        self.send_pipeline(InFlight { batch: again, reloads: true }, layout)
+        self.send_pipeline(InFlight { calls: again, reloads: true }, layout)
     }
 
     /// Every publish in flight, whose outcome is unknown now that the connection failed.
     pub fn abandon(&mut self) -> Vec<Publish> {
-        self.in_flight.drain(..).flat_map(|sent| sent.batch).collect()
+        self.in_flight.drain(..).flat_map(|sent| sent.calls).flatten().collect()
     }
 
     /// Reads every topic under the prefix, each with its read mark (sync id fresh per call).
@@ -282,7 +292,24 @@ fn is_noscript(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(error) if error.code() == "NOSCRIPT")
 }
 
-/// publish.lua's `{epoch, seq}`, or a refusal (an error reply, or anything else).
+/// A batch as calls of publish.lua: one per topic, in the order of each topic's first publish,
+/// each with that topic's publishes in the order they were made.
+fn by_topic(batch: Vec<Publish>) -> Vec<Vec<Publish>> {
+    let mut calls: Vec<Vec<Publish>> = Vec::new();
+    let mut call_of: HashMap<Arc<str>, usize> = HashMap::new();
+    for publish in batch {
+        match call_of.get(&publish.topic) {
+            Some(&call) => calls[call].push(publish),
+            None => {
+                call_of.insert(publish.topic.clone(), calls.len());
+                calls.push(vec![publish]);
+            }
+        }
+    }
+    calls
+}
+
+/// publish.lua's `{epoch, seq}` (the seq of the call's first message), or a refusal (an error reply, or anything else).
 pub fn ack(reply: Value, topic: &str) -> Outcome {
     if let Value::Array(fields) = &reply {
         if let [Value::BulkString(epoch), Value::Int(seq)] = fields.as_slice() {
@@ -364,6 +391,15 @@ mod tests {
 
     fn messages(seqs: &[u64]) -> Vec<(u64, Arc<str>)> {
         seqs.iter().map(|&seq| (seq, Arc::from(format!("m{seq}")))).collect()
+    }
+
+    #[test]
+    fn a_batch_is_one_call_per_topic_in_publish_order() {
+        let publish = |ticket, topic: &str| Publish { ticket, topic: Arc::from(topic), data: Arc::from("x") };
+        let batch = vec![publish(1, "a"), publish(2, "b"), publish(3, "a"), publish(4, "c"), publish(5, "b")];
+        let calls: Vec<Vec<u64>> =
+            by_topic(batch).iter().map(|call| call.iter().map(|publish| publish.ticket).collect()).collect();
+        assert_eq!(calls, [vec![1, 3], vec![2, 5], vec![4]]);
     }
 
     #[test]
