@@ -81,7 +81,7 @@ fn main() {
         per_publish(redis_cpu),
         per_publish(own_cpu)
     );
-    println!("  in the script, as Redis counts it: {}", script_time(&mut inspector));
+    println!("  in the script, as Redis counts it: {}", script_time(&mut inspector, PUBLISHES));
 
     let mut latency = Histogram::<u64>::new(3).expect("a histogram");
     for ticket in PUBLISHES..PUBLISHES + SAMPLES {
@@ -120,18 +120,27 @@ fn redis_cpu_time(connection: &mut redis::Connection) -> Duration {
     Duration::from_secs_f64(seconds)
 }
 
-/// `usec_per_call` of EVALSHA and of the XADD inside it, from `INFO commandstats`: the time
-/// the script itself takes, without the protocol, the append-only file or the scheduler.
-fn script_time(connection: &mut redis::Connection) -> String {
+/// The time the script itself takes per message, without the protocol, the append-only file
+/// or the scheduler, from `INFO commandstats`: EVALSHA's `usec` over the `messages` appended so
+/// far (one call carries a topic's messages of a pipeline), and XADD's `usec_per_call`.
+fn script_time(connection: &mut redis::Connection, messages: u64) -> String {
     let info: String = redis::cmd("INFO").arg("commandstats").query(connection).expect("INFO commandstats");
-    let per_call = |command: &str| {
+    let stat = |command: &str, name: &str| -> Option<f64> {
         info.lines()
             .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
-            .and_then(|stats| stats.split(',').find_map(|field| field.strip_prefix("usec_per_call=")))
-            .unwrap_or("?")
-            .to_string()
+            .and_then(|stats| stats.split(',').find_map(|field| field.strip_prefix(&format!("{name}="))))
+            .and_then(|value| value.parse().ok())
     };
-    format!("EVALSHA {} µs per call, of which XADD {} µs", per_call("evalsha"), per_call("xadd"))
+    let (Some(usec), Some(calls), Some(xadd)) =
+        (stat("evalsha", "usec"), stat("evalsha", "calls"), stat("xadd", "usec_per_call"))
+    else {
+        return "not in INFO commandstats".to_string();
+    };
+    format!(
+        "EVALSHA {:.2} µs per message ({:.0} messages per call), of which XADD {xadd:.2} µs",
+        usec / messages as f64,
+        messages as f64 / calls
+    )
 }
 
 /// This process's CPU time so far (user + system), every thread.
