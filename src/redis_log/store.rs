@@ -156,7 +156,7 @@ impl Store {
     }
 
     /// Reads the replies to the oldest pipeline in flight and puts each publish's outcome in
-    /// `settled`, in the batch's order. Calls answered `NOSCRIPT` (the script cache was
+    /// `settled`, call by call (a topic's publishes in the order they were made). Calls answered `NOSCRIPT` (the script cache was
     /// flushed) did not run: they are written again behind a `SCRIPT LOAD`, and settled when
     /// that pipeline is read (refused if it is `NOSCRIPT` again). An `Err` is the connection's;
     /// what was settled before it stays settled.
@@ -180,9 +180,9 @@ impl Store {
                 continue;
             }
             let outcome = ack(reply, &call[0].topic);
-            for (publish, seq) in call.into_iter().zip(0..) {
+            for (publish, offset) in call.into_iter().zip(0..) {
                 let outcome = match &outcome {
-                    Outcome::Acked { epoch, seq: first } => Outcome::Acked { epoch: epoch.clone(), seq: first + seq },
+                    Outcome::Acked { epoch, seq } => Outcome::Acked { epoch: epoch.clone(), seq: seq + offset },
                     Outcome::Refused => Outcome::Refused,
                 };
                 settled.push((publish, outcome));
