@@ -22,6 +22,7 @@
 //!   everything, so no append is missed between the two; every `Lost` is followed, once the
 //!   link is back, by a `Synced` that supersedes everything before it.
 //! - Notices heard while not `Up` are dropped: the next sync covers them.
+//! - `status()` says up only after the sink has had the `Synced`.
 //! - Pipelines of publishes are in flight only while `Up`, at most `PIPELINES_IN_FLIGHT`; their
 //!   outcomes are reported as their replies are read. Before the link leaves `Up` every one is
 //!   settled (the connection is good: its replies are read) or refused (it failed).
@@ -246,8 +247,10 @@ impl CommandThread {
                 info!("redis: synced {} topics", topics.len());
                 self.link = Link::Up { store, timeline, sweep_at: Instant::now() + self.layout_idle() + FORGET_SLACK };
                 self.backoff.reset();
-                self.shared.set_up();
+                // Reported before the status says up: whoever reads `Up` (/stats) can count on
+                // the log being in step, and publishes being taken.
                 (self.sink)(Report::Synced { topics });
+                self.shared.set_up();
             }
             Err(error) => self.fail(&format!("sync failed: {error}")),
         }
