@@ -399,9 +399,15 @@ impl Log {
     }
 }
 
-/// Wakes each worker; after the lock, since waking is a write to its eventfd.
+/// Wakes each worker once, however many things it was told (it drains its whole inbox when
+/// woken); after the lock, since waking is a write to its eventfd.
 fn wake(wakers: Vec<Arc<Waker>>) {
-    for waker in wakers {
+    let mut woken: Vec<&Arc<Waker>> = Vec::new();
+    for waker in &wakers {
+        if woken.iter().any(|done| Arc::ptr_eq(done, waker)) {
+            continue;
+        }
+        woken.push(waker);
         if let Err(e) = waker.wake() {
             warn!("cannot wake a worker: {e}");
         }

@@ -350,14 +350,14 @@ impl RedisLog {
         self.shared.published.fetch_add(1, Ordering::Relaxed);
         let publish = Publish { ticket, topic: Arc::from(topic), data };
         let size = queued_size(&publish);
-        if !self.shared.queue.admit(size) {
-            self.shared.count_refused();
-            (self.sink)(Report::Refused { ticket });
-        } else if self.inputs.send(Input::Publish(publish)).is_err() {
-            self.shared.queue.release(size);
-            self.shared.count_refused();
-            (self.sink)(Report::Refused { ticket });
+        if self.shared.queue.admit(size) {
+            if self.inputs.send(Input::Publish(publish)).is_ok() {
+                return;
+            }
+            self.shared.queue.release(size); // the command thread is gone
         }
+        self.shared.count_refused();
+        (self.sink)(Report::Refused { ticket });
     }
 
     /// The link's state and counters, from atomics.

@@ -33,8 +33,9 @@ for i = 1, count do
   redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. epoch .. ' ' .. id .. '\n' .. data)
 end
 -- '~': Redis trims whole stream nodes only, so it may keep up to one node (at most
--- stream-node-max-bytes, 4 KB by default) beyond the cap; that costs a fifth less CPU per
--- append than trimming to the entry (docs/scale-out.md). A sync keeps only the newest `cap`.
+-- stream-node-max-bytes, 4 KB by default) beyond the cap; that cost a fifth less CPU per
+-- append than trimming to the entry when each XADD trimmed (docs/scale-out.md). A sync keeps
+-- only the newest `cap`.
 redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
